@@ -1,0 +1,369 @@
+"""The script side: what a model script calls to read inputs and write outputs.
+
+    from fdp_tasks.api import Session
+
+    with Session() as fdp:                       # reads $FDP_CONFIG_DIR/config.yaml
+        params = fdp.read("SEIRS_model/parameters")
+        out = fdp.write("SEIRS_model/results/model_output")
+        ...write the file at `out`...
+    # leaving the block records the code run, its inputs and outputs
+
+Outputs are written under a temporary name and renamed to `<namespace>/<name>/<version>.<ext>`
+only when the session finalises, so a crashed script leaves nothing registered and no file
+under a final name. With direct access to the local registry (FDP_LOCAL_DB) everything the
+session records is one transaction; otherwise it talks to the registry's REST API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import uuid as uuidlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+
+from fdp_tasks.datastore import DataStore, product_path, sha1_file
+from fdp_tasks.errors import FdpError
+from fdp_tasks.registry import queries
+from fdp_tasks.registry.base import Registry
+from fdp_tasks.sync import local_location
+from fdp_tasks.transfer import local_root
+
+LOCAL_USER = "admin"
+
+
+@dataclass
+class _Output:
+    name: str
+    namespace: str
+    version: str
+    file_type: str
+    description: str
+    public: bool
+    temp: Path
+    component: str | None = None
+
+
+@dataclass
+class _Issue:
+    description: str
+    severity: int
+    targets: list[tuple[str, Any]] = field(default_factory=list)
+
+
+def connect(run_metadata: dict[str, Any]) -> Registry:
+    """The local registry: the database itself when FDP_LOCAL_DB names it, else its REST API."""
+    db = os.environ.get("FDP_LOCAL_DB")
+    if db:
+        from fdp_tasks.registry.store import open_store
+
+        return open_store(db)
+    from fdp_tasks.registry.client import HttpRegistry
+
+    return HttpRegistry(
+        run_metadata["local_data_registry_url"], token=os.environ.get("FDP_LOCAL_TOKEN")
+    )
+
+
+class Session:
+    """One code run: the reads, writes and issues of a script, recorded together."""
+
+    def __init__(
+        self,
+        config_dir: str | Path | None = None,
+        script: str | Path | None = None,
+        registry: Registry | None = None,
+    ):
+        directory = config_dir or os.environ.get("FDP_CONFIG_DIR")
+        if not directory:
+            raise FdpError("FDP_CONFIG_DIR is not set: run this script with `fdp run` or `doit`")
+        self.config_dir = Path(directory).resolve()
+        self.config_path = self.config_dir / os.environ.get("FDP_CONFIG_NAME", "config.yaml")
+        with open(self.config_path, encoding="utf-8") as fh:
+            self.config: dict[str, Any] = yaml.safe_load(fh)
+        self.run_metadata: dict[str, Any] = self.config["run_metadata"]
+        self.store = DataStore(self.run_metadata["write_data_store"])
+        self.registry = registry or connect(self.run_metadata)
+        self.script = Path(script or os.environ.get("FDP_SCRIPT") or self._find_script())
+        self.uuid = str(uuidlib.uuid4())
+        self.inputs: dict[str, tuple[Path, int]] = {}
+        self.outputs: dict[str, _Output] = {}
+        self.issues: list[_Issue] = []
+        self.finalised = False
+
+    def _find_script(self) -> Path:
+        found = sorted(self.config_dir.glob("script.*"))
+        if not found:
+            raise FdpError(f"no script.* in {self.config_dir}")
+        return found[0]
+
+    # --------------------------------------------------------------- reading
+    def _item(self, section: str, data_product: str) -> dict[str, Any]:
+        for item in self.config.get(section) or []:
+            use = item.get("use") or {}
+            if data_product in (item.get("data_product"), use.get("data_product")):
+                return item
+        names = ", ".join(i.get("data_product", "?") for i in self.config.get(section) or [])
+        raise FdpError(
+            f"{self.config_path}: no {section} item for {data_product!r} (known: {names or 'none'})"
+        )
+
+    def read(self, data_product: str, component: str | None = None) -> Path:
+        """The local path of an input named in the config's read block."""
+        if data_product in self.inputs:
+            return self.inputs[data_product][0]
+        item = self._item("read", data_product)
+        use = item.get("use") or {}
+        if use.get("cache"):
+            path = Path(use["cache"]).expanduser().resolve()
+            self.inputs[data_product] = (path, 0)
+            return path
+        namespace = use.get("namespace") or self.run_metadata.get("default_input_namespace")
+        name = use.get("data_product") or item["data_product"]
+        ref = queries.ProductRef(namespace, name, str(use.get("version")))
+        found = queries.locate_ref(self.registry, ref)
+        if found is None or found.location is None:
+            raise FdpError(f"{ref} is not in the local registry; pull it first")
+        base = local_root(found.root["root"])
+        if base is None:
+            raise FdpError(f"{ref} is stored at {found.root['root']}, not locally; pull it first")
+        path = (base / found.location["path"]).resolve()
+        component_id = self._component(found.object, component)
+        self.inputs[data_product] = (path, component_id)
+        return path
+
+    def _component(self, obj: dict[str, Any], name: str | None) -> int:
+        if not name:
+            return queries.whole_object_component(self.registry, obj)
+        rows = self.registry.find("object_component", {"object": obj["id"], "name": name}, limit=1)
+        if not rows:
+            raise FdpError(f"object {obj.get('uuid')} has no component {name!r}")
+        return rows[0]["id"]
+
+    # --------------------------------------------------------------- writing
+    def write(self, data_product: str, component: str | None = None) -> Path:
+        """A path to write an output to; it is registered when the session finalises."""
+        if data_product in self.outputs:
+            return self.outputs[data_product].temp
+        item = self._item("write", data_product)
+        use = item.get("use") or {}
+        namespace = use.get("namespace") or self.run_metadata.get("default_output_namespace")
+        name = use.get("data_product") or item["data_product"]
+        file_type = str(item["file_type"]).lstrip(".")
+        folder = self.store.path(f"{namespace}/{name}")
+        folder.mkdir(parents=True, exist_ok=True)
+        temp = folder / f"dat-{secrets.token_hex(8)}.{file_type}"
+        self.outputs[data_product] = _Output(
+            name=name,
+            namespace=namespace,
+            version=str(use["version"]),
+            file_type=file_type,
+            description=item.get("description") or "",
+            public=bool(item.get("public", self.run_metadata.get("public", True))),
+            temp=temp,
+            component=component,
+        )
+        return temp
+
+    def raise_issue(
+        self,
+        description: str,
+        severity: int = 1,
+        *,
+        data_product: str | None = None,
+        config: bool = False,
+        script: bool = False,
+    ) -> None:
+        """Attach an issue to an input or output, to the config, or to the script."""
+        issue = _Issue(description, severity)
+        if data_product:
+            issue.targets.append(("product", data_product))
+        if config:
+            issue.targets.append(("config", None))
+        if script:
+            issue.targets.append(("script", None))
+        self.issues.append(issue)
+
+    # -------------------------------------------------------------- finalise
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.finalise()
+        else:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove unfinished outputs after a failure; nothing is registered."""
+        for out in self.outputs.values():
+            with contextlib.suppress(FileNotFoundError):
+                out.temp.unlink()
+
+    def finalise(self) -> str:
+        """Register outputs and the code run; returns the code run's uuid."""
+        if self.finalised:
+            return self.uuid
+        missing = [n for n, o in self.outputs.items() if not o.temp.is_file()]
+        if missing:
+            raise FdpError(f"outputs never written: {', '.join(missing)}")
+        hashes = {n: sha1_file(o.temp) for n, o in self.outputs.items()}
+        with self._transaction():
+            moves = self._record(hashes)
+        for temp, final in moves:  # only once the records are committed
+            os.replace(temp, final)
+        with open(self.config_dir / "coderuns.txt", "a", encoding="utf-8") as fh:
+            fh.write(self.uuid + "\n")
+        self.finalised = True
+        return self.uuid
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        begin = getattr(self.registry, "transaction", None)
+        if begin is None:
+            yield
+        else:
+            with begin():
+                yield
+
+    def _author(self) -> int:
+        users = self.registry.find("users", {"username": LOCAL_USER}, limit=1)
+        if users:
+            links = self.registry.find("user_author", {"user": users[0]["id"]}, limit=1)
+            if links:
+                return links[0]["author"]
+        return self.registry.get_or_create("author", {"name": LOCAL_USER})[0]["id"]
+
+    def _file_object(
+        self, path: Path, description: str, extension: str, authors: list[int]
+    ) -> dict[str, Any]:
+        rel = self.store.relative(path)
+        location = local_location(self.registry, self.store, rel, sha1_file(path))
+        return self.registry.create(
+            "object",
+            {
+                "description": description,
+                "storage_location": location,
+                "file_type": queries.file_type_id(self.registry, extension),
+                "authors": authors,
+            },
+        )
+
+    def _code_repo(self, authors: list[int]) -> dict[str, Any]:
+        repo = self.run_metadata.get("remote_repo") or ""
+        commit = self.run_metadata.get("latest_commit") or "0" * 40
+        if "://" in repo:
+            parsed = urlparse(repo)
+            root, path = f"{parsed.scheme}://{parsed.netloc}/", parsed.path.lstrip("/") or "repo"
+        else:
+            local = Path(self.run_metadata.get("local_repo") or self.config_dir).resolve()
+            root, path = local.parent.as_uri().rstrip("/") + "/", local.name or "repo"
+        root_rec, _ = self.registry.get_or_create("storage_root", {"root": root, "local": False})
+        loc, _ = self.registry.get_or_create(
+            "storage_location",
+            {"path": path, "hash": commit, "public": True, "storage_root": root_rec["id"]},
+        )
+        return self.registry.create(
+            "object",
+            {
+                "description": "code repository of the run",
+                "storage_location": loc["id"],
+                "authors": authors,
+            },
+        )
+
+    def _record(self, hashes: dict[str, str]) -> list[tuple[Path, Path]]:
+        reg = self.registry
+        moves = []
+        authors = [self._author()]
+        config_obj = self._file_object(
+            self.config_path, "working config.yaml of the run", "yaml", authors
+        )
+        script_obj = self._file_object(
+            self.script,
+            "submission script of the run",
+            self.script.suffix.lstrip(".") or "sh",
+            authors,
+        )
+        repo_obj = self._code_repo(authors)
+        outputs: dict[str, int] = {}
+        for name, out in self.outputs.items():
+            final = self.store.path(
+                product_path(out.namespace, out.name, out.version, out.file_type)
+            )
+            if final.exists() and sha1_file(final) != hashes[name]:
+                raise FdpError(f"{final} already exists with other content; not overwriting it")
+            moves.append((out.temp, final))
+            ns, _ = reg.get_or_create("namespace", {"name": out.namespace})
+            location = local_location(
+                reg, self.store, self.store.relative(final), hashes[name], out.public
+            )
+            obj = reg.create(
+                "object",
+                {
+                    "description": out.description,
+                    "storage_location": location,
+                    "file_type": queries.file_type_id(reg, out.file_type),
+                    "authors": authors,
+                },
+            )
+            reg.create(
+                "data_product",
+                {
+                    "object": obj["id"],
+                    "namespace": ns["id"],
+                    "name": out.name,
+                    "version": out.version,
+                },
+            )
+            if out.component:
+                outputs[name] = reg.get_or_create(
+                    "object_component", {"object": obj["id"], "name": out.component}
+                )[0]["id"]
+            else:
+                outputs[name] = queries.whole_object_component(reg, obj)
+        run = reg.create(
+            "code_run",
+            {
+                "run_date": datetime.now(timezone.utc).isoformat(),
+                "description": self.run_metadata.get("description") or "",
+                "code_repo": repo_obj["id"],
+                "model_config": config_obj["id"],
+                "submission_script": script_obj["id"],
+                "inputs": [c for _, c in self.inputs.values() if c],
+                "outputs": list(outputs.values()),
+                "uuid": self.uuid,
+            },
+        )
+        for issue in self.issues:
+            components = []
+            for kind, target in issue.targets:
+                if kind == "product":
+                    if target in outputs:
+                        components.append(outputs[target])
+                    elif target in self.inputs:
+                        components.append(self.inputs[target][1])
+                    else:
+                        raise FdpError(
+                            f"issue names {target!r}, which this run neither read nor wrote"
+                        )
+                else:
+                    obj = config_obj if kind == "config" else script_obj
+                    components.append(queries.whole_object_component(reg, obj))
+            reg.create(
+                "issue",
+                {
+                    "severity": issue.severity,
+                    "description": issue.description,
+                    "component_issues": components,
+                },
+            )
+        self.code_run = run
+        return moves

@@ -1,0 +1,125 @@
+"""`fdp registry serve|start|stop|status|token`: the local registry as an HTTP server.
+
+`fdp run` serves the registry to scripts by itself; these commands are for keeping one
+running (for other tools, or several runs) and for the token other clients need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+NOT_RUNNING = 3
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `fdp registry` and its actions."""
+    parser = subparsers.add_parser(
+        "registry", help="serve the local registry over HTTP",
+        description="Run the local registry as a REST server compatible with the FAIR Data "
+        "Pipeline registry API (and data-pipeline-api scripts).")
+    parser.set_defaults(func=lambda _args: parser.print_help() or 2)
+    actions = parser.add_subparsers(dest="registry_action", metavar="ACTION")
+
+    def server_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; anything else exposes "
+                       "the registry to the network)")
+        p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any)")
+        p.add_argument("--db", default=None, help="database URL (default: the project's)")
+        p.add_argument("--blobs", type=Path, default=None,
+                       help="directory for uploaded files (default: <server dir>/blobs)")
+        p.add_argument("--public-url", default=None,
+                       help="base URL put into links, when clients reach it through a proxy")
+
+    serve = actions.add_parser("serve", help="run the server in the foreground")
+    server_options(serve)
+    serve.set_defaults(func=do_serve)
+    start = actions.add_parser("start", help="start the server in the background")
+    server_options(start)
+    start.set_defaults(func=do_start)
+    stop = actions.add_parser("stop", help="stop the server started with `start`")
+    stop.set_defaults(func=do_stop)
+    status = actions.add_parser("status", help="show whether the background server runs")
+    status.set_defaults(func=do_status)
+    token = actions.add_parser("token", help="print the path of the local registry token")
+    token.add_argument("--show", action="store_true", help="print the token itself")
+    token.set_defaults(func=do_token)
+
+
+def _project():  # noqa: ANN202 - Project is imported lazily to keep `fdp --help` fast
+    from fdp_tasks.project import Project
+
+    return Project.load()
+
+
+def _locations(args: argparse.Namespace) -> tuple[str, Path]:
+    """Database URL and blob directory: from the options, else from the project."""
+    if args.db and args.blobs:
+        return args.db, args.blobs
+    project = _project()
+    project.local_token()  # the admin user and its token exist before anyone connects
+    return args.db or project.registry_db, args.blobs or project.server_dir / "blobs"
+
+
+def do_serve(args: argparse.Namespace) -> int:
+    """Serve in the foreground until Ctrl-C or SIGTERM."""
+    from fdp_tasks.registry import serve
+
+    db, blobs = _locations(args)
+    serve.serve_forever(
+        db, blobs, args.host, args.port, public_url=args.public_url,
+        on_ready=lambda url: print(f"registry serving on {url}/api/ (Ctrl-C to stop)",
+                                   flush=True),
+    )
+    return 0
+
+
+def do_start(args: argparse.Namespace) -> int:
+    """Start in the background; print the URL once the server answers."""
+    from fdp_tasks.registry import serve
+
+    db, blobs = _locations(args)
+    state_dir = _project().server_dir
+    running = serve.background_status(state_dir)
+    if running:
+        print(f"{running['url']}/api/ (already running, pid {running['pid']})")
+        return 0
+    url = serve.start_background(db, blobs, state_dir, host=args.host, port=args.port,
+                                 public_url=args.public_url)
+    print(f"{url}/api/")
+    return 0
+
+
+def do_stop(args: argparse.Namespace) -> int:
+    """Stop the background server recorded for this project (never anything else)."""
+    from fdp_tasks.registry import serve
+
+    if serve.stop_background(_project().server_dir):
+        print("registry stopped")
+        return 0
+    print("registry not running")
+    return 0
+
+
+def do_status(args: argparse.Namespace) -> int:
+    """Exit 0 and print url and pid when running; exit 3 when not."""
+    from fdp_tasks.registry import serve
+
+    info = serve.background_status(_project().server_dir)
+    if info is None:
+        print("registry not running")
+        return NOT_RUNNING
+    print(f"{info['url']}/api/ (pid {info['pid']}, database {info.get('db', '?')})")
+    return 0
+
+
+def do_token(args: argparse.Namespace) -> int:
+    """Print where the token is (creating it if needed); the token only with --show."""
+    project = _project()
+    token = project.local_token()
+    print(project.token_path)
+    if args.show:
+        print(token, file=sys.stdout)
+    return 0

@@ -1,0 +1,62 @@
+"""`fdp remote add|remove|list`: name the registries to pull from and push to, like git."""
+
+from __future__ import annotations
+
+import argparse
+
+from fdp_tasks.errors import FdpError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("remote", help="manage remotes (add, remove, list)")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = sub.add_parser("add", help="add a remote: an http(s) registry URL or a directory")
+    add.add_argument("name")
+    add.add_argument("url")
+    add.add_argument("--token-file", help="file holding the remote registry's token (mode 0600)")
+    add.set_defaults(func=handle_add)
+    rm = sub.add_parser("remove", help="forget a remote")
+    rm.add_argument("name")
+    rm.set_defaults(func=handle_remove)
+    ls = sub.add_parser("list", help="list remotes")
+    ls.set_defaults(func=handle_list)
+
+
+def handle_add(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fdp_tasks.project import Project
+
+    project = Project.load()
+    remotes = project.settings.setdefault("remotes", {})
+    if args.name in remotes:
+        raise FdpError(f"remote {args.name!r} already exists; remove it first")
+    url = args.url
+    if "://" not in url:
+        url = str(Path(url).expanduser().resolve())
+    spec = {"url": url}
+    if args.token_file:
+        spec["token_file"] = str(Path(args.token_file).expanduser().resolve())
+    remotes[args.name] = spec
+    project.save_settings()
+    print(f"remote {args.name} -> {url}")
+    return 0
+
+
+def handle_remove(args: argparse.Namespace) -> int:
+    from fdp_tasks.project import Project
+
+    project = Project.load()
+    if args.name not in (project.settings.get("remotes") or {}):
+        raise FdpError(f"no remote {args.name!r}")
+    del project.settings["remotes"][args.name]
+    project.save_settings()
+    return 0
+
+
+def handle_list(args: argparse.Namespace) -> int:
+    from fdp_tasks.project import Project
+
+    for name, spec in Project.load().remotes.items():
+        print(f"{name}\t{spec.url}")
+    return 0

@@ -1,0 +1,36 @@
+"""The pull, run and push commands: thin wrappers over the same doit tasks `doit` runs."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from fdp_tasks.cli.common import add_config_argument, config_path
+
+
+def doit_command(
+    name: str, help_text: str, tasks: list[str], keep_going: bool, refresh: bool = False
+) -> Callable[[argparse._SubParsersAction], None]:
+    """An add_parser for a command that runs doit `tasks` for a config."""
+
+    def add_parser(subparsers: argparse._SubParsersAction) -> None:
+        parser = subparsers.add_parser(name, help=help_text, description=help_text)
+        add_config_argument(parser)
+        parser.add_argument(
+            "--dry-run", action="store_true", help="list what would run, run nothing"
+        )
+        parser.set_defaults(func=lambda args: handler(args, tasks, keep_going, refresh))
+
+    return add_parser
+
+
+def handler(args: argparse.Namespace, tasks: list[str], keep_going: bool, refresh: bool) -> int:
+    from fdp_tasks.graph import run_doit
+
+    path = config_path(args)
+    if args.dry_run:
+        from fdp_tasks.cli.cmd_status import print_status
+
+        return print_status(path, tasks)
+    doit_args = ["run", *(["--continue"] if keep_going else []), *tasks]
+    return run_doit(path, doit_args, refresh=refresh)

@@ -1,0 +1,306 @@
+"""Read a config.yaml, turn deprecated and loosely typed forms into the modern form, validate.
+
+Real configs still hold forms older reference releases accepted; they are rewritten here (with a
+deprecation warning naming the modern form) so every later stage sees one shape only.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fdp_tasks.config.validate import KeyPath, Problem, format_path, format_problems
+from fdp_tasks.config.validate import validate_problems as _validate_problems
+from fdp_tasks.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_TRUE = {"true", "yes", "on", "y", "1"}
+_FALSE = {"false", "no", "off", "n", "0"}
+
+
+@dataclass
+class Config:
+    """A loaded, normalised and valid user config."""
+
+    path: Path
+    data: dict
+    warnings: list[str] = field(default_factory=list)
+    file: str = ""  # the path as the user gave it, for messages; defaults to str(path)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path).absolute()
+        if not self.file:
+            self.file = str(self.path)
+
+    @property
+    def dir(self) -> Path:
+        """The directory holding the config file (relative paths in it start here)."""
+        return self.path.parent
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set[str] = set()
+    for key_node, _ in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                )
+            seen.add(key_node.value)
+    loader.flatten_mapping(node)
+    return dict(loader.construct_pairs(node, deep=deep))
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: Path, file: str) -> Any:
+    """Parse the YAML file; raise ConfigError with file:line:column for syntax errors."""
+    if not path.exists():
+        raise ConfigError(f"{file}: no such file")
+    if path.is_dir():
+        raise ConfigError(f"{file}: is a directory, expected a config.yaml file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot read: {exc}") from None
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+        what = exc.problem or exc.context or "invalid YAML"
+        if not isinstance(exc, yaml.constructor.ConstructorError):
+            what = f"YAML syntax error: {what}"
+        raise ConfigError(f"{where}: {what}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: YAML syntax error: {exc}") from None
+
+
+def _plain(value: Any) -> Any:
+    """Dates become ISO strings and keys strings, so the data is JSON-like."""
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def loose_bool(value: Any) -> Any:
+    """'yes'/'no'/'true'/'false' strings become booleans; anything else is left for the schema."""
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+    return value
+
+
+def normalise_datetime(value: str) -> str | None:
+    """An ISO 8601 date or date-time (seconds and zone optional) as 'YYYY-MM-DDTHH:MM:SS[zone]'."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
+        except ValueError:
+            return None
+    return parsed.isoformat(timespec="seconds")
+
+
+class _Normaliser:
+    """Rewrites one config in place, collecting warnings, problems and key-path renames."""
+
+    def __init__(self, file: str):
+        self.file = file
+        self.warnings: list[str] = []
+        self.problems: list[Problem] = []
+        # (path in the normalised data, path the user wrote): used to report problems where
+        # the user can find them.
+        self.renames: list[tuple[KeyPath, KeyPath]] = []
+        self.default_ns: str | None = None
+
+    def warn(self, old: KeyPath, new: KeyPath, extra: str = "") -> None:
+        self.warnings.append(
+            f"{self.file}: {format_path(old)} is deprecated, use {format_path(new)} instead" + extra
+        )
+
+    def move(self, item: dict, path: KeyPath, old_key: str, new_keys: tuple[str, ...]) -> None:
+        """Move item[old_key] to item[new_keys...], refusing to overwrite a different value."""
+        if old_key not in item:
+            return
+        target = item
+        for key in new_keys[:-1]:
+            target = target.setdefault(key, {}) if isinstance(target, dict) else None
+            if not isinstance(target, dict):
+                return  # the schema reports the non-mapping
+        value = item.pop(old_key)
+        if new_keys[-1] in target and target[new_keys[-1]] != value:
+            self.problems.append(
+                (
+                    path + (old_key,),
+                    f"conflicts with {format_path(path + new_keys)}; "
+                    f"remove the deprecated {old_key}",
+                )
+            )
+            return
+        target[new_keys[-1]] = value
+        self.warn(path + (old_key,), path + new_keys)
+        self.renames.append((path + new_keys, path + (old_key,)))
+
+    def run(self, data: dict) -> dict:
+        for key in ("run_metadata", "read", "write", "register"):
+            if key in data and data[key] is None:
+                del data[key]  # an empty section means nothing to do
+        meta = data.get("run_metadata")
+        if isinstance(meta, dict):
+            self.move(meta, ("run_metadata",), "local_data_registry", ("local_data_registry_url",))
+            if "public" in meta:
+                meta["public"] = loose_bool(meta["public"])
+        for section in ("read", "write"):
+            items = data.get(section)
+            if isinstance(items, list):
+                for i, item in enumerate(items):
+                    if isinstance(item, dict):
+                        self.move(item, (section, i), "version", ("use", "version"))
+                        if section == "write" and "public" in item:
+                            item["public"] = loose_bool(item["public"])
+        if isinstance(meta, dict) and isinstance(meta.get("default_output_namespace"), str):
+            self.default_ns = meta["default_output_namespace"]
+        if isinstance(data.get("register"), list):
+            data["register"] = self.register(data["register"])
+        return data
+
+    def register(self, items: list) -> list:
+        out: list = []
+        for i, item in enumerate(items):
+            path = ("register", i)
+            if not (
+                isinstance(item, dict) and ("external_object" in item or "data_product" in item)
+            ):
+                self.renames.append((("register", len(out)), path))
+                out.append(item)
+                continue
+            start = len(self.renames)
+            if "namespace" in item and not isinstance(item["namespace"], dict):
+                self.move(item, path, "namespace", ("namespace_name",))
+            moved = self.renames[start:]
+            del self.renames[start:]
+            if "primary" in item:
+                item["primary"] = loose_bool(item["primary"])
+            if isinstance(item.get("release_date"), str) and "${{" not in item["release_date"]:
+                fixed = normalise_datetime(item["release_date"])
+                if fixed is None:
+                    self.problems.append(
+                        (
+                            path + ("release_date",),
+                            f"{item['release_date']!r} is not a date "
+                            "(ISO 8601, e.g. 2021-09-20T12:00:00)",
+                        )
+                    )
+                else:
+                    item["release_date"] = fixed
+            if isinstance(item.get("authors"), str):
+                item["authors"] = [a.strip() for a in item["authors"].splitlines() if a.strip()]
+            inline = {
+                k: item.pop(k) for k in ("namespace_full_name", "namespace_website") if k in item
+            }
+            if inline:
+                use = item.get("use") if isinstance(item.get("use"), dict) else {}
+                name = item.get("namespace_name") or use.get("namespace") or self.default_ns
+                if not name:
+                    self.problems.append(
+                        (
+                            path + (next(iter(inline)),),
+                            "needs namespace_name (or a default_output_namespace) "
+                            "to name the namespace",
+                        )
+                    )
+                else:
+                    ns: dict[str, Any] = {"namespace": name}
+                    new = ("register", len(out))
+                    if "namespace_full_name" in inline:
+                        ns["full_name"] = inline["namespace_full_name"]
+                        self.renames.append((new + ("full_name",), path + ("namespace_full_name",)))
+                    if "namespace_website" in inline:
+                        ns["website"] = inline["namespace_website"]
+                        self.renames.append((new + ("website",), path + ("namespace_website",)))
+                    self.renames.append((new, path))
+                    out.append(ns)
+                    self.warnings.append(
+                        f"{self.file}: {format_path(path)}: "
+                        f"{' and '.join(inline)} {'are' if len(inline) > 1 else 'is'} deprecated; "
+                        "use a separate register item "
+                        f"'- namespace: {name}' with full_name and website"
+                    )
+            here = ("register", len(out))
+            self.renames += [(here + new[2:], old) for new, old in moved]
+            self.renames.append((here, path))
+            out.append(item)
+        return out
+
+    def original(self, path: KeyPath) -> KeyPath:
+        """The key path the user wrote for a path in the normalised data."""
+        best: tuple[KeyPath, KeyPath] | None = None
+        for new, old in self.renames:
+            if path[: len(new)] == new and (best is None or len(new) > len(best[0])):
+                best = (new, old)
+        if best is None:
+            return path
+        return best[1] + path[len(best[0]) :]
+
+
+def normalise(data: dict, file: str) -> tuple[dict, list[str], list[Problem], _Normaliser]:
+    """Normalised copy of data, deprecation warnings, problems found, and the path mapper."""
+    norm = _Normaliser(file)
+    out = norm.run(_plain(copy.deepcopy(data)))
+    return out, norm.warnings, norm.problems, norm
+
+
+def load_config(path: str | Path, *, log_warnings: bool = True) -> Config:
+    """Read, normalise and validate a config; raise ConfigError listing every problem.
+
+    Deprecation warnings are kept on Config.warnings and, unless log_warnings is False,
+    also logged (callers that print them themselves pass False).
+    """
+    file = str(path)
+    abs_path = Path(path).expanduser().absolute()
+    raw = read_yaml(abs_path, file)
+    if raw is None:
+        raise ConfigError(
+            f"{file}: the file is empty (expected a mapping with run_metadata, read, write, "
+            "register)"
+        )
+    if not isinstance(raw, dict):
+        kind = "a list" if isinstance(raw, list) else f"{type(raw).__name__} {raw!r}"
+        raise ConfigError(
+            f"{file}: top level: expected a mapping with run_metadata, read, write, register; "
+            f"got {kind}"
+        )
+    data, warnings, problems, norm = normalise(raw, file)
+    problems = problems + [(norm.original(p), m) for p, m in _validate_problems(data)]
+    if problems:
+        raise ConfigError(format_problems(file, problems))
+    if log_warnings:
+        for warning in warnings:
+            log.warning("warning: %s", warning)
+    return Config(path=abs_path, data=data, warnings=warnings, file=file)

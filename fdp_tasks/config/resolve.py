@@ -1,0 +1,426 @@
+"""Turn a loaded config into the working config a run uses.
+
+The working config is fully qualified (every namespace, version and default explicit, globs
+expanded, register items turned into reads) so that a run is reproducible and needs no network.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import logging
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from fdp_tasks.config.load import Config
+from fdp_tasks.config.templates import TemplateError, Templater, git, is_version_key
+from fdp_tasks.config.validate import KeyPath, Problem, format_problems
+from fdp_tasks.config.versions import VersionError, increment, incrementer, latest
+from fdp_tasks.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.0.0"
+DEFAULT_READ_VERSION = "${{LATEST}}"
+DEFAULT_WRITE_VERSION = "${{PATCH}}"
+DEFAULT_REGISTER_VERSION = "1.0.0"
+NO_COMMIT = "0" * 40
+SHELL_BY_SUFFIX = {
+    ".py": "python",
+    ".r": "R",
+    ".jl": "julia",
+    ".sh": "sh",
+    ".bash": "bash",
+    ".ps1": "pwsh",
+    ".bat": "batch",
+    ".cmd": "batch",
+}
+_URL_SCHEMES = ("http://", "https://", "ftp://", "s3://", "gs://")
+
+
+class RegistryView(Protocol):
+    """What resolution needs to know about the local registry (implemented by the caller)."""
+
+    def versions(self, namespace: str, name: str) -> list[str]:
+        """Existing versions of data product namespace:name, in any order."""
+        ...
+
+    def names(self, namespace: str, pattern: str) -> list[str]:
+        """Data product names in namespace matching a '*' glob."""
+        ...
+
+
+@dataclass
+class ResolveContext:
+    """Everything resolution needs besides the config; nothing here touches the network."""
+
+    registry: RegistryView
+    data_store: Path
+    registry_url: str
+    user_namespace: str | None = None
+    user_name: str | None = None
+    user_id: str | None = None
+    run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    now: datetime = field(default_factory=datetime.now)
+    resolve_writes: bool = True
+
+
+def _abspath(base: Path, value: str) -> Path:
+    path = Path(os.path.expanduser(value))
+    return Path(os.path.normpath(path if path.is_absolute() else base / path))
+
+
+def _dir_string(path: Path) -> str:
+    text = path.as_posix()
+    return text if text.endswith("/") else text + "/"
+
+
+class _Resolver:
+    def __init__(self, cfg: Config, ctx: ResolveContext):
+        self.cfg = cfg
+        self.ctx = ctx
+        self.base = cfg.path.parent
+        self.problems: list[Problem] = []
+        self.pinned: dict[tuple[str, str], list[str]] = {}
+
+    def problem(self, path: KeyPath, message: str) -> None:
+        self.problems.append((path, message))
+
+    # -- templates ------------------------------------------------------------------------
+
+    def substitute(self, value: Any, templater: Templater, path: KeyPath) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: v if is_version_key(k) else self.substitute(v, templater, path + (k,))
+                for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [self.substitute(v, templater, path + (i,)) for i, v in enumerate(value)]
+        if isinstance(value, str) and "${{" in value:
+            try:
+                return templater.substitute(value)
+            except TemplateError as exc:
+                self.problem(path, str(exc))
+        return value
+
+    # -- run_metadata ---------------------------------------------------------------------
+
+    def run_metadata(self, meta: dict, local_repo: Path, needs: dict[str, bool]) -> dict:
+        ctx = self.ctx
+        out: dict[str, Any] = {"description": meta.get("description", "")}
+        given_in = meta.get("default_input_namespace")
+        given_out = meta.get("default_output_namespace")
+        ns_in = given_in or given_out or ctx.user_namespace
+        ns_out = given_out or given_in or ctx.user_namespace
+        for key, value in (
+            ("default_input_namespace", ns_in),
+            ("default_output_namespace", ns_out),
+        ):
+            if value:
+                out[key] = value
+            elif needs[key]:
+                self.problem(
+                    ("run_metadata", key),
+                    "not set, and no user namespace is configured (set it here or run fdp init)",
+                )
+        out["write_data_store"] = _dir_string(Path(ctx.data_store).expanduser().absolute())
+        out["local_data_registry_url"] = ctx.registry_url
+        if meta.get("remote_data_registry_url"):
+            out["remote_data_registry_url"] = meta["remote_data_registry_url"]
+        if "script_path" in meta:
+            script_path = _abspath(self.base, meta["script_path"])
+            out["script_path"] = str(script_path)
+            shell = SHELL_BY_SUFFIX.get(script_path.suffix.lower(), "sh")
+        else:
+            if "script" in meta:
+                out["script"] = meta["script"]
+            shell = "sh"
+        out["shell"] = meta.get("shell", shell)
+        out["public"] = meta.get("public", True)
+        out["local_repo"] = str(local_repo)
+        if "remote_repo" in meta:
+            out["remote_repo"] = meta["remote_repo"]
+        else:
+            out["remote_repo"] = git(local_repo, "remote", "get-url", "origin") or ""
+        if "latest_commit" in meta:
+            out["latest_commit"] = meta["latest_commit"]
+        else:
+            out["latest_commit"] = git(local_repo, "rev-parse", "HEAD") or NO_COMMIT
+        out["default_read_version"] = meta.get("default_read_version", DEFAULT_READ_VERSION)
+        out["default_write_version"] = meta.get("default_write_version", DEFAULT_WRITE_VERSION)
+        out["api_version"] = meta.get("api_version", API_VERSION)
+        return out
+
+    # -- versions -------------------------------------------------------------------------
+
+    def known_versions(self, namespace: str, name: str) -> list[str]:
+        found = list(self.ctx.registry.versions(namespace, name))
+        return found + self.pinned.get((namespace, name), [])
+
+    def read_version(self, path: KeyPath, ns: str, name: str, spec: str, check: bool) -> str | None:
+        known = self.known_versions(ns, name)
+        inc = incrementer(spec)
+        if inc == "LATEST":
+            top = latest(known)
+            if top is None:
+                if not check:
+                    return spec
+                self.problem(
+                    path,
+                    f"{ns}:{name} has no version in the local registry (pull or register it first)",
+                )
+            return top
+        if inc:
+            self.problem(
+                path, f"a read cannot use ${{{{{inc}}}}}; give a version or ${{{{LATEST}}}}"
+            )
+            return None
+        if check and spec not in known:
+            if known:
+                have = ", ".join(sorted(set(known)))
+                self.problem(
+                    path, f"{ns}:{name}@{spec} not found in the local registry (have {have})"
+                )
+            else:
+                self.problem(path, f"{ns}:{name} not found in the local registry")
+            return None
+        return spec
+
+    # -- sections -------------------------------------------------------------------------
+
+    def register(self, items: list, ns_out: str | None) -> list:
+        out = []
+        for i, item in enumerate(items):
+            path = ("register", i)
+            item = dict(item)
+            kind = next((k for k in ("external_object", "data_product") if k in item), None)
+            if kind is None:
+                out.append(item)
+                continue
+            use = item.pop("use", None) or {}
+            ns = item.get("namespace_name") or use.get("namespace") or ns_out
+            version = item.get("version") or use.get("version")
+            if not version:
+                version = DEFAULT_REGISTER_VERSION
+                log.warning(
+                    "warning: %s: register item %s has no version, using %s",
+                    self.cfg.file,
+                    item[kind],
+                    version,
+                )
+            item["namespace_name"] = ns
+            item["version"] = version
+            item["root"] = self.root(item["root"])
+            item["path"] = item["path"].lstrip("/")
+            if "file_type" not in item:
+                suffix = Path(item["path"]).suffix.lstrip(".")
+                if suffix:
+                    item["file_type"] = suffix
+                else:
+                    self.problem(
+                        path + ("file_type",), "required key missing (cannot infer it from path)"
+                    )
+            if ns:
+                self.pinned.setdefault((ns, item[kind]), []).append(version)
+            out.append(item)
+        return out
+
+    def root(self, root: str) -> str:
+        if root.startswith(_URL_SCHEMES):
+            return root if root.endswith("/") else root + "/"
+        if root.startswith("file://"):
+            root = root[len("file://") :]
+        return "file://" + _dir_string(_abspath(self.base, root))
+
+    def reads(self, items: list, ns_in: str | None, read_default: str) -> list:
+        out = []
+        for i, item in enumerate(items):
+            path = ("read", i)
+            use = dict(item.get("use") or {})
+            ns = use.get("namespace") or ns_in
+            if not ns:
+                continue  # reported on run_metadata.default_input_namespace
+            name = use.get("data_product") or item["data_product"]
+            spec = use.get("version") or read_default
+            vpath = path + ("use", "version") if "version" in use else path
+            cache = use.get("cache")
+            extra = {k: use[k] for k in ("component",) if k in use}
+            if cache:
+                extra["cache"] = str(_abspath(self.base, cache))
+            if "*" in name:
+                if cache:
+                    self.problem(path + ("use", "cache"), "a glob read cannot use cache")
+                    continue
+                matches = set(self.ctx.registry.names(ns, name))
+                matches |= {
+                    n for (p_ns, n) in self.pinned if p_ns == ns and fnmatch.fnmatchcase(n, name)
+                }
+                if not matches:
+                    self.problem(
+                        path + ("data_product",),
+                        f"{name!r} matches no data product in namespace {ns} of the local registry",
+                    )
+                    continue
+                for match in sorted(matches):
+                    version = self.read_version(vpath, ns, match, spec, check=True)
+                    if version is not None:
+                        new = {"data_product": match}
+                        if "description" in item:
+                            new["description"] = item["description"]
+                        new["use"] = {
+                            "data_product": match,
+                            "namespace": ns,
+                            "version": version,
+                            **extra,
+                        }
+                        out.append(new)
+                continue
+            version = self.read_version(vpath, ns, name, spec, check=not cache)
+            if version is None:
+                continue
+            new = {"data_product": item["data_product"]}
+            if "description" in item:
+                new["description"] = item["description"]
+            new["use"] = {"data_product": name, "namespace": ns, "version": version, **extra}
+            out.append(new)
+        return out
+
+    def writes(self, items: list, ns_out: str | None, write_default: str, public: bool) -> list:
+        out = []
+        seen: dict[tuple, int] = {}
+        for i, item in enumerate(items):
+            path = ("write", i)
+            use = dict(item.get("use") or {})
+            ns = use.get("namespace") or ns_out
+            if not ns:
+                continue  # reported on run_metadata.default_output_namespace
+            name = use.get("data_product") or item["data_product"]
+            spec = use.get("version") or write_default
+            vpath = path + ("use", "version") if "version" in use else path
+            key = (ns, name, use.get("component"))
+            if key in seen:
+                self.problem(path, f"writes {ns}:{name} like write[{seen[key]}] already does")
+                continue
+            seen[key] = i
+            inc = incrementer(spec)
+            version: str | None = spec
+            if inc == "LATEST":
+                self.problem(
+                    vpath,
+                    "a write cannot use ${{LATEST}}; use ${{PATCH}}, "
+                    "${{MINOR}}, ${{MAJOR}} or a new version",
+                )
+                continue
+            if self.ctx.resolve_writes:
+                existing = list(self.ctx.registry.versions(ns, name))
+                try:
+                    version = increment(inc, existing) if inc else spec
+                except VersionError as exc:
+                    self.problem(vpath, str(exc))
+                    continue
+                if version in existing:
+                    self.problem(
+                        vpath, f"{ns}:{name}@{version} already exists in the local registry"
+                    )
+                    continue
+            new_use = {"data_product": name, "namespace": ns, "version": version}
+            if "component" in use:
+                new_use["component"] = use["component"]
+            out.append(
+                {
+                    "data_product": item["data_product"],
+                    "description": item.get("description", ""),
+                    "file_type": item["file_type"],
+                    "public": item.get("public", public),
+                    "use": new_use,
+                }
+            )
+        return out
+
+    # -- all ------------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        ctx = self.ctx
+        data = copy.deepcopy(self.cfg.data)
+        meta = data.get("run_metadata") or {}
+        templater = Templater(
+            config_path=self.cfg.path,
+            now=ctx.now,
+            run_id=ctx.run_id,
+            user_name=ctx.user_name,
+            user_id=ctx.user_id,
+        )
+        local_repo = self.base
+        if "local_repo" in meta:
+            repo_text = self.substitute(
+                meta["local_repo"], templater, ("run_metadata", "local_repo")
+            )
+            local_repo = _abspath(self.base, repo_text)
+        templater = Templater(
+            config_path=self.cfg.path,
+            now=ctx.now,
+            run_id=ctx.run_id,
+            user_name=ctx.user_name,
+            user_id=ctx.user_id,
+            repo_dir=local_repo,
+        )
+        data = self.substitute(data, templater, ())
+        meta = data.get("run_metadata") or {}
+        reads, writes = data.get("read") or [], data.get("write") or []
+        registers = data.get("register") or []
+
+        def lacks(items: list, *keys: str) -> bool:
+            for item in items:
+                use = item.get("use") or {}
+                if not any(item.get(k) for k in keys) and not use.get("namespace"):
+                    return True
+            return False
+
+        objects = [r for r in registers if "external_object" in r or "data_product" in r]
+        needs = {
+            "default_input_namespace": lacks(reads),
+            "default_output_namespace": lacks(writes) or lacks(objects, "namespace_name"),
+        }
+        run_meta = self.run_metadata(meta, local_repo, needs)
+        register = self.register(registers, run_meta.get("default_output_namespace"))
+        read = self.reads(
+            reads, run_meta.get("default_input_namespace"), run_meta["default_read_version"]
+        )
+        write = self.writes(
+            writes,
+            run_meta.get("default_output_namespace"),
+            run_meta["default_write_version"],
+            run_meta["public"],
+        )
+        have = {(r["use"]["namespace"], r["use"]["data_product"]) for r in read}
+        for item in register:
+            kind = next((k for k in ("external_object", "data_product") if k in item), None)
+            if kind is None or not item.get("namespace_name"):
+                continue
+            key = (item["namespace_name"], item[kind])
+            if key in have:
+                continue
+            have.add(key)
+            read.append(
+                {
+                    "data_product": item[kind],
+                    "use": {
+                        "data_product": item[kind],
+                        "namespace": item["namespace_name"],
+                        "version": item["version"],
+                    },
+                }
+            )
+        if self.problems:
+            raise ConfigError(format_problems(self.cfg.file, self.problems))
+        return {"run_metadata": run_meta, "read": read, "write": write, "register": register}
+
+
+def resolve(cfg: Config, ctx: ResolveContext) -> dict:
+    """The fully qualified working config for one run of cfg; raise ConfigError listing all
+    problems (unknown variables, missing reads, existing write versions, ...)."""
+    return _Resolver(cfg, ctx).run()

@@ -1,0 +1,184 @@
+"""Check a normalised user config against schemas/config.schema.json.
+
+jsonschema's own messages name schema internals; users need one line per problem saying
+which key is wrong and what was expected, so every error is rewritten here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from fdp_tasks.config.templates import check_names, is_version_key
+from fdp_tasks.resources import schema_path
+
+KeyPath = tuple[Any, ...]
+Problem = tuple[KeyPath, str]
+
+_TYPE_NAMES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "boolean": "true or false",
+    "integer": "an integer",
+    "number": "a number",
+    "null": "nothing",
+}
+
+
+@lru_cache(maxsize=1)
+def config_validator() -> Draft202012Validator:
+    """The compiled validator for config.schema.json (loaded once per process)."""
+    schema = json.loads(schema_path("config.schema.json").read_text(encoding="utf-8"))
+    return Draft202012Validator(schema)
+
+
+def format_path(path: Iterable[Any]) -> str:
+    """('write', 2, 'file_type') -> 'write[2].file_type'; the empty path is 'top level'."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "top level"
+
+
+def path_sort_key(path: KeyPath) -> tuple:
+    """Sort key that orders list indexes numerically (write[2] before write[10])."""
+    return tuple((0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in path)
+
+
+def format_problems(file: str, problems: Iterable[Problem]) -> list[str]:
+    """Problem lines '<file>: <key path>: <message>', sorted by key path, without duplicates."""
+    unique = sorted(set(problems), key=lambda p: (path_sort_key(p[0]), p[1]))
+    return [f"{file}: {format_path(path)}: {msg}" for path, msg in unique]
+
+
+def describe(value: Any) -> str:
+    """A short human description of a YAML value for error messages."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if value is None:
+        return "nothing (null)"
+    return repr(value)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return describe(value)
+
+
+def _error_problems(error: ValidationError) -> list[Problem]:
+    path = tuple(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    kind = error.validator
+    value = error.instance
+    custom = schema.get("x-messages", {}).get(kind)
+    if custom:
+        return [(path, custom.replace("{value}", str(value)).replace("{type}", _json_type(value)))]
+    if kind in ("not", "anyOf", "oneOf") and schema.get("x-error"):
+        return [(path, schema["x-error"])]
+    if kind == "required":
+        props = schema.get("properties", {})
+        out = []
+        for key in error.validator_value:
+            if isinstance(value, dict) and key not in value:
+                hint = props.get(key, {}).get("x-hint")
+                out.append(
+                    (
+                        path + (key,),
+                        f"required key missing ({hint})" if hint else "required key missing",
+                    )
+                )
+        return out
+    if kind == "dependentRequired":
+        out = []
+        for key, deps in error.validator_value.items():
+            if isinstance(value, dict) and key in value:
+                out += [
+                    (path + (d,), f"required key missing (needed with {key})")
+                    for d in deps
+                    if d not in value
+                ]
+        return out
+    if kind == "additionalProperties":
+        allowed = list(schema.get("properties", {}))
+        out = []
+        for key in value:
+            if key in allowed:
+                continue
+            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+            hint = (
+                f"did you mean {close[0]!r}?" if close else "expected one of " + ", ".join(allowed)
+            )
+            out.append((path + (key,), f"unknown key ({hint})"))
+        return out
+    if kind == "type":
+        types = error.validator_value
+        types = [types] if isinstance(types, str) else types
+        want = " or ".join(_TYPE_NAMES.get(t, t) for t in types)
+        return [(path, f"expected {want}, got {describe(value)}")]
+    if kind == "enum":
+        return [(path, f"{value!r} is not one of " + ", ".join(map(str, error.validator_value)))]
+    if kind == "minLength":
+        return [(path, "must not be empty")]
+    if kind == "pattern":
+        return [(path, f"{value!r} does not have the expected form")]
+    if kind is False or kind == "false":
+        return [(path, "not allowed here")]
+    return [(path, error.message)]
+
+
+def schema_problems(data: Any) -> list[Problem]:
+    """Problems the JSON schema finds, as (key path, message) pairs."""
+    out: list[Problem] = []
+    for error in config_validator().iter_errors(data):
+        out += _error_problems(error)
+    # A value of the wrong type makes its other messages noise: keep the type error alone.
+    typed = {p for p, m in out if m.startswith("expected ")}
+    return [(p, m) for p, m in out if p not in typed or m.startswith("expected ")]
+
+
+def template_problems(data: Any, path: KeyPath = ()) -> list[Problem]:
+    """Unknown ${{...}} names in any string outside the version fields."""
+    out: list[Problem] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not is_version_key(key):
+                out += template_problems(value, path + (key,))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            out += template_problems(value, path + (i,))
+    elif isinstance(data, str):
+        out += [(path, msg) for msg in check_names(data)]
+    return out
+
+
+def validate_problems(data: Any) -> list[Problem]:
+    """All problems of a normalised config as (key path, message) pairs."""
+    if not isinstance(data, dict):
+        return [
+            ((), f"expected a mapping of run_metadata, read, write, register; got {describe(data)}")
+        ]
+    return schema_problems(data) + template_problems(data)
+
+
+def validate_config(data: dict, file: str) -> list[str]:
+    """Validate a normalised config dict; return one line per problem (empty if valid)."""
+    return format_problems(file, validate_problems(data))

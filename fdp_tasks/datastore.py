@@ -1,0 +1,164 @@
+"""The local data store: files under one root, written atomically and hashed while streaming.
+
+Every path that comes from a config or a registry goes through `DataStore.path`, which
+refuses anything that would resolve outside the root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from fdp_tasks.errors import IntegrityError, UnsafePathError
+
+CHUNK = 1024 * 1024
+
+
+def sha1_file(path: str | Path) -> str:
+    """SHA-1 of a file's bytes, read in chunks so memory stays flat."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def product_path(namespace: str, name: str, version: str, extension: str) -> str:
+    """Where a registered or pulled data product lives: <namespace>/<name>/<version>.<ext>."""
+    ext = f".{extension}" if extension else ""
+    return f"{namespace}/{name}/{version}{ext}"
+
+
+def safe_relative(rel: str) -> str:
+    """A normalised relative POSIX path, or UnsafePathError if it could leave its root."""
+    text = str(rel).replace("\\", "/")
+    if not text or "\x00" in text:
+        raise UnsafePathError(f"empty or invalid path {rel!r}")
+    pure = PurePosixPath(text)
+    if pure.is_absolute() or (len(text) > 1 and text[1] == ":"):
+        raise UnsafePathError(f"path {rel!r} must be relative to the data store")
+    parts = [p for p in pure.parts if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        raise UnsafePathError(f"path {rel!r} would leave the data store")
+    return "/".join(parts)
+
+
+def write_atomically(
+    dest: Path,
+    chunks: Iterable[bytes],
+    expected_sha1: str | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> tuple[str, int]:
+    """Stream chunks to a temp file beside `dest`, check the hash, fsync, then rename.
+
+    A crash at any point leaves either the old file or the complete new one, never a
+    partial file under the final name.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha1()
+    size = 0
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for block in chunks:
+                if not block:
+                    continue
+                out.write(block)
+                digest.update(block)
+                size += len(block)
+                if on_chunk:
+                    on_chunk(len(block))
+            out.flush()
+            os.fsync(out.fileno())
+        got = digest.hexdigest()
+        if expected_sha1 and got != expected_sha1.lower():
+            raise IntegrityError(
+                f"{dest.name}: SHA-1 {got} does not match the expected {expected_sha1}"
+            )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        with _ignore_missing():
+            os.unlink(tmp)
+        raise
+    return got, size
+
+
+def read_chunks(stream: BinaryIO, size: int = CHUNK) -> Iterable[bytes]:
+    while block := stream.read(size):
+        yield block
+
+
+class _ignore_missing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        return exc_type is not None and issubclass(exc_type, FileNotFoundError)
+
+
+class DataStore:
+    """A directory of data files addressed by relative POSIX paths."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+
+    def __repr__(self) -> str:
+        return f"DataStore({str(self.root)!r})"
+
+    @property
+    def uri(self) -> str:
+        """The storage_root this store is registered under: a file:// URL ending in '/'."""
+        return self.root.as_uri().rstrip("/") + "/"
+
+    def holds(self, root: str) -> bool:
+        """Whether a storage_root URI (file:// or a plain path) is this store's root."""
+        from fdp_tasks.transfer import local_root
+
+        base = local_root(root)
+        return base is not None and base.expanduser().resolve() == self.root
+
+    def path(self, rel: str) -> Path:
+        """The absolute path of `rel`, which must stay inside the store (symlinks included)."""
+        target = (self.root / safe_relative(rel)).resolve()
+        if target != self.root and self.root not in target.parents:
+            raise UnsafePathError(f"path {rel!r} would leave the data store {self.root}")
+        return target
+
+    def relative(self, path: str | Path) -> str:
+        """The store-relative path of an absolute path inside the store."""
+        resolved = Path(path).resolve()
+        try:
+            return resolved.relative_to(self.root).as_posix()
+        except ValueError:
+            raise UnsafePathError(f"{path} is not inside the data store {self.root}") from None
+
+    def exists(self, rel: str) -> bool:
+        return self.path(rel).is_file()
+
+    def hash(self, rel: str) -> str:
+        return sha1_file(self.path(rel))
+
+    def put_stream(
+        self,
+        rel: str,
+        chunks: Iterable[bytes],
+        expected_sha1: str | None = None,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> tuple[str, int]:
+        """Write a file from chunks; returns (sha1, size)."""
+        return write_atomically(self.path(rel), chunks, expected_sha1, on_chunk)
+
+    def put_file(
+        self, rel: str, source: str | Path, expected_sha1: str | None = None
+    ) -> tuple[str, int]:
+        """Copy a file into the store, hashing as it goes."""
+        with open(source, "rb") as fh:
+            return self.put_stream(rel, read_chunks(fh), expected_sha1)
+
+    def open(self, rel: str) -> BinaryIO:
+        return open(self.path(rel), "rb")

@@ -1,0 +1,31 @@
+"""The task graph: a config compiled into doit tasks, and doit driven from `fdp` commands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from fdp_tasks.errors import FdpError
+
+
+def load_namespace(config_path: str | Path, refresh: bool = False) -> dict[str, Any]:
+    """For dodo.py: the tasks of one config; a bad config ends the process with one line."""
+    from fdp_tasks.graph.tasks import dodo_namespace
+
+    try:
+        return dodo_namespace(str(config_path), refresh=refresh)
+    except FdpError as exc:
+        print(f"fdp: error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+
+
+def run_doit(config_path: str | Path, doit_args: list[str], refresh: bool = False) -> int:
+    """Run doit on the tasks of `config_path`, as `doit <doit_args>` would in its project."""
+    from doit.cmd_base import ModuleTaskLoader
+    from doit.doit_cmd import DoitMain
+
+    from fdp_tasks.graph.tasks import dodo_namespace
+
+    namespace = dodo_namespace(str(Path(config_path).resolve()), refresh=refresh)
+    return DoitMain(ModuleTaskLoader(namespace)).run(doit_args)

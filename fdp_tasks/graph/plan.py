@@ -1,0 +1,228 @@
+"""What a config asks for, worked out against the local registry: the facts tasks are made of.
+
+The plan answers the questions the task graph and `fdp status` ask (which items are there,
+what the run's inputs are, whether outputs are intact) without doing any of the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from fdp_tasks.config import Config, ResolveContext, load_config, resolve
+from fdp_tasks.config.versions import latest
+from fdp_tasks.datastore import DataStore
+from fdp_tasks.errors import ConfigError
+from fdp_tasks.project import Project
+from fdp_tasks.registry import queries
+from fdp_tasks.registry.store import Store
+from fdp_tasks.remotes import Remote, open_remote
+
+
+class LocalView:
+    """The local registry as config resolution sees it."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def versions(self, namespace: str, name: str) -> list[str]:
+        return queries.product_versions(self.store, namespace, name)
+
+    def names(self, namespace: str, pattern: str) -> list[str]:
+        return queries.product_names(self.store, namespace, pattern)
+
+
+@dataclass(frozen=True)
+class ReadItem:
+    """A read as the config states it: namespace filled in, version maybe an incrementer."""
+
+    namespace: str
+    name: str
+    version: str | None
+    index: int
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.version) and "${{" not in self.version
+
+    @property
+    def label(self) -> str:
+        return str(
+            queries.ProductRef(self.namespace, self.name, self.version if self.pinned else None)
+        )
+
+
+class Plan:
+    """A config, the project it belongs to, and the local registry and data store."""
+
+    def __init__(self, config_path: str | Path, project: Project | None = None):
+        self.cfg: Config = load_config(config_path)
+        self.project = project or Project.load(self.cfg.path.parent)
+        self.store: Store = self.project.store()
+        self.data: DataStore = self.project.data_store
+
+    # ------------------------------------------------------------ resolution
+    def context(
+        self, registry_url: str = "", run_id: str | None = None, resolve_writes: bool = True
+    ) -> ResolveContext:
+        user = self.project.user
+        return ResolveContext(
+            registry=LocalView(self.store),
+            data_store=self.data.root,
+            registry_url=registry_url,
+            user_namespace=user.namespace,
+            user_name=user.name,
+            user_id=user.identifier,
+            run_id=run_id or str(uuid.uuid4()),
+            now=datetime.now(),
+            resolve_writes=resolve_writes,
+        )
+
+    def working(
+        self, registry_url: str = "", resolve_writes: bool = True, run_id: str | None = None
+    ) -> dict[str, Any]:
+        return resolve(self.cfg, self.context(registry_url, run_id, resolve_writes))
+
+    @cached_property
+    def registers(self) -> list[dict[str, Any]]:
+        """The register items, resolved (templates, namespaces, roots); no registry needed."""
+        data = {k: v for k, v in self.cfg.data.items() if k in ("run_metadata", "register")}
+        if not data.get("register"):
+            return []
+        only = Config(path=self.cfg.path, data=data, file=self.cfg.file)
+        return resolve(only, self.context(resolve_writes=False)).get("register", [])
+
+    @cached_property
+    def reads(self) -> list[ReadItem]:
+        """Reads to pull: those not satisfied by a register item of the same config."""
+        meta = self.cfg.data.get("run_metadata") or {}
+        default_ns = (
+            meta.get("default_input_namespace")
+            or meta.get("default_output_namespace")
+            or self.project.user.namespace
+        )
+        registered = {
+            (r.get("namespace_name"), r.get("external_object") or r.get("data_product"))
+            for r in self.registers
+        }
+        items = []
+        for i, item in enumerate(self.cfg.data.get("read") or []):
+            use = item.get("use") or {}
+            if use.get("cache"):
+                continue
+            namespace = use.get("namespace") or default_ns
+            if not namespace:
+                raise ConfigError(
+                    f"{self.cfg.file}: read[{i}]: no namespace: set use.namespace "
+                    "or run_metadata.default_input_namespace"
+                )
+            name = use.get("data_product") or item["data_product"]
+            if (namespace, name) in registered:
+                continue
+            version = use.get("version") or meta.get("default_read_version")
+            items.append(ReadItem(namespace, name, str(version) if version else None, i))
+        return items
+
+    @property
+    def has_script(self) -> bool:
+        meta = self.cfg.data.get("run_metadata") or {}
+        return bool(meta.get("script") or meta.get("script_path"))
+
+    # ---------------------------------------------------------------- checks
+    def product_intact(self, namespace: str, name: str, version: str) -> bool:
+        """The product is registered and its file is in the local store with the right hash."""
+        product = queries.find_product(self.store, namespace, name, version)
+        if product is None:
+            return False
+        return self.file_intact(queries.locate(self.store, product))
+
+    def file_intact(self, found: queries.Located) -> bool:
+        if found.location is None or found.root is None or not self.data.holds(found.root["root"]):
+            return False
+        path = self.data.path(found.location["path"])
+        return path.is_file() and self.data.hash(found.location["path"]) == found.hash
+
+    def read_present(self, item: ReadItem) -> bool:
+        if item.pinned:
+            return self.product_intact(item.namespace, item.name, item.version)
+        names = (
+            queries.product_names(self.store, item.namespace, item.name)
+            if "*" in item.name
+            else [item.name]
+        )
+        if not names:
+            return False
+        for name in names:
+            versions = queries.product_versions(self.store, item.namespace, name)
+            if not versions or not self.product_intact(item.namespace, name, str(latest(versions))):
+                return False
+        return True
+
+    def run_signature(self) -> str:
+        """What the run's outputs depend on: script, inputs (by hash) and the write spec."""
+        working = self.working(resolve_writes=False, run_id="RUN_ID")
+        meta = dict(working["run_metadata"])
+        for volatile in ("local_data_registry_url", "latest_commit"):
+            meta.pop(volatile, None)
+        script = None
+        if meta.get("script_path") and Path(meta["script_path"]).is_file():
+            script = hashlib.sha1(Path(meta["script_path"]).read_bytes()).hexdigest()
+        inputs = []
+        for item in working.get("read") or []:
+            use = item.get("use") or {}
+            if use.get("cache"):
+                inputs.append(["cache", use["cache"]])
+                continue
+            ref = queries.ProductRef(
+                use.get("namespace"),
+                use.get("data_product") or item["data_product"],
+                str(use.get("version")),
+            )
+            found = queries.locate_ref(self.store, ref)
+            inputs.append([str(ref), found.hash if found else None])
+        writes = [
+            {k: v for k, v in item.items() if k != "use"}
+            | {"namespace": (item.get("use") or {}).get("namespace")}
+            for item in working.get("write") or []
+        ]
+        blob = json.dumps(
+            {"meta": meta, "script": script, "inputs": inputs, "writes": writes},
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha1(blob.encode()).hexdigest()
+
+    def outputs_of(self, run_uuids: list[str]) -> list[queries.Located] | None:
+        """The products the given code runs wrote, or None if any run or output is gone."""
+        out = []
+        for run_uuid in run_uuids:
+            rows = self.store.find("code_run", {"uuid": run_uuid}, limit=1)
+            if not rows:
+                return None
+            for component_id in rows[0]["outputs"]:
+                component = self.store.get("object_component", component_id)
+                obj = self.store.get("object", component["object"])
+                for product_id in obj["data_products"]:
+                    out.append(
+                        queries.locate(self.store, self.store.get("data_product", product_id))
+                    )
+        return out
+
+    # ---------------------------------------------------------------- remote
+    def remote(self, name: str | None = None) -> Remote:
+        """The remote to pull from or push to: a named one, origin, or the config's URL."""
+        remotes = self.project.remotes
+        meta = self.cfg.data.get("run_metadata") or {}
+        if name is None and not remotes and meta.get("remote_data_registry_url"):
+            url = str(meta["remote_data_registry_url"])
+            if "://" not in url and not Path(url).is_absolute():
+                url = str((self.cfg.dir / url).resolve())
+            return open_remote("origin", url)
+        spec = self.project.remote(name)
+        return open_remote(spec.name, spec.url, spec.token())

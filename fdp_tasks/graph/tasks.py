@@ -1,0 +1,234 @@
+"""The config compiled into doit tasks.
+
+    register:<item>   fetch root+path, hash, register        target: the registry entry + file
+    pull:<item>       copy a data product from the remote    target: the registry entry + file
+    job               run the script with the FDP env        target: the code run's outputs
+    push:<item>       copy an output and its provenance      target: the remote's entry
+
+Targets are registry entries and data-store files, checked by hash through `uptodate`
+callables, so a second `doit` does nothing and deleting an entry or a file redoes just that.
+`job` and `push` are created after the tasks they depend on have executed, so they are
+planned against the registry as it is by then. (doit keeps the name `run` for its own
+command, hence `job`.)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from doit import create_after
+from doit.tools import config_changed
+
+from fdp_tasks.config.versions import latest
+from fdp_tasks.errors import FdpError
+from fdp_tasks.graph.plan import Plan, ReadItem
+from fdp_tasks.job import project_runs, run_job
+from fdp_tasks.register import item_label, register_item, registered_product
+from fdp_tasks.registry import queries
+from fdp_tasks.sync import Pusher, pull_product
+
+log = logging.getLogger(__name__)
+
+Task = dict[str, Any]
+
+
+def _fail(message: str) -> Any:
+    """A doit action result that fails the task with a one-line reason."""
+    from doit.exceptions import TaskFailed
+
+    return TaskFailed(message)
+
+
+def _guard(func: Any, *args: Any) -> Any:
+    try:
+        func(*args)
+    except FdpError as exc:
+        return _fail(str(exc))
+    return None
+
+
+# -------------------------------------------------------------------- register
+def register_tasks(plan: Plan) -> Iterator[Task]:
+    yield {
+        "basename": "register",
+        "name": None,
+        "doc": "register the config's namespaces, authors and files locally",
+    }
+    for item in plan.registers:
+
+        def action(item: dict[str, Any] = item) -> Any:
+            def work() -> None:
+                author = plan.project.author_id()
+                print(f"registered {register_item(plan.store, plan.data, item, author)}")
+
+            return _guard(work)
+
+        yield {
+            "basename": "register",
+            "name": item_label(item),
+            "actions": [action],
+            "uptodate": [lambda item=item: registered_product(plan.store, plan.data, item)],
+            "verbosity": 2,
+        }
+
+
+# ------------------------------------------------------------------------ pull
+def _pull_one(plan: Plan, item: ReadItem, refresh: bool) -> None:
+    with plan.remote() as remote:
+        if item.pinned:
+            wanted = [queries.ProductRef(item.namespace, item.name, item.version)]
+        else:
+            names = (
+                queries.product_names(remote.registry, item.namespace, item.name)
+                if "*" in item.name
+                else [item.name]
+            )
+            wanted = []
+            for name in names:
+                versions = queries.product_versions(remote.registry, item.namespace, name)
+                if versions:
+                    wanted.append(queries.ProductRef(item.namespace, name, str(latest(versions))))
+            if not wanted:
+                raise FdpError(f"{item.label} matches nothing on remote {remote.name}")
+        for ref in wanted:
+            if not refresh and plan.product_intact(ref.namespace, ref.name, ref.version):
+                continue
+            found = pull_product(remote, ref, plan.store, plan.data)
+            print(f"pulled {ref} (SHA-1 {found.hash[:12]})")
+
+
+def pull_tasks(plan: Plan, refresh: bool = False) -> Iterator[Task]:
+    yield {
+        "basename": "pull",
+        "name": None,
+        "task_dep": ["register"],
+        "doc": "fetch the data products the config reads from the remote",
+    }
+    for item in plan.reads:
+        yield {
+            "basename": "pull",
+            "name": item.label,
+            "actions": [lambda item=item: _guard(_pull_one, plan, item, refresh)],
+            "uptodate": [
+                lambda item=item: (not refresh or item.pinned) and plan.read_present(item)
+            ],
+            "verbosity": 2,
+        }
+
+
+# ------------------------------------------------------------------------- run
+def _outputs_intact(plan: Plan) -> Any:
+    def check(task: Any, values: dict[str, Any]) -> bool:
+        runs = values.get("code_runs")
+        if runs is None:
+            return False
+        outputs = plan.outputs_of(runs)
+        return outputs is not None and all(plan.file_intact(o) for o in outputs)
+
+    return check
+
+
+def run_task(plan: Plan) -> Task:
+    signature = plan.run_signature() if plan.has_script else None
+
+    def action() -> Any:
+        try:
+            return run_job(plan.project, lambda url: plan.working(registry_url=url), signature)
+        except FdpError as exc:
+            return _fail(str(exc))
+
+    if not plan.has_script:
+        return {
+            "basename": "job",
+            "actions": None,
+            "task_dep": ["pull"],
+            "doc": "nothing to run: the config has no script",
+        }
+    return {
+        "basename": "job",
+        "doc": "run the script with the FDP environment",
+        "actions": [action],
+        "task_dep": ["pull"],
+        "uptodate": [config_changed(signature), _outputs_intact(plan)],
+        "verbosity": 2,
+    }
+
+
+# ------------------------------------------------------------------------ push
+def pushable(plan: Plan) -> list[queries.Located]:
+    """The outputs of every run this project made, newest version of each name last."""
+    seen: dict[str, queries.Located] = {}
+    for record in project_runs(plan.project):
+        for found in plan.outputs_of(record.get("code_runs") or []) or []:
+            seen[str(found.ref)] = found
+    return list(seen.values())
+
+
+def on_remote(plan: Plan, found: queries.Located) -> bool:
+    with plan.remote() as remote:
+        theirs = queries.locate_ref(remote.registry, found.ref)
+        return theirs is not None and theirs.hash == found.hash
+
+
+def push_tasks(plan: Plan) -> Iterator[Task]:
+    yield {
+        "basename": "push",
+        "name": None,
+        "task_dep": ["job"],
+        "doc": "copy the run's outputs and their provenance to the remote",
+    }
+    for found in pushable(plan):
+
+        def action(found: queries.Located = found) -> Any:
+            def work() -> None:
+                with plan.remote() as remote:
+                    pusher = Pusher(plan.store, plan.data, remote)
+                    pusher.push_product(found.product["id"])
+                    print(f"pushed {found.ref} to {remote.name} ({pusher.uploaded} files)")
+
+            return _guard(work)
+
+        yield {
+            "basename": "push",
+            "name": str(found.ref),
+            "actions": [action],
+            "uptodate": [lambda found=found: on_remote(plan, found)],
+            "verbosity": 2,
+        }
+
+
+# ----------------------------------------------------------------- the module
+def dodo_namespace(config_path: str, refresh: bool = False) -> dict[str, Any]:
+    """Everything a dodo.py needs: DOIT_CONFIG and the task generators for one config."""
+    plan = Plan(config_path)
+
+    def task_register() -> Iterator[Task]:
+        yield from register_tasks(plan)
+
+    def task_pull() -> Iterator[Task]:
+        yield from pull_tasks(plan, refresh)
+
+    @create_after(executed="pull", creates=["job"])
+    def task_job() -> Task:
+        return run_task(plan)
+
+    @create_after(executed="job")
+    def task_push() -> Iterator[Task]:
+        yield from push_tasks(plan)
+
+    plan.project.state_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "DOIT_CONFIG": {
+            "default_tasks": ["register", "pull", "job"],
+            "dep_file": str(plan.project.state_dir / "doit.db"),
+            "backend": "sqlite3",
+            "verbosity": 2,
+        },
+        "task_register": task_register,
+        "task_pull": task_pull,
+        "task_job": task_job,
+        "task_push": task_push,
+        "plan": plan,
+    }

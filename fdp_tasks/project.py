@@ -1,0 +1,233 @@
+"""Where a project's local registry, data store, token and remotes are.
+
+User-wide defaults live in $FDP_HOME (default ~/.fdp): `user.yaml` (name, ORCID,
+namespace), `registry.db`, `data/`, `token`. A project directory may override any of them
+in `.fdp/settings.yaml`, which `fdp init` and `fdp remote add` write.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fdp_tasks.datastore import DataStore
+from fdp_tasks.errors import FdpError
+from fdp_tasks.registry.store import Store, database_url, open_store
+
+SETTINGS_DIR = ".fdp"
+SETTINGS_FILE = "settings.yaml"
+LOCAL_USER = "admin"  # the reference language APIs look this user up on the local registry
+
+
+def fdp_home() -> Path:
+    return Path(os.environ.get("FDP_HOME", Path.home() / ".fdp")).expanduser().resolve()
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        raise FdpError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise FdpError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def write_yaml(path: Path, data: dict[str, Any], mode: int = 0o644) -> None:
+    """Write YAML through a temp file and rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(
+        os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w", encoding="utf-8"
+    ) as fh:
+        yaml.safe_dump(data, fh, sort_keys=False)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def write_secret(path: Path, text: str) -> None:
+    """A token file readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def read_secret(path: Path) -> str:
+    return path.read_text(encoding="utf-8").strip()
+
+
+@dataclass
+class User:
+    name: str
+    identifier: str | None
+    namespace: str | None
+
+
+@dataclass
+class RemoteSpec:
+    name: str
+    url: str
+    token_file: Path | None = None
+
+    def token(self) -> str | None:
+        if self.token_file and self.token_file.is_file():
+            return read_secret(self.token_file)
+        return None
+
+
+class Project:
+    """A project directory and the local registry and data store it uses."""
+
+    def __init__(self, root: Path, home: Path, settings: dict[str, Any], user_file: dict):
+        self.root = root
+        self.home = home
+        self.settings = settings
+        self._user_file = user_file
+
+    @classmethod
+    def load(cls, root: str | Path | None = None) -> Project:
+        """The project at `root` (default: the nearest directory upward holding .fdp/)."""
+        start = Path(root or Path.cwd()).expanduser().resolve()
+        if start.is_file():
+            start = start.parent
+        found = start
+        if root is None:
+            for candidate in (start, *start.parents):
+                if (candidate / SETTINGS_DIR / SETTINGS_FILE).is_file():
+                    found = candidate
+                    break
+        home = fdp_home()
+        settings = read_yaml(found / SETTINGS_DIR / SETTINGS_FILE)
+        return cls(found, home, settings, read_yaml(home / "user.yaml"))
+
+    # ----------------------------------------------------------------- paths
+    @property
+    def state_dir(self) -> Path:
+        return self.root / SETTINGS_DIR
+
+    @property
+    def settings_path(self) -> Path:
+        return self.state_dir / SETTINGS_FILE
+
+    def _path(self, key: str, default: Path) -> Path:
+        value = self.settings.get(key)
+        if not value:
+            return default
+        path = Path(str(value)).expanduser()
+        return path if path.is_absolute() else (self.root / path).resolve()
+
+    @property
+    def registry_db(self) -> str:
+        value = self.settings.get("registry")
+        if value and "://" in str(value):
+            return str(value)
+        return database_url(self._path("registry", self.home / "registry.db"))
+
+    @property
+    def data_store(self) -> DataStore:
+        return DataStore(self._path("data_store", self.home / "data"))
+
+    @property
+    def token_path(self) -> Path:
+        return self._path("token_file", self.home / "token")
+
+    @property
+    def server_dir(self) -> Path:
+        if self.registry_db.startswith("sqlite:///"):
+            return Path(self.registry_db[len("sqlite:///") :]).parent / "server"
+        return self.home / "server"
+
+    @property
+    def user(self) -> User:
+        merged = {**self._user_file, **(self.settings.get("user") or {})}
+        return User(
+            name=str(merged.get("name") or os.environ.get("USER") or "unknown"),
+            identifier=merged.get("identifier"),
+            namespace=merged.get("namespace"),
+        )
+
+    @property
+    def remotes(self) -> dict[str, RemoteSpec]:
+        out = {}
+        for name, spec in (self.settings.get("remotes") or {}).items():
+            if isinstance(spec, str):
+                spec = {"url": spec}
+            token_file = spec.get("token_file")
+            out[name] = RemoteSpec(
+                name=name,
+                url=str(spec["url"]),
+                token_file=(self.root / Path(token_file).expanduser()) if token_file else None,
+            )
+        return out
+
+    # --------------------------------------------------------------- registry
+    def store(self) -> Store:
+        """The local registry, with the local user, author and token it needs in place."""
+        store = open_store(self.registry_db)
+        self._ensure_identity(store)
+        return store
+
+    def _ensure_identity(self, store: Store) -> None:
+        user = store.ensure_user(LOCAL_USER)
+        if store.find_one("user_author", {"user": user["id"]}):
+            return
+        me = self.user
+        data: dict[str, Any] = {"name": me.name}
+        if me.identifier:
+            data["identifier"] = me.identifier
+        author, _ = store.get_or_create("author", data)
+        store.get_or_create("user_author", {"user": user["id"], "author": author["id"]})
+
+    def author_id(self) -> int:
+        store = self.store()
+        user = store.ensure_user(LOCAL_USER)
+        link = store.find_one("user_author", {"user": user["id"]})
+        return link["author"]
+
+    def local_token(self) -> str:
+        """The token for writing to the local registry over HTTP; created on first use."""
+        store = self.store()
+        user = store.ensure_user(LOCAL_USER)
+        path = self.token_path
+        if path.is_file():
+            token = read_secret(path)
+            if token:
+                if path.stat().st_mode & 0o077:
+                    os.chmod(path, 0o600)
+                store.add_token(user["id"], token)
+                return token
+        token = store.issue_token(user["id"])
+        write_secret(path, token)
+        return token
+
+    # --------------------------------------------------------------- settings
+    def save_settings(self) -> None:
+        write_yaml(self.settings_path, self.settings)
+
+    def remote(self, name: str | None = None) -> RemoteSpec:
+        remotes = self.remotes
+        if name is None:
+            name = self.settings.get("default_remote") or (
+                "origin" if "origin" in remotes else None
+            )
+            if name is None and len(remotes) == 1:
+                name = next(iter(remotes))
+        if name is None or name not in remotes:
+            known = ", ".join(remotes) or "none"
+            what = f"remote {name!r}" if name else "a remote"
+            raise FdpError(
+                f"{what} is not configured for {self.root} (known: {known}); "
+                "add one with `fdp remote add NAME URL`"
+            )
+        return remotes[name]

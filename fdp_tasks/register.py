@@ -1,0 +1,139 @@
+"""Registering what a config's `register:` block names: namespaces, authors, and files.
+
+A registered file is fetched from root + path, hashed while it streams into the local data
+store, and recorded with its original location, so the run that reads it works offline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fdp_tasks.datastore import DataStore, product_path
+from fdp_tasks.errors import FdpError, IntegrityError, OutOfSync
+from fdp_tasks.registry import queries
+from fdp_tasks.registry.base import Registry
+from fdp_tasks.sync import local_location
+from fdp_tasks.transfer import open_location
+
+
+def item_kind(item: dict[str, Any]) -> str:
+    for kind in ("external_object", "data_product", "namespace", "author"):
+        if kind in item:
+            return kind
+    raise FdpError(f"register item {item!r} names no namespace, author or object")
+
+
+def item_label(item: dict[str, Any]) -> str:
+    kind = item_kind(item)
+    if kind in ("namespace", "author"):
+        return f"{kind}:{item[kind]}"
+    return str(queries.ProductRef(item.get("namespace_name"), item[kind], item.get("version")))
+
+
+def registered_product(local: Registry, store: DataStore, item: dict[str, Any]) -> bool:
+    """True if the item's data product is in the registry and its file intact in the store."""
+    kind = item_kind(item)
+    if kind == "namespace":
+        return queries.namespace_id(local, item["namespace"]) is not None
+    if kind == "author":
+        return bool(_find_author(local, item))
+    product = queries.find_product(local, item["namespace_name"], item[kind], str(item["version"]))
+    if product is None:
+        return False
+    found = queries.locate(local, product)
+    if found.location is None or found.root is None or not store.holds(found.root["root"]):
+        return False
+    target = store.path(found.location["path"])
+    return target.is_file() and store.hash(found.location["path"]) == found.hash
+
+
+def _find_author(local: Registry, item: dict[str, Any]) -> list:
+    if item.get("identifier"):
+        return local.find("author", {"identifier": item["identifier"]}, limit=1)
+    return local.find("author", {"name": item.get("name") or item["author"]}, limit=1)
+
+
+def _authors(local: Registry, urls: list[str] | None, fallback: int) -> list[int]:
+    ids = []
+    for url in urls or []:
+        rows = local.find("author", {"identifier": url}, limit=1)
+        ids.append(
+            rows[0]["id"]
+            if rows
+            else local.get_or_create("author", {"name": url, "identifier": url})[0]["id"]
+        )
+    return ids or [fallback]
+
+
+def register_item(local: Registry, store: DataStore, item: dict[str, Any], author_id: int) -> str:
+    """Create the item's records (and fetch its file); returns a one-line summary."""
+    kind = item_kind(item)
+    if kind == "namespace":
+        data = {
+            k: item[v]
+            for k, v in (("name", "namespace"), ("full_name", "full_name"), ("website", "website"))
+            if item.get(v)
+        }
+        local.get_or_create("namespace", data)
+        return f"namespace {item['namespace']}"
+    if kind == "author":
+        if not _find_author(local, item):
+            data = {"name": item.get("name") or item["author"]}
+            if item.get("identifier"):
+                data["identifier"] = item["identifier"]
+            local.get_or_create("author", data)
+        return f"author {item.get('name') or item['author']}"
+
+    name, version, namespace = item[kind], str(item["version"]), item["namespace_name"]
+    extension = str(item.get("file_type") or "").lstrip(".")
+    rel = product_path(namespace, name, version, extension)
+    existing = queries.find_product(local, namespace, name, version)
+    known = queries.locate(local, existing).hash if existing is not None else None
+    try:
+        sha1, size = store.put_stream(
+            rel, open_location(item["root"], item["path"]), expected_sha1=known
+        )
+    except IntegrityError as exc:
+        raise OutOfSync(
+            f"{namespace}:{name}@{version} is already registered with SHA-1 {known}, but "
+            f"{item['root']}{item['path']} now differs ({exc}); register a new version"
+        ) from None
+    ns, _ = local.get_or_create("namespace", {"name": namespace})
+    location = local_location(local, store, rel, sha1)
+    original_root, _ = local.get_or_create(
+        "storage_root", {"root": item["root"], "local": item["root"].startswith("file://")}
+    )
+    original, _ = local.get_or_create(
+        "storage_location",
+        {"path": item["path"], "hash": sha1, "public": True, "storage_root": original_root["id"]},
+    )
+    if existing is None:
+        obj = local.create(
+            "object",
+            {
+                "description": item.get("description") or item.get("title") or "",
+                "storage_location": location,
+                "file_type": queries.file_type_id(local, extension) if extension else None,
+                "authors": _authors(local, item.get("authors"), author_id),
+            },
+        )
+        existing, _ = local.get_or_create(
+            "data_product",
+            {"object": obj["id"], "namespace": ns["id"], "name": name, "version": version},
+        )
+    if kind == "external_object" and not existing.get("external_object"):
+        ext: dict[str, Any] = {
+            "data_product": existing["id"],
+            "title": item.get("title") or name,
+            "description": item.get("description"),
+            "primary_not_supplement": item.get("primary", True),
+            "release_date": item.get("release_date"),
+            "original_store": original["id"],
+        }
+        if item.get("identifier"):
+            ext["identifier"] = item["identifier"]
+        if item.get("unique_name"):
+            ext["alternate_identifier"] = item["unique_name"]
+            ext["alternate_identifier_type"] = item.get("alternate_identifier_type")
+        local.get_or_create("external_object", ext)
+    return f"{namespace}:{name}@{version} ({size} bytes, SHA-1 {sha1[:12]})"

@@ -1,0 +1,454 @@
+"""HttpRegistry: the `Registry` protocol over the REST API, for our server and the reference one.
+
+Records come back exactly like the store's (int ids, references as ids), so sync code moves
+records between registries by translating ids; URLs exist only on the wire. The client uses
+one keep-alive session, follows cursor pagination with a large `page_size` (one request per
+page, never one per record), and retries what is safe to retry. It relies on nothing the
+reference registry lacks: trailing slashes always, FK filters as numeric ids, only the
+`cursor` and `page_size` extras, and never reverse-relation filters (the reference ignores
+them silently).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import requests
+
+from fdp_tasks.registry.base import (
+    InvalidRecord,
+    NotFound,
+    Record,
+    RegistryError,
+    UniqueViolation,
+)
+from fdp_tasks.registry.schema import RecordType, RegistrySchema, load_schema
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.0.0"
+IDEMPOTENT = {"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}
+RETRY_STATUS = {500, 502, 503, 504}
+# Small enough that a dropped connection loses little (a short read loses its whole chunk).
+DOWNLOAD_CHUNK = 64 * 1024
+DROPPED = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+
+
+def normalise_api_url(url: str) -> str:
+    """`http://h:8000`, `http://h:8000/api` and `http://h:8000/api/` all become the last."""
+    text = url.strip().rstrip("/")
+    if not text.endswith("/api"):
+        text += "/api"
+    return text + "/"
+
+
+def id_from_url(url: str) -> int:
+    """The record id at the end of a record URL's path ('.../api/object/12/' -> 12)."""
+    parts = [p for p in urlsplit(str(url)).path.split("/") if p]
+    if not parts or not parts[-1].isdigit():
+        raise InvalidRecord(f"not a registry record URL: {url!r}")
+    return int(parts[-1])
+
+
+def _ref(value: Any) -> int | None:
+    """An id from an int, a numeric string or a record URL."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return id_from_url(value)
+
+
+def _detail(resp: requests.Response) -> str:
+    """The server's message, short, from a JSON error body or the start of the text."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text.strip()[:300]
+    if isinstance(body, dict) and set(body) == {"detail"}:
+        return str(body["detail"])
+    return str(body)[:500]
+
+
+class HttpRegistry:
+    """A registry reached over HTTP, with the same record shape as `Store`."""
+
+    def __init__(
+        self,
+        api_url: str,
+        token: str | None = None,
+        timeout: float = 30,
+        retries: int = 5,
+        page_size: int = 1000,
+        schema: RegistrySchema | None = None,
+        backoff: float = 0.2,
+    ):
+        self.api_url = normalise_api_url(api_url)
+        self.schema = schema or load_schema()
+        self.timeout = timeout
+        self.retries = max(1, retries)
+        self.page_size = page_size
+        self.backoff = backoff
+        self._token = token
+        self.session = requests.Session()
+        self.session.headers["Accept"] = f"application/json; version={API_VERSION}"
+        split = urlsplit(self.api_url)
+        self._origin = f"{split.scheme}://{split.netloc}"
+
+    def __repr__(self) -> str:
+        return f"HttpRegistry({self.api_url!r})"
+
+    def __enter__(self) -> HttpRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.session.close()
+
+    # ------------------------------------------------------------ plumbing
+    def url_for(self, type_name: str, record_id: int | None = None) -> str:
+        """The URL of a type's list, or of one record, on this registry."""
+        if record_id is None:
+            return f"{self.api_url}{type_name}/"
+        return f"{self.api_url}{type_name}/{int(record_id)}/"
+
+    def _auth(self, url: str) -> dict[str, str]:
+        # The token goes only to this registry, never to presigned or third-party URLs.
+        if self._token and url.startswith(self._origin):
+            return {"Authorization": f"token {self._token}"}
+        return {}
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        ok: tuple[int, ...] = (200,),
+        expected: tuple[int, ...] = (),
+        body_factory: Callable[[], Any] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """One HTTP call with retries; a status in `ok` or `expected` is returned, others raise.
+
+        Retried: connection errors always (a POST from sync carries a client-made uuid,
+        so a repeat gets a 409); timeouts and 500/502/503/504 only for idempotent methods.
+        """
+        path = urlsplit(url).path
+        headers = {**self._auth(url), **kwargs.pop("headers", {})}
+        idempotent = method in IDEMPOTENT
+        last: Exception | None = None
+        resp: requests.Response | None = None
+        for attempt in range(self.retries):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            resp = None
+            if body_factory is not None:
+                kwargs["data"] = body_factory()
+            try:
+                resp = self.session.request(
+                    method, url, headers=headers, timeout=self.timeout, **kwargs
+                )
+            except requests.ConnectionError as exc:
+                last = exc
+                continue
+            except requests.Timeout as exc:
+                last = exc
+                if idempotent:
+                    continue
+                break
+            finally:
+                data = kwargs.get("data")
+                if body_factory is not None and hasattr(data, "close"):
+                    data.close()
+            if resp.status_code in RETRY_STATUS and idempotent and attempt + 1 < self.retries:
+                log.debug("%s %s answered %s, retrying", method, path, resp.status_code)
+                resp.close()
+                continue
+            break
+        if resp is None:
+            reason = type(last).__name__ if last else "no response"
+            raise RegistryError(
+                f"{method} {path}: no answer from the registry at {self._origin_of(url)} "
+                f"({reason} after {attempt + 1} attempt(s))"
+            )
+        if resp.status_code in ok or resp.status_code in expected:
+            return resp
+        self._raise(method, path, resp)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _origin_of(url: str) -> str:
+        split = urlsplit(url)
+        return f"{split.scheme}://{split.netloc}"
+
+    def _raise(self, method: str, path: str, resp: requests.Response) -> None:
+        status = resp.status_code
+        where = f"{method} {path}"
+        if status in (401, 403):
+            raise RegistryError(
+                f"{where}: the registry refused the request ({status}): the token is missing "
+                f"or invalid ({_detail(resp)})"
+            )
+        if status == 404:
+            raise NotFound("resource", f"{where} (404: {_detail(resp)})")
+        if status == 409:
+            raise UniqueViolation(path, (), None)
+        if 400 <= status < 500:
+            raise InvalidRecord(f"{where}: {status} {_detail(resp)}")
+        raise RegistryError(f"{where}: server error {status}: {_detail(resp)}")
+
+    def _get_json(self, url: str, params: Any = None) -> Any:
+        return self.request("GET", url, params=params).json()
+
+    # ----------------------------------------------------------- records
+    def _type(self, type_name: str) -> RecordType:
+        if type_name not in self.schema:
+            raise NotFound("type", type_name)
+        return self.schema[type_name]
+
+    def from_wire(self, rtype: RecordType, body: dict[str, Any]) -> Record:
+        """A wire record as the store shows it: `id` from `url`, references as ids."""
+        rec: Record = {"id": id_from_url(body["url"])}
+        for key, value in body.items():
+            if key == "url":
+                continue
+            f = rtype.fields.get(key)
+            if f is not None and f.is_fk or key == "updated_by":
+                rec[key] = _ref(value)
+            elif f is not None and f.is_m2m or key in rtype.reverse:
+                if value is None:
+                    rec[key] = []
+                elif isinstance(value, list):
+                    rec[key] = [_ref(v) for v in value]
+                else:
+                    rec[key] = [_ref(value)]
+            else:
+                rec[key] = value
+        for f in rtype.fields.values():
+            rec.setdefault(f.name, [] if f.is_m2m else None)
+        for rname in rtype.reverse:
+            rec.setdefault(rname, [])
+        return rec
+
+    def to_wire(self, rtype: RecordType, data: dict[str, Any]) -> dict[str, Any]:
+        """Outgoing data: ids become absolute URLs of this registry."""
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            f = rtype.fields.get(key)
+            if f is None:
+                continue
+            if f.is_fk:
+                out[key] = None if value is None else self._ref_url(f.to, value)
+            elif f.is_m2m:
+                out[key] = [self._ref_url(f.to, v) for v in value or []]
+            elif isinstance(value, (datetime, date)):
+                out[key] = value.isoformat()
+            else:
+                out[key] = value
+        return out
+
+    def _ref_url(self, type_name: str, value: Any) -> str:
+        if isinstance(value, str) and not value.strip().isdigit():
+            return value  # already a URL
+        return self.url_for(type_name, _ref(value))
+
+    def _query(self, rtype: RecordType, filters: dict[str, Any]) -> dict[str, str]:
+        params: dict[str, str] = {}
+        for key, value in filters.items():
+            if value is None:
+                continue  # checked locally: the reference cannot filter on null
+            f = rtype.fields.get(key)
+            if f is not None and f.is_relation:
+                params[key] = str(_ref(value))
+            elif isinstance(value, bool):
+                params[key] = "true" if value else "false"
+            elif isinstance(value, (datetime, date)):
+                params[key] = value.isoformat()
+            else:
+                params[key] = str(value)
+        return params
+
+    def get(self, type_name: str, record_id: int) -> Record:
+        rtype = self._type(type_name)
+        try:
+            body = self._get_json(self.url_for(type_name, record_id))
+        except NotFound:
+            raise NotFound(type_name, f"id {record_id}") from None
+        return self.from_wire(rtype, body)
+
+    def iter_find(self, type_name: str, filters: dict[str, Any] | None = None,
+                  limit: int | None = None) -> Iterator[Record]:
+        """Matching records newest first, fetched a page at a time."""
+        rtype = self._type(type_name)
+        filters = dict(filters or {})
+        nulls = [k for k, v in filters.items() if v is None]
+        params: dict[str, str] = self._query(rtype, filters)
+        size = self.page_size if limit is None or nulls else min(self.page_size, max(limit, 1))
+        params["page_size"] = str(size)
+        url = self.url_for(type_name)
+        seen = 0
+        while True:
+            body = self._get_json(url, params)
+            for item in body.get("results", []):
+                rec = self.from_wire(rtype, item)
+                if any(rec.get(k) not in (None, []) for k in nulls):
+                    continue
+                yield rec
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+            nxt = body.get("next")
+            if not nxt:
+                return
+            # Follow the cursor on the address we use, whatever host the server names.
+            params = dict(parse_qsl(urlsplit(nxt).query, keep_blank_values=True))
+
+    def find(self, type_name: str, filters: dict[str, Any] | None = None,
+             limit: int | None = None) -> list[Record]:
+        """Records matching exact filters (globs on glob fields), newest first."""
+        return list(self.iter_find(type_name, filters, limit))
+
+    def find_one(self, type_name: str, filters: dict[str, Any]) -> Record | None:
+        rows = self.find(type_name, filters, limit=1)
+        return rows[0] if rows else None
+
+    def _existing(self, rtype: RecordType, data: dict[str, Any],
+                  hint: str | None) -> tuple[tuple[str, ...], Record | None]:
+        """After a 409: the clashing record, found by the natural keys set in `data`."""
+        probe = {
+            f.name: f.default for f in rtype.fields.values()
+            if f.default is not None and not f.is_relation
+        }
+        for key, value in data.items():
+            f = rtype.fields.get(key)
+            if f is not None:
+                probe[key] = _ref(value) if f.is_fk else value
+        keys = rtype.natural_keys(probe)
+        if hint:
+            try:
+                rec = self.get(rtype.name, id_from_url(hint))
+                for key in keys:
+                    if all(_same(rec.get(k), probe[k]) for k in key):
+                        return key, rec
+            except RegistryError:
+                pass
+        for key in keys:
+            try:
+                rec = self.find_one(rtype.name, {k: probe[k] for k in key})
+            except RegistryError:
+                continue
+            if rec is not None:
+                return key, rec
+        return (keys[0] if keys else ()), None
+
+    def create(self, type_name: str, data: dict[str, Any]) -> Record:
+        """POST one record; on 409 raise UniqueViolation carrying the existing record."""
+        rtype = self._type(type_name)
+        resp = self.request("POST", self.url_for(type_name), ok=(201, 200), expected=(409,),
+                            json=self.to_wire(rtype, data))
+        if resp.status_code == 409:
+            hint = None
+            try:
+                body = resp.json()
+                hint = body.get("existing") if isinstance(body, dict) else None
+            except ValueError:
+                pass
+            key, existing = self._existing(rtype, data, hint)
+            raise UniqueViolation(type_name, key, existing)
+        return self.from_wire(rtype, resp.json())
+
+    def patch(self, type_name: str, record_id: int, data: dict[str, Any]) -> Record:
+        rtype = self._type(type_name)
+        resp = self.request("PATCH", self.url_for(type_name, record_id), expected=(409,),
+                            json=self.to_wire(rtype, data))
+        if resp.status_code == 409:
+            raise UniqueViolation(type_name, (), None)
+        return self.from_wire(rtype, resp.json())
+
+    def get_or_create(self, type_name: str, data: dict[str, Any]) -> tuple[Record, bool]:
+        """The existing record with the same unique key, or a new one (one POST if new)."""
+        try:
+            return self.create(type_name, data), True
+        except UniqueViolation as exc:
+            if exc.existing is None:
+                raise
+            return exc.existing, False
+
+    def delete(self, type_name: str, record_id: int) -> None:
+        self._type(type_name)
+        self.request("DELETE", self.url_for(type_name, record_id), ok=(200, 202, 204))
+
+    # ------------------------------------------------------------- other
+    def whoami(self) -> str:
+        """The username the token belongs to; checks a token before a long push."""
+        return str(self._get_json(f"{self.api_url}username/")["username"])
+
+    def upload_blob(self, path: Path, sha1: str) -> dict[str, Any]:
+        """Ask for a presigned URL, then stream the file there (unless already stored)."""
+        resp = self.request("POST", f"{self.api_url}data/{sha1}", ok=(200, 201))
+        info = resp.json()
+        if info.get("exists"):
+            return info
+        self.request(
+            "PUT", info["url"], ok=(200, 201, 204),
+            body_factory=lambda: open(path, "rb"),
+            headers={"Content-Type": "application/octet-stream",
+                     "Content-Length": str(Path(path).stat().st_size)},
+        )
+        info["uploaded"] = True
+        return info
+
+    def download(self, url: str) -> Iterator[bytes]:
+        """Stream a file's bytes; a dropped connection resumes with a Range request."""
+        done = 0
+        path = urlsplit(url).path
+        failures = 0
+        while True:
+            headers = {"Accept": "*/*"}
+            if done:
+                headers["Range"] = f"bytes={done}-"
+            resp = self.request("GET", url, ok=(200, 206), expected=(416,),
+                                headers=headers, stream=True)
+            if resp.status_code == 416:
+                resp.close()
+                return  # nothing left after `done` bytes
+            skip = done if resp.status_code == 200 else 0
+            try:
+                for block in resp.iter_content(DOWNLOAD_CHUNK):
+                    if skip:
+                        cut = min(skip, len(block))
+                        block, skip = block[cut:], skip - cut
+                    if block:
+                        done += len(block)
+                        yield block
+                return
+            except DROPPED as exc:
+                failures += 1
+                if failures >= self.retries:
+                    raise RegistryError(
+                        f"GET {path}: download kept failing after {done} bytes "
+                        f"({type(exc).__name__})"
+                    ) from None
+                time.sleep(self.backoff * 2 ** (failures - 1))
+            finally:
+                resp.close()
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return str(a).lower() == str(b).lower()
+    return a == b or str(a) == str(b)

@@ -1,0 +1,120 @@
+"""Look-ups every layer needs, written once against the Registry protocol.
+
+They work the same on the local SQL store and on a remote HTTP registry.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from fdp_tasks.registry.base import Record, Registry
+
+REF = re.compile(r"^(?:(?P<ns>[^:@]+):)?(?P<name>[^@]+?)(?:@(?P<version>[^@]+))?$")
+
+
+@dataclass(frozen=True)
+class ProductRef:
+    """namespace:name@version, the way data products are named on the command line."""
+
+    namespace: str | None
+    name: str
+    version: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ProductRef:
+        m = REF.match(text.strip())
+        if not m:
+            raise ValueError(f"{text!r} is not of the form namespace:name@version")
+        return cls(m["ns"], m["name"], m["version"])
+
+    def __str__(self) -> str:
+        ns = f"{self.namespace}:" if self.namespace else ""
+        ver = f"@{self.version}" if self.version else ""
+        return f"{ns}{self.name}{ver}"
+
+
+@dataclass
+class Located:
+    """A data product with the object, file location and storage root behind it."""
+
+    product: Record
+    namespace: Record
+    object: Record
+    location: Record | None
+    root: Record | None
+
+    @property
+    def hash(self) -> str | None:
+        return self.location["hash"] if self.location else None
+
+    @property
+    def ref(self) -> ProductRef:
+        return ProductRef(self.namespace["name"], self.product["name"], self.product["version"])
+
+
+def namespace_id(registry: Registry, name: str) -> int | None:
+    rows = registry.find("namespace", {"name": name}, limit=1)
+    return rows[0]["id"] if rows else None
+
+
+def find_product(registry: Registry, namespace: str, name: str, version: str) -> Record | None:
+    ns = namespace_id(registry, namespace)
+    if ns is None:
+        return None
+    rows = registry.find(
+        "data_product", {"namespace": ns, "name": name, "version": version}, limit=1
+    )
+    return rows[0] if rows else None
+
+
+def product_versions(registry: Registry, namespace: str, name: str) -> list[str]:
+    ns = namespace_id(registry, namespace)
+    if ns is None:
+        return []
+    return [r["version"] for r in registry.find("data_product", {"namespace": ns, "name": name})]
+
+
+def product_names(registry: Registry, namespace: str, pattern: str) -> list[str]:
+    ns = namespace_id(registry, namespace)
+    if ns is None:
+        return []
+    rows = registry.find("data_product", {"namespace": ns, "name": pattern})
+    return sorted({r["name"] for r in rows})
+
+
+def locate(registry: Registry, product: Record) -> Located:
+    obj = registry.get("object", product["object"])
+    location = root = None
+    if obj.get("storage_location"):
+        location = registry.get("storage_location", obj["storage_location"])
+        root = registry.get("storage_root", location["storage_root"])
+    return Located(product, registry.get("namespace", product["namespace"]), obj, location, root)
+
+
+def locate_ref(registry: Registry, ref: ProductRef) -> Located | None:
+    if ref.namespace is None or ref.version is None:
+        raise ValueError(f"{ref} needs a namespace and a version")
+    product = find_product(registry, ref.namespace, ref.name, ref.version)
+    return locate(registry, product) if product else None
+
+
+def whole_object_component(registry: Registry, object_record: Record) -> int:
+    """The id of the object's whole_object component (every object has one)."""
+    rows = registry.find(
+        "object_component", {"object": object_record["id"], "whole_object": True}, limit=1
+    )
+    if rows:
+        return rows[0]["id"]
+    return registry.get_or_create(
+        "object_component",
+        {"object": object_record["id"], "name": "whole_object", "whole_object": True},
+    )[0]["id"]
+
+
+def file_type_id(registry: Registry, extension: str) -> int:
+    """The file_type for an extension, created with the extension as its name if missing."""
+    rows = registry.find("file_type", {"extension": extension}, limit=1)
+    if rows:
+        return rows[0]["id"]
+    return registry.get_or_create("file_type", {"name": extension, "extension": extension})[0]["id"]

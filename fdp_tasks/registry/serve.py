@@ -1,0 +1,406 @@
+"""Running the registry server: in a thread, in the foreground, or as a background process.
+
+waitress is the WSGI server: production-grade, pure Python, and it runs on Windows too. A
+background server records itself in `<state_dir>/server.json` (pid, url, db), so `stop`
+only ever signals the process it started itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from waitress import wasyncore
+from waitress.server import create_server
+
+from fdp_tasks.registry.base import RegistryError
+from fdp_tasks.registry.server import create_app
+from fdp_tasks.registry.store import Store, database_url
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+STATE_FILE = "server.json"
+LOG_FILE = "server.log"
+START_TIMEOUT = 20.0
+MODULE = "fdp_tasks.registry.serve"
+
+# Background servers started by this process, so they can be reaped (no zombies).
+_children: dict[int, subprocess.Popen] = {}
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _warn_if_exposed(host: str) -> None:
+    if host not in LOOPBACK:
+        log.warning(
+            "the registry is listening on %s, reachable from other machines; reads are "
+            "public and writes only need a token", host,
+        )
+
+
+def _make_server(app: Any, host: str, port: int, threads: int) -> Any:
+    return create_server(
+        app, host=host, port=port, threads=threads, ident="fdp-registry",
+        clear_untrusted_proxy_headers=True, channel_timeout=300,
+    )
+
+
+def _serve_until(server: Any, stop: threading.Event, grace: float = 5.0) -> None:
+    """Run waitress's loop until `stop` is set, then finish running requests and close.
+
+    Driving the loop here (instead of server.run()) lets another thread or a signal
+    handler stop it without racing on waitress's socket map.
+    """
+    smap = server._map
+    while not stop.is_set() and smap:
+        wasyncore.loop(timeout=0.2, map=smap, use_poll=True, count=1)
+    wasyncore.dispatcher.close(server)  # stop accepting; keep the trigger for replies
+    dispatcher = server.task_dispatcher
+    deadline = time.monotonic() + grace
+    while (dispatcher.active_count or dispatcher.queue) and time.monotonic() < deadline:
+        wasyncore.loop(timeout=0.05, map=smap, use_poll=True, count=1)
+    dispatcher.shutdown(timeout=1)
+    wasyncore.close_all(smap)
+
+
+def _wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+@dataclass
+class RunningServer:
+    """A server running in a thread of this process."""
+
+    url: str
+    store: Store
+    _stop: threading.Event = field(repr=False)
+    _thread: threading.Thread = field(repr=False)
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api/"
+
+    def stop(self) -> None:
+        """Stop accepting, let running requests finish, and wait for the thread."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_in_thread(
+    store: Store,
+    blob_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    public_url: str | None = None,
+    threads: int = 8,
+) -> RunningServer:
+    """Serve `store` from a daemon thread; returns once the port accepts connections.
+
+    Port 0 picks a free port. Used by tests and by `fdp run` for the script's registry.
+    """
+    _warn_if_exposed(host)
+    app = create_app(store, Path(blob_dir), public_url)
+    server = _make_server(app, host, port, threads)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=_serve_until, args=(server, stop), name="fdp-registry", daemon=True
+    )
+    thread.start()
+    real_port = server.effective_port
+    url_host = _url_host(host)
+    _wait_for_port(url_host.strip("[]"), real_port)
+    return RunningServer(f"http://{url_host}:{real_port}", store, stop, thread)
+
+
+def serve_forever(
+    db_url: str,
+    blob_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    state_dir: Path | None = None,
+    public_url: str | None = None,
+    threads: int = 8,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve in the foreground until SIGTERM or Ctrl-C, then shut down gracefully.
+
+    With `state_dir`, records pid and url in server.json once listening (so port 0
+    works for background servers) and removes it again on the way out.
+    """
+    _warn_if_exposed(host)
+    store = Store(db_url)
+    app = create_app(store, Path(blob_dir), public_url)
+    server = _make_server(app, host, port, threads)
+    url = f"http://{_url_host(host)}:{server.effective_port}"
+    stop = threading.Event()
+
+    def _on_signal(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    state_file = Path(state_dir) / STATE_FILE if state_dir else None
+    if state_file:
+        _write_state(state_file, {"pid": os.getpid(), "url": url, "db": store.url})
+    if on_ready:
+        on_ready(url)
+    try:
+        _serve_until(server, stop)
+    finally:
+        store.close()
+        if state_file:
+            info = _read_state(state_file)
+            if info and info.get("pid") == os.getpid():
+                state_file.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ background
+def _write_state(path: Path, info: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(info, fh)
+    os.replace(tmp, path)
+
+
+def _read_state(path: Path) -> dict | None:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("pid"), int):
+        return None
+    return info
+
+
+def _pid_alive(pid: int) -> bool:
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        _children.pop(pid, None)
+        return False
+    if os.name == "nt":
+        out = subprocess.run(
+            ["tasklist", "/FI", f"PID eq {pid}", "/NH"], capture_output=True, text=True
+        ).stdout
+        return str(pid) in out
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    return "\nState:\tZ" not in status
+
+
+def _cmdline(pid: int) -> str | None:
+    """The process's command line, or None when this platform cannot tell."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        pass
+    if os.name == "nt":
+        return None
+    try:
+        out = subprocess.run(
+            ["ps", "-p", str(pid), "-o", "command="], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _answers(url: str, timeout: float = 2.0) -> bool:
+    try:
+        resp = requests.get(f"{url}/api/", timeout=timeout,
+                            headers={"Accept": "application/json; version=1.0.0"})
+    except requests.RequestException:
+        return False
+    return resp.status_code == 200 and "storage_root" in resp.text
+
+
+def _is_ours(info: dict) -> bool:
+    """Whether the recorded pid is still our server (not a recycled pid)."""
+    pid = info["pid"]
+    if not _pid_alive(pid):
+        return False
+    cmd = _cmdline(pid)
+    if cmd is not None:
+        return MODULE in cmd
+    return _answers(str(info.get("url", "")))
+
+
+def _log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+
+def background_status(state_dir: Path) -> dict | None:
+    """{pid, url, db} of the background server recorded in `state_dir`, if it runs."""
+    info = _read_state(Path(state_dir) / STATE_FILE)
+    if info is None or not _is_ours(info):
+        return None
+    return info
+
+
+def start_background(
+    db_url: str,
+    blob_dir: Path,
+    state_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    public_url: str | None = None,
+    timeout: float = START_TIMEOUT,
+) -> str:
+    """Start a detached server process and return its URL once `GET /api/` answers.
+
+    If a server recorded in `state_dir` is already running, its URL is returned.
+    """
+    state_dir = Path(state_dir)
+    running = background_status(state_dir)
+    if running:
+        return str(running["url"])
+    _warn_if_exposed(host)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_file = state_dir / STATE_FILE
+    state_file.unlink(missing_ok=True)
+    log_path = state_dir / LOG_FILE
+    db = database_url(db_url)
+    cmd = [
+        sys.executable, "-m", MODULE, "--db", db, "--blobs", str(Path(blob_dir).resolve()),
+        "--host", host, "--port", str(port), "--state-dir", str(state_dir.resolve()),
+    ]
+    if public_url:
+        cmd += ["--public-url", public_url]
+    kwargs: dict[str, Any] = {}
+    if os.name == "nt":
+        kwargs["creationflags"] = (
+            subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+        )
+    else:
+        kwargs["start_new_session"] = True
+    with open(log_path, "ab") as logfh:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=logfh, stderr=subprocess.STDOUT,
+            close_fds=True, **kwargs,
+        )
+    _children[proc.pid] = proc
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            _children.pop(proc.pid, None)
+            raise RegistryError(
+                f"the registry server exited with code {proc.returncode} while starting; "
+                f"last lines of {log_path}:\n{_log_tail(log_path)}"
+            )
+        info = _read_state(state_file)
+        if info and info.get("pid") == proc.pid and _answers(str(info["url"]), timeout=1):
+            return str(info["url"])
+        time.sleep(0.1)
+    _terminate(proc.pid)
+    raise RegistryError(
+        f"the registry server did not answer within {timeout:.0f} s; "
+        f"last lines of {log_path}:\n{_log_tail(log_path)}"
+    )
+
+
+def _terminate(pid: int, wait: float = 10.0) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + wait
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _pid_alive(pid) and os.name != "nt":
+        os.kill(pid, signal.SIGKILL)
+    child = _children.pop(pid, None)
+    if child is not None:
+        try:
+            child.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def stop_background(state_dir: Path) -> bool:
+    """Stop the server recorded in `state_dir` if it is still ours; True if one was stopped.
+
+    A stale record (process gone, or the pid now belongs to something else) is removed
+    without signalling anything.
+    """
+    state_file = Path(state_dir) / STATE_FILE
+    info = _read_state(state_file)
+    if info is None:
+        state_file.unlink(missing_ok=True)
+        return False
+    stopped = False
+    if _is_ours(info):
+        _terminate(info["pid"])
+        stopped = True
+    state_file.unlink(missing_ok=True)
+    return stopped
+
+
+# ------------------------------------------------------------------ entry point
+def main(argv: list[str] | None = None) -> int:
+    """`python -m fdp_tasks.registry.serve`: waitress in the foreground."""
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=main.__doc__)
+    parser.add_argument("--db", required=True, help="SQLAlchemy URL or SQLite file path")
+    parser.add_argument("--blobs", required=True, type=Path, help="directory for uploaded files")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--state-dir", type=Path, default=None)
+    parser.add_argument("--public-url", default=None, help="base URL used in links")
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    serve_forever(
+        args.db, args.blobs, args.host, args.port, args.state_dir, args.public_url,
+        args.threads, on_ready=lambda url: log.info("registry serving on %s/api/", url),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,573 @@
+"""The registry over HTTP: a Flask app speaking the REST conventions of the reference registry.
+
+Endpoints, filters and write permissions all come from the declared schema, so the server
+never drifts from the store. Where the reference registry has a defect (500 on a POST
+without trailing slash, FK filters refusing URLs, silently ignored reverse filters) this
+server does the sensible thing instead, while keeping every convention clients rely on:
+
+- records carry `url`, foreign keys and many-to-many fields as absolute URLs;
+- lists are `{count, next, previous, results}`, newest first, with an opaque cursor;
+- a unique clash is a 409 (clients then look the record up by filter);
+- writes need `Authorization: token <t>` and answer 403 without one (never 401);
+- FK filters take a numeric id, and, unlike the reference, also a record URL of the
+  right type (the id is taken from its path), because data-pipeline-api sends URLs of
+  whatever host it was given.
+
+It also acts as a data store: `POST /api/data/<sha1>` hands out a presigned upload URL,
+`PUT /data/<sha1>?expires=..&signature=..` streams the bytes in (hash checked), and
+`GET /data/<sha1>` streams them out with Range support.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import flask
+from werkzeug.exceptions import HTTPException
+
+from fdp_tasks.datastore import read_chunks, write_atomically
+from fdp_tasks.errors import IntegrityError
+from fdp_tasks.registry.base import InvalidRecord, NotFound, Record, UniqueViolation
+from fdp_tasks.registry.schema import Field, RecordType
+from fdp_tasks.registry.store import Store
+from fdp_tasks.registry.values import BadValue, parse_bool
+
+log = logging.getLogger(__name__)
+
+LIST_EXTRAS = {"cursor", "format", "ordering", "page_size"}
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 10000
+UPLOAD_URL_LIFETIME = 3600
+SHA1_RE = re.compile(r"^[0-9a-fA-F]{40}$")
+FIELD_ERROR_RE = re.compile(r"^(\w+)\.(\w+): (.*)$", re.S)
+JSON_TYPES = {
+    "string": "string",
+    "text": "string",
+    "boolean": "boolean",
+    "integer": "integer",
+    "datetime": "datetime",
+    "uuid": "string",
+    "fk": "field",
+    "m2m": "field",
+}
+
+
+class ApiError(Exception):
+    """An error answer: status code plus a JSON body, raised anywhere inside a view."""
+
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
+        super().__init__(body)
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+def prepare_store(store: Store, username: str = "admin", token: str | None = None) -> str:
+    """Make sure `username` exists and return a token for it (the given one, or a new one).
+
+    Tests and the CLI use this to get a working token for a fresh registry.
+    """
+    user = store.ensure_user(username)
+    if token:
+        store.add_token(user["id"], token)
+        return token
+    return store.issue_token(user["id"])
+
+
+def blob_path(blob_dir: Path, sha1: str) -> Path:
+    """Where a blob lives: <blob_dir>/<sha1[:2]>/<sha1>, so no directory grows huge."""
+    sha1 = sha1.lower()
+    return Path(blob_dir) / sha1[:2] / sha1
+
+
+def _load_secret(blob_dir: Path) -> bytes:
+    """The per-server HMAC key for presigned URLs, created once with mode 0600."""
+    blob_dir.mkdir(parents=True, exist_ok=True)
+    path = blob_dir / ".secret"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as fh:
+        key = secrets.token_hex(32).encode("ascii")
+        fh.write(key)
+    return key
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> flask.Response:
+    return flask.Response(
+        json.dumps(body, separators=(",", ":")),
+        status=status,
+        mimetype="application/json",
+        headers=headers,
+    )
+
+
+def _field_errors(exc: Exception, type_name: str) -> dict[str, list[str]]:
+    """DRF-style `{"field": ["message"]}` from a store error message 'type.field: message'."""
+    text = str(exc)
+    match = FIELD_ERROR_RE.match(text)
+    if match and match.group(1) == type_name:
+        return {match.group(2): [match.group(3)]}
+    return {"non_field_errors": [text]}
+
+
+def _ref_id(value: Any, target: str) -> int:
+    """The id in a reference: an int, a numeric string, or a URL whose path ends in
+    /<target>/<id>/ (any host: only the path counts, like the reference registry)."""
+    if isinstance(value, bool):
+        raise BadValue(f"expected a {target} URL or id, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return int(text)
+        parts = [p for p in urlsplit(text).path.split("/") if p]
+        if len(parts) >= 2 and parts[-1].isdigit() and parts[-2] == target:
+            return int(parts[-1])
+    raise BadValue(
+        f"Invalid hyperlink - expected a {target} URL such as <registry>/api/{target}/<id>/, "
+        f"got {value!r}"
+    )
+
+
+def _ref_list(value: Any, target: str) -> list[int]:
+    """Ids from a filter value that may be one reference or a list, even a Python list repr
+    such as "['http://h/api/author/1/']" (what data-pipeline-api sends for list fields)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):
+            items = [i.strip().strip("'\"") for i in text[1:-1].split(",")]
+            return [_ref_id(i, target) for i in items if i]
+        return [_ref_id(text, target)]
+    return [_ref_id(value, target)]
+
+
+class _Cursor:
+    """Opaque list cursor: 'b<id>' pages to older records, 'a<id>' to newer ones."""
+
+    @staticmethod
+    def encode(direction: str, record_id: int) -> str:
+        raw = f"{direction}{record_id}".encode("ascii")
+        return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+    @staticmethod
+    def decode(text: str) -> tuple[str, int]:
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
+            direction, number = raw[0], int(raw[1:])
+        except (ValueError, IndexError, UnicodeDecodeError):
+            raise ApiError(404, {"detail": "Invalid cursor"}) from None
+        if direction not in "ab":
+            raise ApiError(404, {"detail": "Invalid cursor"})
+        return direction, number
+
+
+class RegistryApp:
+    """The views, bound to one store and one blob directory."""
+
+    def __init__(self, store: Store, blob_dir: Path, public_url: str | None = None):
+        self.store = store
+        self.schema = store.schema
+        self.blob_dir = Path(blob_dir)
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.secret = _load_secret(self.blob_dir)
+        store.ensure_user("admin")
+
+    # ------------------------------------------------------------ helpers
+    def base(self) -> str:
+        """The scheme://host[:port] prefix of every URL this server hands out."""
+        return self.public_url or flask.request.host_url.rstrip("/")
+
+    def record_url(self, type_name: str, record_id: int | None) -> str | None:
+        if record_id is None:
+            return None
+        return f"{self.base()}/api/{type_name}/{record_id}/"
+
+    def rtype(self, type_name: str) -> RecordType:
+        if type_name not in self.schema:
+            raise ApiError(404, {"detail": f"unknown endpoint {type_name!r}"})
+        return self.schema[type_name]
+
+    def user(self) -> Record | None:
+        """The token's user, or None for an anonymous (or wrongly authenticated) request."""
+        if "fdp_user" in flask.g:
+            return flask.g.fdp_user
+        user = None
+        header = flask.request.headers.get("Authorization", "")
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() in ("token", "bearer") and token.strip():
+            user = self.store.user_for_token(token.strip())
+        flask.g.fdp_user = user
+        return user
+
+    def require_user(self) -> Record:
+        user = self.user()
+        if user is not None:
+            return user
+        if flask.request.headers.get("Authorization"):
+            raise ApiError(403, {"detail": "Invalid token."})
+        raise ApiError(403, {"detail": "Authentication credentials were not provided."})
+
+    def wire(self, rtype: RecordType, rec: Record) -> dict[str, Any]:
+        """A store record as the reference registry shows it: references as URLs."""
+        out: dict[str, Any] = {"url": self.record_url(rtype.name, rec["id"])}
+        for f in rtype.fields.values():
+            value = rec.get(f.name)
+            if f.is_fk:
+                out[f.name] = self.record_url(f.to, value)
+            elif f.is_m2m:
+                out[f.name] = [self.record_url(f.to, v) for v in value or []]
+            else:
+                out[f.name] = value
+        for rname, (other, _via) in rtype.reverse.items():
+            out[rname] = [self.record_url(other, v) for v in rec.get(rname) or []]
+        out["last_updated"] = rec.get("last_updated")
+        out["updated_by"] = self.record_url("users", rec.get("updated_by"))
+        return out
+
+    def incoming(self, rtype: RecordType, body: Any) -> dict[str, Any]:
+        """Request body fields as store data: references become ids, unknown keys drop."""
+        if not isinstance(body, dict):
+            raise ApiError(400, {"non_field_errors": ["expected a JSON object"]})
+        data: dict[str, Any] = {}
+        errors: dict[str, list[str]] = {}
+        for name, value in body.items():
+            f = rtype.fields.get(name)
+            if f is None:
+                continue
+            try:
+                if f.is_fk:
+                    data[name] = None if value is None else _ref_id(value, f.to)
+                elif f.is_m2m:
+                    if not isinstance(value, (list, tuple)):
+                        kind = type(value).__name__
+                        raise BadValue(f'Expected a list of items but got type "{kind}".')
+                    data[name] = [_ref_id(v, f.to) for v in value]
+                else:
+                    data[name] = value
+            except BadValue as exc:
+                errors[name] = [str(exc)]
+        if errors:
+            raise ApiError(400, errors)
+        return data
+
+    def filters(self, rtype: RecordType) -> tuple[dict[str, Any], list[Callable[[Record], bool]]]:
+        """Store filters from the query string, plus checks the store cannot express."""
+        filters: dict[str, Any] = {}
+        post: list[Callable[[Record], bool]] = []
+        args = flask.request.args
+        for key in args:
+            if key in LIST_EXTRAS:
+                continue
+            f: Field | None = rtype.fields.get(key)
+            if f is None:
+                allowed = ", ".join(sorted([*rtype.fields, *LIST_EXTRAS]))
+                raise ApiError(400, {"detail": f"unknown query parameter {key!r} for "
+                                               f"{rtype.name}; allowed: {allowed}"})
+            value = args.getlist(key)[-1]
+            if value == "":
+                continue  # like django-filter: an empty value does not filter
+            try:
+                if f.is_fk:
+                    filters[key] = (
+                        None if value.lower() in ("none", "null") else _ref_id(value, f.to)
+                    )
+                elif f.is_m2m:
+                    ids = _ref_list(value, f.to)
+                    if not ids:
+                        continue
+                    filters[key] = ids[0]
+                    if len(ids) > 1:
+                        wanted = set(ids)
+                        post.append(lambda r, k=key, w=wanted: w <= set(r.get(k) or []))
+                elif f.kind == "boolean":
+                    filters[key] = parse_bool(value)
+                else:
+                    filters[key] = value
+            except BadValue as exc:
+                raise ApiError(400, {key: [str(exc)]}) from None
+        return filters, post
+
+    def page_size(self) -> int:
+        try:
+            size = int(flask.request.args.get("page_size", DEFAULT_PAGE_SIZE))
+        except ValueError:
+            return DEFAULT_PAGE_SIZE
+        return DEFAULT_PAGE_SIZE if size < 1 else min(size, MAX_PAGE_SIZE)
+
+    def page_link(self, type_name: str, cursor: str | None) -> str | None:
+        if cursor is None:
+            return None
+        params = [(k, v) for k, v in flask.request.args.items(multi=True) if k != "cursor"]
+        params.append(("cursor", cursor))
+        return f"{self.base()}/api/{type_name}/?{urlencode(params)}"
+
+    # -------------------------------------------------------------- views
+    def index(self) -> flask.Response:
+        base = self.base()
+        return _json({name: f"{base}/api/{name}/" for name in self.schema.types})
+
+    def username(self) -> flask.Response:
+        user = self.require_user()
+        return _json({"username": user["username"], "url": self.record_url("users", user["id"])})
+
+    def collection(self, type_name: str) -> flask.Response:
+        rtype = self.rtype(type_name)
+        if flask.request.method == "OPTIONS":
+            return self.options(rtype, detail=False)
+        if flask.request.method == "POST":
+            return self.create(rtype)
+        if rtype.private:
+            self.require_user()
+        return self.listing(rtype)
+
+    def listing(self, rtype: RecordType) -> flask.Response:
+        filters, post = self.filters(rtype)
+        size = self.page_size()
+        cursor = flask.request.args.get("cursor")
+        direction, mark = _Cursor.decode(cursor) if cursor else ("b", None)
+        try:
+            if not post and direction == "b":
+                count = self.store.count(rtype.name, filters)
+                rows = self.store.find(rtype.name, filters, limit=size + 1, before_id=mark)
+                page, older, newer = rows[:size], len(rows) > size, mark is not None
+            else:
+                rows = [
+                    r for r in self.store.find(rtype.name, filters) if all(p(r) for p in post)
+                ]
+                count = len(rows)
+                if direction == "b":
+                    rest = [r for r in rows if mark is None or r["id"] < mark]
+                    page, older, newer = rest[:size], len(rest) > size, mark is not None
+                else:
+                    ahead = [r for r in rows if r["id"] > mark]
+                    page = ahead[-size:]
+                    older, newer = True, len(ahead) > size
+        except InvalidRecord as exc:
+            raise ApiError(400, _field_errors(exc, rtype.name)) from None
+        nxt = _Cursor.encode("b", page[-1]["id"]) if older and page else None
+        prev = _Cursor.encode("a", page[0]["id"]) if newer and page else None
+        if newer and not page and mark is not None:
+            prev = _Cursor.encode("a", mark - 1) if direction == "b" else None
+        return _json({
+            "count": count,
+            "next": self.page_link(rtype.name, nxt),
+            "previous": self.page_link(rtype.name, prev),
+            "results": [self.wire(rtype, r) for r in page],
+        })
+
+    def create(self, rtype: RecordType) -> flask.Response:
+        user = self.require_user()
+        if rtype.private:
+            raise ApiError(405, {"detail": 'Method "POST" not allowed.'}, {"Allow": "GET"})
+        data = self.incoming(rtype, self.body())
+        try:
+            rec = self.store.create(rtype.name, data, user_id=user["id"])
+        except UniqueViolation as exc:
+            body: dict[str, Any] = {"detail": str(exc)}
+            if exc.existing:
+                body["existing"] = self.record_url(rtype.name, exc.existing["id"])
+            raise ApiError(409, body) from None
+        except InvalidRecord as exc:
+            raise ApiError(400, _field_errors(exc, rtype.name)) from None
+        return _json(self.wire(rtype, rec), 201)
+
+    def detail(self, type_name: str, record_id: int) -> flask.Response:
+        rtype = self.rtype(type_name)
+        method = flask.request.method
+        if method == "OPTIONS":
+            return self.options(rtype, detail=True)
+        if method == "GET":
+            if rtype.private:
+                self.require_user()
+            return _json(self.wire(rtype, self.fetch(rtype, record_id)))
+        user = self.require_user()
+        if method not in rtype.writable:
+            allowed = ", ".join(["GET", *sorted(rtype.writable)])
+            raise ApiError(405, {"detail": f'Method "{method}" not allowed.'}, {"Allow": allowed})
+        self.fetch(rtype, record_id)
+        if method == "DELETE":
+            try:
+                self.store.delete(rtype.name, record_id)
+            except InvalidRecord as exc:
+                raise ApiError(409, {"detail": str(exc)}) from None
+            return flask.Response(status=204)
+        data = self.incoming(rtype, self.body())
+        if method == "PUT":
+            missing = {
+                f.name: ["This field is required."]
+                for f in rtype.fields.values() if f.required and f.name not in data
+            }
+            if missing:
+                raise ApiError(400, missing)
+        try:
+            rec = self.store.patch(rtype.name, record_id, data, user_id=user["id"])
+        except UniqueViolation as exc:
+            raise ApiError(409, {"detail": str(exc)}) from None
+        except InvalidRecord as exc:
+            raise ApiError(400, _field_errors(exc, rtype.name)) from None
+        return _json(self.wire(rtype, rec))
+
+    def fetch(self, rtype: RecordType, record_id: int) -> Record:
+        try:
+            return self.store.get(rtype.name, record_id)
+        except NotFound:
+            raise ApiError(404, {"detail": "Not found."}) from None
+
+    def body(self) -> Any:
+        try:
+            return json.loads(flask.request.get_data(cache=False) or b"{}")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, {"detail": f"JSON parse error - {exc}"}) from None
+
+    def options(self, rtype: RecordType, detail: bool) -> flask.Response:
+        """DRF-style metadata, so clients that ask OPTIONS for writable fields keep working."""
+        fields: dict[str, Any] = {
+            "url": {"type": "field", "required": False, "read_only": True, "label": "Url"},
+        }
+        for f in rtype.fields.values():
+            fields[f.name] = {
+                "type": JSON_TYPES[f.kind],
+                "required": f.required,
+                "read_only": False,
+                "label": f.name.replace("_", " ").capitalize(),
+            }
+        for extra in ("last_updated", "updated_by"):
+            fields[extra] = {"type": "field", "required": False, "read_only": True,
+                             "label": extra.replace("_", " ").capitalize()}
+        methods = ["GET", "OPTIONS"]
+        actions: dict[str, Any] = {}
+        if detail:
+            methods += sorted(rtype.writable)
+            if "PUT" in rtype.writable:
+                actions["PUT"] = fields
+        elif not rtype.private:
+            methods.append("POST")
+            actions["POST"] = fields
+        body = {
+            "name": rtype.name.replace("_", " ").title(),
+            "description": "",
+            "renders": ["application/json"],
+            "parses": ["application/json"],
+            "actions": actions,
+        }
+        return _json(body, headers={"Allow": ", ".join(methods)})
+
+    # -------------------------------------------------------------- blobs
+    def signature(self, sha1: str, expires: int) -> str:
+        msg = f"PUT\n{sha1}\n{expires}".encode("ascii")
+        return hmac.new(self.secret, msg, hashlib.sha256).hexdigest()
+
+    def blob_sha1(self, sha1: str) -> str:
+        if not SHA1_RE.match(sha1):
+            raise ApiError(404, {"detail": "Not found."})
+        return sha1.lower()
+
+    def presign(self, sha1: str) -> flask.Response:
+        self.require_user()
+        sha1 = self.blob_sha1(sha1)
+        expires = int(time.time()) + UPLOAD_URL_LIFETIME
+        query = urlencode({"expires": expires, "signature": self.signature(sha1, expires)})
+        exists = blob_path(self.blob_dir, sha1).is_file()
+        body = {
+            "url": f"{self.base()}/data/{sha1}?{query}",
+            "storage_root": f"{self.base()}/data/",
+            "path": sha1,
+            "exists": exists,
+        }
+        return _json(body, 200 if exists else 201)
+
+    def blob(self, sha1: str) -> flask.Response:
+        sha1 = self.blob_sha1(sha1)
+        path = blob_path(self.blob_dir, sha1)
+        if flask.request.method == "PUT":
+            return self.receive(sha1, path)
+        if not path.is_file():
+            raise ApiError(404, {"detail": "Not found."})
+        return flask.send_file(
+            path, mimetype="application/octet-stream", conditional=True, etag=sha1,
+            max_age=31536000,
+        )
+
+    def receive(self, sha1: str, path: Path) -> flask.Response:
+        args = flask.request.args
+        try:
+            expires = int(args.get("expires", ""))
+        except ValueError:
+            raise ApiError(403, {"detail": "missing or malformed upload signature"}) from None
+        good = hmac.compare_digest(args.get("signature", ""), self.signature(sha1, expires))
+        if not good:
+            raise ApiError(403, {"detail": "bad upload signature"})
+        if expires < time.time():
+            raise ApiError(403, {"detail": "upload URL has expired"})
+        try:
+            _, size = write_atomically(path, read_chunks(flask.request.stream), expected_sha1=sha1)
+        except IntegrityError as exc:
+            raise ApiError(400, {"detail": str(exc)}) from None
+        return _json({"path": sha1, "size": size}, 201)
+
+    # -------------------------------------------------------------- hooks
+    def check_accept(self) -> flask.Response | None:
+        """Refuse an API version other than the schema's, like DRF's Accept versioning."""
+        if not flask.request.path.startswith("/api"):
+            return None
+        for media in flask.request.headers.get("Accept", "").split(","):
+            for param in media.split(";")[1:]:
+                key, _, value = param.strip().partition("=")
+                if key.strip().lower() == "version" and value.strip() != self.schema.version:
+                    return _json({"detail": f'Invalid version in "Accept" header: '
+                                            f'{value.strip()!r}; this registry speaks '
+                                            f'{self.schema.version}.'}, 406)
+        return None
+
+
+def create_app(store: Store, blob_dir: Path, public_url: str | None = None) -> flask.Flask:
+    """The WSGI app for `store`; blobs go to `blob_dir`. URLs use `public_url` if given,
+    else the Host header of each request."""
+    views = RegistryApp(store, Path(blob_dir), public_url)
+    app = flask.Flask(__name__)
+    app.config["fdp_registry"] = views
+    app.url_map.strict_slashes = False
+    app.before_request(views.check_accept)
+
+    def route(rule: str, view: Callable[..., Any], methods: list[str], endpoint: str) -> None:
+        app.add_url_rule(rule, endpoint, view, methods=methods, strict_slashes=False,
+                         provide_automatic_options=False)
+
+    route("/api/", views.index, ["GET"], "index")
+    route("/api/username/", views.username, ["GET"], "username")
+    route("/api/data/<sha1>/", views.presign, ["POST"], "presign")
+    route("/data/<sha1>", views.blob, ["GET", "PUT"], "blob")
+    route("/api/<type_name>/", views.collection, ["GET", "POST", "OPTIONS"], "collection")
+    route("/api/<type_name>/<int:record_id>/", views.detail,
+          ["GET", "PATCH", "PUT", "DELETE", "OPTIONS"], "detail")
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> flask.Response:
+        return _json(exc.body, exc.status, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> flask.Response:
+        headers = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}
+        return _json({"detail": exc.description or exc.name}, exc.code or 500, headers)
+
+    @app.errorhandler(Exception)
+    def _server_error(exc: Exception) -> flask.Response:
+        log.exception("%s %s failed", flask.request.method, flask.request.path)
+        return _json({"detail": f"internal server error: {type(exc).__name__}"}, 500)
+
+    return app

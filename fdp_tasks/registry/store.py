@@ -1,0 +1,592 @@
+"""The registry store: the FAIR Data Pipeline data model in SQL, through SQLAlchemy.
+
+Tables are built from the declared schema. A database URL selects the backend: SQLite
+(the embedded default, in WAL mode with a busy timeout so several processes can share it)
+or any other SQLAlchemy URL. Every write runs in a transaction, so a failure leaves nothing
+half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import secrets
+import threading
+import uuid as uuidlib
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from fdp_tasks.registry.base import InvalidRecord, NotFound, Record, UniqueViolation
+from fdp_tasks.registry.schema import RecordType, RegistrySchema, load_schema
+from fdp_tasks.registry.values import BadValue, coerce
+
+SQL_TYPES = {
+    "string": sa.Text,
+    "text": sa.Text,
+    "boolean": sa.Boolean,
+    "integer": sa.Integer,
+    "datetime": sa.String(40),
+    "uuid": sa.String(36),
+}
+
+
+def database_url(location: str | Path) -> str:
+    """A SQLAlchemy URL for `location`: a URL is kept, a file path becomes SQLite."""
+    text = str(location)
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _column(field_name: str, kind: str) -> str:
+    return f"{field_name}_id" if kind == "fk" else field_name
+
+
+class Store:
+    """A registry held in a SQL database. Thread-safe; one instance per process is enough."""
+
+    def __init__(self, url: str | Path, schema: RegistrySchema | None = None):
+        self.url = database_url(url)
+        self.schema = schema or load_schema()
+        self.is_sqlite = self.url.startswith("sqlite")
+        if self.is_sqlite:
+            path = sa.engine.make_url(self.url).database
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine(
+                self.url, connect_args={"check_same_thread": False, "timeout": 60}
+            )
+            self._configure_sqlite()
+        else:
+            self.engine = sa.create_engine(self.url, pool_pre_ping=True)
+        self.meta = sa.MetaData()
+        self.tables: dict[str, sa.Table] = {}
+        self.links: dict[tuple[str, str], sa.Table] = {}
+        self._build_tables()
+        self._local = threading.local()
+        self.meta.create_all(self.engine)
+
+    # ----------------------------------------------------------------- set-up
+    def _configure_sqlite(self) -> None:
+        @sa.event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # transactions are begun below
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @sa.event.listens_for(self.engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            # Writers take the lock up front, so two processes never dead-end on an upgrade.
+            mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+    def _build_tables(self) -> None:
+        for name in self.schema.order:
+            rtype = self.schema[name]
+            cols: list[Any] = [sa.Column("id", sa.Integer, primary_key=True, autoincrement=True)]
+            for f in rtype.fields.values():
+                if f.is_fk:
+                    cols.append(
+                        sa.Column(
+                            f"{f.name}_id",
+                            sa.Integer,
+                            sa.ForeignKey(f"{f.to}.id"),
+                            nullable=not f.required,
+                            index=True,
+                        )
+                    )
+                elif not f.is_m2m:
+                    cols.append(sa.Column(f.name, SQL_TYPES[f.kind], nullable=not f.required))
+            cols.append(sa.Column("last_updated", sa.String(40)))
+            cols.append(sa.Column("updated_by_id", sa.Integer, nullable=True))
+            for key in rtype.unique:
+                cols.append(
+                    sa.UniqueConstraint(
+                        *[_column(k, rtype.fields[k].kind) for k in key],
+                        name=f"uq_{name}_{'_'.join(key)}",
+                    )
+                )
+            for g in rtype.glob:
+                cols.append(sa.Index(f"ix_{name}_{g}", g))
+            if "hash" in rtype.fields:
+                cols.append(sa.Index(f"ix_{name}_hash", "hash"))
+            self.tables[name] = sa.Table(name, self.meta, *cols)
+        for name in self.schema.order:
+            for f in self.schema[name].m2ms:
+                self.links[(name, f.name)] = sa.Table(
+                    f"{name}__{f.name}",
+                    self.meta,
+                    sa.Column(
+                        "owner_id", sa.Integer, sa.ForeignKey(f"{name}.id"), primary_key=True
+                    ),
+                    sa.Column(
+                        "target_id", sa.Integer, sa.ForeignKey(f"{f.to}.id"), primary_key=True
+                    ),
+                    sa.Column("position", sa.Integer, nullable=False, default=0),
+                    sa.Index(f"ix_{name}__{f.name}_target", "target_id"),
+                )
+        self.tokens = sa.Table(
+            "auth_token",
+            self.meta,
+            sa.Column("digest", sa.String(64), primary_key=True),
+            sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+            sa.Column("created", sa.String(40), nullable=False),
+        )
+
+    # ----------------------------------------------------------- transactions
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction for everything inside; nested calls join the outer one."""
+        current = getattr(self._local, "conn", None)
+        if current is not None:
+            with current.begin_nested():
+                yield current
+            return
+        with self.engine.connect() as conn:
+            with conn.begin():
+                self._local.conn = conn
+                try:
+                    yield conn
+                finally:
+                    self._local.conn = None
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        current = getattr(self._local, "conn", None)
+        if current is not None:
+            yield current
+            return
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = conn.execution_options(sqlite_begin="DEFERRED")
+            yield conn
+            conn.rollback()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ reads
+    def _type(self, type_name: str) -> RecordType:
+        if type_name not in self.schema:
+            raise NotFound("type", type_name)
+        return self.schema[type_name]
+
+    def get(self, type_name: str, record_id: int) -> Record:
+        rows = self.find(type_name, {"id": record_id})
+        if not rows:
+            raise NotFound(type_name, f"id {record_id}")
+        return rows[0]
+
+    def _where(self, rtype: RecordType, filters: dict[str, Any]) -> tuple[list[Any], list]:
+        """SQL conditions, plus exact glob checks to apply after LIKE (which ignores case)."""
+        table = self.tables[rtype.name]
+        conds: list[Any] = []
+        post: list = []
+        for key, value in filters.items():
+            if key == "id":
+                conds.append(table.c.id == int(value))
+                continue
+            if key in ("updated_by",):
+                conds.append(table.c.updated_by_id == int(value))
+                continue
+            field = rtype.fields.get(key)
+            if field is None:
+                raise InvalidRecord(f"{rtype.name} has no field {key!r} to filter on")
+            if field.is_fk:
+                conds.append(
+                    table.c[f"{key}_id"].is_(None)
+                    if value is None
+                    else table.c[f"{key}_id"] == int(value)
+                )
+            elif field.is_m2m:
+                link = self.links[(rtype.name, key)]
+                conds.append(
+                    table.c.id.in_(sa.select(link.c.owner_id).where(link.c.target_id == int(value)))
+                )
+            elif key in rtype.glob and isinstance(value, str) and "*" in value:
+                pattern = (
+                    value.replace("\\", "\\\\")
+                    .replace("%", "\\%")
+                    .replace("_", "\\_")
+                    .replace("*", "%")
+                )
+                conds.append(table.c[key].like(pattern, escape="\\"))
+                post.append((key, value))
+            else:
+                try:
+                    coerced = coerce(field, value)
+                except BadValue as exc:
+                    raise InvalidRecord(f"{rtype.name}.{key}: {exc}") from exc
+                conds.append(table.c[key].is_(None) if coerced is None else table.c[key] == coerced)
+        return conds, post
+
+    def find(
+        self,
+        type_name: str,
+        filters: dict[str, Any] | None = None,
+        limit: int | None = None,
+        before_id: int | None = None,
+        newest_first: bool = True,
+    ) -> list[Record]:
+        """Records matching exact filters (globs on glob fields), newest first."""
+        rtype = self._type(type_name)
+        table = self.tables[type_name]
+        conds, post = self._where(rtype, filters or {})
+        if before_id is not None:
+            conds.append(table.c.id < before_id)
+        query = sa.select(table).where(*conds)
+        query = query.order_by(table.c.id.desc() if newest_first else table.c.id.asc())
+        if limit is not None and not post:
+            query = query.limit(limit)
+        with self._reading() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+            if post:
+                rows = [
+                    r for r in rows if all(fnmatch.fnmatchcase(r[k] or "", pat) for k, pat in post)
+                ][:limit]
+            return self._records(conn, rtype, rows)
+
+    def count(self, type_name: str, filters: dict[str, Any] | None = None) -> int:
+        rtype = self._type(type_name)
+        conds, post = self._where(rtype, filters or {})
+        if post:
+            return len(self.find(type_name, filters))
+        table = self.tables[type_name]
+        with self._reading() as conn:
+            return conn.execute(
+                sa.select(sa.func.count()).select_from(table).where(*conds)
+            ).scalar_one()
+
+    def find_one(self, type_name: str, filters: dict[str, Any]) -> Record | None:
+        rows = self.find(type_name, filters, limit=1)
+        return rows[0] if rows else None
+
+    def _records(self, conn: Connection, rtype: RecordType, rows: list[dict]) -> list[Record]:
+        """Attach many-to-many and reverse relations with one query per relation, not per row."""
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        extra: dict[str, dict[int, list[int]]] = {}
+        for f in rtype.m2ms:
+            link = self.links[(rtype.name, f.name)]
+            got: dict[int, list[int]] = {}
+            for chunk in _chunks(ids):
+                q = (
+                    sa.select(link.c.owner_id, link.c.target_id)
+                    .where(link.c.owner_id.in_(chunk))
+                    .order_by(link.c.position)
+                )
+                for owner, target in conn.execute(q):
+                    got.setdefault(owner, []).append(target)
+            extra[f.name] = got
+        for rname, (other, via) in rtype.reverse.items():
+            got = {}
+            if self.schema[other].fields[via].is_m2m:
+                link = self.links[(other, via)]
+                owner_col, target_col = link.c.target_id, link.c.owner_id
+                table = link
+            else:
+                table = self.tables[other]
+                owner_col, target_col = table.c[f"{via}_id"], table.c.id
+            for chunk in _chunks(ids):
+                q = (
+                    sa.select(owner_col, target_col)
+                    .where(owner_col.in_(chunk))
+                    .order_by(target_col)
+                )
+                for owner, target in conn.execute(q):
+                    got.setdefault(owner, []).append(target)
+            extra[rname] = got
+        out = []
+        for row in rows:
+            rec: Record = {"id": row["id"]}
+            for f in rtype.fields.values():
+                if f.is_fk:
+                    rec[f.name] = row[f"{f.name}_id"]
+                elif f.is_m2m:
+                    rec[f.name] = extra[f.name].get(row["id"], [])
+                else:
+                    rec[f.name] = row[f.name]
+            for rname in rtype.reverse:
+                rec[rname] = extra[rname].get(row["id"], [])
+            rec["last_updated"] = row["last_updated"]
+            rec["updated_by"] = row["updated_by_id"]
+            out.append(rec)
+        return out
+
+    # ----------------------------------------------------------------- writes
+    def _clean(self, rtype: RecordType, data: dict[str, Any], partial: bool) -> dict[str, Any]:
+        """Coerced column values and m2m lists; unknown fields are ignored, like the reference."""
+        clean: dict[str, Any] = {}
+        for f in rtype.fields.values():
+            if f.name not in data:
+                if partial:
+                    continue
+                if f.required:
+                    raise InvalidRecord(f"{rtype.name}.{f.name}: this field is required")
+                if f.kind == "uuid":
+                    clean[f.name] = str(uuidlib.uuid4())
+                elif f.is_m2m:
+                    clean[f.name] = []
+                elif f.default is not None:
+                    clean[f.name] = f.default
+                continue
+            value = data[f.name]
+            if f.required and value is None:
+                raise InvalidRecord(f"{rtype.name}.{f.name}: this field may not be null")
+            if f.is_m2m:
+                if not isinstance(value, (list, tuple)):
+                    raise InvalidRecord(f"{rtype.name}.{f.name}: expected a list of ids")
+                clean[f.name] = [_as_id(rtype, f.name, v) for v in value]
+            elif f.is_fk:
+                clean[f.name] = None if value is None else _as_id(rtype, f.name, value)
+            else:
+                try:
+                    clean[f.name] = coerce(f, value)
+                except BadValue as exc:
+                    raise InvalidRecord(f"{rtype.name}.{f.name}: {exc}") from exc
+                if clean[f.name] is None and f.kind == "uuid" and not partial:
+                    clean[f.name] = str(uuidlib.uuid4())
+        return clean
+
+    def _check_refs(self, conn: Connection, rtype: RecordType, clean: dict[str, Any]) -> None:
+        for f in rtype.fields.values():
+            if not f.is_relation or clean.get(f.name) in (None, []):
+                continue
+            wanted = set(clean[f.name]) if f.is_m2m else {clean[f.name]}
+            table = self.tables[f.to]
+            found = set(conn.execute(sa.select(table.c.id).where(table.c.id.in_(wanted))).scalars())
+            missing = wanted - found
+            if missing:
+                ids = ", ".join(map(str, sorted(missing)))
+                raise InvalidRecord(f"{rtype.name}.{f.name}: no {f.to} with id {ids}")
+
+    def _clash(
+        self, conn: Connection, rtype: RecordType, clean: dict[str, Any], exclude: int | None = None
+    ) -> tuple[tuple[str, ...], int] | None:
+        table = self.tables[rtype.name]
+        for key in rtype.natural_keys(clean):
+            conds = [table.c[_column(k, rtype.fields[k].kind)] == clean[k] for k in key]
+            if exclude is not None:
+                conds.append(table.c.id != exclude)
+            found = conn.execute(sa.select(table.c.id).where(*conds).limit(1)).scalar()
+            if found is not None:
+                return key, found
+        return None
+
+    def create(self, type_name: str, data: dict[str, Any], user_id: int | None = None) -> Record:
+        """Insert one record; raises UniqueViolation (with the existing record) on a clash."""
+        rtype = self._type(type_name)
+        clean = self._clean(rtype, data, partial=False)
+        with self.transaction() as conn:
+            self._check_refs(conn, rtype, clean)
+            clash = self._clash(conn, rtype, clean)
+            if clash:
+                key, existing = clash
+                raise UniqueViolation(
+                    type_name,
+                    key,
+                    self._records(
+                        conn,
+                        rtype,
+                        [
+                            dict(
+                                conn.execute(
+                                    sa.select(self.tables[type_name]).where(
+                                        self.tables[type_name].c.id == existing
+                                    )
+                                )
+                                .one()
+                                ._mapping
+                            )
+                        ],
+                    )[0],
+                )
+            values = {
+                _column(f.name, f.kind): clean.get(f.name)
+                for f in rtype.fields.values()
+                if not f.is_m2m and f.name in clean
+            }
+            values["last_updated"] = _now()
+            values["updated_by_id"] = user_id
+            try:
+                with conn.begin_nested():
+                    new_id = conn.execute(
+                        self.tables[type_name].insert().values(**values)
+                    ).inserted_primary_key[0]
+            except sa.exc.IntegrityError:
+                # Lost a race with another writer between the check and the insert.
+                clash = self._clash(conn, rtype, clean)
+                existing = self.get(type_name, clash[1]) if clash else None
+                raise UniqueViolation(type_name, clash[0] if clash else (), existing) from None
+            for f in rtype.m2ms:
+                self._set_links(conn, rtype, f.name, new_id, clean.get(f.name, []))
+            if rtype.whole_object_component:
+                self.create(
+                    "object_component",
+                    {
+                        "object": new_id,
+                        "name": "whole_object",
+                        "whole_object": True,
+                        "description": "whole object",
+                    },
+                    user_id=user_id,
+                )
+            return self.get(type_name, new_id)
+
+    def _set_links(
+        self, conn: Connection, rtype: RecordType, name: str, owner: int, targets: list[int]
+    ) -> None:
+        link = self.links[(rtype.name, name)]
+        conn.execute(link.delete().where(link.c.owner_id == owner))
+        seen: list[int] = []
+        for t in targets:
+            if t not in seen:
+                seen.append(t)
+        if seen:
+            conn.execute(
+                link.insert(),
+                [{"owner_id": owner, "target_id": t, "position": i} for i, t in enumerate(seen)],
+            )
+
+    def patch(
+        self, type_name: str, record_id: int, data: dict[str, Any], user_id: int | None = None
+    ) -> Record:
+        """Update the given fields of one record (PATCH semantics)."""
+        rtype = self._type(type_name)
+        clean = self._clean(rtype, data, partial=True)
+        with self.transaction() as conn:
+            current = self.get(type_name, record_id)
+            self._check_refs(conn, rtype, clean)
+            merged = {**current, **clean}
+            clash = self._clash(conn, rtype, merged, exclude=record_id)
+            if clash:
+                raise UniqueViolation(type_name, clash[0], self.get(type_name, clash[1]))
+            values = {
+                _column(k, rtype.fields[k].kind): v
+                for k, v in clean.items()
+                if not rtype.fields[k].is_m2m
+            }
+            values["last_updated"] = _now()
+            if user_id is not None:
+                values["updated_by_id"] = user_id
+            table = self.tables[type_name]
+            conn.execute(table.update().where(table.c.id == record_id).values(**values))
+            for f in rtype.m2ms:
+                if f.name in clean:
+                    self._set_links(conn, rtype, f.name, record_id, clean[f.name])
+            return self.get(type_name, record_id)
+
+    def delete(self, type_name: str, record_id: int) -> None:
+        """Delete one record and its own links; refuses while other records point at it."""
+        rtype = self._type(type_name)
+        with self.transaction() as conn:
+            self.get(type_name, record_id)
+            if rtype.whole_object_component:
+                comp = self.tables["object_component"]
+                conn.execute(
+                    comp.delete().where(
+                        comp.c.object_id == record_id, comp.c.whole_object.is_(True)
+                    )
+                )
+            for f in rtype.m2ms:
+                link = self.links[(type_name, f.name)]
+                conn.execute(link.delete().where(link.c.owner_id == record_id))
+            table = self.tables[type_name]
+            try:
+                with conn.begin_nested():
+                    conn.execute(table.delete().where(table.c.id == record_id))
+            except sa.exc.IntegrityError as exc:
+                raise InvalidRecord(
+                    f"{type_name} {record_id} is still referred to by other records"
+                ) from exc
+
+    def get_or_create(
+        self, type_name: str, data: dict[str, Any], user_id: int | None = None
+    ) -> tuple[Record, bool]:
+        """The existing record with the same unique key, or a new one."""
+        try:
+            return self.create(type_name, data, user_id=user_id), True
+        except UniqueViolation as exc:
+            if exc.existing is None:
+                raise
+            return exc.existing, False
+
+    # ----------------------------------------------------------- users, tokens
+    def ensure_user(self, username: str) -> Record:
+        rec, _ = self.get_or_create("users", {"username": username})
+        return rec
+
+    def issue_token(self, user_id: int) -> str:
+        """A new 40-character token for the user; only its SHA-256 digest is stored."""
+        token = secrets.token_hex(20)
+        with self.transaction() as conn:
+            conn.execute(
+                self.tokens.insert().values(digest=_digest(token), user_id=user_id, created=_now())
+            )
+        return token
+
+    def add_token(self, user_id: int, token: str) -> None:
+        """Register a token chosen elsewhere (e.g. one kept in a user's token file)."""
+        with self.transaction() as conn:
+            exists = conn.execute(
+                sa.select(self.tokens.c.digest).where(self.tokens.c.digest == _digest(token))
+            ).scalar()
+            if exists is None:
+                conn.execute(
+                    self.tokens.insert().values(
+                        digest=_digest(token), user_id=user_id, created=_now()
+                    )
+                )
+
+    def user_for_token(self, token: str) -> Record | None:
+        with self._reading() as conn:
+            user_id = conn.execute(
+                sa.select(self.tokens.c.user_id).where(self.tokens.c.digest == _digest(token))
+            ).scalar()
+        return None if user_id is None else self.get("users", user_id)
+
+
+_stores: dict[str, Store] = {}
+_stores_lock = threading.Lock()
+
+
+def open_store(location: str | Path) -> Store:
+    """One Store per database per process, so engines and connection pools are shared."""
+    url = database_url(location)
+    with _stores_lock:
+        if url not in _stores:
+            _stores[url] = Store(url)
+        return _stores[url]
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _as_id(rtype: RecordType, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise InvalidRecord(f"{rtype.name}.{name}: expected a record id, got {value!r}")
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidRecord(f"{rtype.name}.{name}: expected a record id, got {value!r}") from None
+
+
+def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]

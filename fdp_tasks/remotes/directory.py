@@ -1,0 +1,44 @@
+"""A remote that is a directory: a SQLite registry and a data store side by side.
+
+Handy on a shared file system, for a USB disk, and in tests; the same store code as the
+local registry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from fdp_tasks.datastore import DataStore, sha1_file
+from fdp_tasks.errors import OutOfSync
+from fdp_tasks.registry.store import open_store
+from fdp_tasks.remotes.base import Remote
+
+
+def directory_of(url: str) -> Path:
+    if url.startswith("file://"):
+        return Path(unquote(urlparse(url).path))
+    return Path(url).expanduser()
+
+
+class DirectoryRemote(Remote):
+    def __init__(self, name: str, url: str):
+        self.name = name
+        self.path = directory_of(url).resolve()
+        self.url = self.path.as_uri()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.registry = open_store(f"sqlite:///{self.path / 'registry.db'}")
+        self.data = DataStore(self.path / "data")
+
+    def upload(self, source: Path, sha1: str, path_hint: str) -> tuple[str, str]:
+        target = self.data.path(path_hint)
+        if target.is_file():
+            existing = sha1_file(target)
+            if existing != sha1:
+                raise OutOfSync(
+                    f"{self.url}: {path_hint} already holds different content "
+                    f"(SHA-1 {existing}, ours {sha1}); pull, then push again"
+                )
+        else:
+            self.data.put_file(path_hint, source, expected_sha1=sha1)
+        return self.data.uri, path_hint

@@ -1,0 +1,224 @@
+"""Moving data products and their provenance between the local registry and a remote.
+
+Records are matched by natural keys from the schema (unique keys, or the uuid that every
+object and code run carries), so a rerun after any failure finds what is already there and
+creates nothing twice. Ids are translated record by record; no URL of one registry ever
+lands in another.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fdp_tasks.datastore import DataStore, product_path
+from fdp_tasks.errors import FdpError, IntegrityError, OutOfSync
+from fdp_tasks.registry import queries
+from fdp_tasks.registry.base import Record, Registry, UniqueViolation
+from fdp_tasks.registry.schema import RegistrySchema, load_schema
+from fdp_tasks.remotes.base import Remote
+
+log = logging.getLogger(__name__)
+
+Relocate = Callable[[Record], int | None]
+
+
+class Copier:
+    """Copies records from `src` into `dst`, following foreign keys first (dependency order)."""
+
+    def __init__(
+        self,
+        src: Registry,
+        dst: Registry,
+        relocate: Relocate | None = None,
+        schema: RegistrySchema | None = None,
+    ):
+        self.src = src
+        self.dst = dst
+        self.schema = schema or load_schema()
+        self.relocate = relocate
+        self.ids: dict[tuple[str, int], int] = {}
+
+    def copy(self, type_name: str, src_id: int) -> int:
+        key = (type_name, src_id)
+        if key in self.ids:
+            return self.ids[key]
+        if type_name == "storage_location" and self.relocate:
+            moved = self.relocate(self.src.get(type_name, src_id))
+            if moved is not None:
+                self.ids[key] = moved
+                return moved
+        record = self.src.get(type_name, src_id)
+        rtype = self.schema[type_name]
+        data: dict[str, Any] = {}
+        for field in rtype.fields.values():
+            value = record.get(field.name)
+            if field.is_fk:
+                data[field.name] = None if value is None else self.copy(field.to, value)
+            elif field.is_m2m:
+                data[field.name] = [self.copy(field.to, v) for v in value or []]
+            elif value is not None:
+                data[field.name] = value
+        try:
+            created, _ = self.dst.get_or_create(type_name, data)
+        except UniqueViolation as exc:
+            raise OutOfSync(
+                f"{type_name} clashes with a different record on the remote: {exc}"
+            ) from None
+        self._check_same(type_name, data, created)
+        self.ids[key] = created["id"]
+        return created["id"]
+
+    def _check_same(self, type_name: str, wanted: dict[str, Any], got: Record) -> None:
+        """An existing data product must point at an object holding the same file."""
+        if type_name != "data_product" or got["object"] == wanted["object"]:
+            return
+        mine = _object_hash(self.dst, wanted["object"])
+        theirs = _object_hash(self.dst, got["object"])
+        if mine != theirs:
+            raise OutOfSync(
+                f"{wanted['name']}@{wanted['version']} already exists there with different "
+                f"content (SHA-1 {theirs}, ours {mine})"
+            )
+
+
+def _object_hash(registry: Registry, object_id: int) -> str | None:
+    obj = registry.get("object", object_id)
+    if not obj.get("storage_location"):
+        return None
+    return registry.get("storage_location", obj["storage_location"])["hash"]
+
+
+def local_location(
+    registry: Registry, store: DataStore, rel: str, sha1: str, public: bool = True
+) -> int:
+    """The storage_location of a file in the local data store (root created on demand)."""
+    root, _ = registry.get_or_create("storage_root", {"root": store.uri, "local": True})
+    loc, _ = registry.get_or_create(
+        "storage_location",
+        {"path": rel, "hash": sha1, "public": public, "storage_root": root["id"]},
+    )
+    return loc["id"]
+
+
+# ------------------------------------------------------------------------- pull
+def pull_product(
+    remote: Remote, ref: queries.ProductRef, local: Registry, store: DataStore
+) -> queries.Located:
+    """Fetch one data product's file and records from `remote` into the local registry."""
+    found = queries.locate_ref(remote.registry, ref)
+    if found is None:
+        raise FdpError(f"{ref} is not in remote {remote.name} ({remote.url})")
+    if found.location is None or found.root is None:
+        raise FdpError(f"{ref} has no file on remote {remote.name}")
+    extension = _extension(remote.registry, found)
+    rel = product_path(ref.namespace or "", ref.name, ref.version or "", extension)
+    target = store.path(rel)
+    if not (target.is_file() and store.hash(rel) == found.hash):
+        store.put_stream(
+            rel,
+            remote.download(found.root["root"], found.location["path"]),
+            expected_sha1=found.hash,
+        )
+
+    def relocate(location: Record) -> int | None:
+        if location["id"] != found.location["id"]:
+            return None
+        return local_location(local, store, rel, found.hash, location.get("public", True))
+
+    copier = Copier(remote.registry, local, relocate)
+    copier.copy("data_product", found.product["id"])
+    for ext_id in found.product.get("external_object") or []:
+        copier.copy("external_object", ext_id)
+    return queries.locate_ref(local, ref)
+
+
+def _extension(registry: Registry, found: queries.Located) -> str:
+    if found.object.get("file_type"):
+        return registry.get("file_type", found.object["file_type"])["extension"]
+    return Path(found.location["path"]).suffix.lstrip(".") if found.location else ""
+
+
+# ------------------------------------------------------------------------- push
+class Pusher:
+    """Pushes data products with their provenance closure: the code runs that made them,
+    those runs' config, script and inputs, and so on back to registered sources."""
+
+    def __init__(self, local: Registry, store: DataStore, remote: Remote):
+        self.local = local
+        self.store = store
+        self.remote = remote
+        self.copier = Copier(local, remote.registry, self._relocate)
+        self.done_products: set[int] = set()
+        self.done_runs: set[int] = set()
+        self.uploaded = 0
+
+    def _relocate(self, location: Record) -> int | None:
+        root = self.local.get("storage_root", location["storage_root"])
+        if not self.store.holds(root["root"]):
+            return None  # not a file of ours (a code repo, an original source): copy the record
+        rel = location["path"]
+        if not self.store.exists(rel):
+            raise FdpError(
+                f"cannot push {rel}: it is missing from the data store {self.store.root}"
+            )
+        sha1 = self.store.hash(rel)
+        if sha1 != location["hash"]:
+            raise IntegrityError(
+                f"{self.store.path(rel)} has SHA-1 {sha1} but the registry recorded "
+                f"{location['hash']}; not pushing a modified file"
+            )
+        remote_root, remote_path = self.remote.upload(self.store.path(rel), sha1, rel)
+        self.uploaded += 1
+        dst = self.remote.registry
+        root_rec, _ = dst.get_or_create("storage_root", {"root": remote_root, "local": False})
+        loc, _ = dst.get_or_create(
+            "storage_location",
+            {
+                "path": remote_path,
+                "hash": sha1,
+                "public": location.get("public", True),
+                "storage_root": root_rec["id"],
+            },
+        )
+        return loc["id"]
+
+    def push_product(self, product_id: int) -> None:
+        """Push one data product after everything it came from.
+
+        The data product record is created last, so its presence on the remote means the
+        whole closure is there; an interrupted push is finished by the next one.
+        """
+        if product_id in self.done_products:
+            return
+        self.done_products.add(product_id)
+        product = self.local.get("data_product", product_id)
+        obj = self.local.get("object", product["object"])
+        self.copier.copy("object", obj["id"])
+        for component in obj.get("components") or []:
+            for run in self.local.find("code_run", {"outputs": component}):
+                self.push_run(run["id"])
+        self.copier.copy("data_product", product_id)
+        for ext_id in product.get("external_object") or []:
+            self.copier.copy("external_object", ext_id)
+
+    def push_run(self, run_id: int) -> None:
+        """Push a code run: its inputs first, then the run, then its other outputs."""
+        if run_id in self.done_runs:
+            return
+        self.done_runs.add(run_id)
+        run = self.local.get("code_run", run_id)
+        for product_id in self._products(run.get("inputs") or []):
+            self.push_product(product_id)
+        self.copier.copy("code_run", run_id)
+        for product_id in self._products(run.get("outputs") or []):
+            self.push_product(product_id)
+
+    def _products(self, component_ids: list[int]) -> list[int]:
+        out = []
+        for component_id in component_ids:
+            component = self.local.get("object_component", component_id)
+            out += self.local.get("object", component["object"]).get("data_products") or []
+        return out

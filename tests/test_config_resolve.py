@@ -1,0 +1,555 @@
+"""resolve(): the working config, with versions, namespaces, globs and variables made explicit."""
+
+from __future__ import annotations
+
+import fnmatch
+import shutil
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fdp_tasks.config import ResolveContext, load_config, resolve
+from fdp_tasks.config.versions import Version, increment, latest, sort_versions
+from fdp_tasks.errors import ConfigError
+
+DATA = Path(__file__).parent / "data" / "configs"
+NOW = datetime(2024, 3, 5, 14, 7, 9)
+RUN_ID = "3f1c6a52-8f0e-4c8e-9d6e-1b2f3a4b5c6d"
+
+
+class DictRegistry:
+    """A RegistryView over {(namespace, name): [versions]}."""
+
+    def __init__(self, products: dict[tuple[str, str], list[str]] | None = None):
+        self.products = products or {}
+
+    def versions(self, namespace: str, name: str) -> list[str]:
+        return list(self.products.get((namespace, name), []))
+
+    def names(self, namespace: str, pattern: str) -> list[str]:
+        return [
+            n for (ns, n) in self.products if ns == namespace and fnmatch.fnmatchcase(n, pattern)
+        ]
+
+
+def ctx(tmp_path: Path, products=None, **kw) -> ResolveContext:
+    args = dict(
+        registry=DictRegistry(products),
+        data_store=tmp_path / "store",
+        registry_url="http://127.0.0.1:8000/api/",
+        user_namespace="me",
+        user_name="Ada Lovelace",
+        user_id="https://orcid.org/0000-0000-0000-0001",
+        run_id=RUN_ID,
+        now=NOW,
+    )
+    args.update(kw)
+    return ResolveContext(**args)
+
+
+def config(tmp_path: Path, text: str, name: str = "config.yaml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return load_config(path)
+
+
+def problems(exc: pytest.ExceptionInfo) -> list[str]:
+    return exc.value.problems
+
+
+# -- versions ---------------------------------------------------------------------------------
+
+
+def test_semver_order():
+    versions = [
+        "1.0.0",
+        "0.1.0",
+        "0.1.0-alpha.1",
+        "0.1.0-alpha",
+        "0.1.0-alpha.beta",
+        "0.1.0-beta.2",
+        "0.1.0-beta.11",
+        "0.1.0-rc.1",
+        "0.10.0",
+        "0.9.0",
+        "junk",
+    ]
+    assert sort_versions(versions) == [
+        "0.1.0-alpha",
+        "0.1.0-alpha.1",
+        "0.1.0-alpha.beta",
+        "0.1.0-beta.2",
+        "0.1.0-beta.11",
+        "0.1.0-rc.1",
+        "0.1.0",
+        "0.9.0",
+        "0.10.0",
+        "1.0.0",
+    ]
+    assert latest(["0.1.0-alpha.1", "0.0.9"]) == "0.1.0-alpha.1"
+    assert Version.parse("1.2.3-rc.1+b.5") < Version.parse("1.2.3")
+    assert latest([]) is None
+
+
+@pytest.mark.parametrize(
+    "name,existing,expected",
+    [
+        ("PATCH", [], "0.0.1"),
+        ("MINOR", [], "0.1.0"),
+        ("MAJOR", [], "1.0.0"),
+        ("PATCH", ["1.2.3", "0.9.9"], "1.2.4"),
+        ("MINOR", ["1.2.3"], "1.3.0"),
+        ("MAJOR", ["1.2.3"], "2.0.0"),
+        ("PATCH", ["1.2.3-rc.1"], "1.2.3"),
+        ("PRERELEASE", ["1.2.3"], "1.2.4-rc.1"),
+        ("PRERELEASE", ["1.2.4-rc.1"], "1.2.4-rc.2"),
+        ("BUILD", ["1.2.3"], "1.2.3+build.1"),
+        ("LATEST", ["0.2.0", "0.10.0"], "0.10.0"),
+    ],
+)
+def test_incrementers(name, existing, expected):
+    assert increment(name, existing) == expected
+
+
+# -- writes -----------------------------------------------------------------------------------
+
+WRITE = """run_metadata:
+  default_output_namespace: SEIRS
+  script: echo run
+write:
+  - data_product: out
+    file_type: csv
+  - data_product: minor
+    file_type: csv
+    use:
+      version: ${{ MINOR }}
+  - data_product: fresh
+    file_type: png
+    public: false
+    description: a figure
+"""
+
+
+def test_write_versions_increment(tmp_path):
+    cfg = config(tmp_path, WRITE)
+    work = resolve(
+        cfg, ctx(tmp_path, {("SEIRS", "out"): ["1.0.0", "0.3.0"], ("SEIRS", "minor"): ["1.2.3"]})
+    )
+    write = work["write"]
+    assert write[0] == {
+        "data_product": "out",
+        "description": "",
+        "file_type": "csv",
+        "public": True,
+        "use": {"data_product": "out", "namespace": "SEIRS", "version": "1.0.1"},
+    }
+    assert write[1]["use"]["version"] == "1.3.0"
+    assert write[2]["use"]["version"] == "0.0.1"
+    assert write[2]["public"] is False and write[2]["description"] == "a figure"
+
+
+def test_write_versions_left_unresolved_when_asked(tmp_path):
+    cfg = config(tmp_path, WRITE)
+    work = resolve(cfg, ctx(tmp_path, resolve_writes=False))
+    assert [w["use"]["version"] for w in work["write"]] == [
+        "${{PATCH}}",
+        "${{ MINOR }}",
+        "${{PATCH}}",
+    ]
+
+
+def test_default_write_version_from_run_metadata(tmp_path):
+    cfg = config(
+        tmp_path, WRITE.replace("  script:", "  default_write_version: ${{MAJOR}}\n  script:")
+    )
+    work = resolve(cfg, ctx(tmp_path, {("SEIRS", "out"): ["1.0.0"]}))
+    assert work["write"][0]["use"]["version"] == "2.0.0"
+    assert work["run_metadata"]["default_write_version"] == "${{MAJOR}}"
+
+
+def test_existing_write_version_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.yaml").write_text(
+        "run_metadata:\n  default_output_namespace: SEIRS\n"
+        "write:\n  - data_product: out\n    file_type: csv\n    use:\n      version: 1.0.0\n"
+    )
+    cfg = load_config("config.yaml")
+    with pytest.raises(ConfigError) as exc:
+        resolve(cfg, ctx(tmp_path, {("SEIRS", "out"): ["1.0.0"]}))
+    assert problems(exc) == [
+        "config.yaml: write[0].use.version: SEIRS:out@1.0.0 already exists in the local registry"
+    ]
+    assert exc.value.exit_code == 2
+
+
+def test_write_latest_is_an_error(tmp_path):
+    cfg = config(
+        tmp_path,
+        "write:\n  - data_product: a\n    file_type: csv\n    use:\n      version: ${{LATEST}}\n",
+    )
+    with pytest.raises(ConfigError, match=r"write\[0\].use.version: a write cannot use"):
+        resolve(cfg, ctx(tmp_path))
+
+
+# -- reads ------------------------------------------------------------------------------------
+
+READ = """run_metadata:
+  default_input_namespace: PSU
+read:
+  - data_product: params
+  - data_product: pinned
+    description: a pinned read
+    use:
+      version: 0.1.0
+  - data_product: alias
+    use:
+      data_product: other
+      namespace: elsewhere
+      component: table
+"""
+
+
+def test_read_latest_and_literal(tmp_path):
+    cfg = config(tmp_path, READ)
+    reg = {
+        ("PSU", "params"): ["0.2.0", "0.10.0", "0.9.0"],
+        ("PSU", "pinned"): ["0.1.0", "0.2.0"],
+        ("elsewhere", "other"): ["2.0.0"],
+    }
+    read = resolve(cfg, ctx(tmp_path, reg))["read"]
+    assert read == [
+        {
+            "data_product": "params",
+            "use": {"data_product": "params", "namespace": "PSU", "version": "0.10.0"},
+        },
+        {
+            "data_product": "pinned",
+            "description": "a pinned read",
+            "use": {"data_product": "pinned", "namespace": "PSU", "version": "0.1.0"},
+        },
+        {
+            "data_product": "alias",
+            "use": {
+                "data_product": "other",
+                "namespace": "elsewhere",
+                "version": "2.0.0",
+                "component": "table",
+            },
+        },
+    ]
+
+
+def test_missing_reads_are_errors(tmp_path):
+    cfg = config(tmp_path, READ)
+    with pytest.raises(ConfigError) as exc:
+        resolve(cfg, ctx(tmp_path, {("PSU", "pinned"): ["0.2.0"]}))
+    assert problems(exc) == [
+        f"{cfg.path}: read[0]: PSU:params has no version in the local registry (pull or "
+        "register it first)",
+        f"{cfg.path}: read[1].use.version: PSU:pinned@0.1.0 not found in the local registry "
+        "(have 0.2.0)",
+        f"{cfg.path}: read[2]: elsewhere:other has no version in the local registry (pull or "
+        "register it first)",
+    ]
+
+
+def test_cache_read_skips_registry(tmp_path):
+    cfg = config(
+        tmp_path,
+        "run_metadata:\n  default_input_namespace: PSU\nread:\n"
+        "  - data_product: local\n    use:\n      version: 1.0.0\n"
+        "      cache: data/local.csv\n",
+    )
+    read = resolve(cfg, ctx(tmp_path))["read"]
+    assert read[0]["use"] == {
+        "data_product": "local",
+        "namespace": "PSU",
+        "version": "1.0.0",
+        "cache": str(tmp_path / "data" / "local.csv"),
+    }
+
+
+def test_glob_expands_to_latest_of_each(tmp_path):
+    shutil.copy(DATA / "test_wildcards_config.yaml", tmp_path / "config.yaml")
+    cfg = load_config(tmp_path / "config.yaml")
+    reg = {
+        ("testing", "test/data/a"): ["0.0.1", "0.1.0"],
+        ("testing", "test/data/b"): ["1.0.0"],
+        ("testing", "test/other"): ["1.0.0"],
+        ("elsewhere", "test/data/c"): ["1.0.0"],
+    }
+    read = resolve(cfg, ctx(tmp_path, reg))["read"]
+    assert [(r["data_product"], r["use"]["version"]) for r in read] == [
+        ("test/data/a", "0.1.0"),
+        ("test/data/b", "1.0.0"),
+    ]
+    assert all(r["use"]["namespace"] == "testing" for r in read)
+    assert all(r["use"]["data_product"] == r["data_product"] for r in read)
+
+
+def test_glob_matching_nothing_is_an_error(tmp_path):
+    shutil.copy(DATA / "test_wildcards_config.yaml", tmp_path / "config.yaml")
+    cfg = load_config(tmp_path / "config.yaml")
+    with pytest.raises(ConfigError) as exc:
+        resolve(cfg, ctx(tmp_path, {("testing", "other"): ["1.0.0"]}))
+    assert problems(exc) == [
+        f"{cfg.path}: read[0].data_product: 'test/data/*' matches no data product in "
+        "namespace testing of the local registry"
+    ]
+
+
+# -- namespaces and run_metadata --------------------------------------------------------------
+
+
+def test_namespaces_default_to_user_namespace(tmp_path):
+    cfg = config(
+        tmp_path,
+        "run_metadata:\n  script: |\n    echo one\n    echo two\n"
+        "write:\n  - data_product: out\n    file_type: csv\n",
+    )
+    work = resolve(cfg, ctx(tmp_path, user_namespace="alice"))
+    meta = work["run_metadata"]
+    assert meta["default_input_namespace"] == "alice"
+    assert meta["default_output_namespace"] == "alice"
+    assert work["write"][0]["use"]["namespace"] == "alice"
+
+
+def test_namespaces_fall_back_to_each_other(tmp_path):
+    cfg = config(
+        tmp_path,
+        "run_metadata:\n  default_input_namespace: inp\n"
+        "write:\n  - data_product: out\n    file_type: csv\n",
+    )
+    work = resolve(cfg, ctx(tmp_path, user_namespace=None))
+    assert work["run_metadata"]["default_output_namespace"] == "inp"
+    assert work["write"][0]["use"]["namespace"] == "inp"
+
+
+def test_no_namespace_anywhere(tmp_path):
+    cfg = config(tmp_path, "write:\n  - data_product: out\n    file_type: csv\n")
+    with pytest.raises(ConfigError) as exc:
+        resolve(cfg, ctx(tmp_path, user_namespace=None))
+    assert problems(exc) == [
+        f"{cfg.path}: run_metadata.default_output_namespace: not set, and no user namespace is "
+        "configured (set it here or run fdp init)"
+    ]
+    # Nothing needs a namespace: fine.
+    cfg = config(tmp_path, "run_metadata:\n  script: echo hi\n")
+    meta = resolve(cfg, ctx(tmp_path, user_namespace=None))["run_metadata"]
+    assert "default_output_namespace" not in meta
+
+
+def test_run_metadata_defaults_explicit(tmp_path):
+    cfg = config(tmp_path, "run_metadata:\n  script_path: scripts/run.py\n")
+    meta = resolve(cfg, ctx(tmp_path))["run_metadata"]
+    assert meta == {
+        "description": "",
+        "default_input_namespace": "me",
+        "default_output_namespace": "me",
+        "write_data_store": str(tmp_path / "store") + "/",
+        "local_data_registry_url": "http://127.0.0.1:8000/api/",
+        "script_path": str(tmp_path / "scripts" / "run.py"),
+        "shell": "python",
+        "public": True,
+        "local_repo": str(tmp_path),
+        "remote_repo": "",
+        "latest_commit": "0" * 40,
+        "default_read_version": "${{LATEST}}",
+        "default_write_version": "${{PATCH}}",
+        "api_version": "1.0.0",
+    }
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_git_details_from_local_repo(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "sub").mkdir(parents=True)
+    run = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@e"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run(run[:3] + ["remote", "add", "origin", "https://example.org/r.git"], check=True)
+    (repo / "sub" / "config.yaml").write_text(
+        "run_metadata:\n  script: echo ${{GIT_BRANCH}} ${{REPO_DIR}} ${{GIT_REMOTE}}\n"
+    )
+    subprocess.run(run + ["add", "."], check=True)
+    subprocess.run(run + ["commit", "-q", "-m", "c"], check=True)
+    head = subprocess.run(
+        run[:3] + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    cfg = load_config(repo / "sub" / "config.yaml")
+    meta = resolve(cfg, ctx(tmp_path))["run_metadata"]
+    assert meta["latest_commit"] == head
+    assert meta["remote_repo"] == "https://example.org/r.git"
+    assert meta["script"] == f"echo main {repo.resolve()} https://example.org/r.git"
+    assert meta["local_repo"] == str(repo / "sub")
+
+
+def test_git_variable_outside_a_repo_is_an_error(tmp_path):
+    cfg = config(tmp_path, "run_metadata:\n  script: echo ${{GIT_TAG}}\n")
+    with pytest.raises(ConfigError, match=r"run_metadata.script: \$\{\{GIT_TAG\}\} has no value"):
+        resolve(cfg, ctx(tmp_path))
+
+
+# -- template variables -----------------------------------------------------------------------
+
+
+def test_template_variables(tmp_path):
+    cfg = config(
+        tmp_path,
+        (
+            "run_metadata:\n"
+            "  description: run ${{RUN_ID}} by ${{ USER }} (${{USER_ID}})\n"
+            "  script: python ${{ CONFIG_DIR }}/run.py --date ${{DATE}} --at ${{DATETIME}}"
+            " --year ${{DATETIME-%Y}} --cfg ${{SOURCE_CONFIG}}\n"
+            "write:\n  - data_product: out/${{DATE}}\n    file_type: csv\n"
+        ),
+    )
+    work = resolve(cfg, ctx(tmp_path))
+    meta = work["run_metadata"]
+    assert meta["description"] == (
+        f"run {RUN_ID} by Ada Lovelace (https://orcid.org/0000-0000-0000-0001)"
+    )
+    assert meta["script"] == (
+        f"python {tmp_path}/run.py --date 20240305 --at 2024-03-05T14:07:09 --year 2024"
+        f" --cfg {tmp_path / 'config.yaml'}"
+    )
+    assert work["write"][0]["data_product"] == "out/20240305"
+    assert work["write"][0]["use"]["version"] == "0.0.1"
+
+
+def test_version_fields_keep_incrementers(tmp_path):
+    cfg = config(
+        tmp_path,
+        "run_metadata:\n  default_output_namespace: ns\n  default_write_version: ${{MINOR}}\n",
+    )
+    meta = resolve(cfg, ctx(tmp_path))["run_metadata"]
+    assert meta["default_write_version"] == "${{MINOR}}"
+
+
+def test_user_unset_is_an_error(tmp_path):
+    cfg = config(tmp_path, "run_metadata:\n  description: by ${{USER}}\n")
+    with pytest.raises(ConfigError) as exc:
+        resolve(cfg, ctx(tmp_path, user_name=None))
+    assert problems(exc) == [
+        f"{cfg.path}: run_metadata.description: ${{{{USER}}}} has no value: no user name is "
+        "configured"
+    ]
+
+
+def test_unknown_variable_is_an_error(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("run_metadata:\n  script: echo ${{NOPE}}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert problems(exc)[0].startswith(
+        f"{path}: run_metadata.script: unknown template variable ${{{{NOPE}}}}"
+    )
+
+
+# -- register ---------------------------------------------------------------------------------
+
+
+def test_register_items_become_reads(tmp_path):
+    shutil.copy(DATA / "test_register.yaml", tmp_path / "config.yaml")
+    cfg = load_config(tmp_path / "config.yaml")
+    work = resolve(cfg, ctx(tmp_path))  # empty registry: register items are pinned
+    objects = work["register"][1:]
+    assert [o["namespace_name"] for o in objects] == [
+        "TestDataProduct",
+        "PSU",
+        "TestNameSpace",
+        "UnregisteredNamespace",
+        "UnregisteredNamespace",
+    ]
+    assert all(o["root"] == f"file://{tmp_path}/data/" for o in objects)
+    assert all("use" not in o for o in objects)
+    assert objects[0]["authors"] == ["https://github.com/FAIRDataPipeline"]
+    assert work["read"] == [
+        {
+            "data_product": o["data_product"],
+            "use": {
+                "data_product": o["data_product"],
+                "namespace": o["namespace_name"],
+                "version": "1.0.0",
+            },
+        }
+        for o in objects
+    ]
+    assert work["register"][0] == {
+        "namespace": "TestNameSpace",
+        "full_name": "FairDataPipeline Namespace Test",
+    }
+
+
+def test_register_read_not_duplicated_and_latest_sees_pinned(tmp_path):
+    cfg = config(
+        tmp_path,
+        (
+            "run_metadata:\n  default_input_namespace: PSU\n"
+            "read:\n  - data_product: params\n"
+            "register:\n  - external_object: params\n    namespace_name: PSU\n"
+            "    root: https://example.org/files\n    path: /p.csv\n"
+            "    identifier: https://doi.org/x\n    version: 2.0.0\n"
+        ),
+    )
+    work = resolve(cfg, ctx(tmp_path, {("PSU", "params"): ["1.0.0"]}))
+    assert work["read"] == [
+        {
+            "data_product": "params",
+            "use": {"data_product": "params", "namespace": "PSU", "version": "2.0.0"},
+        }
+    ]
+    obj = work["register"][0]
+    assert obj["root"] == "https://example.org/files/"
+    assert obj["path"] == "p.csv"
+    assert obj["file_type"] == "csv"
+
+
+def test_seirs_working_config_has_what_the_language_api_reads(tmp_path):
+    shutil.copy(DATA / "seirs_config.yaml", tmp_path / "config.yaml")
+    cfg = load_config(tmp_path / "config.yaml")
+    work = resolve(cfg, ctx(tmp_path, {("rfield", "SEIRS_model/results/figure/python"): ["0.0.1"]}))
+    assert yaml.safe_load(yaml.safe_dump(work)) == work
+    meta = work["run_metadata"]
+    for key in (
+        "local_data_registry_url",
+        "write_data_store",
+        "default_output_namespace",
+        "default_input_namespace",
+        "public",
+        "latest_commit",
+        "remote_repo",
+        "description",
+    ):
+        assert key in meta
+    assert meta["remote_repo"] == "https://github.com/FAIRDataPipeline/pyDataPipeline.git"
+    assert meta["shell"] == "sh"
+    for item in work["write"]:
+        assert {"description", "file_type"} <= set(item)
+        assert set(item["use"]) >= {"namespace", "version", "data_product"}
+    assert [w["use"]["version"] for w in work["write"]] == ["0.0.1", "0.0.2"]
+    assert work["read"] == [
+        {
+            "data_product": "SEIRS_model/parameters",
+            "use": {
+                "data_product": "SEIRS_model/parameters",
+                "namespace": "PSU",
+                "version": "1.0.0",
+            },
+        }
+    ]
+    ext = work["register"][1]
+    assert ext["release_date"] == "2021-09-20T12:00:00" and ext["primary"] is True
+
+
+def test_deprecated_config_resolves(tmp_path):
+    shutil.copy(DATA / "deprecated_config.yaml", tmp_path / "config.yaml")
+    cfg = load_config(tmp_path / "config.yaml")
+    work = resolve(
+        cfg, ctx(tmp_path, {("PSU", "model/input"): ["1.0.0"], ("PSU", "model/output"): ["0.1.0"]})
+    )
+    assert work["write"][0]["use"]["version"] == "0.2.0"
+    assert work["read"][0]["use"]["version"] == "1.0.0"
+    assert work["read"][1]["data_product"] == "model/parameters"
