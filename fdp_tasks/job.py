@@ -112,7 +112,10 @@ def run_script(command: list[str], cwd: Path, env: dict[str, str], log_path: Pat
 
 
 def run_job(
-    project: Project, working_for: Callable[[str], dict[str, Any]], signature: str | None = None
+    project: Project,
+    runs_log: Path,
+    working_for: Callable[[str], dict[str, Any]],
+    signature: str | None = None,
 ) -> dict[str, Any]:
     """Resolve, run the script, and report the code runs it recorded.
 
@@ -160,15 +163,14 @@ def run_job(
         "signature": signature,
         "finished": datetime.now(timezone.utc).isoformat(),
     }
-    project.state_dir.mkdir(parents=True, exist_ok=True)
-    with open(project.state_dir / "runs.jsonl", "a", encoding="utf-8") as fh:
+    runs_log.parent.mkdir(parents=True, exist_ok=True)
+    with open(runs_log, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
     return record
 
 
-def project_runs(project: Project) -> list[dict[str, Any]]:
-    """Every run this project has made, oldest first."""
-    path = project.state_dir / "runs.jsonl"
+def past_runs(path: Path) -> list[dict[str, Any]]:
+    """Every run recorded in a runs log, oldest first."""
     if not path.is_file():
         return []
     out = []

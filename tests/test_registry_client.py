@@ -15,6 +15,7 @@ import requests
 from fdp_tasks.registry.base import InvalidRecord, NotFound, RegistryError, UniqueViolation
 from fdp_tasks.registry.client import HttpRegistry, id_from_url, normalise_api_url
 from fdp_tasks.registry.serve import background_status, start_background, stop_background
+from fdp_tasks.registry.server import prepare_store
 from fdp_tasks.registry.store import Store
 
 
@@ -263,8 +264,6 @@ def test_background_server_start_status_stop(tmp_path):
     state = tmp_path / "server"
     db = f"sqlite:///{tmp_path / 'registry.db'}"
     store = Store(db)
-    from fdp_tasks.registry.server import prepare_store
-
     token = prepare_store(store)
     url = start_background(db, tmp_path / "blobs", state, port=0)
     try:

@@ -419,3 +419,32 @@ def test_data_pipeline_api_initialise_and_finalise(reg, tmp_path):
     # A second run with the same config reuses the script location and file types.
     handle2 = pipeline.initialise(reg.token, str(config), str(script))
     assert handle2["submission_script"] != handle["submission_script"]
+
+
+# -------------------------------------------------------------------- CLI
+def test_cli_registry_commands(tmp_path, monkeypatch, capsys):
+    from fdp_tasks.cli.main import main
+
+    monkeypatch.setenv("FDP_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["registry", "status"]) == 3
+    assert main(["registry", "token"]) == 0
+    out = capsys.readouterr().out
+    token_file = Path(out.strip().splitlines()[-1])
+    token = token_file.read_text().strip()
+    assert token not in out
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert main(["registry", "token", "--show"]) == 0
+    assert token in capsys.readouterr().out
+    try:
+        assert main(["registry", "start", "--port", "0"]) == 0
+        api = capsys.readouterr().out.strip()
+        assert api.endswith("/api/")
+        me = requests.get(f"{api}username/", headers={"Authorization": f"token {token}"})
+        assert me.json()["username"] == "admin"
+        assert main(["registry", "status"]) == 0
+        assert api in capsys.readouterr().out
+    finally:
+        assert main(["registry", "stop"]) == 0
+    assert "stopped" in capsys.readouterr().out
+    assert main(["registry", "status"]) == 3

@@ -9,6 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fdp_tasks.project import Project
 
 NOT_RUNNING = 3
 
@@ -48,7 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     token.set_defaults(func=do_token)
 
 
-def _project():  # noqa: ANN202 - Project is imported lazily to keep `fdp --help` fast
+def _project() -> Project:
+    # Imported here so `fdp --help` stays fast.
     from fdp_tasks.project import Project
 
     return Project.load()

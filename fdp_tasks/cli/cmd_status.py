@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def collect(path: Path, remote: bool = True) -> list[dict[str, Any]]:
     from fdp_tasks.graph.plan import Plan
     from fdp_tasks.graph.tasks import on_remote, pushable
-    from fdp_tasks.job import project_runs
+    from fdp_tasks.job import past_runs
     from fdp_tasks.register import item_label, registered_product
 
     plan = Plan(path)
@@ -44,7 +44,7 @@ def collect(path: Path, remote: bool = True) -> list[dict[str, Any]]:
         reads_ok &= ok
         rows.append({"task": f"pull:{read.label}", "state": "up-to-date" if ok else "will-run"})
     if plan.has_script:
-        runs = project_runs(plan.project)
+        runs = past_runs(plan.runs_log)
         state, why = "will-run", "never run"
         if not reads_ok:
             why = "inputs missing locally"

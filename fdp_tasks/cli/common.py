@@ -21,4 +21,4 @@ def config_path(args: argparse.Namespace) -> Path:
     path = Path(args.config)
     if not path.is_file():
         raise FdpError(f"{args.config}: no such config file (create one with `fdp init`)")
-    return path.resolve()
+    return path

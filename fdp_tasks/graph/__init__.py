@@ -27,5 +27,5 @@ def run_doit(config_path: str | Path, doit_args: list[str], refresh: bool = Fals
 
     from fdp_tasks.graph.tasks import dodo_namespace
 
-    namespace = dodo_namespace(str(Path(config_path).resolve()), refresh=refresh)
+    namespace = dodo_namespace(str(config_path), refresh=refresh)
     return DoitMain(ModuleTaskLoader(namespace)).run(doit_args)

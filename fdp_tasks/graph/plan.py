@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,27 @@ from fdp_tasks.project import Project
 from fdp_tasks.registry import queries
 from fdp_tasks.registry.store import Store
 from fdp_tasks.remotes import Remote, open_remote
+
+
+def script_files(run_metadata: dict[str, Any]) -> dict[str, str]:
+    """SHA-1 of the script file, and of every existing file an inline script names.
+
+    `python3 ${{CONFIG_DIR}}/model.py` thus reruns the job when model.py changes.
+    """
+    repo = Path(run_metadata.get("local_repo") or ".")
+    if run_metadata.get("script_path"):
+        candidates = [run_metadata["script_path"]]
+    else:
+        try:
+            candidates = shlex.split(str(run_metadata.get("script") or ""), comments=True)
+        except ValueError:
+            candidates = str(run_metadata.get("script") or "").split()
+    out = {}
+    for token in candidates:
+        path = Path(token) if Path(token).is_absolute() else repo / token
+        if len(token) < 1024 and path.is_file():
+            out[token] = hashlib.sha1(path.read_bytes()).hexdigest()
+    return out
 
 
 class LocalView:
@@ -66,6 +88,15 @@ class Plan:
         self.project = project or Project.load(self.cfg.path.parent)
         self.store: Store = self.project.store()
         self.data: DataStore = self.project.data_store
+
+    @property
+    def state_dir(self) -> Path:
+        """Per-config state (doit's dependency file, the runs log): configs never share it."""
+        return self.project.state_dir / "configs" / self.cfg.path.stem
+
+    @property
+    def runs_log(self) -> Path:
+        return self.state_dir / "runs.jsonl"
 
     # ------------------------------------------------------------ resolution
     def context(
@@ -170,9 +201,7 @@ class Plan:
         meta = dict(working["run_metadata"])
         for volatile in ("local_data_registry_url", "latest_commit"):
             meta.pop(volatile, None)
-        script = None
-        if meta.get("script_path") and Path(meta["script_path"]).is_file():
-            script = hashlib.sha1(Path(meta["script_path"]).read_bytes()).hexdigest()
+        script = script_files(meta)
         inputs = []
         for item in working.get("read") or []:
             use = item.get("use") or {}

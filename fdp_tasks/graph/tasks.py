@@ -24,7 +24,7 @@ from doit.tools import config_changed
 from fdp_tasks.config.versions import latest
 from fdp_tasks.errors import FdpError
 from fdp_tasks.graph.plan import Plan, ReadItem
-from fdp_tasks.job import project_runs, run_job
+from fdp_tasks.job import past_runs, run_job
 from fdp_tasks.register import item_label, register_item, registered_product
 from fdp_tasks.registry import queries
 from fdp_tasks.sync import Pusher, pull_product
@@ -135,7 +135,9 @@ def run_task(plan: Plan) -> Task:
 
     def action() -> Any:
         try:
-            return run_job(plan.project, lambda url: plan.working(registry_url=url), signature)
+            return run_job(
+                plan.project, plan.runs_log, lambda url: plan.working(registry_url=url), signature
+            )
         except FdpError as exc:
             return _fail(str(exc))
 
@@ -160,7 +162,7 @@ def run_task(plan: Plan) -> Task:
 def pushable(plan: Plan) -> list[queries.Located]:
     """The outputs of every run this project made, newest version of each name last."""
     seen: dict[str, queries.Located] = {}
-    for record in project_runs(plan.project):
+    for record in past_runs(plan.runs_log):
         for found in plan.outputs_of(record.get("code_runs") or []) or []:
             seen[str(found.ref)] = found
     return list(seen.values())
@@ -218,11 +220,11 @@ def dodo_namespace(config_path: str, refresh: bool = False) -> dict[str, Any]:
     def task_push() -> Iterator[Task]:
         yield from push_tasks(plan)
 
-    plan.project.state_dir.mkdir(parents=True, exist_ok=True)
+    plan.state_dir.mkdir(parents=True, exist_ok=True)
     return {
         "DOIT_CONFIG": {
             "default_tasks": ["register", "pull", "job"],
-            "dep_file": str(plan.project.state_dir / "doit.db"),
+            "dep_file": str(plan.state_dir / "doit.db"),
             "backend": "sqlite3",
             "verbosity": 2,
         },

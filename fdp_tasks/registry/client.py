@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlsplit
 
 import requests
@@ -128,7 +128,7 @@ class HttpRegistry:
 
     def _auth(self, url: str) -> dict[str, str]:
         # The token goes only to this registry, never to presigned or third-party URLs.
-        if self._token and url.startswith(self._origin):
+        if self._token and self._origin_of(url) == self._origin:
             return {"Authorization": f"token {self._token}"}
         return {}
 
@@ -188,16 +188,17 @@ class HttpRegistry:
         if resp.status_code in ok or resp.status_code in expected:
             return resp
         self._raise(method, path, resp)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
     def _origin_of(url: str) -> str:
         split = urlsplit(url)
         return f"{split.scheme}://{split.netloc}"
 
-    def _raise(self, method: str, path: str, resp: requests.Response) -> None:
+    def _raise(self, method: str, path: str, resp: requests.Response) -> NoReturn:
         status = resp.status_code
         where = f"{method} {path}"
+        if status in (401, 403) and not path.startswith(urlsplit(self.api_url).path):
+            raise RegistryError(f"{where}: refused ({status}): {_detail(resp)}")
         if status in (401, 403):
             raise RegistryError(
                 f"{where}: the registry refused the request ({status}): the token is missing "
@@ -406,8 +407,7 @@ class HttpRegistry:
         self.request(
             "PUT", info["url"], ok=(200, 201, 204),
             body_factory=lambda: open(path, "rb"),
-            headers={"Content-Type": "application/octet-stream",
-                     "Content-Length": str(Path(path).stat().st_size)},
+            headers={"Content-Type": "application/octet-stream"},
         )
         info["uploaded"] = True
         return info

@@ -57,6 +57,8 @@ def _warn_if_exposed(host: str) -> None:
 
 
 def _make_server(app: Any, host: str, port: int, threads: int) -> Any:
+    # "Task queue depth" warnings only mean a burst of parallel requests; not for users.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     return create_server(
         app, host=host, port=port, threads=threads, ident="fdp-registry",
         clear_untrusted_proxy_headers=True, channel_timeout=300,

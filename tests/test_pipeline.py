@@ -1,0 +1,237 @@
+"""The core, end to end: config -> doit tasks over the embedded registry and data store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from support import REPO, WRITER_SCRIPT, Env
+
+from fdp_tasks.registry.store import Store
+
+
+def sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def pipeline_config(versions: dict[str, str] | None = None) -> dict:
+    versions = {"a": "1.0.0", "b": "1.0.0", **(versions or {})}
+    register = [{"namespace": "test", "full_name": "Test namespace"}]
+    for name in ("a", "b"):
+        register.append({
+            "external_object": f"inputs/{name}",
+            "namespace_name": "test",
+            "root": "${{CONFIG_DIR}}/raw/",
+            "path": f"{name}.csv",
+            "title": f"input {name}",
+            "description": f"input {name}",
+            "identifier": f"https://example.org/{name}",
+            "file_type": "csv",
+            "version": versions[name],
+        })
+    return {
+        "run_metadata": {
+            "description": "pipeline test",
+            "default_input_namespace": "test",
+            "default_output_namespace": "test",
+            "shell": "python",
+            "script_path": "model.py",
+        },
+        "register": register,
+        "write": [{"data_product": "out/summary", "description": "line count",
+                   "file_type": "csv"}],
+    }
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    env = Env(tmp_path)
+    env.file("raw/a.csv", "x\n1\n2\n")
+    env.file("raw/b.csv", "y\n3\n")
+    env.file("model.py", WRITER_SCRIPT)
+    env.config(pipeline_config())
+    return env
+
+
+def store_of(env: Env) -> Store:
+    return Store(env.home / "registry.db")
+
+
+def test_first_run_registers_runs_and_second_run_does_nothing(env: Env) -> None:
+    first = env.doit()
+    assert sorted(first.executed) == [
+        "job", "register:namespace:test", "register:test:inputs/a@1.0.0",
+        "register:test:inputs/b@1.0.0",
+    ]
+    out = env.data_store / "test/out/summary/0.0.1.csv"
+    assert out.read_text().startswith("lines,5")
+    second = env.doit()
+    assert second.executed == []
+    assert sorted(second.up_to_date) == sorted(first.executed)
+    status = json.loads(env.fdp("status", "--json").stdout)
+    assert {row["state"] for row in status if not row["task"].startswith("push")} == {
+        "up-to-date"}
+
+
+def test_editing_one_read_item_reruns_only_what_depends_on_it(env: Env) -> None:
+    env.doit()
+    env.file("raw/b.csv", "y\n3\n4\n")
+    env.config(pipeline_config({"b": "1.1.0"}))
+    result = env.doit()
+    assert sorted(result.executed) == ["job", "register:test:inputs/b@1.1.0"]
+    assert "register:test:inputs/a@1.0.0" in result.up_to_date
+    assert (env.data_store / "test/out/summary/0.0.2.csv").read_text().startswith("lines,6")
+    assert env.doit().executed == []
+
+
+def test_deleting_a_data_store_file_recreates_just_that(env: Env) -> None:
+    env.doit()
+    registered = env.data_store / "test/inputs/a/1.0.0.csv"
+    before = sha1(registered)
+    registered.unlink()
+    result = env.doit()
+    assert result.executed == ["register:test:inputs/a@1.0.0"]
+    assert sha1(registered) == before
+
+
+def test_deleting_an_output_reruns_the_job(env: Env) -> None:
+    env.doit()
+    (env.data_store / "test/out/summary/0.0.1.csv").unlink()
+    assert env.doit().executed == ["job"]
+    assert (env.data_store / "test/out/summary/0.0.2.csv").is_file()
+
+
+def test_deleting_a_registry_entry_recreates_just_that(env: Env) -> None:
+    env.doit()
+    store = store_of(env)
+    ns = store.find_one("namespace", {"name": "test"})
+    product = store.find_one("data_product", {"namespace": ns["id"], "name": "inputs/b"})
+    for ext in product["external_object"]:
+        store.delete("external_object", ext)
+    store.delete("data_product", product["id"])
+    store.close()
+    result = env.doit()
+    assert result.executed == ["register:test:inputs/b@1.0.0"]
+    store = store_of(env)
+    again = store.find_one("data_product", {"namespace": ns["id"], "name": "inputs/b"})
+    assert again is not None and again["external_object"]
+
+
+def test_code_run_provenance_is_recorded(env: Env) -> None:
+    env.doit()
+    runs = env.fdp("list", "runs").stdout.split()
+    run_uuid = runs[0]
+    info = json.loads(env.fdp("info", run_uuid, "--json").stdout)
+    assert sorted(info["inputs"]) == ["test:inputs/a@1.0.0", "test:inputs/b@1.0.0"]
+    assert info["outputs"] == ["test:out/summary@0.0.1"]
+    product = json.loads(env.fdp("info", "test:out/summary@0.0.1", "--json").stdout)
+    assert product["made_by"] == [run_uuid]
+    assert product["sha1"] == sha1(env.data_store / "test/out/summary/0.0.1.csv")
+    source = json.loads(env.fdp("info", "test:inputs/a", "--json").stdout)
+    assert source["read_by"] == [run_uuid]
+    assert source["external_object"]["identifier"] == "https://example.org/a"
+    # the config, script and code repo are recorded as objects of the run
+    store = store_of(env)
+    run = store.find_one("code_run", {"uuid": run_uuid})
+    config_obj = store.get("object", run["model_config"])
+    location = store.get("storage_location", config_obj["storage_location"])
+    job_config = env.data_store / location["path"]
+    assert yaml.safe_load(job_config.read_text())["write"][0]["use"]["version"] == "0.0.1"
+    assert location["hash"] == sha1(job_config)
+    assert store.get("object", run["submission_script"])["storage_location"]
+
+
+def test_failed_script_registers_nothing_and_leaves_no_output(env: Env) -> None:
+    env.file("model.py", "from fdp_tasks.api import Session\n"
+             "with Session() as s:\n"
+             "    open(s.write('out/summary'), 'w').write('partial')\n"
+             "    raise SystemExit('model diverged')\n")
+    result = env.doit(check=False)
+    assert result.returncode != 0
+    assert "exited with status 1" in result.output
+    assert env.fdp("list", "runs").stdout == ""
+    assert not (env.data_store / "test/out").exists() or not any(
+        p.is_file() for p in (env.data_store / "test/out").rglob("*"))
+    env.file("model.py", WRITER_SCRIPT)
+    assert env.doit().executed == ["job"]
+
+
+def test_resolve_versions_and_globs(env: Env) -> None:
+    env.doit()
+    cfg = pipeline_config()
+    cfg["read"] = [{"data_product": "inputs/*"}]
+    cfg["run_metadata"]["default_write_version"] = "${{MINOR}}"
+    env.config(cfg, "glob.yaml")
+    working = yaml.safe_load(env.fdp("resolve", "glob.yaml").stdout)
+    reads = {r["data_product"]: r["use"]["version"] for r in working["read"]}
+    assert reads == {"inputs/a": "1.0.0", "inputs/b": "1.0.0"}
+    assert working["write"][0]["use"]["version"] == "0.1.0"  # MINOR of 0.0.1
+    assert working["run_metadata"]["write_data_store"] == str(env.data_store) + "/"
+    cfg["read"] = [{"data_product": "nothing/*"}]
+    env.config(cfg, "glob.yaml")
+    bad = env.fdp("resolve", "glob.yaml", check=False)
+    assert bad.returncode == 2
+    assert "read[0]" in bad.stderr and "nothing/*" in bad.stderr
+
+
+def test_push_to_directory_remote_and_pull_into_fresh_registry(env: Env, tmp_path: Path) -> None:
+    env.doit()
+    remote = tmp_path / "shared-remote"
+    env.fdp("remote", "add", "origin", str(remote))
+    pushed = env.fdp("push")
+    assert sorted(pushed.executed) == ["push:test:out/summary@0.0.1"]
+    assert env.fdp("push").executed == []
+
+    other = Env(tmp_path, "colleague")
+    other.config({
+        "run_metadata": {"description": "reuse", "default_input_namespace": "test"},
+        "read": [{"data_product": "out/summary"}, {"data_product": "inputs/*"}],
+    })
+    other.fdp("remote", "add", "origin", str(remote))
+    pulled = other.fdp("pull")
+    assert sorted(pulled.executed) == ["pull:test:inputs/*", "pull:test:out/summary"]
+    for rel in ("test/out/summary/0.0.1.csv", "test/inputs/a/1.0.0.csv",
+                "test/inputs/b/1.0.0.csv"):
+        assert sha1(other.data_store / rel) == sha1(env.data_store / rel)
+    info = json.loads(other.fdp("info", "test:out/summary@0.0.1", "--json").stdout)
+    assert info["sha1"] == sha1(env.data_store / "test/out/summary/0.0.1.csv")
+    assert other.doit().executed == []
+    # the remote holds the provenance: the run, its config and script, and its inputs
+    remote_store = Store(remote / "registry.db")
+    assert len(remote_store.find("code_run")) == 1
+    run = remote_store.find("code_run")[0]
+    assert len(run["inputs"]) == 2 and len(run["outputs"]) == 1
+    assert remote_store.find("external_object")
+
+
+def test_pull_without_remote_is_a_clear_error(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    env.config({"run_metadata": {"description": "x", "default_input_namespace": "test"},
+                "read": [{"data_product": "missing/thing", "use": {"version": "1.0.0"}}]})
+    result = env.doit(check=False)
+    assert result.returncode != 0
+    assert "remote" in result.output and "fdp remote add" in result.output
+
+
+def test_seirs_example_runs_and_second_run_is_up_to_date(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    example = tmp_path / "seirs"
+    shutil.copytree(REPO / "examples/seirs", example,
+                    ignore=shutil.ignore_patterns(".fdp", "remote"))
+    env = Env(tmp_path, "seirs")
+    first = env.doit()
+    assert "job" in first.executed
+    second = env.doit()
+    assert second.executed == []
+    assert len(second.up_to_date) == len(first.executed)
+    png = env.data_store / "seirs_example/SEIRS_model/results/figure/python/0.0.1.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (env.data_store / "seirs_example/SEIRS_model/results/model_output/python/0.0.1.csv"
+            ).read_text().splitlines()
+    assert rows[0] == "time,S,E,I,R" and len(rows) == 1002
+    env.doit("push")
+    assert (example / "remote/registry.db").is_file()
