@@ -70,8 +70,12 @@ class Env:
 
     def run(self, *argv: str, check: bool = True, cwd: Path | None = None) -> Result:
         proc = subprocess.run(
-            list(argv), cwd=cwd or self.project, env=self.environ, capture_output=True,
-            text=True, timeout=300,
+            list(argv),
+            cwd=cwd or self.project,
+            env=self.environ,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         executed, fresh = parse_doit(proc.stdout)
         result = Result(proc.returncode, proc.stdout, proc.stderr, executed, fresh)

@@ -15,8 +15,12 @@ def test_ruff_clean() -> None:
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed")
-    proc = subprocess.run([ruff, "check", "fdp_tasks", "tests", "examples", "benchmarks",
-                           "dodo.py"], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [ruff, "check", "fdp_tasks", "tests", "examples", "benchmarks", "dodo.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -34,7 +38,8 @@ print(len(names))
 
 def test_every_module_imports_on_its_own() -> None:
     """No module needs another to be imported first: the signature of an import cycle."""
-    proc = subprocess.run([sys.executable, "-c", IMPORT_EACH], cwd=REPO, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT_EACH], cwd=REPO, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert int(proc.stdout) > 20

@@ -22,17 +22,19 @@ def pipeline_config(versions: dict[str, str] | None = None) -> dict:
     versions = {"a": "1.0.0", "b": "1.0.0", **(versions or {})}
     register = [{"namespace": "test", "full_name": "Test namespace"}]
     for name in ("a", "b"):
-        register.append({
-            "external_object": f"inputs/{name}",
-            "namespace_name": "test",
-            "root": "${{CONFIG_DIR}}/raw/",
-            "path": f"{name}.csv",
-            "title": f"input {name}",
-            "description": f"input {name}",
-            "identifier": f"https://example.org/{name}",
-            "file_type": "csv",
-            "version": versions[name],
-        })
+        register.append(
+            {
+                "external_object": f"inputs/{name}",
+                "namespace_name": "test",
+                "root": "${{CONFIG_DIR}}/raw/",
+                "path": f"{name}.csv",
+                "title": f"input {name}",
+                "description": f"input {name}",
+                "identifier": f"https://example.org/{name}",
+                "file_type": "csv",
+                "version": versions[name],
+            }
+        )
     return {
         "run_metadata": {
             "description": "pipeline test",
@@ -42,8 +44,7 @@ def pipeline_config(versions: dict[str, str] | None = None) -> dict:
             "script_path": "model.py",
         },
         "register": register,
-        "write": [{"data_product": "out/summary", "description": "line count",
-                   "file_type": "csv"}],
+        "write": [{"data_product": "out/summary", "description": "line count", "file_type": "csv"}],
     }
 
 
@@ -64,7 +65,9 @@ def store_of(env: Env) -> Store:
 def test_first_run_registers_runs_and_second_run_does_nothing(env: Env) -> None:
     first = env.doit()
     assert sorted(first.executed) == [
-        "job", "register:namespace:test", "register:test:inputs/a@1.0.0",
+        "job",
+        "register:namespace:test",
+        "register:test:inputs/a@1.0.0",
         "register:test:inputs/b@1.0.0",
     ]
     out = env.data_store / "test/out/summary/0.0.1.csv"
@@ -73,8 +76,7 @@ def test_first_run_registers_runs_and_second_run_does_nothing(env: Env) -> None:
     assert second.executed == []
     assert sorted(second.up_to_date) == sorted(first.executed)
     status = json.loads(env.fdp("status", "--json").stdout)
-    assert {row["state"] for row in status if not row["task"].startswith("push")} == {
-        "up-to-date"}
+    assert {row["state"] for row in status if not row["task"].startswith("push")} == {"up-to-date"}
 
 
 def test_editing_one_read_item_reruns_only_what_depends_on_it(env: Env) -> None:
@@ -146,16 +148,20 @@ def test_code_run_provenance_is_recorded(env: Env) -> None:
 
 
 def test_failed_script_registers_nothing_and_leaves_no_output(env: Env) -> None:
-    env.file("model.py", "from fdp_tasks.api import Session\n"
-             "with Session() as s:\n"
-             "    open(s.write('out/summary'), 'w').write('partial')\n"
-             "    raise SystemExit('model diverged')\n")
+    env.file(
+        "model.py",
+        "from fdp_tasks.api import Session\n"
+        "with Session() as s:\n"
+        "    open(s.write('out/summary'), 'w').write('partial')\n"
+        "    raise SystemExit('model diverged')\n",
+    )
     result = env.doit(check=False)
     assert result.returncode != 0
     assert "exited with status 1" in result.output
     assert env.fdp("list", "runs").stdout == ""
     assert not (env.data_store / "test/out").exists() or not any(
-        p.is_file() for p in (env.data_store / "test/out").rglob("*"))
+        p.is_file() for p in (env.data_store / "test/out").rglob("*")
+    )
     env.file("model.py", WRITER_SCRIPT)
     assert env.doit().executed == ["job"]
 
@@ -187,15 +193,16 @@ def test_push_to_directory_remote_and_pull_into_fresh_registry(env: Env, tmp_pat
     assert env.fdp("push").executed == []
 
     other = Env(tmp_path, "colleague")
-    other.config({
-        "run_metadata": {"description": "reuse", "default_input_namespace": "test"},
-        "read": [{"data_product": "out/summary"}, {"data_product": "inputs/*"}],
-    })
+    other.config(
+        {
+            "run_metadata": {"description": "reuse", "default_input_namespace": "test"},
+            "read": [{"data_product": "out/summary"}, {"data_product": "inputs/*"}],
+        }
+    )
     other.fdp("remote", "add", "origin", str(remote))
     pulled = other.fdp("pull")
     assert sorted(pulled.executed) == ["pull:test:inputs/*", "pull:test:out/summary"]
-    for rel in ("test/out/summary/0.0.1.csv", "test/inputs/a/1.0.0.csv",
-                "test/inputs/b/1.0.0.csv"):
+    for rel in ("test/out/summary/0.0.1.csv", "test/inputs/a/1.0.0.csv", "test/inputs/b/1.0.0.csv"):
         assert sha1(other.data_store / rel) == sha1(env.data_store / rel)
     info = json.loads(other.fdp("info", "test:out/summary@0.0.1", "--json").stdout)
     assert info["sha1"] == sha1(env.data_store / "test/out/summary/0.0.1.csv")
@@ -210,8 +217,12 @@ def test_push_to_directory_remote_and_pull_into_fresh_registry(env: Env, tmp_pat
 
 def test_pull_without_remote_is_a_clear_error(tmp_path: Path) -> None:
     env = Env(tmp_path)
-    env.config({"run_metadata": {"description": "x", "default_input_namespace": "test"},
-                "read": [{"data_product": "missing/thing", "use": {"version": "1.0.0"}}]})
+    env.config(
+        {
+            "run_metadata": {"description": "x", "default_input_namespace": "test"},
+            "read": [{"data_product": "missing/thing", "use": {"version": "1.0.0"}}],
+        }
+    )
     result = env.doit(check=False)
     assert result.returncode != 0
     assert "remote" in result.output and "fdp remote add" in result.output
@@ -220,8 +231,9 @@ def test_pull_without_remote_is_a_clear_error(tmp_path: Path) -> None:
 def test_seirs_example_runs_and_second_run_is_up_to_date(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     example = tmp_path / "seirs"
-    shutil.copytree(REPO / "examples/seirs", example,
-                    ignore=shutil.ignore_patterns(".fdp", "remote"))
+    shutil.copytree(
+        REPO / "examples/seirs", example, ignore=shutil.ignore_patterns(".fdp", "remote")
+    )
     env = Env(tmp_path, "seirs")
     first = env.doit()
     assert "job" in first.executed
@@ -230,8 +242,11 @@ def test_seirs_example_runs_and_second_run_is_up_to_date(tmp_path: Path) -> None
     assert len(second.up_to_date) == len(first.executed)
     png = env.data_store / "seirs_example/SEIRS_model/results/figure/python/0.0.1.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    rows = (env.data_store / "seirs_example/SEIRS_model/results/model_output/python/0.0.1.csv"
-            ).read_text().splitlines()
+    rows = (
+        (env.data_store / "seirs_example/SEIRS_model/results/model_output/python/0.0.1.csv")
+        .read_text()
+        .splitlines()
+    )
     assert rows[0] == "time,S,E,I,R" and len(rows) == 1002
     env.doit("push")
     assert (example / "remote/registry.db").is_file()

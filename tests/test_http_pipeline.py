@@ -1,0 +1,274 @@
+"""Pull, run and push over the FAIR Data Pipeline REST API, against real servers on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from support import REPO, Env
+
+from fdp_tasks.datastore import DataStore
+from fdp_tasks.project import write_secret
+from fdp_tasks.registry.server import prepare_store
+from fdp_tasks.registry.store import Store
+from fdp_tasks.remotes.http import HttpRemote
+from fdp_tasks.sync import Pusher
+
+TYPES_TO_COUNT = [
+    "storage_root",
+    "storage_location",
+    "file_type",
+    "namespace",
+    "author",
+    "object",
+    "object_component",
+    "data_product",
+    "external_object",
+    "code_run",
+]
+
+MANY_OUTPUTS = """\
+from fdp_tasks.api import Session
+
+with Session() as fdp:
+    with open(fdp.read("inputs/seed")) as fh:
+        seed = fh.read()
+    for item in fdp.config["write"]:
+        with open(fdp.write(item["data_product"]), "w") as out:
+            out.write(f"{item['data_product']},{seed}" * 200)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RemoteServer:
+    """A registry server in its own process, which a test can kill and start again."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        base.mkdir(parents=True, exist_ok=True)
+        self.db = base / "registry.db"
+        store = Store(self.db)
+        self.token = prepare_store(store)
+        store.close()
+        self.token_file = base / "token"
+        write_secret(self.token_file, self.token)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fdp_tasks.registry.serve",
+                "--db",
+                str(self.db),
+                "--blobs",
+                str(self.base / "blobs"),
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.base / "server.log", "ab"),
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.api_url, timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("remote registry did not start")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def store(self) -> Store:
+        return Store(self.db)
+
+    def counts(self) -> dict[str, int]:
+        store = self.store()
+        try:
+            return {t: store.count(t) for t in TYPES_TO_COUNT}
+        finally:
+            store.close()
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Iterator[RemoteServer]:
+    server = RemoteServer(tmp_path / "remote-server")
+    server.start()
+    yield server
+    server.kill()
+
+
+def sha1(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def producer(tmp_path: Path, outputs: int = 2) -> Env:
+    env = Env(tmp_path, "producer")
+    env.file("raw/seed.txt", "seed-value\n")
+    env.file("model.py", MANY_OUTPUTS)
+    env.config(
+        {
+            "run_metadata": {
+                "description": "http test",
+                "default_input_namespace": "lab",
+                "default_output_namespace": "lab",
+                "script": "python3 ${{CONFIG_DIR}}/model.py",
+            },
+            "register": [
+                {
+                    "external_object": "inputs/seed",
+                    "namespace_name": "lab",
+                    "root": "${{CONFIG_DIR}}/raw/",
+                    "path": "seed.txt",
+                    "file_type": "txt",
+                    "version": "1.0.0",
+                    "title": "seed",
+                    "unique_name": "seed",
+                    "alternate_identifier_type": "local",
+                }
+            ],
+            "write": [
+                {
+                    "data_product": f"results/part{i:02d}",
+                    "description": f"part {i}",
+                    "file_type": "csv",
+                }
+                for i in range(outputs)
+            ],
+        }
+    )
+    return env
+
+
+def test_round_trip_over_http_with_identical_hashes(tmp_path: Path, remote: RemoteServer) -> None:
+    env = producer(tmp_path)
+    # the local registry is served by a background server while the job runs
+    started = env.fdp("registry", "start", "--port", "0")
+    assert "http://127.0.0.1:" in started.stdout
+    try:
+        assert env.fdp("registry", "status").returncode == 0
+        env.doit()
+    finally:
+        env.fdp("registry", "stop")
+    assert env.fdp("registry", "status", check=False).returncode == 3
+
+    env.fdp("remote", "add", "origin", remote.api_url, "--token-file", str(remote.token_file))
+    pushed = env.fdp("push")
+    # the first output's push carries its code run and so its sibling output too
+    assert pushed.executed == ["push:lab:results/part00@0.0.1"]
+    assert "push:lab:results/part01@0.0.1" in pushed.up_to_date
+    assert remote.token not in pushed.output
+    after_first = remote.counts()
+    assert after_first["code_run"] == 1 and after_first["data_product"] == 3
+
+    # Pushing again does nothing; pushing every record again, past the up-to-date checks,
+    # meets 409s and creates nothing new.
+    assert env.fdp("push").executed == []
+    local = Store(env.home / "registry.db")
+    with HttpRemote("origin", remote.api_url, remote.token) as again:
+        pusher = Pusher(local, DataStore(env.data_store), again)
+        for product in local.find("data_product"):
+            pusher.push_product(product["id"])
+    assert remote.counts() == after_first
+
+    colleague = Env(tmp_path, "colleague")
+    colleague.config(
+        {
+            "run_metadata": {"description": "reuse", "default_input_namespace": "lab"},
+            "read": [{"data_product": "results/*"}, {"data_product": "inputs/seed"}],
+        }
+    )
+    colleague.fdp("remote", "add", "origin", remote.api_url)
+    colleague.fdp("pull")
+    for rel in (
+        "lab/results/part00/0.0.1.csv",
+        "lab/results/part01/0.0.1.csv",
+        "lab/inputs/seed/1.0.0.txt",
+    ):
+        assert sha1(colleague.data_store / rel) == sha1(env.data_store / rel)
+    assert colleague.doit().executed == []
+
+
+def test_push_without_token_is_refused_with_403(tmp_path: Path, remote: RemoteServer) -> None:
+    env = producer(tmp_path, outputs=1)
+    env.doit()
+    env.fdp("remote", "add", "origin", remote.api_url)
+    result = env.fdp("push", check=False)
+    assert result.returncode != 0
+    assert "403" in result.output and "token" in result.output
+    assert remote.counts()["data_product"] == 0
+    body = {"name": "intruder"}
+    assert requests.post(remote.api_url + "namespace/", json=body).status_code == 403
+    assert (
+        requests.post(
+            remote.api_url + "namespace/", json=body, headers={"Authorization": "token " + "0" * 40}
+        ).status_code
+        == 403
+    )
+
+
+def test_server_restart_in_the_middle_of_a_push(tmp_path: Path, remote: RemoteServer) -> None:
+    env = producer(tmp_path, outputs=40)
+    env.doit()
+    env.fdp("remote", "add", "origin", remote.api_url, "--token-file", str(remote.token_file))
+    push = subprocess.Popen(
+        [sys.executable, "-m", "fdp_tasks.cli.main", "push"],
+        cwd=env.project,
+        env=env.environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while remote.counts()["data_product"] < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert push.poll() is None, "the push finished before the server could be restarted"
+    remote.kill()
+    time.sleep(1.0)
+    remote.start()
+    first_output, _ = push.communicate(timeout=300)
+    print(first_output)
+    env.fdp("push")  # a rerun finishes whatever the first push could not
+    store = remote.store()
+    local = Store(env.home / "registry.db")
+    for i in range(40):
+        name = f"results/part{i:02d}"
+        ns = store.find_one("namespace", {"name": "lab"})
+        product = store.find_one("data_product", {"namespace": ns["id"], "name": name})
+        assert product is not None, name
+        obj = store.get("object", product["object"])
+        theirs = store.get("storage_location", obj["storage_location"])["hash"]
+        assert theirs == sha1(env.data_store / f"lab/{name}/0.0.1.csv")
+    counts = remote.counts()
+    assert counts["code_run"] == 1
+    assert counts["data_product"] == 41
+    objects = store.find("object")
+    assert len({o["uuid"] for o in objects}) == len(objects)
+    assert counts["object"] == local.count("object")
