@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
