@@ -215,8 +215,12 @@ class Session:
         if missing:
             raise FdpError(f"outputs never written: {', '.join(missing)}")
         hashes = {n: sha1_file(o.temp) for n, o in self.outputs.items()}
-        with self._transaction():
-            moves = self._record(hashes)
+        try:
+            with self._transaction():
+                moves = self._record(hashes)
+        except BaseException:
+            self.discard()
+            raise
         for temp, final in moves:  # only once the records are committed
             os.replace(temp, final)
         with open(self.config_dir / "coderuns.txt", "a", encoding="utf-8") as fh:

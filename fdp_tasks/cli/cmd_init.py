@@ -25,6 +25,15 @@ write:
     file_type: csv
 """
 
+MODEL = '''"""A starter model: replace the body with your own. Paths come from the FAIR Data Pipeline."""
+
+from fdp_tasks.api import Session
+
+with Session() as fdp:
+    with open(fdp.write("results/output"), "w") as out:
+        out.write("x,y\\n0,0\\n1,1\\n")
+'''
+
 DODO = '''"""doit entry point: `doit` registers, pulls and runs; `doit push` pushes outputs."""
 
 from doit import get_var
@@ -41,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "init",
         help="set up a project: config.yaml, dodo.py, local registry and token",
-        description="Create .fdp/settings.yaml, a starter config.yaml and dodo.py (existing files "
+        description="Create .fdp/settings.yaml, a starter config.yaml, model.py and dodo.py (existing files "
         "are kept), the local registry and the local token. No questions asked.",
     )
     parser.add_argument("directory", nargs="?", default=".", help="project directory")
@@ -90,10 +99,11 @@ def handler(args: argparse.Namespace) -> int:
             encoding="utf-8",
         )
         print(f"wrote {config}")
-    dodo = root / "dodo.py"
-    if not dodo.exists():
-        dodo.write_text(DODO, encoding="utf-8")
-        print(f"wrote {dodo}")
+    for name, text in (("dodo.py", DODO), ("model.py", MODEL)):
+        target = root / name
+        if not target.exists():
+            target.write_text(text, encoding="utf-8")
+            print(f"wrote {target}")
     project.local_token()
     print(f"local registry {project.registry_db}")
     print(f"data store     {project.data_store.root}")

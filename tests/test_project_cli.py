@@ -1,0 +1,167 @@
+"""Project set-up, safety of paths from configs and registries, and concurrent registry use."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from support import REPO, Env
+
+from fdp_tasks.datastore import DataStore
+from fdp_tasks.registry.store import Store
+
+
+def test_init_makes_a_project_that_runs(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    (env.project / "dodo.py").unlink()
+    out = env.fdp(
+        "init",
+        ".",
+        "--name",
+        "Ada Lovelace",
+        "--namespace",
+        "ada",
+        "--identifier",
+        "https://orcid.org/0000-0002-1825-0097",
+    )
+    assert "token file" in out.stdout
+    for name in ("config.yaml", "dodo.py", "model.py", ".fdp/settings.yaml"):
+        assert (env.project / name).is_file(), name
+    token = env.home / "token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert token.read_text().strip() not in out.output
+    assert env.doit().executed == ["job"]
+    assert env.doit().executed == []
+    info = env.fdp("info", "ada:results/output@0.0.1").stdout
+    assert "Ada Lovelace" in info
+    # init again keeps the user's files
+    (env.project / "model.py").write_text("# mine\n")
+    env.fdp("init", ".")
+    assert (env.project / "model.py").read_text() == "# mine\n"
+
+
+def register_config(path: str) -> dict:
+    return {
+        "run_metadata": {
+            "description": "escape",
+            "default_input_namespace": "x",
+            "default_output_namespace": "x",
+        },
+        "register": [
+            {
+                "external_object": "sneaky",
+                "namespace_name": "x",
+                "root": "${{CONFIG_DIR}}/raw/",
+                "path": path,
+                "file_type": "txt",
+                "version": "1.0.0",
+                "title": "t",
+                "unique_name": "u",
+                "alternate_identifier_type": "local",
+            }
+        ],
+    }
+
+
+def test_register_path_cannot_leave_its_root(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    env.file("secret.txt", "do not read\n")
+    env.file("raw/ok.txt", "fine\n")
+    env.config(register_config("../secret.txt"))
+    result = env.doit(check=False)
+    assert result.returncode != 0
+    assert "would leave" in result.output
+    assert not (env.data_store / "x").exists()
+
+
+def test_pulled_registry_path_cannot_escape_the_store(tmp_path: Path) -> None:
+    remote = tmp_path / "evil-remote"
+    store = Store(remote / "registry.db")
+    root = store.create("storage_root", {"root": DataStore(remote / "data").uri})
+    loc = store.create(
+        "storage_location",
+        {"path": "../../../outside.txt", "hash": "a" * 40, "storage_root": root["id"]},
+    )
+    obj = store.create("object", {"storage_location": loc["id"]})
+    ns = store.create("namespace", {"name": "x"})
+    store.create(
+        "data_product",
+        {"object": obj["id"], "namespace": ns["id"], "name": "thing", "version": "1.0.0"},
+    )
+    store.close()
+    (tmp_path / "outside.txt").write_text("outside\n")
+    env = Env(tmp_path)
+    env.config(
+        {
+            "run_metadata": {"description": "x", "default_input_namespace": "x"},
+            "read": [{"data_product": "thing", "use": {"version": "1.0.0"}}],
+        }
+    )
+    env.fdp("remote", "add", "origin", str(remote))
+    result = env.fdp("pull", check=False)
+    assert result.returncode != 0
+    assert "would leave" in result.output
+    assert not (env.data_store / "x").exists()
+
+
+WRITER = """
+import sys
+from fdp_tasks.registry.store import Store
+store = Store(sys.argv[1])
+for i in range(150):
+    ns = store.create("namespace", {"name": f"{sys.argv[2]}-{i}"})
+    obj = store.create("object", {"description": "x"})
+    store.create("data_product", {"object": obj["id"], "namespace": ns["id"],
+                                  "name": "p", "version": "1.0.0"})
+"""
+
+
+def test_two_processes_share_one_registry(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    Store(db).close()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(db), name],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    store = Store(db)
+    assert store.count("data_product") == 300
+    assert store.count("object_component") == 300
+
+
+def test_failure_while_recording_leaves_nothing_half_written(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    env.file(
+        "model.py",
+        "from fdp_tasks.api import Session\n"
+        "with Session() as fdp:\n"
+        "    open(fdp.write('out'), 'w').write('data')\n"
+        "    fdp.raise_issue('bad', 3, data_product='not-in-this-run')\n",
+    )
+    env.config(
+        {
+            "run_metadata": {
+                "description": "x",
+                "default_output_namespace": "x",
+                "script": "python3 ${{CONFIG_DIR}}/model.py",
+            },
+            "write": [{"data_product": "out", "file_type": "csv"}],
+        }
+    )
+    result = env.doit(check=False)
+    assert result.returncode != 0
+    assert "not-in-this-run" in result.output
+    store = Store(env.home / "registry.db")
+    assert store.count("code_run") == 0
+    assert store.count("data_product") == 0
+    assert store.count("object") == 0
+    assert not [p for p in (env.data_store / "x").rglob("*") if p.is_file()]
