@@ -2,15 +2,7 @@
 
     doit                         register, pull and run what ./config.yaml asks for
     doit config=other.yaml push  ... and push the outputs to the remote
-    doit list / doit info run    the tasks, and why one would run
-
-Copy this file next to a project's config.yaml (`fdp init` does).
+    doit list / doit info job    the tasks, and why one would run
 """
 
-from doit import get_var
-
-from fdp_tasks.graph import load_namespace
-
-globals().update(
-    load_namespace(get_var("config", "config.yaml"), refresh=bool(get_var("refresh", "")))
-)
+from fdp_tasks.graph.dodo import *  # noqa: F403

@@ -25,7 +25,7 @@ write:
     file_type: csv
 """
 
-MODEL = '''"""A starter model: replace the body with your own. Paths come from the FAIR Data Pipeline."""
+MODEL = '''"""A starter model: replace the body with your own; the paths come from the pipeline."""
 
 from fdp_tasks.api import Session
 
@@ -36,13 +36,7 @@ with Session() as fdp:
 
 DODO = '''"""doit entry point: `doit` registers, pulls and runs; `doit push` pushes outputs."""
 
-from doit import get_var
-
-from fdp_tasks.graph import load_namespace
-
-globals().update(
-    load_namespace(get_var("config", "config.yaml"), refresh=bool(get_var("refresh", "")))
-)
+from fdp_tasks.graph.dodo import *  # noqa: F403
 '''
 
 
@@ -50,8 +44,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "init",
         help="set up a project: config.yaml, dodo.py, local registry and token",
-        description="Create .fdp/settings.yaml, a starter config.yaml, model.py and dodo.py (existing files "
-        "are kept), the local registry and the local token. No questions asked.",
+        description="Create .fdp/settings.yaml, a starter config.yaml, model.py and dodo.py "
+        "(existing files are kept), the local registry and the local token. No questions asked.",
     )
     parser.add_argument("directory", nargs="?", default=".", help="project directory")
     parser.add_argument("--name", help="your name, recorded as the author of your runs")

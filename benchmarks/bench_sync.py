@@ -1,0 +1,585 @@
+#!/usr/bin/env python
+"""Benchmark of run, push and pull: wall time and HTTP requests per data product.
+
+The cost of syncing with a registry is round trips, not bytes, so besides seconds this counts
+every HTTP request the client sends (and which endpoints they go to) against an HTTP remote
+(a registry server in its own process on loopback) and a directory remote. Everything but the
+remote server and the model script runs in this process, which is what lets the harness count
+requests without touching fdp_tasks.
+
+    python benchmarks/bench_sync.py [--products 100] [--size 1024] [--json out.json]
+                                    [--breakdown] [--remotes http,dir] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import doit.doit_cmd  # noqa: F401 - imported up front so the first phase is not charged for it
+import requests
+import sqlalchemy as sa
+import urllib3.connection
+import yaml
+
+import fdp_tasks.registry.serve as serve_module
+from fdp_tasks.graph import run_doit
+from fdp_tasks.project import Project, write_secret
+from fdp_tasks.registry.server import prepare_store
+from fdp_tasks.registry.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+NAMESPACE = "lab"
+
+MODEL = '''\
+"""Reads the seed and writes every data product the config lists, SIZE bytes each."""
+import sys
+from fdp_tasks.api import Session
+
+size = int(sys.argv[1])
+with Session() as fdp:
+    with open(fdp.read("inputs/seed")) as fh:
+        seed = fh.read().strip()
+    for item in fdp.config["write"]:
+        line = f"{item['data_product']},{seed}\\n"
+        with open(fdp.write(item["data_product"]), "w") as out:
+            out.write((line * (size // len(line) + 1))[:size])
+'''
+
+
+# ---------------------------------------------------------------------------- counting
+ID_SEGMENT = re.compile(r"^\d+$")
+HASH_SEGMENT = re.compile(r"^[0-9a-fA-F]{32,64}$")
+
+
+def request_shape(method: str, url: str) -> str:
+    """`GET /api/object/12/?page_size=1000` -> `GET /api/object/{id}/?page_size`: groups calls."""
+    split = urlsplit(url)
+    parts = []
+    for part in split.path.split("/"):
+        if ID_SEGMENT.match(part):
+            part = "{id}"
+        elif HASH_SEGMENT.match(part):
+            part = "{sha1}"
+        parts.append(part)
+    keys = sorted({k for k, _ in parse_qsl(split.query, keep_blank_values=True)})
+    query = f"?{'&'.join(keys)}" if keys else ""
+    return f"{method.upper()} {'/'.join(parts)}{query}"
+
+
+class Counters:
+    """Everything counted during one phase: client requests, connections, SQL, local server.
+
+    Requests are counted at `requests.Session.send`, which sees every request on the wire,
+    redirects included; `Session.request` would miss followed redirects.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active = False
+        self.reset()
+
+    def reset(self) -> None:
+        self.shapes: Counter[str] = Counter()
+        self.statuses: dict[str, Counter[int]] = {}
+        self.methods: Counter[str] = Counter()
+        self.connections = 0
+        self.sql = 0
+        self.local_server: Counter[str] = Counter()
+
+    def install(self) -> None:
+        """Patch the classes once; counting happens only while `active`."""
+        counters = self
+        send = requests.Session.send
+        connect = urllib3.connection.HTTPConnection.connect
+        create_app = serve_module.create_app
+
+        def counting_send(
+            session: requests.Session, request: requests.PreparedRequest, **kwargs: Any
+        ) -> requests.Response:
+            response = send(session, request, **kwargs)
+            if counters.active:
+                shape = request_shape(request.method or "?", request.url or "")
+                with counters.lock:
+                    counters.shapes[shape] += 1
+                    counters.methods[(request.method or "?").upper()] += 1
+                    counters.statuses.setdefault(shape, Counter())[response.status_code] += 1
+            return response
+
+        def counting_connect(conn: urllib3.connection.HTTPConnection) -> None:
+            if counters.active:
+                with counters.lock:
+                    counters.connections += 1
+            connect(conn)
+
+        def counting_app(*args: Any, **kwargs: Any) -> Any:
+            # The local registry `run` serves for the script: count what reaches it.
+            app = create_app(*args, **kwargs)
+
+            def middleware(environ: dict[str, Any], start_response: Any) -> Any:
+                if counters.active:
+                    shape = request_shape(environ["REQUEST_METHOD"], environ["PATH_INFO"])
+                    with counters.lock:
+                        counters.local_server[shape] += 1
+                return app(environ, start_response)
+
+            return middleware
+
+        def count_sql(*_: Any) -> None:
+            if counters.active:
+                counters.sql += 1
+
+        requests.Session.send = counting_send  # type: ignore[method-assign]
+        urllib3.connection.HTTPConnection.connect = counting_connect  # type: ignore[method-assign]
+        serve_module.create_app = counting_app  # type: ignore[assignment]
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", count_sql)
+
+    @property
+    def requests(self) -> int:
+        return sum(self.shapes.values())
+
+
+COUNTERS = Counters()
+
+
+# ---------------------------------------------------------------------------- results
+@dataclass
+class Measurement:
+    operation: str
+    remote: str
+    n: int
+    seconds: float
+    requests: int
+    connections: int
+    sql_statements: int
+    client_cpu_seconds: float
+    server_cpu_seconds: float | None
+    local_registry_requests: int
+    methods: dict[str, int] = field(default_factory=dict)
+    breakdown: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def items_per_second(self) -> float:
+        return self.n / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def requests_per_product(self) -> float:
+        return self.requests / self.n if self.n else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["items_per_second"] = round(self.items_per_second, 2)
+        out["requests_per_product"] = round(self.requests_per_product, 3)
+        return out
+
+
+def process_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of another process (Linux /proc), or None elsewhere."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------- fixtures
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RemoteServer:
+    """The HTTP remote: a registry server in its own process, as users would run it."""
+
+    def __init__(self, base: Path):
+        self.base = base
+        base.mkdir(parents=True, exist_ok=True)
+        self.db = base / "registry.db"
+        store = Store(self.db)
+        token = prepare_store(store)
+        store.close()
+        self.token_file = base / "token"
+        write_secret(self.token_file, token)
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    def start(self) -> None:
+        command = [
+            sys.executable, "-m", "fdp_tasks.registry.serve", "--db", str(self.db),
+            "--blobs", str(self.base / "blobs"), "--port", str(self.port),
+        ]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get(
+            "PYTHONPATH", "")])}
+        with open(self.base / "server.log", "ab") as log:
+            self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            try:
+                if requests.get(self.api_url, timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"the registry server did not start; see {self.base / 'server.log'}")
+
+    def cpu(self) -> float | None:
+        return process_cpu(self.proc.pid) if self.proc else None
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@dataclass
+class BenchProject:
+    """A project directory with its own FDP_HOME (registry, data store)."""
+
+    root: Path
+    home: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """FDP_HOME and the working directory of this project, for in-process commands."""
+        old_home, old_cwd = os.environ.get("FDP_HOME"), Path.cwd()
+        os.environ["FDP_HOME"] = str(self.home)
+        os.chdir(self.root)
+        try:
+            yield
+        finally:
+            os.chdir(old_cwd)
+            if old_home is None:
+                os.environ.pop("FDP_HOME", None)
+            else:
+                os.environ["FDP_HOME"] = old_home
+
+    def write_config(self, data: dict[str, Any]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+    def set_remotes(self, remotes: dict[str, dict[str, str]], default: str) -> None:
+        """What `fdp remote add` writes, plus which remote push and pull use."""
+        with self.active():
+            project = Project.load(self.root)
+            project.settings["remotes"] = remotes
+            project.settings["default_remote"] = default
+            project.save_settings()
+
+    def doit(self, *args: str) -> None:
+        """`doit run <args>` in this project, in this process; output shown only on failure."""
+        # doit's reporter writes to the stream bound when doit was imported, hence -o.
+        log = self.root / "doit-report.log"
+        out = io.StringIO()
+        with self.active(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            code = run_doit(self.config, ["run", "-o", str(log), *args])
+        if code != 0:
+            report = log.read_text(encoding="utf-8") if log.is_file() else ""
+            raise RuntimeError(f"doit run {' '.join(args)} in {self.root} exited {code}:\n"
+                               f"{report[-2000:]}{out.getvalue()[-4000:]}")
+
+    def products(self) -> list[Path]:
+        folder = self.home / "data" / NAMESPACE / "results"
+        return sorted(folder.rglob("*.csv")) if folder.is_dir() else []
+
+
+def make_producer(base: Path, n: int, size: int) -> BenchProject:
+    project = BenchProject(base / "producer", base / "producer-home")
+    (project.root / "raw").mkdir(parents=True, exist_ok=True)
+    (project.root / "raw" / "seed.txt").write_text("seed-value\n", encoding="utf-8")
+    (project.root / "model.py").write_text(MODEL, encoding="utf-8")
+    project.write_config({
+        "run_metadata": {
+            "description": "sync benchmark",
+            "default_input_namespace": NAMESPACE,
+            "default_output_namespace": NAMESPACE,
+            "script": f"python3 ${{{{CONFIG_DIR}}}}/model.py {size}",
+        },
+        "register": [{
+            "external_object": "inputs/seed",
+            "namespace_name": NAMESPACE,
+            "root": "${{CONFIG_DIR}}/raw/",
+            "path": "seed.txt",
+            "file_type": "txt",
+            "version": "1.0.0",
+            "title": "seed",
+            "unique_name": "seed",
+            "alternate_identifier_type": "local",
+        }],
+        "write": [
+            {"data_product": f"results/part{i:05d}", "description": f"part {i}",
+             "file_type": "csv"}
+            for i in range(n)
+        ],
+    })
+    return project
+
+
+def make_consumer(base: Path, name: str) -> BenchProject:
+    project = BenchProject(base / name, base / f"{name}-home")
+    project.write_config({
+        "run_metadata": {"description": "sync benchmark reader",
+                         "default_input_namespace": NAMESPACE},
+        "read": [{"data_product": "results/*"}],
+    })
+    return project
+
+
+# ---------------------------------------------------------------------------- phases
+def measure(operation: str, remote: str, n: int, server: RemoteServer | None,
+            work: Callable[[], None]) -> Measurement:
+    """Run `work` once with every counter on; wall time and counts for `n` products."""
+    COUNTERS.reset()
+    server_before = server.cpu() if server else None
+    cpu_before = time.process_time()
+    COUNTERS.active = True
+    start = time.perf_counter()
+    try:
+        work()
+    finally:
+        seconds = time.perf_counter() - start
+        COUNTERS.active = False
+    server_after = server.cpu() if server else None
+    server_cpu = (
+        server_after - server_before
+        if server_before is not None and server_after is not None else None
+    )
+    breakdown = {
+        shape: {
+            "count": count,
+            "per_product": round(count / n, 3) if n else 0.0,
+            "statuses": dict(sorted(COUNTERS.statuses.get(shape, Counter()).items())),
+        }
+        for shape, count in COUNTERS.shapes.most_common()
+    }
+    return Measurement(
+        operation=operation,
+        remote=remote,
+        n=n,
+        seconds=seconds,
+        requests=COUNTERS.requests,
+        connections=COUNTERS.connections,
+        sql_statements=COUNTERS.sql,
+        client_cpu_seconds=time.process_time() - cpu_before,
+        server_cpu_seconds=server_cpu,
+        local_registry_requests=sum(COUNTERS.local_server.values()),
+        methods=dict(COUNTERS.methods.most_common()),
+        breakdown=breakdown,
+    )
+
+
+def check_products(project: BenchProject, n: int, what: str) -> None:
+    found = len(project.products())
+    if found != n:
+        raise RuntimeError(f"{what}: expected {n} data product files, found {found}")
+
+
+def remote_products(server: RemoteServer) -> int:
+    store = Store(server.db)
+    try:
+        return store.count("data_product")
+    finally:
+        store.close()
+
+
+def benchmark(base: Path, n: int, size: int, kinds: list[str]) -> list[Measurement]:
+    """Run once, then for each remote kind: push, push again, pull fresh, pull again."""
+    results: list[Measurement] = []
+    server = RemoteServer(base / "remote-server") if "http" in kinds else None
+    if server:
+        server.start()
+    try:
+        remotes = {"dir": {"url": str(base / "dir-remote")}}
+        if server:
+            remotes["http"] = {"url": server.api_url, "token_file": str(server.token_file)}
+        producer = make_producer(base, n, size)
+        producer.set_remotes(remotes, kinds[0])
+
+        results.append(measure("run", "-", n, None, producer.doit))
+        check_products(producer, n, "run")
+
+        for kind in kinds:
+            producer.set_remotes(remotes, kind)
+            srv = server if kind == "http" else None
+            results.append(measure("push", kind, n, srv, lambda: producer.doit("push")))
+            if server and kind == "http" and remote_products(server) < n:
+                raise RuntimeError("push: the remote registry is missing data products")
+            results.append(measure("push (no-op)", kind, n, srv, lambda: producer.doit("push")))
+
+            consumer = make_consumer(base, f"consumer-{kind}")
+            # Reading needs no token, as for a colleague pulling public results.
+            consumer.set_remotes({kind: {"url": remotes[kind]["url"]}}, kind)
+            results.append(measure("pull", kind, n, srv,
+                                   lambda c=consumer: c.doit("register", "pull")))
+            check_products(consumer, n, f"pull from {kind}")
+            results.append(measure("pull (no-op)", kind, n, srv,
+                                   lambda c=consumer: c.doit("register", "pull")))
+    finally:
+        if server:
+            server.stop()
+    return results
+
+
+# ---------------------------------------------------------------------------- report
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+    }
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    for package in ("fdp-tasks", "requests", "sqlalchemy", "doit", "waitress"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            info[f"{package}_version"] = metadata.version(package)
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        info["git_commit"] = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    return info
+
+
+def peak_rss_mb() -> dict[str, float]:
+    """Peak resident set size of this process and of its largest waited-for child (MB)."""
+    per_mb = 1024 * 1024 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes or KiB
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"benchmark_process": round(own / per_mb, 1),
+            "largest_child": round(children / per_mb, 1)}
+
+
+def markdown_table(results: list[Measurement]) -> str:
+    header = ("| operation | remote | N | seconds | items/s | requests | requests/product "
+              "| connections | SQL stmts (this process) | server CPU s |")
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for m in results:
+        server_cpu = "-" if m.server_cpu_seconds is None else f"{m.server_cpu_seconds:.2f}"
+        lines.append(
+            f"| {m.operation} | {m.remote} | {m.n} | {m.seconds:.2f} | "
+            f"{m.items_per_second:.1f} | {m.requests} | {m.requests_per_product:.2f} | "
+            f"{m.connections} | {m.sql_statements} | {server_cpu} |"
+        )
+    return "\n".join(lines)
+
+
+def breakdown_text(results: list[Measurement], top: int = 15) -> str:
+    """Which endpoints the requests of each HTTP phase went to, most frequent first."""
+    out = []
+    for m in results:
+        if not m.breakdown:
+            continue
+        out.append(f"\n### {m.operation} ({m.remote}): {m.requests} requests, "
+                   f"{m.requests_per_product:.2f}/product, {m.connections} connections")
+        out.append("| requests | per product | HTTP status | method and path |")
+        out.append("|---:|---:|---|---|")
+        for shape, row in list(m.breakdown.items())[:top]:
+            statuses = ", ".join(f"{code}x{count}" for code, count in row["statuses"].items())
+            out.append(f"| {row['count']} | {row['per_product']:.2f} | {statuses} | `{shape}` |")
+        if len(m.breakdown) > top:
+            rest = sum(row["count"] for row in list(m.breakdown.values())[top:])
+            out.append(f"| {rest} | {rest / m.n:.2f} | | ({len(m.breakdown) - top} more) |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--products", type=int, default=100, help="data products (N)")
+    parser.add_argument("--size", type=int, default=1024, help="bytes per data product")
+    parser.add_argument("--remotes", default="http,dir",
+                        help="comma-separated remote kinds to measure: http, dir")
+    parser.add_argument("--json", type=Path, help="write the raw figures to this file")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="print the requests of each phase by method and path")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    kinds = [k.strip() for k in args.remotes.split(",") if k.strip()]
+    if not kinds or set(kinds) - {"http", "dir"}:
+        parser.error("--remotes takes http and/or dir")
+    if args.products < 1 or args.size < 1:
+        parser.error("--products and --size must be positive")
+
+    info = machine_info()
+    print("## Machine")
+    for key, value in info.items():
+        print(f"- {key}: {value}")
+    print(f"\nN = {args.products} data products of {args.size} bytes, remotes: {kinds}\n",
+          flush=True)
+
+    COUNTERS.install()
+    base = Path(tempfile.mkdtemp(prefix="fdp-bench-"))
+    started = time.perf_counter()
+    try:
+        results = benchmark(base, args.products, args.size, kinds)
+    finally:
+        if args.keep:
+            print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    total = time.perf_counter() - started
+    rss = peak_rss_mb()
+
+    print("## Results\n")
+    print(markdown_table(results))
+    print(f"\nTotal {total:.1f} s. Peak RSS: benchmark process {rss['benchmark_process']} MB, "
+          f"largest child (server or script) {rss['largest_child']} MB.")
+    print("Run: the model script writes to the local registry's SQLite directly; "
+          "requests = HTTP calls made by this process, local registry server hits: "
+          f"{results[0].local_registry_requests}.")
+    if args.breakdown:
+        print("\n## Requests by endpoint" + breakdown_text(results))
+    if args.json:
+        args.json.write_text(json.dumps({
+            "machine": info,
+            "products": args.products,
+            "size": args.size,
+            "total_seconds": round(total, 3),
+            "peak_rss_mb": rss,
+            "results": [m.as_json() for m in results],
+        }, indent=2), encoding="utf-8")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
