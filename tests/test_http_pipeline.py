@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -270,3 +272,52 @@ def test_server_restart_in_the_middle_of_a_push(tmp_path: Path, remote: RemoteSe
     objects = store.find("object")
     assert len({o["uuid"] for o in objects}) == len(objects)
     assert counts["object"] == local.count("object")
+
+
+def test_data_pipeline_api_script_runs_unchanged(tmp_path: Path, remote: RemoteServer) -> None:
+    pytest.importorskip("data_pipeline_api")
+    pytest.importorskip("matplotlib")
+    for name in ("seirs", "seirs-dpa"):
+        shutil.copytree(
+            REPO / "examples" / name,
+            tmp_path / name,
+            ignore=shutil.ignore_patterns(".fdp", "remote"),
+        )
+    env = Env(tmp_path, "seirs-dpa")
+    ran = env.fdp("run")
+    assert ran.executed == [
+        "register:namespace:PSU",
+        "register:PSU:SEIRS_model/parameters@1.0.0",
+        "job",
+    ]
+    runs = env.fdp("list", "runs").stdout.splitlines()
+    assert len(runs) == 1 and "data-pipeline-api" in runs[0]
+    run_uuid = runs[0].split()[0]
+    info = json.loads(env.fdp("info", run_uuid, "--json").stdout)
+    assert info["inputs"] == ["PSU:SEIRS_model/parameters@1.0.0"]
+    assert sorted(info["outputs"]) == [
+        "seirs_dpa:SEIRS_model/results/figure/python@0.0.1",
+        "seirs_dpa:SEIRS_model/results/model_output/python@0.0.1",
+    ]
+    csv = json.loads(
+        env.fdp("info", "seirs_dpa:SEIRS_model/results/model_output/python", "--json").stdout
+    )
+    # data-pipeline-api names its outputs by hash, as the reference does
+    assert csv["file"].endswith(f"/{csv['sha1']}.csv")
+    assert env.fdp("run").executed == []
+
+    env.fdp("remote", "add", "origin", remote.api_url, "--token-file", str(remote.token_file))
+    env.fdp("push")
+    store = remote.store()
+    assert [r["uuid"] for r in store.find("code_run")] == [run_uuid]
+    colleague = Env(tmp_path, "colleague")
+    colleague.config(
+        {
+            "run_metadata": {"description": "reuse", "default_input_namespace": "seirs_dpa"},
+            "read": [{"data_product": "SEIRS_model/results/*"}],
+        }
+    )
+    colleague.fdp("remote", "add", "origin", remote.api_url)
+    colleague.fdp("pull")
+    pulled = colleague.data_store / "seirs_dpa/SEIRS_model/results/model_output/python/0.0.1.csv"
+    assert sha1(pulled) == csv["sha1"]
