@@ -105,10 +105,20 @@ def local_location(
 
 # ------------------------------------------------------------------------- pull
 def pull_product(
-    remote: Remote, ref: queries.ProductRef, local: Registry, store: DataStore
+    remote: Remote,
+    ref: queries.ProductRef,
+    local: Registry,
+    store: DataStore,
+    product: Record | None = None,
 ) -> queries.Located:
-    """Fetch one data product's file and records from `remote` into the local registry."""
-    found = queries.locate_ref(remote.registry, ref)
+    """Fetch one data product's file and records from `remote` into the local registry.
+
+    `product` is the remote's record when the caller already listed it.
+    """
+    if product is not None:
+        found: queries.Located | None = queries.locate(remote.registry, product)
+    else:
+        found = queries.locate_ref(remote.registry, ref)
     if found is None:
         raise FdpError(f"{ref} is not in remote {remote.name} ({remote.url})")
     if found.location is None or found.root is None:
@@ -153,6 +163,9 @@ class Pusher:
         self.copier = Copier(local, remote.registry, self._relocate)
         self.done_products: set[int] = set()
         self.done_runs: set[int] = set()
+        self.active: set[int] = set()
+        self.active_runs: set[int] = set()
+        self.roots: dict[str, int] = {}
         self.uploaded = 0
 
     def _relocate(self, location: Record) -> int | None:
@@ -173,48 +186,66 @@ class Pusher:
         remote_root, remote_path = self.remote.upload(self.store.path(rel), sha1, rel)
         self.uploaded += 1
         dst = self.remote.registry
-        root_rec, _ = dst.get_or_create("storage_root", {"root": remote_root, "local": False})
+        if remote_root not in self.roots:
+            root_rec, _ = dst.get_or_create("storage_root", {"root": remote_root, "local": False})
+            self.roots[remote_root] = root_rec["id"]
         loc, _ = dst.get_or_create(
             "storage_location",
             {
                 "path": remote_path,
                 "hash": sha1,
                 "public": location.get("public", True),
-                "storage_root": root_rec["id"],
+                "storage_root": self.roots[remote_root],
             },
         )
         return loc["id"]
 
-    def push_product(self, product_id: int) -> None:
+    def push_product(self, product_id: int) -> list[tuple[queries.ProductRef, Record]]:
         """Push one data product after everything it came from.
 
         The data product record is created last, so its presence on the remote means the
-        whole closure is there; an interrupted push is finished by the next one.
+        whole closure is there; an interrupted push is finished by the next one. Returns
+        every data product this call created or found on the remote (siblings included).
         """
-        if product_id in self.done_products:
-            return
-        self.done_products.add(product_id)
-        product = self.local.get("data_product", product_id)
-        obj = self.local.get("object", product["object"])
-        self.copier.copy("object", obj["id"])
-        for component in obj.get("components") or []:
-            for run in self.local.find("code_run", {"outputs": component}):
-                self.push_run(run["id"])
-        self.copier.copy("data_product", product_id)
-        for ext_id in product.get("external_object") or []:
-            self.copier.copy("external_object", ext_id)
+        if product_id in self.done_products or product_id in self.active:
+            return []
+        self.active.add(product_id)
+        try:
+            pushed = []
+            product = self.local.get("data_product", product_id)
+            obj = self.local.get("object", product["object"])
+            self.copier.copy("object", obj["id"])
+            for component in obj.get("components") or []:
+                for run in self.local.find("code_run", {"outputs": component}):
+                    pushed += self.push_run(run["id"])
+            theirs = self.copier.copy("data_product", product_id)
+            for ext_id in product.get("external_object") or []:
+                self.copier.copy("external_object", ext_id)
+            namespace = self.local.get("namespace", product["namespace"])["name"]
+            ref = queries.ProductRef(namespace, product["name"], product["version"])
+            pushed.append((ref, self.remote.registry.get("data_product", theirs)))
+            self.done_products.add(product_id)
+            return pushed
+        finally:
+            self.active.discard(product_id)
 
-    def push_run(self, run_id: int) -> None:
+    def push_run(self, run_id: int) -> list[tuple[queries.ProductRef, Record]]:
         """Push a code run: its inputs first, then the run, then its other outputs."""
-        if run_id in self.done_runs:
-            return
-        self.done_runs.add(run_id)
-        run = self.local.get("code_run", run_id)
-        for product_id in self._products(run.get("inputs") or []):
-            self.push_product(product_id)
-        self.copier.copy("code_run", run_id)
-        for product_id in self._products(run.get("outputs") or []):
-            self.push_product(product_id)
+        if run_id in self.done_runs or run_id in self.active_runs:
+            return []
+        self.active_runs.add(run_id)
+        try:
+            pushed = []
+            run = self.local.get("code_run", run_id)
+            for product_id in self._products(run.get("inputs") or []):
+                pushed += self.push_product(product_id)
+            self.copier.copy("code_run", run_id)
+            for product_id in self._products(run.get("outputs") or []):
+                pushed += self.push_product(product_id)
+            self.done_runs.add(run_id)
+            return pushed
+        finally:
+            self.active_runs.discard(run_id)
 
     def _products(self, component_ids: list[int]) -> list[int]:
         out = []

@@ -20,22 +20,34 @@ NOT_RUNNING = 3
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `fdp registry` and its actions."""
     parser = subparsers.add_parser(
-        "registry", help="serve the local registry over HTTP",
+        "registry",
+        help="serve the local registry over HTTP",
         description="Run the local registry as a REST server compatible with the FAIR Data "
-        "Pipeline registry API (and data-pipeline-api scripts).")
+        "Pipeline registry API (and data-pipeline-api scripts).",
+    )
     parser.set_defaults(func=lambda _args: parser.print_help() or 2)
     actions = parser.add_subparsers(dest="registry_action", metavar="ACTION")
 
     def server_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default 127.0.0.1; anything else exposes "
-                       "the registry to the network)")
+        p.add_argument(
+            "--host",
+            default="127.0.0.1",
+            help="address to listen on (default 127.0.0.1; anything else exposes "
+            "the registry to the network)",
+        )
         p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any)")
         p.add_argument("--db", default=None, help="database URL (default: the project's)")
-        p.add_argument("--blobs", type=Path, default=None,
-                       help="directory for uploaded files (default: <server dir>/blobs)")
-        p.add_argument("--public-url", default=None,
-                       help="base URL put into links, when clients reach it through a proxy")
+        p.add_argument(
+            "--blobs",
+            type=Path,
+            default=None,
+            help="directory for uploaded files (default: <server dir>/blobs)",
+        )
+        p.add_argument(
+            "--public-url",
+            default=None,
+            help="base URL put into links, when clients reach it through a proxy",
+        )
 
     serve = actions.add_parser("serve", help="run the server in the foreground")
     server_options(serve)
@@ -74,9 +86,12 @@ def do_serve(args: argparse.Namespace) -> int:
 
     db, blobs = _locations(args)
     serve.serve_forever(
-        db, blobs, args.host, args.port, public_url=args.public_url,
-        on_ready=lambda url: print(f"registry serving on {url}/api/ (Ctrl-C to stop)",
-                                   flush=True),
+        db,
+        blobs,
+        args.host,
+        args.port,
+        public_url=args.public_url,
+        on_ready=lambda url: print(f"registry serving on {url}/api/ (Ctrl-C to stop)", flush=True),
     )
     return 0
 
@@ -91,8 +106,9 @@ def do_start(args: argparse.Namespace) -> int:
     if running:
         print(f"{running['url']}/api/ (already running, pid {running['pid']})")
         return 0
-    url = serve.start_background(db, blobs, state_dir, host=args.host, port=args.port,
-                                 public_url=args.public_url)
+    url = serve.start_background(
+        db, blobs, state_dir, host=args.host, port=args.port, public_url=args.public_url
+    )
     print(f"{url}/api/")
     return 0
 

@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def collect(path: Path, remote: bool = True) -> list[dict[str, Any]]:
     from fdp_tasks.graph.plan import Plan
-    from fdp_tasks.graph.tasks import on_remote, pushable
+    from fdp_tasks.graph.tasks import PushLedger, on_remote, pushable
     from fdp_tasks.job import past_runs
     from fdp_tasks.register import item_label, registered_product
 
@@ -58,12 +58,13 @@ def collect(path: Path, remote: bool = True) -> list[dict[str, Any]]:
             else:
                 state, why = "up-to-date", ""
         rows.append({"task": "job", "state": state, "reason": why})
+    ledger = PushLedger(plan.state_dir / "pushed.jsonl")
     for found in pushable(plan):
         if not remote:
             state = "unknown"
         else:
             try:
-                state = "pushed" if on_remote(plan, found) else "local-only"
+                state = "pushed" if on_remote(plan, found, ledger) else "local-only"
             except Exception as exc:  # an unreachable remote is a status, not a crash
                 state = f"remote unreachable: {type(exc).__name__}"
         rows.append({"task": f"push:{found.ref}", "state": state, "hash": found.hash})

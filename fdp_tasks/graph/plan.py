@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from fdp_tasks.config import Config, ResolveContext, load_config, resolve
-from fdp_tasks.config.versions import latest
 from fdp_tasks.datastore import DataStore
 from fdp_tasks.errors import ConfigError
 from fdp_tasks.project import Project
 from fdp_tasks.registry import queries
+from fdp_tasks.registry.base import Record
+from fdp_tasks.registry.cache import CachedRegistry
 from fdp_tasks.registry.store import Store
 from fdp_tasks.remotes import Remote, open_remote
 
@@ -88,6 +89,8 @@ class Plan:
         self.project = project or Project.load(self.cfg.path.parent)
         self.store: Store = self.project.store()
         self.data: DataStore = self.project.data_store
+        self._remotes: dict[str | None, Remote] = {}
+        self._remote_index: dict[tuple[str, str], dict[tuple[str, str], Record]] = {}
 
     @property
     def state_dir(self) -> Path:
@@ -182,18 +185,10 @@ class Plan:
     def read_present(self, item: ReadItem) -> bool:
         if item.pinned:
             return self.product_intact(item.namespace, item.name, item.version)
-        names = (
-            queries.product_names(self.store, item.namespace, item.name)
-            if "*" in item.name
-            else [item.name]
+        newest = queries.latest_versions(self.store, item.namespace, item.name)
+        return bool(newest) and all(
+            self.product_intact(item.namespace, name, version) for name, version in newest.items()
         )
-        if not names:
-            return False
-        for name in names:
-            versions = queries.product_versions(self.store, item.namespace, name)
-            if not versions or not self.product_intact(item.namespace, name, str(latest(versions))):
-                return False
-        return True
 
     def run_signature(self) -> str:
         """What the run's outputs depend on: script, inputs (by hash) and the write spec."""
@@ -245,13 +240,31 @@ class Plan:
 
     # ---------------------------------------------------------------- remote
     def remote(self, name: str | None = None) -> Remote:
-        """The remote to pull from or push to: a named one, origin, or the config's URL."""
-        remotes = self.project.remotes
-        meta = self.cfg.data.get("run_metadata") or {}
-        if name is None and not remotes and meta.get("remote_data_registry_url"):
-            url = str(meta["remote_data_registry_url"])
-            if "://" not in url and not Path(url).is_absolute():
-                url = str((self.cfg.dir / url).resolve())
-            return open_remote("origin", url)
-        spec = self.project.remote(name)
-        return open_remote(spec.name, spec.url, spec.token())
+        """The remote to pull from or push to: a named one, origin, or the config's URL.
+
+        Opened once per process and kept, with a cache in front of its registry, so that
+        every task of a command shares one connection and what has been looked up.
+        """
+        if name not in self._remotes:
+            remotes = self.project.remotes
+            meta = self.cfg.data.get("run_metadata") or {}
+            if name is None and not remotes and meta.get("remote_data_registry_url"):
+                url = str(meta["remote_data_registry_url"])
+                if "://" not in url and not Path(url).is_absolute():
+                    url = str((self.cfg.dir / url).resolve())
+                remote = open_remote("origin", url)
+            else:
+                spec = self.project.remote(name)
+                remote = open_remote(spec.name, spec.url, spec.token())
+            remote.registry = CachedRegistry(remote.registry)
+            self._remotes[name] = remote
+        return self._remotes[name]
+
+    def remote_products(self, remote: Remote, namespace: str) -> dict[tuple[str, str], Record]:
+        """The remote's data products in a namespace, by (name, version): one listing."""
+        key = (remote.url, namespace)
+        if key not in self._remote_index:
+            ns = queries.namespace_id(remote.registry, namespace)
+            rows = remote.registry.find("data_product", {"namespace": ns}) if ns else []
+            self._remote_index[key] = {(r["name"], r["version"]): r for r in rows}
+        return self._remote_index[key]

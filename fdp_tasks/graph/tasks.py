@@ -14,8 +14,11 @@ command, hence `job`.)
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from doit import create_after
@@ -76,27 +79,29 @@ def register_tasks(plan: Plan) -> Iterator[Task]:
 
 # ------------------------------------------------------------------------ pull
 def _pull_one(plan: Plan, item: ReadItem, refresh: bool) -> None:
-    with plan.remote() as remote:
-        if item.pinned:
-            wanted = [queries.ProductRef(item.namespace, item.name, item.version)]
-        else:
-            names = (
-                queries.product_names(remote.registry, item.namespace, item.name)
-                if "*" in item.name
-                else [item.name]
-            )
-            wanted = []
-            for name in names:
-                versions = queries.product_versions(remote.registry, item.namespace, name)
-                if versions:
-                    wanted.append(queries.ProductRef(item.namespace, name, str(latest(versions))))
-            if not wanted:
-                raise FdpError(f"{item.label} matches nothing on remote {remote.name}")
-        for ref in wanted:
-            if not refresh and plan.product_intact(ref.namespace, ref.name, ref.version):
-                continue
-            found = pull_product(remote, ref, plan.store, plan.data)
-            print(f"pulled {ref} (SHA-1 {found.hash[:12]})")
+    remote = plan.remote()
+    listing = plan.remote_products(remote, item.namespace)
+    if item.pinned:
+        wanted = [queries.ProductRef(item.namespace, item.name, item.version)]
+    else:
+        versions: dict[str, list[str]] = {}
+        for name, version in listing:
+            if fnmatch.fnmatchcase(name, item.name):
+                versions.setdefault(name, []).append(version)
+        if not versions:
+            raise FdpError(f"{item.label} matches nothing on remote {remote.name}")
+        wanted = [
+            queries.ProductRef(item.namespace, name, str(latest(found)))
+            for name, found in sorted(versions.items())
+        ]
+    for ref in wanted:
+        if not refresh and plan.product_intact(ref.namespace, ref.name, ref.version):
+            continue
+        product = listing.get((ref.name, ref.version))
+        if product is None:
+            raise FdpError(f"{ref} is not on remote {remote.name} ({remote.url})")
+        found = pull_product(remote, ref, plan.store, plan.data, product)
+        print(f"pulled {ref} (SHA-1 {found.hash[:12]})")
 
 
 def pull_tasks(plan: Plan, refresh: bool = False) -> Iterator[Task]:
@@ -168,10 +173,50 @@ def pushable(plan: Plan) -> list[queries.Located]:
     return list(seen.values())
 
 
-def on_remote(plan: Plan, found: queries.Located) -> bool:
-    with plan.remote() as remote:
-        theirs = queries.locate_ref(remote.registry, found.ref)
-        return theirs is not None and theirs.hash == found.hash
+class PushLedger:
+    """What this project pushed where, with the SHA-1: an append-only JSON-lines file.
+
+    It spares the per-item hash look-ups on the remote when nothing changed; presence on the
+    remote is still checked (one listing per namespace), so a remote that lost an entry is
+    noticed.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[tuple[str, str], str] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                    self.entries[(row["remote"], row["ref"])] = row["sha1"]
+                except (ValueError, KeyError):
+                    continue  # a line cut short by a crash
+
+    def pushed(self, remote: str, ref: str) -> str | None:
+        return self.entries.get((remote, ref))
+
+    def record(self, remote: str, ref: str, sha1: str) -> None:
+        if self.entries.get((remote, ref)) == sha1:
+            return
+        self.entries[(remote, ref)] = sha1
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"remote": remote, "ref": ref, "sha1": sha1}) + "\n")
+
+
+def on_remote(plan: Plan, found: queries.Located, ledger: PushLedger) -> bool:
+    """The remote holds this data product, with the same SHA-1."""
+    remote = plan.remote()
+    ref = found.ref
+    theirs = plan.remote_products(remote, ref.namespace).get((ref.name, ref.version))
+    if theirs is None:
+        return False
+    if ledger.pushed(remote.url, str(ref)) == found.hash:
+        return True
+    if queries.locate(remote.registry, theirs).hash != found.hash:
+        return False
+    ledger.record(remote.url, str(ref), found.hash)
+    return True
 
 
 def push_tasks(plan: Plan) -> Iterator[Task]:
@@ -181,22 +226,24 @@ def push_tasks(plan: Plan) -> Iterator[Task]:
         "task_dep": ["job"],
         "doc": "copy the run's outputs and their provenance to the remote",
     }
+    ledger = PushLedger(plan.state_dir / "pushed.jsonl")
+    pushers: dict[str, Pusher] = {}
+
+    def push(found: queries.Located) -> None:
+        remote = plan.remote()
+        pusher = pushers.setdefault(remote.url, Pusher(plan.store, plan.data, remote))
+        before = pusher.uploaded
+        for ref, theirs in pusher.push_product(found.product["id"]):
+            plan.remote_products(remote, ref.namespace)[(ref.name, ref.version)] = theirs
+        print(f"pushed {found.ref} to {remote.name} ({pusher.uploaded - before} files)")
+        ledger.record(remote.url, str(found.ref), found.hash)
+
     for found in pushable(plan):
-
-        def action(found: queries.Located = found) -> Any:
-            def work() -> None:
-                with plan.remote() as remote:
-                    pusher = Pusher(plan.store, plan.data, remote)
-                    pusher.push_product(found.product["id"])
-                    print(f"pushed {found.ref} to {remote.name} ({pusher.uploaded} files)")
-
-            return _guard(work)
-
         yield {
             "basename": "push",
             "name": str(found.ref),
-            "actions": [action],
-            "uptodate": [lambda found=found: on_remote(plan, found)],
+            "actions": [lambda found=found: _guard(push, found)],
+            "uptodate": [lambda found=found: on_remote(plan, found, ledger)],
             "verbosity": 2,
         }
 

@@ -291,8 +291,9 @@ class HttpRegistry:
             raise NotFound(type_name, f"id {record_id}") from None
         return self.from_wire(rtype, body)
 
-    def iter_find(self, type_name: str, filters: dict[str, Any] | None = None,
-                  limit: int | None = None) -> Iterator[Record]:
+    def iter_find(
+        self, type_name: str, filters: dict[str, Any] | None = None, limit: int | None = None
+    ) -> Iterator[Record]:
         """Matching records newest first, fetched a page at a time."""
         rtype = self._type(type_name)
         filters = dict(filters or {})
@@ -318,8 +319,9 @@ class HttpRegistry:
             # Follow the cursor on the address we use, whatever host the server names.
             params = dict(parse_qsl(urlsplit(nxt).query, keep_blank_values=True))
 
-    def find(self, type_name: str, filters: dict[str, Any] | None = None,
-             limit: int | None = None) -> list[Record]:
+    def find(
+        self, type_name: str, filters: dict[str, Any] | None = None, limit: int | None = None
+    ) -> list[Record]:
         """Records matching exact filters (globs on glob fields), newest first."""
         return list(self.iter_find(type_name, filters, limit))
 
@@ -327,11 +329,13 @@ class HttpRegistry:
         rows = self.find(type_name, filters, limit=1)
         return rows[0] if rows else None
 
-    def _existing(self, rtype: RecordType, data: dict[str, Any],
-                  hint: str | None) -> tuple[tuple[str, ...], Record | None]:
+    def _existing(
+        self, rtype: RecordType, data: dict[str, Any], hint: str | None
+    ) -> tuple[tuple[str, ...], Record | None]:
         """After a 409: the clashing record, found by the natural keys set in `data`."""
         probe = {
-            f.name: f.default for f in rtype.fields.values()
+            f.name: f.default
+            for f in rtype.fields.values()
             if f.default is not None and not f.is_relation
         }
         for key, value in data.items():
@@ -359,8 +363,13 @@ class HttpRegistry:
     def create(self, type_name: str, data: dict[str, Any]) -> Record:
         """POST one record; on 409 raise UniqueViolation carrying the existing record."""
         rtype = self._type(type_name)
-        resp = self.request("POST", self.url_for(type_name), ok=(201, 200), expected=(409,),
-                            json=self.to_wire(rtype, data))
+        resp = self.request(
+            "POST",
+            self.url_for(type_name),
+            ok=(201, 200),
+            expected=(409,),
+            json=self.to_wire(rtype, data),
+        )
         if resp.status_code == 409:
             hint = None
             try:
@@ -374,8 +383,12 @@ class HttpRegistry:
 
     def patch(self, type_name: str, record_id: int, data: dict[str, Any]) -> Record:
         rtype = self._type(type_name)
-        resp = self.request("PATCH", self.url_for(type_name, record_id), expected=(409,),
-                            json=self.to_wire(rtype, data))
+        resp = self.request(
+            "PATCH",
+            self.url_for(type_name, record_id),
+            expected=(409,),
+            json=self.to_wire(rtype, data),
+        )
         if resp.status_code == 409:
             raise UniqueViolation(type_name, (), None)
         return self.from_wire(rtype, resp.json())
@@ -405,7 +418,9 @@ class HttpRegistry:
         if info.get("exists"):
             return info
         self.request(
-            "PUT", info["url"], ok=(200, 201, 204),
+            "PUT",
+            info["url"],
+            ok=(200, 201, 204),
             body_factory=lambda: open(path, "rb"),
             headers={"Content-Type": "application/octet-stream"},
         )
@@ -421,8 +436,9 @@ class HttpRegistry:
             headers = {"Accept": "*/*"}
             if done:
                 headers["Range"] = f"bytes={done}-"
-            resp = self.request("GET", url, ok=(200, 206), expected=(416,),
-                                headers=headers, stream=True)
+            resp = self.request(
+                "GET", url, ok=(200, 206), expected=(416,), headers=headers, stream=True
+            )
             if resp.status_code == 416:
                 resp.close()
                 return  # nothing left after `done` bytes

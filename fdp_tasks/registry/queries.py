@@ -83,6 +83,19 @@ def product_names(registry: Registry, namespace: str, pattern: str) -> list[str]
     return sorted({r["name"] for r in rows})
 
 
+def latest_versions(registry: Registry, namespace: str, pattern: str) -> dict[str, str]:
+    """The highest version of every product name matching `pattern`, in one query."""
+    from fdp_tasks.config.versions import latest
+
+    ns = namespace_id(registry, namespace)
+    if ns is None:
+        return {}
+    found: dict[str, list[str]] = {}
+    for row in registry.find("data_product", {"namespace": ns, "name": pattern}):
+        found.setdefault(row["name"], []).append(row["version"])
+    return {name: str(latest(versions)) for name, versions in found.items()}
+
+
 def locate(registry: Registry, product: Record) -> Located:
     obj = registry.get("object", product["object"])
     location = root = None

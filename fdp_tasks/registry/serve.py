@@ -52,7 +52,8 @@ def _warn_if_exposed(host: str) -> None:
     if host not in LOOPBACK:
         log.warning(
             "the registry is listening on %s, reachable from other machines; reads are "
-            "public and writes only need a token", host,
+            "public and writes only need a token",
+            host,
         )
 
 
@@ -60,8 +61,13 @@ def _make_server(app: Any, host: str, port: int, threads: int) -> Any:
     # "Task queue depth" warnings only mean a burst of parallel requests; not for users.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     return create_server(
-        app, host=host, port=port, threads=threads, ident="fdp-registry",
-        clear_untrusted_proxy_headers=True, channel_timeout=300,
+        app,
+        host=host,
+        port=port,
+        threads=threads,
+        ident="fdp-registry",
+        clear_untrusted_proxy_headers=True,
+        channel_timeout=300,
     )
 
 
@@ -252,8 +258,9 @@ def _cmdline(pid: int) -> str | None:
 
 def _answers(url: str, timeout: float = 2.0) -> bool:
     try:
-        resp = requests.get(f"{url}/api/", timeout=timeout,
-                            headers={"Accept": "application/json; version=1.0.0"})
+        resp = requests.get(
+            f"{url}/api/", timeout=timeout, headers={"Accept": "application/json; version=1.0.0"}
+        )
     except requests.RequestException:
         return False
     return resp.status_code == 200 and "storage_root" in resp.text
@@ -310,8 +317,19 @@ def start_background(
     log_path = state_dir / LOG_FILE
     db = database_url(db_url)
     cmd = [
-        sys.executable, "-m", MODULE, "--db", db, "--blobs", str(Path(blob_dir).resolve()),
-        "--host", host, "--port", str(port), "--state-dir", str(state_dir.resolve()),
+        sys.executable,
+        "-m",
+        MODULE,
+        "--db",
+        db,
+        "--blobs",
+        str(Path(blob_dir).resolve()),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--state-dir",
+        str(state_dir.resolve()),
     ]
     if public_url:
         cmd += ["--public-url", public_url]
@@ -324,8 +342,12 @@ def start_background(
         kwargs["start_new_session"] = True
     with open(log_path, "ab") as logfh:
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=logfh, stderr=subprocess.STDOUT,
-            close_fds=True, **kwargs,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=logfh,
+            stderr=subprocess.STDOUT,
+            close_fds=True,
+            **kwargs,
         )
     _children[proc.pid] = proc
     deadline = time.monotonic() + timeout
@@ -398,8 +420,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     serve_forever(
-        args.db, args.blobs, args.host, args.port, args.state_dir, args.public_url,
-        args.threads, on_ready=lambda url: log.info("registry serving on %s/api/", url),
+        args.db,
+        args.blobs,
+        args.host,
+        args.port,
+        args.state_dir,
+        args.public_url,
+        args.threads,
+        on_ready=lambda url: log.info("registry serving on %s/api/", url),
     )
     return 0
 

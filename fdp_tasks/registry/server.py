@@ -276,8 +276,13 @@ class RegistryApp:
             f: Field | None = rtype.fields.get(key)
             if f is None:
                 allowed = ", ".join(sorted([*rtype.fields, *LIST_EXTRAS]))
-                raise ApiError(400, {"detail": f"unknown query parameter {key!r} for "
-                                               f"{rtype.name}; allowed: {allowed}"})
+                raise ApiError(
+                    400,
+                    {
+                        "detail": f"unknown query parameter {key!r} for "
+                        f"{rtype.name}; allowed: {allowed}"
+                    },
+                )
             value = args.getlist(key)[-1]
             if value == "":
                 continue  # like django-filter: an empty value does not filter
@@ -346,9 +351,7 @@ class RegistryApp:
                 rows = self.store.find(rtype.name, filters, limit=size + 1, before_id=mark)
                 page, older, newer = rows[:size], len(rows) > size, mark is not None
             else:
-                rows = [
-                    r for r in self.store.find(rtype.name, filters) if all(p(r) for p in post)
-                ]
+                rows = [r for r in self.store.find(rtype.name, filters) if all(p(r) for p in post)]
                 count = len(rows)
                 if direction == "b":
                     rest = [r for r in rows if mark is None or r["id"] < mark]
@@ -363,12 +366,14 @@ class RegistryApp:
         prev = _Cursor.encode("a", page[0]["id"]) if newer and page else None
         if newer and not page and mark is not None:
             prev = _Cursor.encode("a", mark - 1) if direction == "b" else None
-        return _json({
-            "count": count,
-            "next": self.page_link(rtype.name, nxt),
-            "previous": self.page_link(rtype.name, prev),
-            "results": [self.wire(rtype, r) for r in page],
-        })
+        return _json(
+            {
+                "count": count,
+                "next": self.page_link(rtype.name, nxt),
+                "previous": self.page_link(rtype.name, prev),
+                "results": [self.wire(rtype, r) for r in page],
+            }
+        )
 
     def create(self, rtype: RecordType) -> flask.Response:
         user = self.require_user()
@@ -410,7 +415,8 @@ class RegistryApp:
         if method == "PUT":
             missing = {
                 f.name: ["This field is required."]
-                for f in rtype.fields.values() if f.required and f.name not in data
+                for f in rtype.fields.values()
+                if f.required and f.name not in data
             }
             if missing:
                 raise ApiError(400, missing)
@@ -447,8 +453,12 @@ class RegistryApp:
                 "label": f.name.replace("_", " ").capitalize(),
             }
         for extra in ("last_updated", "updated_by"):
-            fields[extra] = {"type": "field", "required": False, "read_only": True,
-                             "label": extra.replace("_", " ").capitalize()}
+            fields[extra] = {
+                "type": "field",
+                "required": False,
+                "read_only": True,
+                "label": extra.replace("_", " ").capitalize(),
+            }
         methods = ["GET", "OPTIONS"]
         actions: dict[str, Any] = {}
         if detail:
@@ -499,7 +509,10 @@ class RegistryApp:
         if not path.is_file():
             raise ApiError(404, {"detail": "Not found."})
         return flask.send_file(
-            path, mimetype="application/octet-stream", conditional=True, etag=sha1,
+            path,
+            mimetype="application/octet-stream",
+            conditional=True,
+            etag=sha1,
             max_age=31536000,
         )
 
@@ -529,9 +542,14 @@ class RegistryApp:
             for param in media.split(";")[1:]:
                 key, _, value = param.strip().partition("=")
                 if key.strip().lower() == "version" and value.strip() != self.schema.version:
-                    return _json({"detail": f'Invalid version in "Accept" header: '
-                                            f'{value.strip()!r}; this registry speaks '
-                                            f'{self.schema.version}.'}, 406)
+                    return _json(
+                        {
+                            "detail": f'Invalid version in "Accept" header: '
+                            f"{value.strip()!r}; this registry speaks "
+                            f"{self.schema.version}."
+                        },
+                        406,
+                    )
         return None
 
 
@@ -545,16 +563,26 @@ def create_app(store: Store, blob_dir: Path, public_url: str | None = None) -> f
     app.before_request(views.check_accept)
 
     def route(rule: str, view: Callable[..., Any], methods: list[str], endpoint: str) -> None:
-        app.add_url_rule(rule, endpoint, view, methods=methods, strict_slashes=False,
-                         provide_automatic_options=False)
+        app.add_url_rule(
+            rule,
+            endpoint,
+            view,
+            methods=methods,
+            strict_slashes=False,
+            provide_automatic_options=False,
+        )
 
     route("/api/", views.index, ["GET"], "index")
     route("/api/username/", views.username, ["GET"], "username")
     route("/api/data/<sha1>/", views.presign, ["POST"], "presign")
     route("/data/<sha1>", views.blob, ["GET", "PUT"], "blob")
     route("/api/<type_name>/", views.collection, ["GET", "POST", "OPTIONS"], "collection")
-    route("/api/<type_name>/<int:record_id>/", views.detail,
-          ["GET", "PATCH", "PUT", "DELETE", "OPTIONS"], "detail")
+    route(
+        "/api/<type_name>/<int:record_id>/",
+        views.detail,
+        ["GET", "PATCH", "PUT", "DELETE", "OPTIONS"],
+        "detail",
+    )
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> flask.Response:

@@ -1,0 +1,63 @@
+"""A read-through cache in front of a registry, so sync asks for each record once.
+
+Every record a `find` returns is remembered by id, so walking foreign keys after a filtered
+listing costs no further round trips: the pattern that turns one listing plus N look-ups
+into one listing. Records this process creates are remembered too. The cache lives as long
+as one command; other writers' changes during it are not seen, which sync tolerates because
+every create is idempotent. Listings are kept only until the next write.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fdp_tasks.registry.base import Record, Registry, UniqueViolation
+
+
+class CachedRegistry:
+    """Wraps any Registry (Store or HttpRegistry) and keeps what it has seen."""
+
+    def __init__(self, inner: Registry):
+        self.inner = inner
+        self.records: dict[tuple[str, int], Record] = {}
+        self.finds: dict[tuple, list[Record]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _keep(self, type_name: str, record: Record) -> Record:
+        self.records[(type_name, record["id"])] = record
+        return record
+
+    def get(self, type_name: str, record_id: int) -> Record:
+        key = (type_name, record_id)
+        if key not in self.records:
+            self.records[key] = self.inner.get(type_name, record_id)
+        return self.records[key]
+
+    def find(
+        self, type_name: str, filters: dict[str, Any] | None = None, limit: int | None = None
+    ) -> list[Record]:
+        key = (type_name, tuple(sorted((filters or {}).items())), limit)
+        if key not in self.finds:
+            rows = self.inner.find(type_name, filters, limit=limit)
+            self.finds[key] = [self._keep(type_name, r) for r in rows]
+        return self.finds[key]
+
+    def create(self, type_name: str, data: dict[str, Any]) -> Record:
+        # A create can add records of other types too (an object's whole_object component),
+        # so every remembered listing may be out of date now; records by id are not.
+        self.finds.clear()
+        return self._keep(type_name, self.inner.create(type_name, data))
+
+    def patch(self, type_name: str, record_id: int, data: dict[str, Any]) -> Record:
+        self.finds.clear()
+        return self._keep(type_name, self.inner.patch(type_name, record_id, data))
+
+    def get_or_create(self, type_name: str, data: dict[str, Any]) -> tuple[Record, bool]:
+        try:
+            return self.create(type_name, data), True
+        except UniqueViolation as exc:
+            if exc.existing is None:
+                raise
+            return self._keep(type_name, exc.existing), False
