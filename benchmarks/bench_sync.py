@@ -69,6 +69,8 @@ with Session() as fdp:
 
 # ---------------------------------------------------------------------------- counting
 ID_SEGMENT = re.compile(r"^\d+$")
+SQL_VERB = re.compile(r"^\s*(\w+)")
+SQL_TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN)\s+[\"`]?(\w+)", re.IGNORECASE)
 HASH_SEGMENT = re.compile(r"^[0-9a-fA-F]{32,64}$")
 
 
@@ -85,6 +87,15 @@ def request_shape(method: str, url: str) -> str:
     keys = sorted({k for k, _ in parse_qsl(split.query, keep_blank_values=True)})
     query = f"?{'&'.join(keys)}" if keys else ""
     return f"{method.upper()} {'/'.join(parts)}{query}"
+
+
+def sql_shape(statement: str) -> str:
+    """`SELECT ... FROM object WHERE ...` -> `SELECT object`: groups statements by table."""
+    verb = SQL_VERB.match(statement)
+    table = SQL_TABLE.search(statement)
+    return " ".join(
+        part for part in ((verb[1].upper() if verb else "?"), table[1] if table else "") if part
+    )
 
 
 class Counters:
@@ -104,7 +115,7 @@ class Counters:
         self.statuses: dict[str, Counter[int]] = {}
         self.methods: Counter[str] = Counter()
         self.connections = 0
-        self.sql = 0
+        self.sql: Counter[str] = Counter()
         self.local_server: Counter[str] = Counter()
 
     def install(self) -> None:
@@ -145,9 +156,10 @@ class Counters:
 
             return middleware
 
-        def count_sql(*_: Any) -> None:
+        def count_sql(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
             if counters.active:
-                counters.sql += 1
+                with counters.lock:
+                    counters.sql[sql_shape(statement)] += 1
 
         requests.Session.send = counting_send  # type: ignore[method-assign]
         urllib3.connection.HTTPConnection.connect = counting_connect  # type: ignore[method-assign]
@@ -177,6 +189,7 @@ class Measurement:
     local_registry_requests: int
     methods: dict[str, int] = field(default_factory=dict)
     breakdown: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sql_breakdown: dict[str, int] = field(default_factory=dict)
 
     @property
     def items_per_second(self) -> float:
@@ -231,11 +244,20 @@ class RemoteServer:
 
     def start(self) -> None:
         command = [
-            sys.executable, "-m", "fdp_tasks.registry.serve", "--db", str(self.db),
-            "--blobs", str(self.base / "blobs"), "--port", str(self.port),
+            sys.executable,
+            "-m",
+            "fdp_tasks.registry.serve",
+            "--db",
+            str(self.db),
+            "--blobs",
+            str(self.base / "blobs"),
+            "--port",
+            str(self.port),
         ]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get(
-            "PYTHONPATH", "")])}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        }
         with open(self.base / "server.log", "ab") as log:
             self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env)
         deadline = time.monotonic() + 20
@@ -309,8 +331,10 @@ class BenchProject:
             code = run_doit(self.config, ["run", "-o", str(log), *args])
         if code != 0:
             report = log.read_text(encoding="utf-8") if log.is_file() else ""
-            raise RuntimeError(f"doit run {' '.join(args)} in {self.root} exited {code}:\n"
-                               f"{report[-2000:]}{out.getvalue()[-4000:]}")
+            raise RuntimeError(
+                f"doit run {' '.join(args)} in {self.root} exited {code}:\n"
+                f"{report[-2000:]}{out.getvalue()[-4000:]}"
+            )
 
     def products(self) -> list[Path]:
         folder = self.home / "data" / NAMESPACE / "results"
@@ -322,46 +346,58 @@ def make_producer(base: Path, n: int, size: int) -> BenchProject:
     (project.root / "raw").mkdir(parents=True, exist_ok=True)
     (project.root / "raw" / "seed.txt").write_text("seed-value\n", encoding="utf-8")
     (project.root / "model.py").write_text(MODEL, encoding="utf-8")
-    project.write_config({
-        "run_metadata": {
-            "description": "sync benchmark",
-            "default_input_namespace": NAMESPACE,
-            "default_output_namespace": NAMESPACE,
-            "script": f"python3 ${{{{CONFIG_DIR}}}}/model.py {size}",
-        },
-        "register": [{
-            "external_object": "inputs/seed",
-            "namespace_name": NAMESPACE,
-            "root": "${{CONFIG_DIR}}/raw/",
-            "path": "seed.txt",
-            "file_type": "txt",
-            "version": "1.0.0",
-            "title": "seed",
-            "unique_name": "seed",
-            "alternate_identifier_type": "local",
-        }],
-        "write": [
-            {"data_product": f"results/part{i:05d}", "description": f"part {i}",
-             "file_type": "csv"}
-            for i in range(n)
-        ],
-    })
+    project.write_config(
+        {
+            "run_metadata": {
+                "description": "sync benchmark",
+                "default_input_namespace": NAMESPACE,
+                "default_output_namespace": NAMESPACE,
+                "script": f"python3 ${{{{CONFIG_DIR}}}}/model.py {size}",
+            },
+            "register": [
+                {
+                    "external_object": "inputs/seed",
+                    "namespace_name": NAMESPACE,
+                    "root": "${{CONFIG_DIR}}/raw/",
+                    "path": "seed.txt",
+                    "file_type": "txt",
+                    "version": "1.0.0",
+                    "title": "seed",
+                    "unique_name": "seed",
+                    "alternate_identifier_type": "local",
+                }
+            ],
+            "write": [
+                {
+                    "data_product": f"results/part{i:05d}",
+                    "description": f"part {i}",
+                    "file_type": "csv",
+                }
+                for i in range(n)
+            ],
+        }
+    )
     return project
 
 
 def make_consumer(base: Path, name: str) -> BenchProject:
     project = BenchProject(base / name, base / f"{name}-home")
-    project.write_config({
-        "run_metadata": {"description": "sync benchmark reader",
-                         "default_input_namespace": NAMESPACE},
-        "read": [{"data_product": "results/*"}],
-    })
+    project.write_config(
+        {
+            "run_metadata": {
+                "description": "sync benchmark reader",
+                "default_input_namespace": NAMESPACE,
+            },
+            "read": [{"data_product": "results/*"}],
+        }
+    )
     return project
 
 
 # ---------------------------------------------------------------------------- phases
-def measure(operation: str, remote: str, n: int, server: RemoteServer | None,
-            work: Callable[[], None]) -> Measurement:
+def measure(
+    operation: str, remote: str, n: int, server: RemoteServer | None, work: Callable[[], None]
+) -> Measurement:
     """Run `work` once with every counter on; wall time and counts for `n` products."""
     COUNTERS.reset()
     server_before = server.cpu() if server else None
@@ -376,7 +412,8 @@ def measure(operation: str, remote: str, n: int, server: RemoteServer | None,
     server_after = server.cpu() if server else None
     server_cpu = (
         server_after - server_before
-        if server_before is not None and server_after is not None else None
+        if server_before is not None and server_after is not None
+        else None
     )
     breakdown = {
         shape: {
@@ -393,12 +430,13 @@ def measure(operation: str, remote: str, n: int, server: RemoteServer | None,
         seconds=seconds,
         requests=COUNTERS.requests,
         connections=COUNTERS.connections,
-        sql_statements=COUNTERS.sql,
+        sql_statements=sum(COUNTERS.sql.values()),
         client_cpu_seconds=time.process_time() - cpu_before,
         server_cpu_seconds=server_cpu,
         local_registry_requests=sum(COUNTERS.local_server.values()),
         methods=dict(COUNTERS.methods.most_common()),
         breakdown=breakdown,
+        sql_breakdown=dict(COUNTERS.sql.most_common()),
     )
 
 
@@ -443,11 +481,13 @@ def benchmark(base: Path, n: int, size: int, kinds: list[str]) -> list[Measureme
             consumer = make_consumer(base, f"consumer-{kind}")
             # Reading needs no token, as for a colleague pulling public results.
             consumer.set_remotes({kind: {"url": remotes[kind]["url"]}}, kind)
-            results.append(measure("pull", kind, n, srv,
-                                   lambda c=consumer: c.doit("register", "pull")))
+            results.append(
+                measure("pull", kind, n, srv, lambda c=consumer: c.doit("register", "pull"))
+            )
             check_products(consumer, n, f"pull from {kind}")
-            results.append(measure("pull (no-op)", kind, n, srv,
-                                   lambda c=consumer: c.doit("register", "pull")))
+            results.append(
+                measure("pull (no-op)", kind, n, srv, lambda c=consumer: c.doit("register", "pull"))
+            )
     finally:
         if server:
             server.stop()
@@ -475,7 +515,10 @@ def machine_info() -> dict[str, Any]:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         info["git_commit"] = subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     return info
 
@@ -485,40 +528,56 @@ def peak_rss_mb() -> dict[str, float]:
     per_mb = 1024 * 1024 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes or KiB
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"benchmark_process": round(own / per_mb, 1),
-            "largest_child": round(children / per_mb, 1)}
+    return {
+        "benchmark_process": round(own / per_mb, 1),
+        "largest_child": round(children / per_mb, 1),
+    }
 
 
 def markdown_table(results: list[Measurement]) -> str:
-    header = ("| operation | remote | N | seconds | items/s | requests | requests/product "
-              "| connections | SQL stmts (this process) | server CPU s |")
-    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    header = (
+        "| operation | remote | N | seconds | items/s | requests | requests/product "
+        "| connections | SQL stmts/product (this process) | client CPU s | server CPU s |"
+    )
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in results:
         server_cpu = "-" if m.server_cpu_seconds is None else f"{m.server_cpu_seconds:.2f}"
         lines.append(
             f"| {m.operation} | {m.remote} | {m.n} | {m.seconds:.2f} | "
             f"{m.items_per_second:.1f} | {m.requests} | {m.requests_per_product:.2f} | "
-            f"{m.connections} | {m.sql_statements} | {server_cpu} |"
+            f"{m.connections} | {m.sql_statements / m.n:.1f} | {m.client_cpu_seconds:.2f} | "
+            f"{server_cpu} |"
         )
     return "\n".join(lines)
 
 
 def breakdown_text(results: list[Measurement], top: int = 15) -> str:
-    """Which endpoints the requests of each HTTP phase went to, most frequent first."""
+    """Where each phase's requests (and this process's SQL statements) went, most first."""
     out = []
     for m in results:
-        if not m.breakdown:
-            continue
-        out.append(f"\n### {m.operation} ({m.remote}): {m.requests} requests, "
-                   f"{m.requests_per_product:.2f}/product, {m.connections} connections")
-        out.append("| requests | per product | HTTP status | method and path |")
-        out.append("|---:|---:|---|---|")
-        for shape, row in list(m.breakdown.items())[:top]:
-            statuses = ", ".join(f"{code}x{count}" for code, count in row["statuses"].items())
-            out.append(f"| {row['count']} | {row['per_product']:.2f} | {statuses} | `{shape}` |")
-        if len(m.breakdown) > top:
-            rest = sum(row["count"] for row in list(m.breakdown.values())[top:])
-            out.append(f"| {rest} | {rest / m.n:.2f} | | ({len(m.breakdown) - top} more) |")
+        out.append(
+            f"\n### {m.operation} ({m.remote}, N={m.n}): {m.requests} requests "
+            f"({m.requests_per_product:.2f}/product), {m.connections} new connections, "
+            f"{m.sql_statements} SQL statements"
+        )
+        if m.breakdown:
+            out.append("\n| requests | per product | HTTP status | method and path |")
+            out.append("|---:|---:|---|---|")
+            for shape, row in list(m.breakdown.items())[:top]:
+                statuses = ", ".join(f"{code}x{n}" for code, n in row["statuses"].items())
+                out.append(
+                    f"| {row['count']} | {row['per_product']:.2f} | {statuses} | `{shape}` |"
+                )
+            if len(m.breakdown) > top:
+                rest = sum(row["count"] for row in list(m.breakdown.values())[top:])
+                out.append(f"| {rest} | {rest / m.n:.2f} | | ({len(m.breakdown) - top} more) |")
+        if m.sql_breakdown:
+            sql = list(m.sql_breakdown.items())
+            shown = ", ".join(f"`{shape}` {count / m.n:.1f}" for shape, count in sql[:8])
+            out.append(
+                f"\nSQL statements per product in this process: {shown}"
+                + (", ..." if len(sql) > 8 else "")
+            )
     return "\n".join(out)
 
 
@@ -526,11 +585,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--products", type=int, default=100, help="data products (N)")
     parser.add_argument("--size", type=int, default=1024, help="bytes per data product")
-    parser.add_argument("--remotes", default="http,dir",
-                        help="comma-separated remote kinds to measure: http, dir")
+    parser.add_argument(
+        "--remotes", default="http,dir", help="comma-separated remote kinds to measure: http, dir"
+    )
     parser.add_argument("--json", type=Path, help="write the raw figures to this file")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="print the requests of each phase by method and path")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="print the requests of each phase by method and path",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.remotes.split(",") if k.strip()]
@@ -543,8 +606,9 @@ def main(argv: list[str] | None = None) -> int:
     print("## Machine")
     for key, value in info.items():
         print(f"- {key}: {value}")
-    print(f"\nN = {args.products} data products of {args.size} bytes, remotes: {kinds}\n",
-          flush=True)
+    print(
+        f"\nN = {args.products} data products of {args.size} bytes, remotes: {kinds}\n", flush=True
+    )
 
     COUNTERS.install()
     base = Path(tempfile.mkdtemp(prefix="fdp-bench-"))
@@ -561,22 +625,32 @@ def main(argv: list[str] | None = None) -> int:
 
     print("## Results\n")
     print(markdown_table(results))
-    print(f"\nTotal {total:.1f} s. Peak RSS: benchmark process {rss['benchmark_process']} MB, "
-          f"largest child (server or script) {rss['largest_child']} MB.")
-    print("Run: the model script writes to the local registry's SQLite directly; "
-          "requests = HTTP calls made by this process, local registry server hits: "
-          f"{results[0].local_registry_requests}.")
+    print(
+        f"\nTotal {total:.1f} s. Peak RSS: benchmark process {rss['benchmark_process']} MB, "
+        f"largest child (server or script) {rss['largest_child']} MB."
+    )
+    print(
+        "Run: the model script writes to the local registry's SQLite directly; "
+        "requests = HTTP calls made by this process, local registry server hits: "
+        f"{results[0].local_registry_requests}."
+    )
     if args.breakdown:
         print("\n## Requests by endpoint" + breakdown_text(results))
     if args.json:
-        args.json.write_text(json.dumps({
-            "machine": info,
-            "products": args.products,
-            "size": args.size,
-            "total_seconds": round(total, 3),
-            "peak_rss_mb": rss,
-            "results": [m.as_json() for m in results],
-        }, indent=2), encoding="utf-8")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": info,
+                    "products": args.products,
+                    "size": args.size,
+                    "total_seconds": round(total, 3),
+                    "peak_rss_mb": rss,
+                    "results": [m.as_json() for m in results],
+                },
+                indent=2,
+            ),
+            encoding="utf-8",
+        )
         print(f"\nwrote {args.json}")
     return 0
 

@@ -17,6 +17,7 @@ from fdp_tasks.datastore import DataStore, product_path
 from fdp_tasks.errors import FdpError, IntegrityError, OutOfSync
 from fdp_tasks.registry import queries
 from fdp_tasks.registry.base import Record, Registry, UniqueViolation
+from fdp_tasks.registry.cache import CachedRegistry
 from fdp_tasks.registry.schema import RegistrySchema, load_schema
 from fdp_tasks.remotes.base import Remote
 
@@ -40,6 +41,7 @@ class Copier:
         self.schema = schema or load_schema()
         self.relocate = relocate
         self.ids: dict[tuple[str, int], int] = {}
+        self.whole_objects: dict[int, int] = {}  # source object id -> its new whole_object
 
     def copy(self, type_name: str, src_id: int) -> int:
         key = (type_name, src_id)
@@ -52,6 +54,8 @@ class Copier:
                 return moved
         record = self.src.get(type_name, src_id)
         rtype = self.schema[type_name]
+        if self._known(key, record):
+            return self.ids[key]
         data: dict[str, Any] = {}
         for field in rtype.fields.values():
             value = record.get(field.name)
@@ -61,15 +65,28 @@ class Copier:
                 data[field.name] = [self.copy(field.to, v) for v in value or []]
             elif value is not None:
                 data[field.name] = value
+        if self._known(key, record):  # copying what it points to may have mapped it
+            return self.ids[key]
         try:
-            created, _ = self.dst.get_or_create(type_name, data)
+            created, is_new = self.dst.get_or_create(type_name, data)
         except UniqueViolation as exc:
             raise OutOfSync(
                 f"{type_name} clashes with a different record on the remote: {exc}"
             ) from None
         self._check_same(type_name, data, created)
         self.ids[key] = created["id"]
+        if is_new and rtype.whole_object_component and len(created.get("components") or []) == 1:
+            # the registry made the object's whole_object component with it
+            self.whole_objects[src_id] = created["components"][0]
         return created["id"]
+
+    def _known(self, key: tuple[str, int], record: Record) -> bool:
+        """Whether the destination id is known without asking the destination."""
+        if key not in self.ids and record.get("whole_object"):
+            # a new object's whole_object component: creating it again could only answer 409
+            if record.get("object") in self.whole_objects:
+                self.ids[key] = self.whole_objects[record["object"]]
+        return key in self.ids
 
     def _check_same(self, type_name: str, wanted: dict[str, Any], got: Record) -> None:
         """An existing data product must point at an object holding the same file."""
@@ -157,10 +174,10 @@ class Pusher:
     those runs' config, script and inputs, and so on back to registered sources."""
 
     def __init__(self, local: Registry, store: DataStore, remote: Remote):
-        self.local = local
+        self.local = CachedRegistry(local)  # nothing writes to it while pushing
         self.store = store
         self.remote = remote
-        self.copier = Copier(local, remote.registry, self._relocate)
+        self.copier = Copier(self.local, remote.registry, self._relocate)
         self.done_products: set[int] = set()
         self.done_runs: set[int] = set()
         self.active: set[int] = set()
