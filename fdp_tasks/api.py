@@ -31,9 +31,9 @@ import yaml
 
 from fdp_tasks.datastore import DataStore, product_path, sha1_file
 from fdp_tasks.errors import FdpError
+from fdp_tasks.locations import local_location, placement
 from fdp_tasks.registry import queries
 from fdp_tasks.registry.base import Registry
-from fdp_tasks.sync import local_location
 from fdp_tasks.transfer import local_root
 
 LOCAL_USER = "admin"
@@ -222,7 +222,10 @@ class Session:
             self.discard()
             raise
         for temp, final in moves:  # only once the records are committed
-            os.replace(temp, final)
+            if final is None:
+                temp.unlink()  # the same bytes are already in the store
+            else:
+                os.replace(temp, final)
         with open(self.config_dir / "coderuns.txt", "a", encoding="utf-8") as fh:
             fh.write(self.uuid + "\n")
         self.finalised = True
@@ -249,7 +252,7 @@ class Session:
         self, path: Path, description: str, extension: str, authors: list[int]
     ) -> dict[str, Any]:
         rel = self.store.relative(path)
-        location = local_location(self.registry, self.store, rel, sha1_file(path))
+        location = local_location(self.registry, self.store, rel, sha1_file(path), keep_new=True)
         return self.registry.create(
             "object",
             {
@@ -283,9 +286,9 @@ class Session:
             },
         )
 
-    def _record(self, hashes: dict[str, str]) -> list[tuple[Path, Path]]:
+    def _record(self, hashes: dict[str, str]) -> list[tuple[Path, Path | None]]:
         reg = self.registry
-        moves = []
+        moves: list[tuple[Path, Path | None]] = []
         authors = [self._author()]
         config_obj = self._file_object(
             self.config_path, "working config.yaml of the run", "yaml", authors
@@ -299,16 +302,14 @@ class Session:
         repo_obj = self._code_repo(authors)
         outputs: dict[str, int] = {}
         for name, out in self.outputs.items():
-            final = self.store.path(
-                product_path(out.namespace, out.name, out.version, out.file_type)
-            )
-            if final.exists() and sha1_file(final) != hashes[name]:
+            rel = product_path(out.namespace, out.name, out.version, out.file_type)
+            target, needs_write = placement(reg, self.store, rel, hashes[name], out.public)
+            final = self.store.path(target)
+            if target == rel and final.exists() and sha1_file(final) != hashes[name]:
                 raise FdpError(f"{final} already exists with other content; not overwriting it")
-            moves.append((out.temp, final))
+            moves.append((out.temp, final if needs_write else None))
             ns, _ = reg.get_or_create("namespace", {"name": out.namespace})
-            location = local_location(
-                reg, self.store, self.store.relative(final), hashes[name], out.public
-            )
+            location = local_location(reg, self.store, target, hashes[name], out.public)
             obj = reg.create(
                 "object",
                 {

@@ -10,9 +10,9 @@ from typing import Any
 
 from fdp_tasks.datastore import DataStore, product_path
 from fdp_tasks.errors import FdpError, IntegrityError, OutOfSync
+from fdp_tasks.locations import local_location
 from fdp_tasks.registry import queries
 from fdp_tasks.registry.base import Registry
-from fdp_tasks.sync import local_location
 from fdp_tasks.transfer import open_location
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from fdp_tasks.datastore import DataStore, product_path
 from fdp_tasks.errors import FdpError, IntegrityError, OutOfSync
+from fdp_tasks.locations import intact, local_location, placement
 from fdp_tasks.registry import queries
 from fdp_tasks.registry.base import Record, Registry, UniqueViolation
 from fdp_tasks.registry.cache import CachedRegistry
@@ -108,18 +109,6 @@ def _object_hash(registry: Registry, object_id: int) -> str | None:
     return registry.get("storage_location", obj["storage_location"])["hash"]
 
 
-def local_location(
-    registry: Registry, store: DataStore, rel: str, sha1: str, public: bool = True
-) -> int:
-    """The storage_location of a file in the local data store (root created on demand)."""
-    root, _ = registry.get_or_create("storage_root", {"root": store.uri, "local": True})
-    loc, _ = registry.get_or_create(
-        "storage_location",
-        {"path": rel, "hash": sha1, "public": public, "storage_root": root["id"]},
-    )
-    return loc["id"]
-
-
 # ------------------------------------------------------------------------- pull
 def pull_product(
     remote: Remote,
@@ -141,9 +130,15 @@ def pull_product(
     if found.location is None or found.root is None:
         raise FdpError(f"{ref} has no file on remote {remote.name}")
     extension = _extension(remote.registry, found)
-    rel = product_path(ref.namespace or "", ref.name, ref.version or "", extension)
-    target = store.path(rel)
-    if not (target.is_file() and store.hash(rel) == found.hash):
+    public = found.location.get("public", True)
+    rel, needs_download = placement(
+        local,
+        store,
+        product_path(ref.namespace or "", ref.name, ref.version or "", extension),
+        found.hash,
+        public,
+    )
+    if needs_download and not intact(store, rel, found.hash):
         store.put_stream(
             rel,
             remote.download(found.root["root"], found.location["path"]),
@@ -153,7 +148,7 @@ def pull_product(
     def relocate(location: Record) -> int | None:
         if location["id"] != found.location["id"]:
             return None
-        return local_location(local, store, rel, found.hash, location.get("public", True))
+        return local_location(local, store, rel, found.hash, public)
 
     copier = Copier(remote.registry, local, relocate)
     copier.copy("data_product", found.product["id"])

@@ -100,13 +100,6 @@ def test_deleting_a_data_store_file_recreates_just_that(env: Env) -> None:
     assert sha1(registered) == before
 
 
-def test_deleting_an_output_reruns_the_job(env: Env) -> None:
-    env.doit()
-    (env.data_store / "test/out/summary/0.0.1.csv").unlink()
-    assert env.doit().executed == ["job"]
-    assert (env.data_store / "test/out/summary/0.0.2.csv").is_file()
-
-
 def test_deleting_a_registry_entry_recreates_just_that(env: Env) -> None:
     env.doit()
     store = store_of(env)
@@ -250,3 +243,19 @@ def test_seirs_example_runs_and_second_run_is_up_to_date(tmp_path: Path) -> None
     assert rows[0] == "time,S,E,I,R" and len(rows) == 1002
     env.doit("push")
     assert (example / "remote/registry.db").is_file()
+
+
+def test_identical_outputs_share_one_file_and_a_deleted_one_heals(env: Env) -> None:
+    env.doit()
+    first = env.data_store / "test/out/summary/0.0.1.csv"
+    content = first.read_bytes()
+    first.unlink()
+    assert env.doit().executed == ["job"]  # the output is gone: the job runs again
+    # the rerun wrote the same bytes: they went back to the recorded file, not a copy
+    assert first.read_bytes() == content
+    assert not (env.data_store / "test/out/summary/0.0.2.csv").exists()
+    assert env.doit().executed == []
+    for version in ("0.0.1", "0.0.2"):
+        info = json.loads(env.fdp("info", f"test:out/summary@{version}", "--json").stdout)
+        assert info["file"].endswith("/test/out/summary/0.0.1.csv")
+        assert info["sha1"] == sha1(first)

@@ -35,19 +35,41 @@ class TemplateError(ValueError):
 
 
 def is_version_key(key: object) -> bool:
-    """Version fields hold incrementers, not template variables, so substitution skips them."""
+    """Keys holding a version: general substitution skips them, version_values handles them."""
     return isinstance(key, str) and (key == "version" or key.endswith("_version"))
 
 
-def check_names(text: str) -> list[str]:
-    """Problems with the variable names used in text (no values are computed)."""
+def is_templated_version_key(key: object) -> bool:
+    """Version keys whose value may hold template variables (api_version must be literal)."""
+    return key in ("version", "default_read_version", "default_write_version")
+
+
+def check_names(text: str, *, version: str | None = None) -> list[str]:
+    """Problems with the variable names used in text (no values are computed).
+
+    version is None outside version fields; inside one it is "incrementer" where a whole-value
+    incrementer is allowed and "literal" where it is not (register versions).
+    """
     problems = []
     for match in TEMPLATE_RE.finditer(text):
         name = match.group(1)
         if name in VARIABLES or name.startswith("DATETIME-"):
             continue
         if name in INCREMENTERS:
-            problems.append(f"${{{{{name}}}}} is a version incrementer, only allowed in versions")
+            if version == "incrementer":
+                problems.append(
+                    f"${{{{{name}}}}} is a version incrementer: it must be the whole version "
+                    f"(version: ${{{{{name}}}}}), not part of one"
+                )
+            elif version == "literal":
+                problems.append(
+                    f"${{{{{name}}}}} is a version incrementer, not allowed here "
+                    "(give a version such as 1.0.0)"
+                )
+            else:
+                problems.append(
+                    f"${{{{{name}}}}} is a version incrementer, only allowed in versions"
+                )
         else:
             problems.append(
                 f"unknown template variable ${{{{{name}}}}} (known: "

@@ -1,0 +1,95 @@
+"""Recording files of the local data store in the registry, one location per content.
+
+The registry keeps a single storage_location per (storage root, SHA-1, public), as the FAIR
+Data Pipeline data model says. So when a file arrives whose bytes are already recorded under
+another path, that path stays the file's home: the new copy is dropped if the recorded one is
+intact, or moved into place if the recorded one went missing. Deleting a file therefore never
+strands the products that share its bytes: whatever writes those bytes again heals it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from fdp_tasks.datastore import DataStore, sha1_file
+from fdp_tasks.registry.base import Record, Registry
+
+
+def store_root_id(registry: Registry, store: DataStore) -> int:
+    root, _ = registry.get_or_create("storage_root", {"root": store.uri, "local": True})
+    return root["id"]
+
+
+def recorded(registry: Registry, store: DataStore, sha1: str, public: bool = True) -> Record | None:
+    """The storage_location already holding these bytes in the local store, if any."""
+    rows = registry.find(
+        "storage_location",
+        {"storage_root": store_root_id(registry, store), "hash": sha1, "public": public},
+        limit=1,
+    )
+    return rows[0] if rows else None
+
+
+def intact(store: DataStore, rel: str, sha1: str) -> bool:
+    path = store.path(rel)
+    return path.is_file() and sha1_file(path) == sha1
+
+
+def settle(store: DataStore, new_rel: str, kept_rel: str, sha1: str, keep_new: bool) -> None:
+    """Make `kept_rel` hold the bytes that just arrived at `new_rel`."""
+    if new_rel == kept_rel:
+        return
+    new, kept = store.path(new_rel), store.path(kept_rel)
+    if intact(store, kept_rel, sha1):
+        if not keep_new and new.is_file():
+            new.unlink()
+    elif new.is_file():
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        if keep_new:
+            store.put_file(kept_rel, new, expected_sha1=sha1)
+        else:
+            os.replace(new, kept)
+
+
+def local_location(
+    registry: Registry,
+    store: DataStore,
+    rel: str,
+    sha1: str,
+    public: bool = True,
+    keep_new: bool = False,
+) -> int:
+    """The storage_location id for a file just written at `rel` in the local store.
+
+    With `keep_new`, a duplicate stays where it was written too (a job's own copy of its
+    config and script, say).
+    """
+    existing = recorded(registry, store, sha1, public)
+    if existing is not None:
+        settle(store, rel, existing["path"], sha1, keep_new)
+        return existing["id"]
+    loc, _ = registry.get_or_create(
+        "storage_location",
+        {
+            "path": rel,
+            "hash": sha1,
+            "public": public,
+            "storage_root": store_root_id(registry, store),
+        },
+    )
+    if loc["path"] != rel:  # another process recorded the same bytes a moment ago
+        settle(store, rel, loc["path"], sha1, keep_new)
+    return loc["id"]
+
+
+def placement(
+    registry: Registry, store: DataStore, rel: str, sha1: str, public: bool = True
+) -> tuple[str, bool]:
+    """Where bytes about to be written to `rel` belong, and whether they still need writing.
+
+    For callers that must record first and move files after committing.
+    """
+    existing = recorded(registry, store, sha1, public)
+    if existing is None:
+        return rel, True
+    return existing["path"], not intact(store, existing["path"], sha1)
