@@ -7,6 +7,7 @@ in `.fdp/settings.yaml`, which `fdp init` and `fdp remote add` write.
 
 from __future__ import annotations
 
+import getpass
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,13 @@ LOCAL_USER = "admin"  # the reference language APIs look this user up on the loc
 
 def fdp_home() -> Path:
     return Path(os.environ.get("FDP_HOME", Path.home() / ".fdp")).expanduser().resolve()
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, as in some containers
+        return "unknown"
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -94,6 +102,8 @@ class Project:
         self.home = home
         self.settings = settings
         self._user_file = user_file
+        self._identity_done = False
+        self._author_id = 0
 
     @classmethod
     def load(cls, root: str | Path | None = None) -> Project:
@@ -152,7 +162,7 @@ class Project:
     def user(self) -> User:
         merged = {**self._user_file, **(self.settings.get("user") or {})}
         return User(
-            name=str(merged.get("name") or os.environ.get("USER") or "unknown"),
+            name=str(merged.get("name") or _login_name()),
             identifier=merged.get("identifier"),
             namespace=merged.get("namespace"),
         )
@@ -173,27 +183,46 @@ class Project:
 
     # --------------------------------------------------------------- registry
     def store(self) -> Store:
-        """The local registry, with the local user, author and token it needs in place."""
+        """The local registry, with the local user and its author in place."""
         store = open_store(self.registry_db)
-        self._ensure_identity(store)
+        if not self._identity_done:
+            self._author_id = self._ensure_identity(store)
+            self._identity_done = True
         return store
 
-    def _ensure_identity(self, store: Store) -> None:
+    def _ensure_identity(self, store: Store) -> int:
+        """Link the local user to the author the user settings describe; returns its id.
+
+        Runs of the local user are recorded under this author, so it follows the settings:
+        a name or ORCID set later (`fdp init --name ...`) applies from the next run on.
+        """
         user = store.ensure_user(LOCAL_USER)
-        if store.find_one("user_author", {"user": user["id"]}):
-            return
         me = self.user
-        data: dict[str, Any] = {"name": me.name}
+        link = store.find_one("user_author", {"user": user["id"]})
+        if link is not None:
+            current = store.get("author", link["author"])
+            if current["name"] == me.name and current["identifier"] == me.identifier:
+                return current["id"]
+        found = None
         if me.identifier:
-            data["identifier"] = me.identifier
-        author, _ = store.get_or_create("author", data)
-        store.get_or_create("user_author", {"user": user["id"], "author": author["id"]})
+            found = store.find_one("author", {"identifier": me.identifier})
+        else:
+            candidates = store.find("author", {"name": me.name, "identifier": None})
+            found = candidates[-1] if candidates else None
+        if found is None:
+            data: dict[str, Any] = {"name": me.name}
+            if me.identifier:
+                data["identifier"] = me.identifier
+            found, _ = store.get_or_create("author", data)
+        if link is None:
+            store.get_or_create("user_author", {"user": user["id"], "author": found["id"]})
+        else:
+            store.patch("user_author", link["id"], {"author": found["id"]})
+        return found["id"]
 
     def author_id(self) -> int:
-        store = self.store()
-        user = store.ensure_user(LOCAL_USER)
-        link = store.find_one("user_author", {"user": user["id"]})
-        return link["author"]
+        self.store()
+        return self._author_id
 
     def local_token(self) -> str:
         """The token for writing to the local registry over HTTP; created on first use."""

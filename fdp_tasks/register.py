@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fdp_tasks.datastore import DataStore, product_path
+from fdp_tasks.datastore import DataStore, product_path, safe_relative, sha1_file
 from fdp_tasks.errors import FdpError, IntegrityError, OutOfSync
-from fdp_tasks.locations import local_location
+from fdp_tasks.locations import intact, local_location
 from fdp_tasks.registry import queries
 from fdp_tasks.registry.base import Registry
-from fdp_tasks.transfer import open_location
+from fdp_tasks.transfer import local_root, open_location
 
 
 def item_kind(item: dict[str, Any]) -> str:
@@ -43,8 +43,19 @@ def registered_product(local: Registry, store: DataStore, item: dict[str, Any]) 
     found = queries.locate(local, product)
     if found.location is None or found.root is None or not store.holds(found.root["root"]):
         return False
-    target = store.path(found.location["path"])
-    return target.is_file() and store.hash(found.location["path"]) == found.hash
+    if not intact(store, found.location["path"], found.hash):
+        return False
+    return source_unchanged(item, found.hash)
+
+
+def source_unchanged(item: dict[str, Any], sha1: str | None) -> bool:
+    """A local source file must still hold the registered bytes; a changed one needs a new
+    version, which the register action says. Network sources are not re-read."""
+    base = local_root(item["root"])
+    if base is None:
+        return True
+    source = base / safe_relative(item["path"])
+    return not source.is_file() or sha1_file(source) == sha1
 
 
 def _find_author(local: Registry, item: dict[str, Any]) -> list:

@@ -173,7 +173,7 @@ def test_default_write_version_from_run_metadata(tmp_path):
 def test_existing_write_version_is_an_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "config.yaml").write_text(
-        "run_metadata:\n  default_output_namespace: SEIRS\n"
+        "run_metadata:\n  default_output_namespace: SEIRS\n  script: echo hi\n"
         "write:\n  - data_product: out\n    file_type: csv\n    use:\n      version: 1.0.0\n"
     )
     cfg = load_config("config.yaml")
@@ -188,6 +188,7 @@ def test_existing_write_version_is_an_error(tmp_path, monkeypatch):
 def test_write_latest_is_an_error(tmp_path):
     cfg = config(
         tmp_path,
+        "run_metadata:\n  script: echo hi\n"
         "write:\n  - data_product: a\n    file_type: csv\n    use:\n      version: ${{LATEST}}\n",
     )
     with pytest.raises(ConfigError, match=r"write\[0\].use.version: a write cannot use"):
@@ -320,7 +321,7 @@ def test_namespaces_default_to_user_namespace(tmp_path):
 def test_namespaces_fall_back_to_each_other(tmp_path):
     cfg = config(
         tmp_path,
-        "run_metadata:\n  default_input_namespace: inp\n"
+        "run_metadata:\n  default_input_namespace: inp\n  script: echo hi\n"
         "write:\n  - data_product: out\n    file_type: csv\n",
     )
     work = resolve(cfg, ctx(tmp_path, user_namespace=None))
@@ -329,7 +330,10 @@ def test_namespaces_fall_back_to_each_other(tmp_path):
 
 
 def test_no_namespace_anywhere(tmp_path):
-    cfg = config(tmp_path, "write:\n  - data_product: out\n    file_type: csv\n")
+    cfg = config(
+        tmp_path,
+        "run_metadata:\n  script: echo hi\nwrite:\n  - data_product: out\n    file_type: csv\n",
+    )
     with pytest.raises(ConfigError) as exc:
         resolve(cfg, ctx(tmp_path, user_namespace=None))
     assert problems(exc) == [

@@ -37,7 +37,7 @@ def validate(tmp_path: Path, monkeypatch, capsys, text: str, name: str = "config
     return rc, out, err
 
 
-META = "run_metadata:\n  description: test\n  default_output_namespace: ns\n"
+META = "run_metadata:\n  description: test\n  default_output_namespace: ns\n  script: echo hi\n"
 
 BAD_CONFIGS = [
     (
@@ -236,7 +236,7 @@ def test_missing_file(tmp_path, monkeypatch, capsys):
 def test_all_problems_collected_and_sorted(tmp_path, monkeypatch, capsys):
     text = (
         "write:\n  - data_product: a\n"
-        "run_metadata:\n  shell: zsh\n  publik: true\n"
+        "run_metadata:\n  shell: zsh\n  publik: true\n  script: echo hi\n"
         "read:\n  - use: {namespace: x}\n"
     )
     rc, _, err = validate(tmp_path, monkeypatch, capsys, text)
@@ -348,7 +348,9 @@ def test_release_date_forms(tmp_path, raw, expected):
 def test_validate_config_function_returns_lines():
     problems = validate_config({"write": [{"data_product": "a"}]}, "x.yaml")
     assert problems == [
-        "x.yaml: write[0].file_type: required key missing (a file type such as csv)"
+        "x.yaml: run_metadata: write items need a script (run_metadata.script or "
+        "run_metadata.script_path)",
+        "x.yaml: write[0].file_type: required key missing (a file type such as csv)",
     ]
     assert validate_config({"run_metadata": {"description": "fine"}}, "x.yaml") == []
 

@@ -259,3 +259,17 @@ def test_identical_outputs_share_one_file_and_a_deleted_one_heals(env: Env) -> N
         info = json.loads(env.fdp("info", f"test:out/summary@{version}", "--json").stdout)
         assert info["file"].endswith("/test/out/summary/0.0.1.csv")
         assert info["sha1"] == sha1(first)
+
+
+def test_a_changed_source_of_a_registered_version_is_an_error(env: Env) -> None:
+    env.doit()
+    env.file("raw/a.csv", "x\n1\n2\n3\n")
+    result = env.doit(check=False)
+    assert result.returncode != 0
+    assert "test:inputs/a@1.0.0 is already registered" in result.output
+    assert "register a new version" in result.output
+    # nothing was overwritten: the registered file still has the registered bytes
+    info = json.loads(env.fdp("info", "test:inputs/a@1.0.0", "--json").stdout)
+    assert sha1(env.data_store / "test/inputs/a/1.0.0.csv") == info["sha1"]
+    env.config(pipeline_config({"a": "1.0.1"}))
+    assert sorted(env.doit().executed) == ["job", "register:test:inputs/a@1.0.1"]

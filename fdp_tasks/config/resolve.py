@@ -10,6 +10,7 @@ import copy
 import fnmatch
 import logging
 import os
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,9 +18,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fdp_tasks.config.load import Config
-from fdp_tasks.config.templates import TemplateError, Templater, git, is_version_key
+from fdp_tasks.config.templates import (
+    TemplateError,
+    Templater,
+    git,
+    is_templated_version_key,
+    is_version_key,
+)
 from fdp_tasks.config.validate import KeyPath, Problem, format_problems
-from fdp_tasks.config.versions import VersionError, increment, incrementer, latest
+from fdp_tasks.config.versions import VersionError, increment, incrementer, is_semver, latest
 from fdp_tasks.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -79,6 +86,17 @@ def _dir_string(path: Path) -> str:
     return text if text.endswith("/") else text + "/"
 
 
+def _git_trouble(repo: Path) -> str:
+    """Why git gave no commit or remote for repo, as a phrase naming the directory."""
+    if shutil.which("git") is None:
+        return f"git is not installed, so {repo} cannot be inspected"
+    if git(repo, "rev-parse", "--git-dir") is None:
+        return f"{repo} is not a git repository"
+    if git(repo, "rev-parse", "--verify", "-q", "HEAD") is None:
+        return f"the git repository at {repo} has no commit yet"
+    return f"the git repository at {repo} has no remote 'origin'"
+
+
 class _Resolver:
     def __init__(self, cfg: Config, ctx: ResolveContext):
         self.cfg = cfg
@@ -94,10 +112,15 @@ class _Resolver:
 
     def substitute(self, value: Any, templater: Templater, path: KeyPath) -> Any:
         if isinstance(value, dict):
-            return {
-                k: v if is_version_key(k) else self.substitute(v, templater, path + (k,))
-                for k, v in value.items()
-            }
+            out = {}
+            for k, v in value.items():
+                if is_templated_version_key(k):
+                    out[k] = self.version(v, templater, path + (k,))
+                elif is_version_key(k):
+                    out[k] = v
+                else:
+                    out[k] = self.substitute(v, templater, path + (k,))
+            return out
         if isinstance(value, list):
             return [self.substitute(v, templater, path + (i,)) for i, v in enumerate(value)]
         if isinstance(value, str) and "${{" in value:
@@ -106,6 +129,23 @@ class _Resolver:
             except TemplateError as exc:
                 self.problem(path, str(exc))
         return value
+
+    def version(self, value: Any, templater: Templater, path: KeyPath) -> Any:
+        """A version with its template variables expanded; incrementers keep their meaning."""
+        if not isinstance(value, str) or "${{" not in value or incrementer(value):
+            return value
+        try:
+            expanded = templater.substitute(value)
+        except TemplateError as exc:
+            self.problem(path, str(exc))
+            return value
+        if not is_semver(expanded):
+            self.problem(
+                path,
+                f"{value!r} expands to {expanded!r}, which is not a semantic version (like 1.0.0)",
+            )
+            return value
+        return expanded
 
     # -- run_metadata ---------------------------------------------------------------------
 
@@ -142,17 +182,41 @@ class _Resolver:
         out["shell"] = meta.get("shell", shell)
         out["public"] = meta.get("public", True)
         out["local_repo"] = str(local_repo)
-        if "remote_repo" in meta:
-            out["remote_repo"] = meta["remote_repo"]
-        else:
-            out["remote_repo"] = git(local_repo, "remote", "get-url", "origin") or ""
-        if "latest_commit" in meta:
-            out["latest_commit"] = meta["latest_commit"]
-        else:
-            out["latest_commit"] = git(local_repo, "rev-parse", "HEAD") or NO_COMMIT
+        out.update(self.provenance(meta, local_repo))
         out["default_read_version"] = meta.get("default_read_version", DEFAULT_READ_VERSION)
         out["default_write_version"] = meta.get("default_write_version", DEFAULT_WRITE_VERSION)
         out["api_version"] = meta.get("api_version", API_VERSION)
+        return out
+
+    def provenance(self, meta: dict, local_repo: Path) -> dict[str, str]:
+        """remote_repo and latest_commit: as given, else from git, else placeholders.
+
+        A placeholder is logged as one warning: the run's code would otherwise be recorded
+        without a commit and nobody would notice.
+        """
+        out: dict[str, str] = {}
+        missing = []
+        if "remote_repo" in meta:
+            out["remote_repo"] = meta["remote_repo"]
+        else:
+            remote = git(local_repo, "remote", "get-url", "origin")
+            out["remote_repo"] = remote or ""
+            if not remote:
+                missing.append('no remote repository (remote_repo "")')
+        if "latest_commit" in meta:
+            out["latest_commit"] = meta["latest_commit"]
+        else:
+            commit = git(local_repo, "rev-parse", "HEAD")
+            out["latest_commit"] = commit or NO_COMMIT
+            if not commit:
+                missing.insert(0, f"no commit (latest_commit {NO_COMMIT})")
+        if missing and (meta.get("script") or meta.get("script_path")):
+            log.warning(
+                "warning: %s: %s: code runs will record %s",
+                self.cfg.file,
+                _git_trouble(local_repo),
+                " and ".join(missing),
+            )
         return out
 
     # -- versions -------------------------------------------------------------------------

@@ -9,13 +9,23 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Iterable
+from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from fdp_tasks.config.templates import check_names, is_version_key
+from fdp_tasks.config.templates import (
+    TEMPLATE_RE,
+    TemplateError,
+    Templater,
+    check_names,
+    is_templated_version_key,
+    is_version_key,
+)
+from fdp_tasks.config.versions import incrementer, is_semver
 from fdp_tasks.resources import schema_path
 
 KeyPath = tuple[Any, ...]
@@ -155,12 +165,68 @@ def schema_problems(data: Any) -> list[Problem]:
     return [(p, m) for p, m in out if p not in typed or m.startswith("expected ")]
 
 
+# Template variables in versions are expanded at each run; validation expands them at these
+# sample times: a typical one, then one where zero-padded fields (%m, %d, %H, ...) start with 0.
+_PROBE_TIMES = (datetime(2024, 11, 23, 12, 34, 56), datetime(2024, 1, 2, 3, 4, 5))
+_PROBE_RUN_ID = "3f1c6a52-8f0e-4c8e-9d6e-1b2f3a4b5c6d"
+# Variables whose values only the run knows: versions using them are checked when resolved.
+_RUN_TIME_VARIABLES = {"USER", "USER_ID", "GIT_BRANCH", "GIT_REMOTE", "GIT_TAG"}
+
+
+class _ProbeTemplater(Templater):
+    """Sample values for validation; asks no git repository."""
+
+    def value(self, name: str) -> str:
+        if name == "REPO_DIR":
+            return str(self.config_path.parent)
+        return super().value(name)
+
+
+def version_problems(text: str, register: bool = False) -> list[str]:
+    """Problems of a version string holding template variables (other than a bare incrementer).
+
+    Variables are fine in a version as long as the expanded result is a semantic version,
+    e.g. "0.${{DATE}}.0"; the schema checks literal versions and incrementers.
+    """
+    if "${{" not in text or incrementer(text):
+        return []
+    problems = check_names(text, version="literal" if register else "incrementer")
+    if problems:
+        return problems
+    names = {m.group(1) for m in TEMPLATE_RE.finditer(text)}
+    if names & _RUN_TIME_VARIABLES:
+        return []
+    for i, now in enumerate(_PROBE_TIMES):
+        probe = _ProbeTemplater(
+            config_path=Path("/project/config.yaml"),
+            now=now,
+            run_id=_PROBE_RUN_ID,
+            user_name=None,
+            user_id=None,
+        )
+        try:
+            expanded = probe.substitute(text)
+        except (TemplateError, ValueError) as exc:
+            return [str(exc)]
+        if not is_semver(expanded):
+            when = f" at {now.isoformat()}" if i else ""
+            return [
+                f"{text!r} expands to {expanded!r}{when}, which is not a semantic version "
+                "(like 1.0.0)"
+            ]
+    return []
+
+
 def template_problems(data: Any, path: KeyPath = ()) -> list[Problem]:
-    """Unknown ${{...}} names in any string outside the version fields."""
+    """Unknown ${{...}} names in any string, and templated versions that expand to no semver."""
     out: list[Problem] = []
     if isinstance(data, dict):
         for key, value in data.items():
-            if not is_version_key(key):
+            if is_templated_version_key(key):
+                if isinstance(value, str):
+                    msgs = version_problems(value, register=path[:1] == ("register",))
+                    out += [(path + (key,), msg) for msg in msgs]
+            elif not is_version_key(key):
                 out += template_problems(value, path + (key,))
     elif isinstance(data, list):
         for i, value in enumerate(data):
@@ -170,13 +236,32 @@ def template_problems(data: Any, path: KeyPath = ()) -> list[Problem]:
     return out
 
 
+def script_problems(data: dict) -> list[Problem]:
+    """Write items are outputs of a script: a config with writes needs one to run."""
+    writes = data.get("write")
+    if not isinstance(writes, list) or not writes:
+        return []
+    meta = data.get("run_metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    for key in ("script", "script_path"):
+        value = meta.get(key)
+        if value is not None and not (isinstance(value, str) and not value.strip()):
+            return []
+    return [
+        (
+            ("run_metadata",),
+            "write items need a script (run_metadata.script or run_metadata.script_path)",
+        )
+    ]
+
+
 def validate_problems(data: Any) -> list[Problem]:
     """All problems of a normalised config as (key path, message) pairs."""
     if not isinstance(data, dict):
         return [
             ((), f"expected a mapping of run_metadata, read, write, register; got {describe(data)}")
         ]
-    return schema_problems(data) + template_problems(data)
+    return schema_problems(data) + template_problems(data) + script_problems(data)
 
 
 def validate_config(data: dict, file: str) -> list[str]:
