@@ -115,12 +115,12 @@ def run_job(
     project: Project,
     runs_log: Path,
     working_for: Callable[[str], dict[str, Any]],
-    signature: str | None = None,
+    note: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Resolve, run the script, and report the code runs it recorded.
 
     `working_for(registry_url)` returns the working config for the given registry URL; it is
-    called once the local registry is reachable.
+    called once the local registry is reachable. `note` is kept in the runs log entry.
     """
     token = project.local_token()
     with local_registry_http(project) as api_url:
@@ -158,9 +158,9 @@ def run_job(
             f"(output in {job / 'job.log'})"
         )
     record = {
+        **(note or {}),
         "job": str(job),
         "code_runs": runs,
-        "signature": signature,
         "finished": datetime.now(timezone.utc).isoformat(),
     }
     runs_log.parent.mkdir(parents=True, exist_ok=True)

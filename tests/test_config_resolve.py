@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fdp_tasks.config import ResolveContext, load_config, resolve
+from fdp_tasks.config import Config, ResolveContext, load_config, resolve
 from fdp_tasks.config.versions import Version, increment, latest, sort_versions
 from fdp_tasks.errors import ConfigError
 
@@ -557,3 +557,198 @@ def test_deprecated_config_resolves(tmp_path):
     assert work["write"][0]["use"]["version"] == "0.2.0"
     assert work["read"][0]["use"]["version"] == "1.0.0"
     assert work["read"][1]["data_product"] == "model/parameters"
+
+
+# -- template variables in versions -----------------------------------------------------------
+
+
+def test_dated_versions_resolve(tmp_path):
+    shutil.copy(DATA / "dated_versions.yaml", tmp_path / "config.yaml")
+    cfg = load_config(tmp_path / "config.yaml")
+    products = {
+        ("PSU", "daily/cases"): ["0.20261122.0", "0.20261123.0"],
+        ("PSU", "weekly/cases"): ["1.20261123.0-rc.1"],
+        ("PSU", "model/summary"): ["0.4.2"],
+    }
+    work = resolve(cfg, ctx(tmp_path, products, now=datetime(2026, 11, 23, 8, 0, 0)))
+    meta = work["run_metadata"]
+    assert meta["default_read_version"] == "0.20261123.0"
+    assert meta["default_write_version"] == "1.0.20261123"
+    assert meta["script"] == f"python3 {tmp_path}/model.py"
+    assert [r["use"]["version"] for r in work["read"]] == [
+        "0.20261123.0",
+        "1.20261123.0-rc.1",
+        "0.20261123.0",
+        "1.0.20261123",
+    ]
+    assert [w["use"]["version"] for w in work["write"]] == [
+        "1.0.20261123",
+        f"2.0.20261123+run.{RUN_ID}",
+        "0.5.0",  # incrementers keep their meaning
+    ]
+    assert [r["version"] for r in work["register"]] == ["0.20261123.0", "1.0.20261123"]
+
+
+def test_dated_write_version_that_exists_is_an_error(tmp_path):
+    shutil.copy(DATA / "dated_versions.yaml", tmp_path / "config.yaml")
+    cfg = load_config(tmp_path / "config.yaml")
+    products = {
+        ("PSU", "daily/cases"): ["0.20240305.0"],
+        ("PSU", "weekly/cases"): ["1.20240305.0-rc.1"],
+        ("PSU", "model/results"): ["1.0.20240305"],
+    }
+    with pytest.raises(ConfigError) as exc:
+        resolve(cfg, ctx(tmp_path, products))
+    assert problems(exc) == [
+        f"{cfg.path}: write[0]: PSU:model/results@1.0.20240305 already exists in the local registry"
+    ]
+
+
+def test_dated_versions_left_for_writes_when_not_resolving_writes(tmp_path):
+    cfg = config(
+        tmp_path,
+        "run_metadata:\n  script: echo hi\n"
+        "write:\n  - data_product: a\n    file_type: csv\n    use:\n      version: 0.${{DATE}}.0\n",
+    )
+    work = resolve(cfg, ctx(tmp_path, resolve_writes=False))
+    assert work["write"][0]["use"]["version"] == "0.20240305.0"
+
+
+def test_version_expanding_to_no_semver_is_an_error(tmp_path):
+    # A run-time variable: validation cannot know its value, resolution checks the result.
+    cfg = config(
+        tmp_path,
+        "run_metadata:\n  script: echo hi\n  default_write_version: 1.0.0-${{USER}}\n"
+        "write:\n  - data_product: a\n    file_type: csv\n",
+    )
+    with pytest.raises(ConfigError) as exc:
+        resolve(cfg, ctx(tmp_path))
+    assert problems(exc) == [
+        f"{cfg.path}: run_metadata.default_write_version: '1.0.0-${{{{USER}}}}' expands to "
+        "'1.0.0-Ada Lovelace', which is not a semantic version (like 1.0.0)"
+    ]
+    # A config built in code skips validation: resolution still checks every version field.
+    data = {
+        "run_metadata": {"script": "echo hi"},
+        "read": [{"data_product": "a", "use": {"version": "${{DATETIME}}"}}],
+        "register": [
+            {
+                "data_product": "b",
+                "root": "data",
+                "path": "b.csv",
+                "version": "1.${{DATETIME-%m}}.0",
+            }
+        ],
+    }
+    with pytest.raises(ConfigError) as exc:
+        resolve(Config(path=tmp_path / "config.yaml", data=data), ctx(tmp_path))
+    assert problems(exc) == [
+        f"{tmp_path / 'config.yaml'}: read[0].use.version: '${{{{DATETIME}}}}' expands to "
+        "'2024-03-05T14:07:09', which is not a semantic version (like 1.0.0)",
+        f"{tmp_path / 'config.yaml'}: register[0].version: '1.${{{{DATETIME-%m}}}}.0' expands to "
+        "'1.03.0', which is not a semantic version (like 1.0.0)",
+    ]
+
+
+# -- provenance without git -------------------------------------------------------------------
+
+
+def provenance_warnings(caplog) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "fdp_tasks.config.resolve" and "code runs will record" in r.getMessage()
+    ]
+
+
+@pytest.fixture
+def no_git_above(tmp_path, monkeypatch):
+    """tmp_path is not inside a git repository, whatever holds it."""
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+
+
+def test_no_git_repository_warns_once(tmp_path, caplog, no_git_above):
+    cfg = config(tmp_path, "run_metadata:\n  script: echo hi\n")
+    with caplog.at_level("WARNING"):
+        meta = resolve(cfg, ctx(tmp_path))["run_metadata"]
+    assert meta["latest_commit"] == "0" * 40 and meta["remote_repo"] == ""
+    assert provenance_warnings(caplog) == [
+        f"warning: {cfg.path}: {tmp_path} is not a git repository: code runs will record no "
+        f'commit (latest_commit {"0" * 40}) and no remote repository (remote_repo "")'
+    ]
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        resolve(cfg, ctx(tmp_path))
+        resolve(cfg, ctx(tmp_path))
+    assert len(provenance_warnings(caplog)) == 2  # one per resolve() call
+
+
+def test_local_repo_not_a_repository_is_named(tmp_path, caplog, no_git_above):
+    (tmp_path / "code").mkdir()
+    cfg = config(
+        tmp_path,
+        "run_metadata:\n  script: echo hi\n  local_repo: code\n"
+        "  remote_repo: https://example.org/r.git\n",
+    )
+    with caplog.at_level("WARNING"):
+        meta = resolve(cfg, ctx(tmp_path))["run_metadata"]
+    assert meta["remote_repo"] == "https://example.org/r.git"
+    assert provenance_warnings(caplog) == [
+        f"warning: {cfg.path}: {tmp_path / 'code'} is not a git repository: code runs will "
+        f"record no commit (latest_commit {'0' * 40})"
+    ]
+
+
+def test_git_missing_warns(tmp_path, caplog, monkeypatch):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    cfg = config(tmp_path, "run_metadata:\n  script_path: run.py\n")
+    with caplog.at_level("WARNING"):
+        meta = resolve(cfg, ctx(tmp_path))["run_metadata"]
+    assert meta["latest_commit"] == "0" * 40
+    assert provenance_warnings(caplog) == [
+        f"warning: {cfg.path}: git is not installed, so {tmp_path} cannot be inspected: code "
+        f"runs will record no commit (latest_commit {'0' * 40}) and no remote repository "
+        '(remote_repo "")'
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "run_metadata:\n  script: echo hi\n  latest_commit: 0123456789abcdef\n  remote_repo: ''\n",
+        "run_metadata:\n  description: register only\n  default_output_namespace: ns\n"
+        "register:\n  - data_product: x\n    root: data\n    path: a.csv\n",
+    ],
+    ids=["given-explicitly", "nothing-to-run"],
+)
+def test_no_provenance_warning(tmp_path, caplog, no_git_above, text):
+    cfg = config(tmp_path, text)
+    with caplog.at_level("WARNING"):
+        resolve(cfg, ctx(tmp_path))
+    assert provenance_warnings(caplog) == []
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_git_repository_without_remote_warns_about_the_remote_only(tmp_path, caplog):
+    repo = tmp_path / "repo"
+    run = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@e"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "config.yaml").write_text("run_metadata:\n  script: echo hi\n")
+    subprocess.run(run + ["add", "."], check=True)
+    subprocess.run(run + ["commit", "-q", "-m", "c"], check=True)
+    cfg = load_config(repo / "config.yaml")
+    with caplog.at_level("WARNING"):
+        meta = resolve(cfg, ctx(tmp_path))["run_metadata"]
+    assert meta["latest_commit"] != "0" * 40
+    assert provenance_warnings(caplog) == [
+        f"warning: {cfg.path}: the git repository at {repo} has no remote 'origin': code runs "
+        'will record no remote repository (remote_repo "")'
+    ]
+    # With a remote, nothing to warn about.
+    subprocess.run(run[:3] + ["remote", "add", "origin", "https://example.org/r.git"], check=True)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        resolve(cfg, ctx(tmp_path))
+    assert provenance_warnings(caplog) == []

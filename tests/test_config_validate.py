@@ -368,3 +368,138 @@ def test_cli_subprocess(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("config.yaml: run_metadata.shell: 'zsh' is not one of sh,")
     assert snapshot(tmp_path) == {"config.yaml"}
+
+
+# -- template variables in versions -----------------------------------------------------------
+
+
+def test_dated_versions_validate(tmp_path, monkeypatch, capsys):
+    shutil.copy(DATA / "dated_versions.yaml", tmp_path / "config.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "config.yaml"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["config.yaml: ok"]
+    assert err == ""
+
+
+@pytest.mark.parametrize(
+    "version",
+    ["0.${{DATE}}.0", "1.0.${{DATE}}", "1.0.0-${{GIT_BRANCH}}", "${{ DATE }}.0.0", "${{PATCH}}"],
+)
+def test_templated_write_version_validates(tmp_path, monkeypatch, capsys, version):
+    text = (
+        META
+        + f"write:\n  - data_product: a\n    file_type: csv\n    use:\n      version: '{version}'\n"
+    )
+    rc, out, err = validate(tmp_path, monkeypatch, capsys, text)
+    assert (rc, out, err) == (0, "config.yaml: ok\n", "")
+
+
+VERSION_PROBLEMS = [
+    (
+        "datetime-is-not-semver",
+        META + "write:\n  - data_product: a\n    file_type: csv\n    use:\n"
+        "      version: ${{DATETIME}}\n",
+        "config.yaml: write[0].use.version: '${{DATETIME}}' expands to '2024-11-23T12:34:56', "
+        "which is not a semantic version (like 1.0.0)",
+    ),
+    (
+        "zero-padded-field",
+        META + "read:\n  - data_product: a\n    use:\n      version: 1.${{DATETIME-%m}}.0\n",
+        "config.yaml: read[0].use.version: '1.${{DATETIME-%m}}.0' expands to '1.01.0' at "
+        "2024-01-02T03:04:05, which is not a semantic version (like 1.0.0)",
+    ),
+    (
+        "default-version-with-path",
+        "run_metadata:\n  default_read_version: 1.0.${{CONFIG_DIR}}\n",
+        "config.yaml: run_metadata.default_read_version: '1.0.${{CONFIG_DIR}}' expands to "
+        "'1.0./project', which is not a semantic version (like 1.0.0)",
+    ),
+    (
+        "incrementer-inside-a-version",
+        "run_metadata:\n  default_write_version: 1.${{MINOR}}.0\n",
+        "config.yaml: run_metadata.default_write_version: ${{MINOR}} is a version incrementer: "
+        "it must be the whole version (version: ${{MINOR}}), not part of one",
+    ),
+    (
+        "unknown-variable-in-version",
+        META + "write:\n  - data_product: a\n    file_type: csv\n    use:\n"
+        "      version: 1.0.${{TODAY}}\n",
+        "config.yaml: write[0].use.version: unknown template variable ${{TODAY}} (known: DATE, "
+        "DATETIME, USER, USER_ID, REPO_DIR, CONFIG_DIR, SOURCE_CONFIG, GIT_BRANCH, GIT_REMOTE, "
+        "GIT_TAG, RUN_ID, DATETIME-<format>)",
+    ),
+    (
+        "register-incrementer",
+        META + "register:\n  - data_product: x\n    root: data\n    path: a.csv\n"
+        "    version: ${{PATCH}}\n",
+        "config.yaml: register[0].version: '${{PATCH}}' is not a semantic version (like 1.0.0)",
+    ),
+    (
+        "register-incrementer-inside",
+        META + "register:\n  - data_product: x\n    root: data\n    path: a.csv\n"
+        "    use:\n      version: 1.${{PATCH}}.${{DATE}}\n",
+        "config.yaml: register[0].use.version: ${{PATCH}} is a version incrementer, not allowed "
+        "here (give a version such as 1.0.0)",
+    ),
+    (
+        "register-datetime",
+        META + "register:\n  - data_product: x\n    root: data\n    path: a.csv\n"
+        "    version: ${{DATETIME-%Y.%m.%d}}\n",
+        "config.yaml: register[0].version: '${{DATETIME-%Y.%m.%d}}' expands to '2024.01.02' "
+        "at 2024-01-02T03:04:05, which is not a semantic version (like 1.0.0)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "text,expected", [pytest.param(t, e, id=i) for i, t, e in VERSION_PROBLEMS]
+)
+def test_templated_version_problems(tmp_path, monkeypatch, capsys, text, expected):
+    rc, out, err = validate(tmp_path, monkeypatch, capsys, text)
+    assert rc == 2
+    assert err.splitlines() == [expected]
+    assert out == ""
+
+
+# -- a script for writes ----------------------------------------------------------------------
+
+NO_SCRIPT = (
+    "config.yaml: run_metadata: write items need a script (run_metadata.script or "
+    "run_metadata.script_path)"
+)
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        "run_metadata:\n  description: no script\n  default_output_namespace: ns\n",
+        "",
+        "run_metadata:\n  script: ''\n",
+    ],
+    ids=["no-script-key", "no-run-metadata", "empty-script"],
+)
+def test_writes_without_a_script(tmp_path, monkeypatch, capsys, meta):
+    text = meta + "write:\n  - data_product: a\n    file_type: csv\n"
+    rc, out, err = validate(tmp_path, monkeypatch, capsys, text)
+    assert rc == 2
+    assert err.splitlines() == [NO_SCRIPT]
+
+
+def test_writes_with_a_script_path(tmp_path, monkeypatch, capsys):
+    text = "run_metadata:\n  script_path: run.sh\nwrite:\n  - data_product: a\n    file_type: csv\n"
+    assert validate(tmp_path, monkeypatch, capsys, text) == (0, "config.yaml: ok\n", "")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        META.replace("  script: echo hi\n", "")
+        + "register:\n  - data_product: x\n    root: data\n    path: a.csv\n",
+        META.replace("  script: echo hi\n", "") + "read:\n  - data_product: a\n",
+        META.replace("  script: echo hi\n", "") + "write: []\n",
+    ],
+    ids=["register-only", "read-only", "empty-write-list"],
+)
+def test_no_script_needed_without_writes(tmp_path, monkeypatch, capsys, text):
+    assert validate(tmp_path, monkeypatch, capsys, text) == (0, "config.yaml: ok\n", "")

@@ -273,3 +273,35 @@ def test_a_changed_source_of_a_registered_version_is_an_error(env: Env) -> None:
     assert sha1(env.data_store / "test/inputs/a/1.0.0.csv") == info["sha1"]
     env.config(pipeline_config({"a": "1.0.1"}))
     assert sorted(env.doit().executed) == ["job", "register:test:inputs/a@1.0.1"]
+
+
+def test_status_says_why_the_job_would_run(env: Env) -> None:
+    env.doit()
+    env.file("model.py", WRITER_SCRIPT + "# tuned\n")
+    env.file("raw/b.csv", "y\n3\n4\n")
+    env.config(pipeline_config({"b": "1.1.0"}))
+    env.doit("register")
+    rows = {r["task"]: r for r in json.loads(env.fdp("status", "--json").stdout)}
+    reason = rows["job"]["reason"]
+    assert rows["job"]["state"] == "will-run"
+    assert "model.py changed" in reason
+    assert "new input test:inputs/b@1.1.0" in reason
+    assert "input test:inputs/b@1.0.0 no longer read" in reason
+    assert rows["push:test:out/summary@0.0.1"]["state"] == "unknown"
+    assert "not configured" in rows["push:test:out/summary@0.0.1"]["reason"]
+
+
+def test_push_pushes_what_exists_and_picks_the_remote(env: Env, tmp_path: Path) -> None:
+    env.doit()
+    env.fdp("remote", "add", "origin", str(tmp_path / "origin"))
+    env.fdp("remote", "add", "backup", str(tmp_path / "backup"))
+    env.file("model.py", WRITER_SCRIPT + "# edited, not yet run\n")
+    pushed = env.fdp("push", "--remote", "backup")
+    assert "job" not in pushed.executed  # pushing never runs the model first
+    assert pushed.executed == ["push:test:out/summary@0.0.1"]
+    assert (tmp_path / "backup/registry.db").is_file()
+    assert not (tmp_path / "origin/registry.db").exists()
+    listed = env.fdp("remote", "list").stdout.splitlines()
+    assert [line.split("\t")[0] for line in listed] == ["origin", "backup"]
+    status = json.loads(env.fdp("status", "--json", "--remote", "backup").stdout)
+    assert {r["state"] for r in status if r["task"].startswith("push:")} == {"pushed"}

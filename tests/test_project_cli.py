@@ -165,3 +165,44 @@ def test_failure_while_recording_leaves_nothing_half_written(tmp_path: Path) -> 
     assert store.count("data_product") == 0
     assert store.count("object") == 0
     assert not [p for p in (env.data_store / "x").rglob("*") if p.is_file()]
+
+
+def test_small_commands_print_what_scripts_need(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    token = env.fdp("registry", "token", "--show").stdout
+    assert token.strip() == (env.home / "token").read_text().strip()
+    assert len(token.strip()) == 40 and token.count("\n") == 1
+    env.config(
+        {
+            "run_metadata": {
+                "description": "x",
+                "default_input_namespace": "x",
+                "remote_data_registry_url": "../shared",
+            },
+            "read": [{"data_product": "a", "use": {"version": "1.0.0"}}],
+        }
+    )
+    listed = env.fdp("remote", "list").stdout
+    assert listed.startswith("origin\t../shared\t(run_metadata.remote_data_registry_url")
+    env.file(
+        "model.py",
+        "from fdp_tasks.api import Session\n"
+        "with Session() as fdp:\n"
+        "    open(fdp.write('out'), 'w').write('1')\n",
+    )
+    env.config(
+        {
+            "run_metadata": {
+                "description": "x",
+                "default_output_namespace": "x",
+                "script": "python3 ${{CONFIG_DIR}}/model.py",
+            },
+            "write": [{"data_product": "out", "file_type": "txt"}],
+        }
+    )
+    env.doit()
+    store = Store(env.home / "registry.db")
+    product = store.find_one("data_product", {"name": "out"})
+    object_uuid = store.get("object", product["object"])["uuid"]
+    info = env.fdp("info", object_uuid).stdout
+    assert "x:out@0.0.1" in info

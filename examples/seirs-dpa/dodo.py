@@ -2,7 +2,7 @@
 
     doit                         register, pull and run what ./config.yaml asks for
     doit config=other.yaml push  ... and push the outputs to the remote
-    doit list / doit info job    the tasks, and why one would run
+    doit list                    the tasks (`fdp status` says which would run, and why)
 """
 
 from fdp_tasks.graph.dodo import *  # noqa: F403

@@ -11,7 +11,7 @@ from fdp_tasks.errors import FdpError
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "info", help="show a data product (ns:name@version) or code run (uuid)"
+        "info", help="show a data product (ns:name@version), or a code run or object (uuid)"
     )
     parser.add_argument("item")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -94,12 +94,36 @@ def run_info(store: Any, run_uuid: str) -> dict[str, Any]:
     }
 
 
+def object_info(store: Any, object_uuid: str) -> dict[str, Any]:
+    """An object by uuid: the data products it holds, or its file and description."""
+    rows = store.find("object", {"uuid": object_uuid}, limit=1)
+    if not rows:
+        raise FdpError(f"no code run or object {object_uuid} in the local registry")
+    obj = rows[0]
+    if obj["data_products"]:
+        product = store.get("data_product", obj["data_products"][0])
+        ns = store.get("namespace", product["namespace"])["name"]
+        return product_info(store, f"{ns}:{product['name']}@{product['version']}")
+    info: dict[str, Any] = {"object_uuid": obj["uuid"], "description": obj.get("description")}
+    if obj.get("storage_location"):
+        location = store.get("storage_location", obj["storage_location"])
+        root = store.get("storage_root", location["storage_root"])
+        info["file"] = root["root"] + location["path"]
+        info["sha1"] = location["hash"]
+    return info
+
+
 def handler(args: argparse.Namespace) -> int:
     from fdp_tasks.project import Project
 
     store = Project.load().store()
     is_uuid = len(args.item) == 36 and args.item.count("-") == 4 and ":" not in args.item
-    info = run_info(store, args.item) if is_uuid else product_info(store, args.item)
+    if is_uuid and not store.find("code_run", {"uuid": args.item}, limit=1):
+        info = object_info(store, args.item)
+    elif is_uuid:
+        info = run_info(store, args.item)
+    else:
+        info = product_info(store, args.item)
     if args.json:
         print(json.dumps(info, indent=2))
     else:

@@ -7,7 +7,6 @@ running (for other tools, or several runs) and for the token other clients need.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -137,10 +136,9 @@ def do_status(args: argparse.Namespace) -> int:
 
 
 def do_token(args: argparse.Namespace) -> int:
-    """Print where the token is (creating it if needed); the token only with --show."""
+    """Print where the token is (creating it if needed); with --show, only the token itself,
+    so that `$(fdp registry token --show)` fits in a header."""
     project = _project()
     token = project.local_token()
-    print(project.token_path)
-    if args.show:
-        print(token, file=sys.stdout)
+    print(token if args.show else project.token_path)
     return 0

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+import yaml
 
 from fdp_tasks.errors import FdpError
 
@@ -19,6 +22,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     rm.add_argument("name")
     rm.set_defaults(func=handle_remove)
     ls = sub.add_parser("list", help="list remotes")
+    ls.add_argument(
+        "--config",
+        default="config.yaml",
+        help="also show the remote this config names (default: ./config.yaml)",
+    )
     ls.set_defaults(func=handle_list)
 
 
@@ -57,6 +65,16 @@ def handle_remove(args: argparse.Namespace) -> int:
 def handle_list(args: argparse.Namespace) -> int:
     from fdp_tasks.project import Project
 
-    for name, spec in Project.load().remotes.items():
+    remotes = Project.load().remotes
+    for name, spec in remotes.items():
         print(f"{name}\t{spec.url}")
+    config = Path(args.config)
+    if "origin" not in remotes and config.is_file():
+        try:
+            meta = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("run_metadata")
+        except yaml.YAMLError:
+            meta = None
+        url = (meta or {}).get("remote_data_registry_url") if isinstance(meta, dict) else None
+        if url:
+            print(f"origin\t{url}\t(run_metadata.remote_data_registry_url in {config})")
     return 0

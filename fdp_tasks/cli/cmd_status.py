@@ -8,73 +8,94 @@ from pathlib import Path
 from typing import Any
 
 from fdp_tasks.cli.common import add_config_argument, config_path
+from fdp_tasks.errors import FdpError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "status",
         help="show which items are up to date and which would run",
-        description="For every register, pull, run and push item of the config: up to date, "
-        "or what would happen. Reads only the local registry (and the remote for push).",
+        description="For every register, pull, job and push item of the config: up to date, "
+        "or what would happen and why. Reads the local registry, and the remote for push.",
     )
     add_config_argument(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON list")
+    parser.add_argument("--remote", metavar="NAME", help="the remote to compare with")
     parser.add_argument(
         "--no-remote", action="store_true", help="do not ask the remote whether outputs are pushed"
     )
     parser.set_defaults(func=handler)
 
 
-def collect(path: Path, remote: bool = True) -> list[dict[str, Any]]:
+def _row(task: str, up_to_date: bool, reason: str = "", **extra: Any) -> dict[str, Any]:
+    row = {"task": task, "state": "up-to-date" if up_to_date else "will-run", **extra}
+    if reason:
+        row["reason"] = reason
+    return row
+
+
+def job_row(plan: Any, reads_ok: bool) -> dict[str, Any]:
+    from fdp_tasks.graph.plan import explain_change
+    from fdp_tasks.job import past_runs
+
+    runs = past_runs(plan.runs_log)
+    if not reads_ok:
+        return _row("job", False, "inputs missing locally")
+    if not runs:
+        return _row("job", False, "never run")
+    last = runs[-1]
+    parts = plan.run_inputs()
+    if last.get("signature") != plan.run_signature(parts):
+        return _row("job", False, explain_change(last.get("depends_on") or {}, parts))
+    outputs = plan.outputs_of(last.get("code_runs") or [])
+    if outputs is None or not all(plan.file_intact(o) for o in outputs):
+        return _row("job", False, "an output of the last run is missing or modified")
+    return _row("job", True)
+
+
+def collect(
+    path: Path, remote: bool = True, remote_name: str | None = None
+) -> list[dict[str, Any]]:
     from fdp_tasks.graph.plan import Plan
     from fdp_tasks.graph.tasks import PushLedger, on_remote, pushable
-    from fdp_tasks.job import past_runs
     from fdp_tasks.register import item_label, registered_product
 
-    plan = Plan(path)
-    rows: list[dict[str, Any]] = []
-    for item in plan.registers:
-        ok = registered_product(plan.store, plan.data, item)
-        rows.append(
-            {"task": f"register:{item_label(item)}", "state": "up-to-date" if ok else "will-run"}
-        )
+    plan = Plan(path, remote_name=remote_name)
+    rows = [
+        _row(f"register:{item_label(item)}", registered_product(plan.store, plan.data, item))
+        for item in plan.registers
+    ]
     reads_ok = True
     for read in plan.reads:
         ok = plan.read_present(read)
         reads_ok &= ok
-        rows.append({"task": f"pull:{read.label}", "state": "up-to-date" if ok else "will-run"})
+        rows.append(_row(f"pull:{read.label}", ok, "" if ok else "not in the local registry"))
     if plan.has_script:
-        runs = past_runs(plan.runs_log)
-        state, why = "will-run", "never run"
-        if not reads_ok:
-            why = "inputs missing locally"
-        elif runs:
-            last = runs[-1]
-            outputs = plan.outputs_of(last.get("code_runs") or [])
-            if last.get("signature") != plan.run_signature():
-                why = "script, inputs or outputs changed in the config"
-            elif outputs is None or not all(plan.file_intact(o) for o in outputs):
-                why = "an output of the last run is missing or modified"
-            else:
-                state, why = "up-to-date", ""
-        rows.append({"task": "job", "state": state, "reason": why})
+        rows.append(job_row(plan, reads_ok))
     ledger = PushLedger(plan.state_dir / "pushed.jsonl")
     for found in pushable(plan):
+        row = {"task": f"push:{found.ref}", "hash": found.hash}
         if not remote:
-            state = "unknown"
+            row["state"] = "unknown"
         else:
             try:
-                state = "pushed" if on_remote(plan, found, ledger) else "local-only"
-            except Exception as exc:  # an unreachable remote is a status, not a crash
-                state = f"remote unreachable: {type(exc).__name__}"
-        rows.append({"task": f"push:{found.ref}", "state": state, "hash": found.hash})
+                row["state"] = "pushed" if on_remote(plan, found, ledger) else "local-only"
+            except FdpError as exc:  # no remote, or one that cannot be reached
+                row["state"], row["reason"] = "unknown", str(exc).splitlines()[0]
+        rows.append(row)
     return rows
 
 
 def print_status(
-    path: Path, tasks: list[str] | None = None, as_json: bool = False, remote: bool = True
+    path: Path,
+    tasks: list[str] | None = None,
+    as_json: bool = False,
+    remote: bool = True,
+    remote_name: str | None = None,
 ) -> int:
-    rows = collect(path, remote=remote and (tasks is None or "push" in tasks))
+    rows = collect(
+        path, remote=remote and (tasks is None or "push" in tasks), remote_name=remote_name
+    )
     if tasks:
         rows = [r for r in rows if r["task"].split(":", 1)[0] in tasks]
     if as_json:
@@ -84,9 +105,11 @@ def print_status(
         reason = f"  ({row['reason']})" if row.get("reason") else ""
         print(f"{row['state']:<12} {row['task']}{reason}")
     if not rows:
-        print("nothing to do: the config registers, reads and runs nothing")
+        print("nothing to do: the config registers, reads, runs and pushes nothing")
     return 0
 
 
 def handler(args: argparse.Namespace) -> int:
-    return print_status(config_path(args), as_json=args.json, remote=not args.no_remote)
+    return print_status(
+        config_path(args), as_json=args.json, remote=not args.no_remote, remote_name=args.remote
+    )

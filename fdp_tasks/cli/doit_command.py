@@ -19,6 +19,9 @@ def doit_command(
         parser.add_argument(
             "--dry-run", action="store_true", help="list what would run, run nothing"
         )
+        parser.add_argument(
+            "--remote", metavar="NAME", help="the remote to use (default: origin, or the only one)"
+        )
         parser.set_defaults(func=lambda args: handler(args, tasks, keep_going, refresh))
 
     return add_parser
@@ -31,6 +34,6 @@ def handler(args: argparse.Namespace, tasks: list[str], keep_going: bool, refres
     if args.dry_run:
         from fdp_tasks.cli.cmd_status import print_status
 
-        return print_status(path, tasks)
+        return print_status(path, tasks, remote_name=args.remote)
     doit_args = ["run", *(["--continue"] if keep_going else []), *tasks]
-    return run_doit(path, doit_args, refresh=refresh)
+    return run_doit(path, doit_args, refresh=refresh, remote=args.remote)

@@ -27,7 +27,11 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fdp", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="fdp",
+        description="Reproducible FAIR Data Pipeline runs: register, pull, run and push what a "
+        "config.yaml names, doing only what is out of date.",
+    )
     parser.add_argument("--version", action="version", version=f"fdp-tasks {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

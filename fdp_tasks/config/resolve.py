@@ -104,6 +104,7 @@ class _Resolver:
         self.base = cfg.path.parent
         self.problems: list[Problem] = []
         self.pinned: dict[tuple[str, str], list[str]] = {}
+        self.bad_versions: set[KeyPath] = set()  # reported already: no follow-on problems
 
     def problem(self, path: KeyPath, message: str) -> None:
         self.problems.append((path, message))
@@ -138,8 +139,10 @@ class _Resolver:
             expanded = templater.substitute(value)
         except TemplateError as exc:
             self.problem(path, str(exc))
+            self.bad_versions.add(path)
             return value
         if not is_semver(expanded):
+            self.bad_versions.add(path)
             self.problem(
                 path,
                 f"{value!r} expands to {expanded!r}, which is not a semantic version (like 1.0.0)",
@@ -254,6 +257,13 @@ class _Resolver:
             return None
         return spec
 
+    def version_failed(self, vpath: KeyPath, section: str) -> bool:
+        """The item's version (its own or the section default) could not be expanded."""
+        if vpath in self.bad_versions:
+            return True
+        default = ("run_metadata", f"default_{section}_version")
+        return len(vpath) == 2 and default in self.bad_versions
+
     # -- sections -------------------------------------------------------------------------
 
     def register(self, items: list, ns_out: str | None) -> list:
@@ -311,6 +321,8 @@ class _Resolver:
             name = use.get("data_product") or item["data_product"]
             spec = use.get("version") or read_default
             vpath = path + ("use", "version") if "version" in use else path
+            if self.version_failed(vpath, "read"):
+                continue
             cache = use.get("cache")
             extra = {k: use[k] for k in ("component",) if k in use}
             if cache:
@@ -365,6 +377,8 @@ class _Resolver:
             name = use.get("data_product") or item["data_product"]
             spec = use.get("version") or write_default
             vpath = path + ("use", "version") if "version" in use else path
+            if self.version_failed(vpath, "write"):
+                continue
             key = (ns, name, use.get("component"))
             if key in seen:
                 self.problem(path, f"writes {ns}:{name} like write[{seen[key]}] already does")

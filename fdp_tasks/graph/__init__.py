@@ -9,23 +9,30 @@ from typing import Any
 from fdp_tasks.errors import FdpError
 
 
-def load_namespace(config_path: str | Path, refresh: bool = False) -> dict[str, Any]:
+def load_namespace(
+    config_path: str | Path, refresh: bool = False, remote: str | None = None
+) -> dict[str, Any]:
     """For dodo.py: the tasks of one config; a bad config ends the process with one line."""
     from fdp_tasks.graph.tasks import dodo_namespace
 
     try:
-        return dodo_namespace(str(config_path), refresh=refresh)
+        return dodo_namespace(str(config_path), refresh=refresh, remote=remote)
     except FdpError as exc:
         print(f"fdp: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
 
 
-def run_doit(config_path: str | Path, doit_args: list[str], refresh: bool = False) -> int:
+def run_doit(
+    config_path: str | Path,
+    doit_args: list[str],
+    refresh: bool = False,
+    remote: str | None = None,
+) -> int:
     """Run doit on the tasks of `config_path`, as `doit <doit_args>` would in its project."""
     from doit.cmd_base import ModuleTaskLoader
     from doit.doit_cmd import DoitMain
 
     from fdp_tasks.graph.tasks import dodo_namespace
 
-    namespace = dodo_namespace(str(config_path), refresh=refresh)
+    namespace = dodo_namespace(str(config_path), refresh=refresh, remote=remote)
     return DoitMain(ModuleTaskLoader(namespace)).run(doit_args)

@@ -1,7 +1,7 @@
 """The tasks of one config, for a project's dodo.py: `from fdp_tasks.graph.dodo import *`.
 
 doit imports dodo.py after it has read `config=...` and `refresh=1` from its command line, so
-this module can read them with `get_var` when it is imported.
+this module can read them with `get_var` when it is imported. `remote=NAME` picks a remote.
 """
 
 from doit import get_var
@@ -9,5 +9,9 @@ from doit import get_var
 from fdp_tasks.graph import load_namespace
 
 globals().update(
-    load_namespace(get_var("config", "config.yaml"), refresh=bool(get_var("refresh", "")))
+    load_namespace(
+        get_var("config", "config.yaml"),
+        refresh=bool(get_var("refresh", "")),
+        remote=get_var("remote", None),
+    )
 )

@@ -48,6 +48,32 @@ def script_files(run_metadata: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def explain_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """Why the job must run again, in words, from two run_inputs() snapshots."""
+    reasons = []
+    for name in sorted(set(old.get("script", {})) | set(new.get("script", {}))):
+        if old.get("script", {}).get(name) != new.get("script", {}).get(name):
+            reasons.append(f"{Path(name).name} changed")
+    old_in, new_in = old.get("inputs", {}), new.get("inputs", {})
+    for ref in sorted(set(old_in) | set(new_in)):
+        if ref not in old_in:
+            reasons.append(f"new input {ref}")
+        elif ref not in new_in:
+            reasons.append(f"input {ref} no longer read")
+        elif old_in[ref] != new_in[ref]:
+            reasons.append(f"input {ref} has new content")
+    if old.get("writes") != new.get("writes"):
+        reasons.append("write items changed")
+    changed = sorted(
+        k
+        for k in set(old.get("meta", {})) | set(new.get("meta", {}))
+        if old.get("meta", {}).get(k) != new.get("meta", {}).get(k)
+    )
+    if changed:
+        reasons.append(f"run_metadata changed ({', '.join(changed)})")
+    return "; ".join(reasons) or "the config changed"
+
+
 class LocalView:
     """The local registry as config resolution sees it."""
 
@@ -84,8 +110,14 @@ class ReadItem:
 class Plan:
     """A config, the project it belongs to, and the local registry and data store."""
 
-    def __init__(self, config_path: str | Path, project: Project | None = None):
+    def __init__(
+        self,
+        config_path: str | Path,
+        project: Project | None = None,
+        remote_name: str | None = None,
+    ):
         self.cfg: Config = load_config(config_path)
+        self.remote_name = remote_name
         self.project = project or Project.load(self.cfg.path.parent)
         self.store: Store = self.project.store()
         self.data: DataStore = self.project.data_store
@@ -190,18 +222,17 @@ class Plan:
             self.product_intact(item.namespace, name, version) for name, version in newest.items()
         )
 
-    def run_signature(self) -> str:
-        """What the run's outputs depend on: script, inputs (by hash) and the write spec."""
+    def run_inputs(self) -> dict[str, Any]:
+        """What the run's outputs depend on: script files, inputs by hash, writes, metadata."""
         working = self.working(resolve_writes=False, run_id="RUN_ID")
         meta = dict(working["run_metadata"])
         for volatile in ("local_data_registry_url", "latest_commit"):
             meta.pop(volatile, None)
-        script = script_files(meta)
-        inputs = []
+        inputs = {}
         for item in working.get("read") or []:
             use = item.get("use") or {}
             if use.get("cache"):
-                inputs.append(["cache", use["cache"]])
+                inputs[f"cache:{use['cache']}"] = None
                 continue
             ref = queries.ProductRef(
                 use.get("namespace"),
@@ -209,17 +240,21 @@ class Plan:
                 str(use.get("version")),
             )
             found = queries.locate_ref(self.store, ref)
-            inputs.append([str(ref), found.hash if found else None])
+            inputs[str(ref)] = found.hash if found else None
         writes = [
             {k: v for k, v in item.items() if k != "use"}
             | {"namespace": (item.get("use") or {}).get("namespace")}
             for item in working.get("write") or []
         ]
-        blob = json.dumps(
-            {"meta": meta, "script": script, "inputs": inputs, "writes": writes},
-            sort_keys=True,
-            default=str,
+        return json.loads(
+            json.dumps(
+                {"meta": meta, "script": script_files(meta), "inputs": inputs, "writes": writes},
+                default=str,
+            )
         )
+
+    def run_signature(self, parts: dict[str, Any] | None = None) -> str:
+        blob = json.dumps(parts or self.run_inputs(), sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()
 
     def outputs_of(self, run_uuids: list[str]) -> list[queries.Located] | None:
@@ -245,6 +280,7 @@ class Plan:
         Opened once per process and kept, with a cache in front of its registry, so that
         every task of a command shares one connection and what has been looked up.
         """
+        name = name or self.remote_name
         if name not in self._remotes:
             remotes = self.project.remotes
             meta = self.cfg.data.get("run_metadata") or {}

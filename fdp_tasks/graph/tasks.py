@@ -136,12 +136,16 @@ def _outputs_intact(plan: Plan) -> Any:
 
 
 def run_task(plan: Plan) -> Task:
-    signature = plan.run_signature() if plan.has_script else None
+    parts = plan.run_inputs() if plan.has_script else {}
+    signature = plan.run_signature(parts) if plan.has_script else None
 
     def action() -> Any:
         try:
             return run_job(
-                plan.project, plan.runs_log, lambda url: plan.working(registry_url=url), signature
+                plan.project,
+                plan.runs_log,
+                lambda url: plan.working(registry_url=url),
+                {"signature": signature, "depends_on": parts},
             )
         except FdpError as exc:
             return _fail(str(exc))
@@ -223,7 +227,6 @@ def push_tasks(plan: Plan) -> Iterator[Task]:
     yield {
         "basename": "push",
         "name": None,
-        "task_dep": ["job"],
         "doc": "copy the run's outputs and their provenance to the remote",
     }
     ledger = PushLedger(plan.state_dir / "pushed.jsonl")
@@ -249,9 +252,11 @@ def push_tasks(plan: Plan) -> Iterator[Task]:
 
 
 # ----------------------------------------------------------------- the module
-def dodo_namespace(config_path: str, refresh: bool = False) -> dict[str, Any]:
+def dodo_namespace(
+    config_path: str, refresh: bool = False, remote: str | None = None
+) -> dict[str, Any]:
     """Everything a dodo.py needs: DOIT_CONFIG and the task generators for one config."""
-    plan = Plan(config_path)
+    plan = Plan(config_path, remote_name=remote)
 
     def task_register() -> Iterator[Task]:
         yield from register_tasks(plan)
@@ -263,7 +268,7 @@ def dodo_namespace(config_path: str, refresh: bool = False) -> dict[str, Any]:
     def task_job() -> Task:
         return run_task(plan)
 
-    @create_after(executed="job")
+    @create_after()  # only when asked for: pushing never runs anything first
     def task_push() -> Iterator[Task]:
         yield from push_tasks(plan)
 
