@@ -17,7 +17,7 @@ from fdp_tasks.datastore import DataStore, product_path
 from fdp_tasks.errors import FdpError, IntegrityError, OutOfSync
 from fdp_tasks.locations import intact, local_location, placement
 from fdp_tasks.registry import queries
-from fdp_tasks.registry.base import Record, Registry, UniqueViolation
+from fdp_tasks.registry.base import Record, Registry, RegistryError, UniqueViolation
 from fdp_tasks.registry.cache import CachedRegistry
 from fdp_tasks.registry.schema import RegistrySchema, load_schema
 from fdp_tasks.remotes.base import Remote
@@ -145,16 +145,42 @@ def pull_product(
             expected_sha1=found.hash,
         )
 
+    here = local_location(local, store, rel, found.hash, public)
+
     def relocate(location: Record) -> int | None:
-        if location["id"] != found.location["id"]:
-            return None
-        return local_location(local, store, rel, found.hash, public)
+        return here if location["id"] == found.location["id"] else None
 
     copier = Copier(remote.registry, local, relocate)
     copier.copy("data_product", found.product["id"])
+    mine = local.get("object", copier.ids[("object", found.object["id"])])
+    if mine.get("storage_location") != here:
+        # known before as another product's provenance, with the remote's location
+        local.patch("object", mine["id"], {"storage_location": here})
     for ext_id in found.product.get("external_object") or []:
         copier.copy("external_object", ext_id)
+    for run in runs_that_made(remote.registry, found.object):
+        copier.copy("code_run", run["id"])  # provenance: records only, no files
     return queries.locate_ref(local, ref)
+
+
+def runs_that_made(registry: Registry, obj: Record) -> list[Record]:
+    """The code runs with one of the object's components among their outputs.
+
+    Registries that ignore or refuse the filter are tolerated: rows are checked, and a
+    refusal means no provenance rather than a failed pull.
+    """
+    components = set(obj.get("components") or [])
+    runs: dict[int, Record] = {}
+    for component in components:
+        try:
+            rows = registry.find("code_run", {"outputs": component})
+        except RegistryError as exc:
+            log.info("provenance not pulled: the registry refused a code_run filter (%s)", exc)
+            return []
+        for row in rows:
+            if components & set(row.get("outputs") or []):
+                runs[row["id"]] = row
+    return list(runs.values())
 
 
 def _extension(registry: Registry, found: queries.Located) -> str:

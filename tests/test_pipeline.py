@@ -199,6 +199,11 @@ def test_push_to_directory_remote_and_pull_into_fresh_registry(env: Env, tmp_pat
         assert sha1(other.data_store / rel) == sha1(env.data_store / rel)
     info = json.loads(other.fdp("info", "test:out/summary@0.0.1", "--json").stdout)
     assert info["sha1"] == sha1(env.data_store / "test/out/summary/0.0.1.csv")
+    # the provenance came along: the code run that made it, with its inputs
+    producer_run = env.fdp("list", "runs").stdout.split()[0]
+    assert info["made_by"] == [producer_run]
+    run_info = json.loads(other.fdp("info", producer_run, "--json").stdout)
+    assert sorted(run_info["inputs"]) == ["test:inputs/a@1.0.0", "test:inputs/b@1.0.0"]
     assert other.doit().executed == []
     # the remote holds the provenance: the run, its config and script, and its inputs
     remote_store = Store(remote / "registry.db")

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from fdp_tasks.config import Config, ResolveContext, load_config, resolve
+from fdp_tasks.config.templates import TemplateError, Templater
+from fdp_tasks.config.versions import incrementer
 from fdp_tasks.datastore import DataStore
 from fdp_tasks.errors import ConfigError
 from fdp_tasks.project import Project
@@ -188,12 +190,30 @@ class Plan:
                     f"{self.cfg.file}: read[{i}]: no namespace: set use.namespace "
                     "or run_metadata.default_input_namespace"
                 )
-            name = use.get("data_product") or item["data_product"]
+            name = self._expand(str(use.get("data_product") or item["data_product"]), i)
+            namespace = self._expand(str(namespace), i)
             if (namespace, name) in registered:
                 continue
             version = use.get("version") or meta.get("default_read_version")
+            if version and not incrementer(version):
+                version = self._expand(str(version), i)
             items.append(ReadItem(namespace, name, str(version) if version else None, i))
         return items
+
+    @cached_property
+    def _templater(self) -> Templater:
+        user = self.project.user
+        return Templater(config_path=self.cfg.path, now=datetime.now(), run_id="",
+                         user_name=user.name, user_id=user.identifier)
+
+    def _expand(self, text: str, index: int) -> str:
+        """Template variables in a read item, as resolution expands them (dated versions)."""
+        if "${{" not in text:
+            return text
+        try:
+            return self._templater.substitute(text)
+        except TemplateError as exc:
+            raise ConfigError(f"{self.cfg.file}: read[{index}]: {exc}") from None
 
     @property
     def has_script(self) -> bool:
