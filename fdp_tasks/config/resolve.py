@@ -310,19 +310,30 @@ class _Resolver:
             root = root[len("file://") :]
         return "file://" + _dir_string(_abspath(self.base, root))
 
+    def item_basics(
+        self, section: str, i: int, item: dict, ns_default: str | None, version_default: str
+    ) -> tuple | None:
+        """Key path, use block, namespace, name, version spec and version key path of a read or
+        write item; None when it cannot be resolved (the problem is reported elsewhere)."""
+        path = (section, i)
+        use = dict(item.get("use") or {})
+        ns = use.get("namespace") or ns_default
+        if not ns:
+            return None  # reported on run_metadata.default_input/output_namespace
+        name = use.get("data_product") or item["data_product"]
+        spec = use.get("version") or version_default
+        vpath = path + ("use", "version") if "version" in use else path
+        if self.version_failed(vpath, section):
+            return None
+        return path, use, ns, name, spec, vpath
+
     def reads(self, items: list, ns_in: str | None, read_default: str) -> list:
         out = []
         for i, item in enumerate(items):
-            path = ("read", i)
-            use = dict(item.get("use") or {})
-            ns = use.get("namespace") or ns_in
-            if not ns:
-                continue  # reported on run_metadata.default_input_namespace
-            name = use.get("data_product") or item["data_product"]
-            spec = use.get("version") or read_default
-            vpath = path + ("use", "version") if "version" in use else path
-            if self.version_failed(vpath, "read"):
+            basics = self.item_basics("read", i, item, ns_in, read_default)
+            if basics is None:
                 continue
+            path, use, ns, name, spec, vpath = basics
             cache = use.get("cache")
             extra = {k: use[k] for k in ("component",) if k in use}
             if cache:
@@ -369,16 +380,10 @@ class _Resolver:
         out = []
         seen: dict[tuple, int] = {}
         for i, item in enumerate(items):
-            path = ("write", i)
-            use = dict(item.get("use") or {})
-            ns = use.get("namespace") or ns_out
-            if not ns:
-                continue  # reported on run_metadata.default_output_namespace
-            name = use.get("data_product") or item["data_product"]
-            spec = use.get("version") or write_default
-            vpath = path + ("use", "version") if "version" in use else path
-            if self.version_failed(vpath, "write"):
+            basics = self.item_basics("write", i, item, ns_out, write_default)
+            if basics is None:
                 continue
+            path, use, ns, name, spec, vpath = basics
             key = (ns, name, use.get("component"))
             if key in seen:
                 self.problem(path, f"writes {ns}:{name} like write[{seen[key]}] already does")

@@ -203,8 +203,13 @@ class Plan:
     @cached_property
     def _templater(self) -> Templater:
         user = self.project.user
-        return Templater(config_path=self.cfg.path, now=datetime.now(), run_id="",
-                         user_name=user.name, user_id=user.identifier)
+        return Templater(
+            config_path=self.cfg.path,
+            now=datetime.now(),
+            run_id="",
+            user_name=user.name,
+            user_id=user.identifier,
+        )
 
     def _expand(self, text: str, index: int) -> str:
         """Template variables in a read item, as resolution expands them (dated versions)."""

@@ -7,6 +7,7 @@ can move records between registries by translating ids.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from fdp_tasks.errors import FdpError
@@ -39,6 +40,19 @@ class UniqueViolation(RegistryError):
         self.type_name = type_name
         self.key = key
         self.existing = existing
+
+
+def create_or_existing(create: Callable[[], Record]) -> tuple[Record, bool]:
+    """(record, True) from `create`, or (the clashing record, False) on a unique violation.
+
+    Creating first and looking up only on a clash costs one round trip for new records.
+    """
+    try:
+        return create(), True
+    except UniqueViolation as exc:
+        if exc.existing is None:
+            raise
+        return exc.existing, False
 
 
 class Registry(Protocol):

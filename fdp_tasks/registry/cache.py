@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fdp_tasks.registry.base import Record, Registry, UniqueViolation
+from fdp_tasks.registry.base import Record, Registry, create_or_existing
 
 
 class CachedRegistry:
@@ -55,9 +55,5 @@ class CachedRegistry:
         return self._keep(type_name, self.inner.patch(type_name, record_id, data))
 
     def get_or_create(self, type_name: str, data: dict[str, Any]) -> tuple[Record, bool]:
-        try:
-            return self.create(type_name, data), True
-        except UniqueViolation as exc:
-            if exc.existing is None:
-                raise
-            return self._keep(type_name, exc.existing), False
+        record, created = create_or_existing(lambda: self.create(type_name, data))
+        return self._keep(type_name, record), created

@@ -27,6 +27,7 @@ from fdp_tasks.registry.base import (
     Record,
     RegistryError,
     UniqueViolation,
+    create_or_existing,
 )
 from fdp_tasks.registry.schema import RecordType, RegistrySchema, load_schema
 
@@ -395,12 +396,7 @@ class HttpRegistry:
 
     def get_or_create(self, type_name: str, data: dict[str, Any]) -> tuple[Record, bool]:
         """The existing record with the same unique key, or a new one (one POST if new)."""
-        try:
-            return self.create(type_name, data), True
-        except UniqueViolation as exc:
-            if exc.existing is None:
-                raise
-            return exc.existing, False
+        return create_or_existing(lambda: self.create(type_name, data))
 
     def delete(self, type_name: str, record_id: int) -> None:
         self._type(type_name)

@@ -22,7 +22,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from fdp_tasks.registry.base import InvalidRecord, NotFound, Record, UniqueViolation
+from fdp_tasks.registry.base import (
+    InvalidRecord,
+    NotFound,
+    Record,
+    UniqueViolation,
+    create_or_existing,
+)
 from fdp_tasks.registry.schema import RecordType, RegistrySchema, load_schema
 from fdp_tasks.registry.values import BadValue, coerce
 
@@ -519,12 +525,7 @@ class Store:
         self, type_name: str, data: dict[str, Any], user_id: int | None = None
     ) -> tuple[Record, bool]:
         """The existing record with the same unique key, or a new one."""
-        try:
-            return self.create(type_name, data, user_id=user_id), True
-        except UniqueViolation as exc:
-            if exc.existing is None:
-                raise
-            return exc.existing, False
+        return create_or_existing(lambda: self.create(type_name, data, user_id=user_id))
 
     # ----------------------------------------------------------- users, tokens
     def ensure_user(self, username: str) -> Record:
