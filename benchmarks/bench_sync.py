@@ -469,6 +469,7 @@ def benchmark(base: Path, n: int, size: int, kinds: list[str]) -> list[Measureme
 
         results.append(measure("run", "-", n, None, producer.doit))
         check_products(producer, n, "run")
+        results.append(measure("run (no-op)", "-", n, None, producer.doit))
 
         for kind in kinds:
             producer.set_remotes(remotes, kind)

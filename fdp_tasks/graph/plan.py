@@ -23,7 +23,7 @@ from fdp_tasks.datastore import DataStore
 from fdp_tasks.errors import ConfigError
 from fdp_tasks.project import Project
 from fdp_tasks.registry import queries
-from fdp_tasks.registry.base import Record
+from fdp_tasks.registry.base import NotFound, Record
 from fdp_tasks.registry.cache import CachedRegistry
 from fdp_tasks.registry.store import Store
 from fdp_tasks.remotes import Remote, open_remote
@@ -284,19 +284,21 @@ class Plan:
 
     def outputs_of(self, run_uuids: list[str]) -> list[queries.Located] | None:
         """The products the given code runs wrote, or None if any run or output is gone."""
-        out = []
+        component_ids: list[int] = []
         for run_uuid in run_uuids:
             rows = self.store.find("code_run", {"uuid": run_uuid}, limit=1)
             if not rows:
                 return None
-            for component_id in rows[0]["outputs"]:
-                component = self.store.get("object_component", component_id)
-                obj = self.store.get("object", component["object"])
-                for product_id in obj["data_products"]:
-                    out.append(
-                        queries.locate(self.store, self.store.get("data_product", product_id))
-                    )
-        return out
+            component_ids += rows[0]["outputs"]
+        try:
+            components = self.store.get_many("object_component", component_ids)
+            objects = self.store.get_many("object", [c["object"] for c in components.values()])
+            products = self.store.get_many(
+                "data_product", [p for o in objects.values() for p in o["data_products"]]
+            )
+        except NotFound:
+            return None
+        return queries.locate_many(self.store, [products[i] for i in sorted(products)])
 
     # ---------------------------------------------------------------- remote
     def remote(self, name: str | None = None) -> Remote:

@@ -105,6 +105,33 @@ def locate(registry: Registry, product: Record) -> Located:
     return Located(product, registry.get("namespace", product["namespace"]), obj, location, root)
 
 
+def get_many(registry: Registry, type_name: str, ids: list[int]) -> dict[int, Record]:
+    """Records by id: batched where the registry can (the SQL store), one by one otherwise."""
+    batched = getattr(registry, "get_many", None)
+    if batched is not None:
+        return batched(type_name, ids)
+    return {i: registry.get(type_name, i) for i in set(ids)}
+
+
+def locate_many(registry: Registry, products: list[Record]) -> list[Located]:
+    """locate() for many products, with one batched look-up per record type."""
+    objects = get_many(registry, "object", [p["object"] for p in products])
+    namespaces = get_many(registry, "namespace", [p["namespace"] for p in products])
+    locations = get_many(
+        registry,
+        "storage_location",
+        [o["storage_location"] for o in objects.values() if o.get("storage_location")],
+    )
+    roots = get_many(registry, "storage_root", [loc["storage_root"] for loc in locations.values()])
+    out = []
+    for product in products:
+        obj = objects[product["object"]]
+        location = locations.get(obj.get("storage_location"))
+        root = roots.get(location["storage_root"]) if location else None
+        out.append(Located(product, namespaces[product["namespace"]], obj, location, root))
+    return out
+
+
 def locate_ref(registry: Registry, ref: ProductRef) -> Located | None:
     if ref.namespace is None or ref.version is None:
         raise ValueError(f"{ref} needs a namespace and a version")
