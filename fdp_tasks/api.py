@@ -37,6 +37,7 @@ from fdp_tasks.registry.base import Registry
 from fdp_tasks.transfer import local_root
 
 LOCAL_USER = "admin"
+_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
 
 
 @dataclass
@@ -87,7 +88,7 @@ class Session:
         self.config_dir = Path(directory).resolve()
         self.config_path = self.config_dir / os.environ.get("FDP_CONFIG_NAME", "config.yaml")
         with open(self.config_path, encoding="utf-8") as fh:
-            self.config: dict[str, Any] = yaml.safe_load(fh)
+            self.config: dict[str, Any] = yaml.load(fh, Loader=_YamlLoader)  # noqa: S506
         self.run_metadata: dict[str, Any] = self.config["run_metadata"]
         self.store = DataStore(self.run_metadata["write_data_store"])
         self.registry = registry or connect(self.run_metadata)
@@ -97,6 +98,8 @@ class Session:
         self.outputs: dict[str, _Output] = {}
         self.issues: list[_Issue] = []
         self.finalised = False
+        self._namespaces: dict[str, dict[str, Any]] = {}
+        self._file_types: dict[str, int] = {}
 
     def _find_script(self) -> Path:
         found = sorted(self.config_dir.glob("script.*"))
@@ -240,6 +243,16 @@ class Session:
             with begin():
                 yield
 
+    def _namespace(self, name: str) -> dict[str, Any]:
+        if name not in self._namespaces:
+            self._namespaces[name] = self.registry.get_or_create("namespace", {"name": name})[0]
+        return self._namespaces[name]
+
+    def _file_type(self, extension: str) -> int:
+        if extension not in self._file_types:
+            self._file_types[extension] = queries.file_type_id(self.registry, extension)
+        return self._file_types[extension]
+
     def _author(self) -> int:
         users = self.registry.find("users", {"username": LOCAL_USER}, limit=1)
         if users:
@@ -258,7 +271,7 @@ class Session:
             {
                 "description": description,
                 "storage_location": location,
-                "file_type": queries.file_type_id(self.registry, extension),
+                "file_type": self._file_type(extension),
                 "authors": authors,
             },
         )
@@ -308,14 +321,14 @@ class Session:
             if target == rel and final.exists() and sha1_file(final) != hashes[name]:
                 raise FdpError(f"{final} already exists with other content; not overwriting it")
             moves.append((out.temp, final if needs_write else None))
-            ns, _ = reg.get_or_create("namespace", {"name": out.namespace})
+            ns = self._namespace(out.namespace)
             location = local_location(reg, self.store, target, hashes[name], out.public)
             obj = reg.create(
                 "object",
                 {
                     "description": out.description,
                     "storage_location": location,
-                    "file_type": queries.file_type_id(reg, out.file_type),
+                    "file_type": self._file_type(out.file_type),
                     "authors": authors,
                 },
             )

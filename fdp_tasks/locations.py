@@ -10,14 +10,21 @@ strands the products that share its bytes: whatever writes those bytes again hea
 from __future__ import annotations
 
 import os
+import weakref
 
 from fdp_tasks.datastore import DataStore, sha1_file
 from fdp_tasks.registry.base import Record, Registry
 
+_root_ids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
 
 def store_root_id(registry: Registry, store: DataStore) -> int:
-    root, _ = registry.get_or_create("storage_root", {"root": store.uri, "local": True})
-    return root["id"]
+    """The storage_root of the local store, looked up once per registry and process."""
+    known = _root_ids.setdefault(registry, {})
+    if store.uri not in known:
+        root, _ = registry.get_or_create("storage_root", {"root": store.uri, "local": True})
+        known[store.uri] = root["id"]
+    return known[store.uri]
 
 
 def recorded(registry: Registry, store: DataStore, sha1: str, public: bool = True) -> Record | None:
