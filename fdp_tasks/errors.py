@@ -31,3 +31,11 @@ class IntegrityError(FdpError):
 
 class OutOfSync(FdpError):
     """A remote holds different content under a name we are about to create: pull first."""
+
+    @classmethod
+    def different_content(cls, what: str, theirs: str | None, ours: str | None) -> OutOfSync:
+        return cls(
+            f"{what} already exists there with different content (SHA-1 {theirs}, ours "
+            f"{ours}): the remote changed since you last pulled. Nothing was overwritten; "
+            "pull, then write your result as a new version"
+        )

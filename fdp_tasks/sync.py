@@ -96,10 +96,7 @@ class Copier:
         mine = _object_hash(self.dst, wanted["object"])
         theirs = _object_hash(self.dst, got["object"])
         if mine != theirs:
-            raise OutOfSync(
-                f"{wanted['name']}@{wanted['version']} already exists there with different "
-                f"content (SHA-1 {theirs}, ours {mine})"
-            )
+            raise OutOfSync.different_content(f"{wanted['name']}@{wanted['version']}", theirs, mine)
 
 
 def _object_hash(registry: Registry, object_id: int) -> str | None:

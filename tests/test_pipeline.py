@@ -310,3 +310,28 @@ def test_push_pushes_what_exists_and_picks_the_remote(env: Env, tmp_path: Path) 
     assert [line.split("\t")[0] for line in listed] == ["origin", "backup"]
     status = json.loads(env.fdp("status", "--json", "--remote", "backup").stdout)
     assert {r["state"] for r in status if r["task"].startswith("push:")} == {"pushed"}
+
+
+def test_push_never_overwrites_a_different_remote_version(env: Env, tmp_path: Path) -> None:
+    remote = tmp_path / "shared"
+    env.doit()
+    rival = Env(tmp_path, "rival")
+    rival.file("raw/a.csv", "x\n9\n")
+    rival.file("raw/b.csv", "y\n8\n7\n6\n5\n")
+    rival.file("model.py", WRITER_SCRIPT)
+    rival.config(pipeline_config())
+    rival.doit()
+    rival.fdp("remote", "add", "origin", str(remote))
+    rival.fdp("push")
+    before = Store(remote / "registry.db").count("data_product")
+
+    env.fdp("remote", "add", "origin", str(remote))
+    result = env.fdp("push", check=False)
+    assert result.returncode != 0
+    assert "already exists there with different content" in result.output
+    assert "pull, then write your result as a new version" in result.output
+    remote_store = Store(remote / "registry.db")
+    assert remote_store.count("data_product") == before
+    theirs = remote / "data/test/out/summary/0.0.1.csv"
+    assert theirs.read_bytes() == (rival.data_store / "test/out/summary/0.0.1.csv").read_bytes()
+    assert (env.data_store / "test/out/summary/0.0.1.csv").read_text().startswith("lines,5")

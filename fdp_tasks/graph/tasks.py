@@ -7,8 +7,9 @@
 
 Targets are registry entries and data-store files, checked by hash through `uptodate`
 callables, so a second `doit` does nothing and deleting an entry or a file redoes just that.
-`job` and `push` are created after the tasks they depend on have executed, so they are
-planned against the registry as it is by then. (doit keeps the name `run` for its own
+`job` is created after the pulls have executed, so it is planned against the registry as it
+is by then; `push` tasks are created only when asked for and depend on nothing: pushing sends
+what earlier runs made, and never runs anything first. (doit keeps the name `run` for its own
 command, hence `job`.)
 """
 

@@ -35,10 +35,7 @@ class DirectoryRemote(Remote):
         if target.is_file():
             existing = sha1_file(target)
             if existing != sha1:
-                raise OutOfSync(
-                    f"{self.url}: {path_hint} already holds different content "
-                    f"(SHA-1 {existing}, ours {sha1}); pull, then push again"
-                )
+                raise OutOfSync.different_content(f"{self.url}: {path_hint}", existing, sha1)
         else:
             self.data.put_file(path_hint, source, expected_sha1=sha1)
         return self.data.uri, path_hint
