@@ -107,57 +107,73 @@ def _object_hash(registry: Registry, object_id: int) -> str | None:
 
 
 # ------------------------------------------------------------------------- pull
-def pull_product(
-    remote: Remote,
-    ref: queries.ProductRef,
-    local: Registry,
-    store: DataStore,
-    product: Record | None = None,
-) -> queries.Located:
-    """Fetch one data product's file and records from `remote` into the local registry.
+class Puller:
+    """Pulls data products from one remote, with the code runs that made them (records only).
 
-    `product` is the remote's record when the caller already listed it.
+    One Puller serves a whole command, so the records that many products share (a code run
+    and its config, script and sibling outputs) are copied once, not once per product.
     """
-    if product is not None:
-        found: queries.Located | None = queries.locate(remote.registry, product)
-    else:
-        found = queries.locate_ref(remote.registry, ref)
-    if found is None:
-        raise FdpError(f"{ref} is not in remote {remote.name} ({remote.url})")
-    if found.location is None or found.root is None:
-        raise FdpError(f"{ref} has no file on remote {remote.name}")
-    extension = _extension(remote.registry, found)
-    public = found.location.get("public", True)
-    rel, needs_download = placement(
-        local,
-        store,
-        product_path(ref.namespace or "", ref.name, ref.version or "", extension),
-        found.hash,
-        public,
-    )
-    if needs_download and not intact(store, rel, found.hash):
-        store.put_stream(
-            rel,
-            remote.download(found.root["root"], found.location["path"]),
-            expected_sha1=found.hash,
+
+    def __init__(self, remote: Remote, local: Registry, store: DataStore):
+        self.remote = remote
+        self.local = local
+        self.store = store
+        self.moved: dict[int, int] = {}  # remote storage_location id -> the local one
+        self.copier = Copier(remote.registry, local, lambda loc: self.moved.get(loc["id"]))
+        self.runs_copied: set[int] = set()
+        self.outputs_copied: set[int] = set()  # remote components those runs wrote
+
+    def pull(self, ref: queries.ProductRef, product: Record | None = None) -> queries.Located:
+        """Fetch one data product's file and records into the local registry.
+
+        `product` is the remote's record when the caller already listed it.
+        """
+        registry = self.remote.registry
+        found = queries.locate(registry, product) if product else queries.locate_ref(registry, ref)
+        if found is None:
+            raise FdpError(f"{ref} is not in remote {self.remote.name} ({self.remote.url})")
+        if found.location is None or found.root is None:
+            raise FdpError(f"{ref} has no file on remote {self.remote.name}")
+        public = found.location.get("public", True)
+        rel, needs_download = placement(
+            self.local,
+            self.store,
+            product_path(
+                found.namespace["name"],
+                ref.name,
+                found.product["version"],
+                _extension(registry, found),
+            ),
+            found.hash,
+            public,
         )
-
-    here = local_location(local, store, rel, found.hash, public)
-
-    def relocate(location: Record) -> int | None:
-        return here if location["id"] == found.location["id"] else None
-
-    copier = Copier(remote.registry, local, relocate)
-    copier.copy("data_product", found.product["id"])
-    mine = local.get("object", copier.ids[("object", found.object["id"])])
-    if mine.get("storage_location") != here:
-        # known before as another product's provenance, with the remote's location
-        local.patch("object", mine["id"], {"storage_location": here})
-    for ext_id in found.product.get("external_object") or []:
-        copier.copy("external_object", ext_id)
-    for run in runs_that_made(remote.registry, found.object):
-        copier.copy("code_run", run["id"])  # provenance: records only, no files
-    return queries.locate_ref(local, ref)
+        if needs_download and not intact(self.store, rel, found.hash):
+            self.store.put_stream(
+                rel,
+                self.remote.download(found.root["root"], found.location["path"]),
+                expected_sha1=found.hash,
+            )
+        here = local_location(self.local, self.store, rel, found.hash, public)
+        self.moved[found.location["id"]] = here
+        self.copier.ids[("storage_location", found.location["id"])] = here
+        self.copier.copy("data_product", found.product["id"])
+        mine = self.local.get("object", self.copier.ids[("object", found.object["id"])])
+        if mine.get("storage_location") != here:
+            # copied before as another product's provenance, with the remote's location
+            self.local.patch("object", mine["id"], {"storage_location": here})
+        for ext_id in found.product.get("external_object") or []:
+            self.copier.copy("external_object", ext_id)
+        components = set(found.object.get("components") or [])
+        if not components <= self.outputs_copied:  # else its run came with a sibling's
+            for run in runs_that_made(registry, found.object):
+                if run["id"] not in self.runs_copied:
+                    self.copier.copy("code_run", run["id"])
+                    self.runs_copied.add(run["id"])
+                    self.outputs_copied.update(run.get("outputs") or [])
+        return queries.locate(
+            self.local,
+            self.local.get("data_product", self.copier.ids[("data_product", found.product["id"])]),
+        )
 
 
 def runs_that_made(registry: Registry, obj: Record) -> list[Record]:

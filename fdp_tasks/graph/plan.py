@@ -27,6 +27,7 @@ from fdp_tasks.registry.base import NotFound, Record
 from fdp_tasks.registry.cache import CachedRegistry
 from fdp_tasks.registry.store import Store
 from fdp_tasks.remotes import Remote, open_remote
+from fdp_tasks.sync import Puller
 
 
 def script_files(run_metadata: dict[str, Any]) -> dict[str, str]:
@@ -124,6 +125,7 @@ class Plan:
         self.store: Store = self.project.store()
         self.data: DataStore = self.project.data_store
         self._remotes: dict[str | None, Remote] = {}
+        self._pullers: dict[str, Puller] = {}
         self._remote_index: dict[tuple[str, str], dict[tuple[str, str], Record]] = {}
 
     @property
@@ -322,6 +324,12 @@ class Plan:
             remote.registry = CachedRegistry(remote.registry)
             self._remotes[name] = remote
         return self._remotes[name]
+
+    def puller(self, remote: Remote) -> Puller:
+        """One Puller per remote and command, so shared provenance is copied once."""
+        if remote.url not in self._pullers:
+            self._pullers[remote.url] = Puller(remote, self.store, self.data)
+        return self._pullers[remote.url]
 
     def remote_products(self, remote: Remote, namespace: str) -> dict[tuple[str, str], Record]:
         """The remote's data products in a namespace, by (name, version): one listing."""

@@ -31,7 +31,7 @@ from fdp_tasks.graph.plan import Plan, ReadItem
 from fdp_tasks.job import past_runs, run_job
 from fdp_tasks.register import item_label, register_item, registered_product
 from fdp_tasks.registry import queries
-from fdp_tasks.sync import Pusher, pull_product
+from fdp_tasks.sync import Pusher
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def _pull_one(plan: Plan, item: ReadItem, refresh: bool) -> None:
         product = listing.get((ref.name, ref.version))
         if product is None:
             raise FdpError(f"{ref} is not on remote {remote.name} ({remote.url})")
-        found = pull_product(remote, ref, plan.store, plan.data, product)
+        found = plan.puller(remote).pull(ref, product)
         print(f"pulled {ref} (SHA-1 {found.hash[:12]})")
 
 
