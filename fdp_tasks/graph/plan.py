@@ -244,9 +244,9 @@ class Plan:
     def read_present(self, item: ReadItem) -> bool:
         if item.pinned:
             return self.product_intact(item.namespace, item.name, item.version)
-        newest = queries.latest_versions(self.store, item.namespace, item.name)
+        newest = queries.latest_products(self.store, item.namespace, item.name)
         return bool(newest) and all(
-            self.product_intact(item.namespace, name, version) for name, version in newest.items()
+            self.file_intact(found) for found in queries.locate_many(self.store, newest)
         )
 
     def run_inputs(self) -> dict[str, Any]:

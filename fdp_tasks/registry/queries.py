@@ -83,17 +83,22 @@ def product_names(registry: Registry, namespace: str, pattern: str) -> list[str]
     return sorted({r["name"] for r in rows})
 
 
-def latest_versions(registry: Registry, namespace: str, pattern: str) -> dict[str, str]:
+def latest_products(registry: Registry, namespace: str, pattern: str) -> list[Record]:
     """The highest version of every product name matching `pattern`, in one query."""
-    from fdp_tasks.config.versions import latest
+    from fdp_tasks.config.versions import Version
 
     ns = namespace_id(registry, namespace)
     if ns is None:
-        return {}
-    found: dict[str, list[str]] = {}
+        return []
+    best: dict[str, tuple[Version, Record]] = {}
     for row in registry.find("data_product", {"namespace": ns, "name": pattern}):
-        found.setdefault(row["name"], []).append(row["version"])
-    return {name: str(latest(versions)) for name, versions in found.items()}
+        try:
+            version = Version.parse(row["version"])
+        except ValueError:
+            continue
+        if row["name"] not in best or version > best[row["name"]][0]:
+            best[row["name"]] = (version, row)
+    return [best[name][1] for name in sorted(best)]
 
 
 def locate(registry: Registry, product: Record) -> Located:
