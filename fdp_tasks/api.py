@@ -29,12 +29,11 @@ from urllib.parse import urlparse
 
 import yaml
 
-from fdp_tasks.datastore import DataStore, product_path, sha1_file
+from fdp_tasks.datastore import DataStore, local_root, product_path, sha1_file
 from fdp_tasks.errors import FdpError
 from fdp_tasks.locations import local_location, placement
 from fdp_tasks.registry import queries
 from fdp_tasks.registry.base import Registry
-from fdp_tasks.transfer import local_root
 
 LOCAL_USER = "admin"
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
+from urllib.parse import unquote, urlparse
 
 from fdp_tasks.errors import IntegrityError, UnsafePathError
 
@@ -88,6 +89,15 @@ def write_atomically(
     return got, size
 
 
+def local_root(root: str) -> Path | None:
+    """The directory of a file:// or plain-path root; None for a network root."""
+    if root.startswith("file://"):
+        return Path(unquote(urlparse(root).path))
+    if "://" in root:
+        return None
+    return Path(root).expanduser()
+
+
 def read_chunks(stream: BinaryIO, size: int = CHUNK) -> Iterable[bytes]:
     while block := stream.read(size):
         yield block
@@ -117,8 +127,6 @@ class DataStore:
 
     def holds(self, root: str) -> bool:
         """Whether a storage_root URI (file:// or a plain path) is this store's root."""
-        from fdp_tasks.transfer import local_root
-
         base = local_root(root)
         return base is not None and base.expanduser().resolve() == self.root
 

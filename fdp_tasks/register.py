@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fdp_tasks.datastore import DataStore, product_path, safe_relative, sha1_file
+from fdp_tasks.datastore import DataStore, local_root, product_path, safe_relative, sha1_file
 from fdp_tasks.errors import FdpError, IntegrityError, OutOfSync
 from fdp_tasks.locations import intact, local_location
 from fdp_tasks.registry import queries
 from fdp_tasks.registry.base import Registry
-from fdp_tasks.transfer import local_root, open_location
+from fdp_tasks.transfer import open_location
 
 
 def item_kind(item: dict[str, Any]) -> str:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import requests
 
-from fdp_tasks.datastore import CHUNK, read_chunks, safe_relative
+from fdp_tasks.datastore import CHUNK, local_root, read_chunks, safe_relative
 from fdp_tasks.errors import FdpError
 
 _session: requests.Session | None = None
@@ -27,15 +26,6 @@ def location_url(root: str, path: str) -> str:
     """root + path, as the FAIR Data Pipeline joins them (the path never escapes the root)."""
     rel = safe_relative(path)
     return root if not rel else (root if root.endswith("/") else root + "/") + rel
-
-
-def local_root(root: str) -> Path | None:
-    """The directory of a file:// or plain-path root; None for a network root."""
-    if root.startswith("file://"):
-        return Path(unquote(urlparse(root).path))
-    if "://" in root:
-        return None
-    return Path(root).expanduser()
 
 
 def open_location(root: str, path: str, attempts: int = 5) -> Iterator[bytes]:

@@ -6,6 +6,17 @@ Every kind of remote (a directory, an HTTP registry, later object storage) imple
 
 from __future__ import annotations
 
-from fdp_tasks.remotes.base import Remote, open_remote
+from fdp_tasks.remotes.base import Remote
 
 __all__ = ["Remote", "open_remote"]
+
+
+def open_remote(name: str, url: str, token: str | None = None) -> Remote:
+    """A Remote for `url`: http(s):// is a registry server, anything else a directory."""
+    if url.startswith(("http://", "https://")):
+        from fdp_tasks.remotes.http import HttpRemote
+
+        return HttpRemote(name, url, token)
+    from fdp_tasks.remotes.directory import DirectoryRemote
+
+    return DirectoryRemote(name, url)

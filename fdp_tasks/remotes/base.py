@@ -1,4 +1,4 @@
-"""The remote interface and the factory that picks an implementation from a URL."""
+"""The remote interface: what pull, push and the task graph ask of any remote."""
 
 from __future__ import annotations
 
@@ -34,14 +34,3 @@ class Remote(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def open_remote(name: str, url: str, token: str | None = None) -> Remote:
-    """A Remote for `url`: http(s):// is a registry server, anything else a directory."""
-    if url.startswith(("http://", "https://")):
-        from fdp_tasks.remotes.http import HttpRemote
-
-        return HttpRemote(name, url, token)
-    from fdp_tasks.remotes.directory import DirectoryRemote
-
-    return DirectoryRemote(name, url)
