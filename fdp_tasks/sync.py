@@ -122,6 +122,24 @@ class Puller:
         self.copier = Copier(remote.registry, local, lambda loc: self.moved.get(loc["id"]))
         self.runs_copied: set[int] = set()
         self.outputs_copied: set[int] = set()  # remote components those runs wrote
+        self.provenance = True  # until the remote shows it cannot answer
+
+    def _pull_provenance(self, obj: Record) -> None:
+        """Copy the records of the code run that made `obj`, once per run."""
+        components = set(obj.get("components") or [])
+        if not self.provenance or components <= self.outputs_copied:
+            return  # no way to ask, or its run came with a sibling product
+        try:
+            runs = runs_that_made(self.remote.registry, obj)
+        except ProvenanceUnavailable as exc:
+            log.warning("pulling files without their code runs from %s: %s", self.remote.name, exc)
+            self.provenance = False
+            return
+        for run in runs:
+            if run["id"] not in self.runs_copied:
+                self.copier.copy("code_run", run["id"])
+                self.runs_copied.add(run["id"])
+                self.outputs_copied.update(run.get("outputs") or [])
 
     def pull(self, ref: queries.ProductRef, product: Record | None = None) -> queries.Located:
         """Fetch one data product's file and records into the local registry.
@@ -163,24 +181,23 @@ class Puller:
             self.local.patch("object", mine["id"], {"storage_location": here})
         for ext_id in found.product.get("external_object") or []:
             self.copier.copy("external_object", ext_id)
-        components = set(found.object.get("components") or [])
-        if not components <= self.outputs_copied:  # else its run came with a sibling's
-            for run in runs_that_made(registry, found.object):
-                if run["id"] not in self.runs_copied:
-                    self.copier.copy("code_run", run["id"])
-                    self.runs_copied.add(run["id"])
-                    self.outputs_copied.update(run.get("outputs") or [])
+        self._pull_provenance(found.object)
         return queries.locate(
             self.local,
             self.local.get("data_product", self.copier.ids[("data_product", found.product["id"])]),
         )
 
 
+class ProvenanceUnavailable(Exception):
+    """The remote cannot say which code run made an object (it refuses or ignores the filter)."""
+
+
 def runs_that_made(registry: Registry, obj: Record) -> list[Record]:
     """The code runs with one of the object's components among their outputs.
 
-    Registries that ignore or refuse the filter are tolerated: rows are checked, and a
-    refusal means no provenance rather than a failed pull.
+    A registry that refuses the filter, or ignores it (and so answers with runs that did not
+    make the object), raises ProvenanceUnavailable, so the caller stops asking instead of
+    paging through every run on each product.
     """
     components = set(obj.get("components") or [])
     runs: dict[int, Record] = {}
@@ -188,11 +205,11 @@ def runs_that_made(registry: Registry, obj: Record) -> list[Record]:
         try:
             rows = registry.find("code_run", {"outputs": component})
         except RegistryError as exc:
-            log.info("provenance not pulled: the registry refused a code_run filter (%s)", exc)
-            return []
+            raise ProvenanceUnavailable(f"the registry refused a code_run filter: {exc}") from exc
         for row in rows:
-            if components & set(row.get("outputs") or []):
-                runs[row["id"]] = row
+            if component not in (row.get("outputs") or []):
+                raise ProvenanceUnavailable("the registry ignores code_run filters on outputs")
+            runs[row["id"]] = row
     return list(runs.values())
 
 

@@ -321,3 +321,72 @@ def test_data_pipeline_api_script_runs_unchanged(tmp_path: Path, remote: RemoteS
     colleague.fdp("pull")
     pulled = colleague.data_store / "seirs_dpa/SEIRS_model/results/model_output/python/0.0.1.csv"
     assert sha1(pulled) == csv["sha1"]
+
+
+def reference_like(app):
+    """WSGI middleware that ignores `outputs` filters on code_run lists, as the reference
+    registry ignores reverse-relation filters: the defect a client must survive."""
+
+    def wrapped(environ, start_response):
+        if environ.get("PATH_INFO", "").startswith("/api/code_run"):
+            query = [
+                p
+                for p in environ.get("QUERY_STRING", "").split("&")
+                if not p.startswith("outputs=")
+            ]
+            environ = {**environ, "QUERY_STRING": "&".join(query)}
+        return app(environ, start_response)
+
+    return wrapped
+
+
+def test_pull_from_a_registry_that_ignores_filters(tmp_path: Path) -> None:
+    import threading
+
+    from waitress.server import create_server
+
+    from fdp_tasks.registry.server import create_app
+
+    store = Store(tmp_path / "ref" / "registry.db")
+    token = prepare_store(store)
+    server = create_server(
+        reference_like(create_app(store, tmp_path / "ref" / "blobs")),
+        host="127.0.0.1",
+        port=0,
+        threads=4,
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        api = f"http://127.0.0.1:{server.effective_port}/api/"
+        token_file = tmp_path / "ref-token"
+        write_secret(token_file, token)
+        env = producer(tmp_path, outputs=3)
+        env.doit()
+        env.fdp("remote", "add", "origin", api, "--token-file", str(token_file))
+        env.fdp("push")
+        # another run on the registry, which the ignored filter lets through
+        script = store.create("object", {"description": "someone else's script"})
+        store.create(
+            "code_run",
+            {
+                "run_date": "2026-01-01",
+                "description": "unrelated",
+                "submission_script": script["id"],
+            },
+        )
+        colleague = Env(tmp_path, "colleague")
+        colleague.config(
+            {
+                "run_metadata": {"description": "reuse", "default_input_namespace": "lab"},
+                "read": [{"data_product": "results/*"}],
+            }
+        )
+        colleague.fdp("remote", "add", "origin", api)
+        pulled = colleague.fdp("pull")
+        assert "ignores code_run filters" in pulled.output
+        for i in range(3):
+            rel = f"lab/results/part{i:02d}/0.0.1.csv"
+            assert sha1(colleague.data_store / rel) == sha1(env.data_store / rel)
+    finally:
+        server.close()

@@ -74,7 +74,7 @@ def test_dependencies_point_one_way() -> None:
         state[name] = 1
         for dep in sorted(graph[name]):
             if state.get(dep) == 1:
-                cycle = trail[trail.index(dep):] + [dep] if dep in trail else [name, dep]
+                cycle = trail[trail.index(dep) :] + [dep] if dep in trail else [name, dep]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if dep not in state:
                 visit(dep, trail + [dep])

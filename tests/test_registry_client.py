@@ -34,7 +34,8 @@ def count_requests(client: HttpRegistry) -> list[str]:
     """Record every request the client's session makes (a requests hook, nothing replaced)."""
     seen: list[str] = []
     client.session.hooks["response"].append(
-        lambda resp, *a, **k: seen.append(f"{resp.request.method} {resp.request.path_url}"))
+        lambda resp, *a, **k: seen.append(f"{resp.request.method} {resp.request.path_url}")
+    )
     return seen
 
 
@@ -50,8 +51,9 @@ def test_round_trip_with_int_ids(client, reg):
     root = client.create("storage_root", {"root": "file:///data/", "local": True})
     assert isinstance(root["id"], int)
     assert root["local"] is True and root["locations"] == []
-    loc = client.create("storage_location", {"path": "a.csv", "hash": "h1",
-                                             "storage_root": root["id"]})
+    loc = client.create(
+        "storage_location", {"path": "a.csv", "hash": "h1", "storage_root": root["id"]}
+    )
     assert loc["storage_root"] == root["id"]
     author = client.create("author", {"name": "Ada"})
     obj = client.create("object", {"storage_location": loc["id"], "authors": [author["id"]]})
@@ -63,8 +65,10 @@ def test_round_trip_with_int_ids(client, reg):
     assert {k: obj[k] for k in local} == local
     assert client.get("storage_root", root["id"])["locations"] == [loc["id"]]
     ns = client.create("namespace", {"name": "ns"})
-    product = client.create("data_product", {"object": obj["id"], "namespace": ns["id"],
-                                             "name": "d", "version": "1.0.0"})
+    product = client.create(
+        "data_product",
+        {"object": obj["id"], "namespace": ns["id"], "name": "d", "version": "1.0.0"},
+    )
     patched = client.patch("data_product", product["id"], {"version": "1.0.1"})
     assert patched["version"] == "1.0.1" and patched["namespace"] == ns["id"]
     found = client.find("data_product", {"namespace": ns["id"], "name": "d*"})
@@ -85,7 +89,8 @@ def test_unique_clash_returns_the_existing_record(client):
     root = client.create("storage_root", {"root": "https://example.org/"})
     loc = client.create("storage_location", {"path": "p", "hash": "h", "storage_root": root["id"]})
     again, created = client.get_or_create(
-        "storage_location", {"path": "p", "hash": "h", "storage_root": root["id"]})
+        "storage_location", {"path": "p", "hash": "h", "storage_root": root["id"]}
+    )
     assert created is False and again["id"] == loc["id"]
     fresh, created = client.get_or_create("namespace", {"name": "fresh"})
     assert created is True and fresh["name"] == "fresh"
@@ -126,15 +131,27 @@ def test_null_filter_is_checked_locally(client):
 def test_code_run_patch_and_delete(client):
     script = client.create("object", {})
     out = client.create("object", {})
-    run = client.create("code_run", {"run_date": "2024-01-01", "description": "r",
-                                     "submission_script": script["id"],
-                                     "uuid": "0b675213-7206-43f3-9924-b31a60a3751b"})
+    run = client.create(
+        "code_run",
+        {
+            "run_date": "2024-01-01",
+            "description": "r",
+            "submission_script": script["id"],
+            "uuid": "0b675213-7206-43f3-9924-b31a60a3751b",
+        },
+    )
     patched = client.patch("code_run", run["id"], {"outputs": out["components"]})
     assert patched["outputs"] == out["components"]
     with pytest.raises(UniqueViolation) as err:
-        client.create("code_run", {"run_date": "2024-01-01", "description": "r",
-                                   "submission_script": script["id"],
-                                   "uuid": "0b675213-7206-43f3-9924-b31a60a3751b"})
+        client.create(
+            "code_run",
+            {
+                "run_date": "2024-01-01",
+                "description": "r",
+                "submission_script": script["id"],
+                "uuid": "0b675213-7206-43f3-9924-b31a60a3751b",
+            },
+        )
     assert err.value.existing["id"] == run["id"]
     client.delete("code_run", run["id"])
     with pytest.raises(NotFound):

@@ -58,8 +58,9 @@ def test_create_answers_201_with_urls(reg):
     assert root["locations"] == []
     assert root["last_updated"]
     assert root["updated_by"] == f"{reg.url}/api/users/1/"
-    loc = make(reg, "storage_location",
-               {"path": "a/b.csv", "hash": "ab" * 20, "storage_root": root["url"]})
+    loc = make(
+        reg, "storage_location", {"path": "a/b.csv", "hash": "ab" * 20, "storage_root": root["url"]}
+    )
     assert loc["storage_root"] == root["url"]
     assert loc["public"] is True
     again = requests.get(root["url"]).json()
@@ -81,19 +82,28 @@ def test_bad_input_answers_400_per_field(reg):
     assert resp.status_code == 400
     assert "storage_root" in resp.json()
     ns = make(reg, "namespace", {"name": "ns"})
-    wrong = post(reg, "storage_location",
-                 {"path": "x", "hash": "1", "storage_root": ns["url"]})
+    wrong = post(reg, "storage_location", {"path": "x", "hash": "1", "storage_root": ns["url"]})
     assert wrong.status_code == 400
     assert list(wrong.json()) == ["storage_root"]
-    dangling = post(reg, "storage_location",
-                    {"path": "x", "hash": "1", "storage_root": 999})
+    dangling = post(reg, "storage_location", {"path": "x", "hash": "1", "storage_root": 999})
     assert dangling.status_code == 400
-    bad_version = post(reg, "data_product", {"name": "d", "version": "one", "namespace": ns["url"],
-                                             "object": make(reg, "object", {})["url"]})
+    bad_version = post(
+        reg,
+        "data_product",
+        {
+            "name": "d",
+            "version": "one",
+            "namespace": ns["url"],
+            "object": make(reg, "object", {})["url"],
+        },
+    )
     assert bad_version.status_code == 400
     assert "version" in bad_version.json()
-    not_json = requests.post(f"{reg.api_url}namespace/", data="{oops",
-                             headers={**reg.headers(), "Content-Type": "application/json"})
+    not_json = requests.post(
+        f"{reg.api_url}namespace/",
+        data="{oops",
+        headers={**reg.headers(), "Content-Type": "application/json"},
+    )
     assert not_json.status_code == 400
     assert not_json.headers["Content-Type"].startswith("application/json")
 
@@ -114,8 +124,11 @@ def test_filters(reg):
     local = make(reg, "storage_root", {"root": "file:///x/", "local": True})
     remote = make(reg, "storage_root", {"root": "https://example.org/", "local": False})
     for i, root in enumerate([local, remote, local]):
-        make(reg, "storage_location",
-             {"path": f"p{i}", "hash": f"h{i}", "storage_root": root["url"], "public": i != 1})
+        make(
+            reg,
+            "storage_location",
+            {"path": f"p{i}", "hash": f"h{i}", "storage_root": root["url"], "public": i != 1},
+        )
     for value in ("true", "True", "1"):
         found = get(reg, "storage_root/", local=value).json()
         assert [r["url"] for r in found["results"]] == [local["url"]]
@@ -187,10 +200,15 @@ def test_writes_need_a_valid_token(reg):
         assert resp.status_code == 403
         assert "detail" in resp.json()
     obj = make(reg, "object", {})
-    run = make(reg, "code_run", {"run_date": "2024-01-01", "description": "r",
-                                 "submission_script": obj["url"]})
-    assert requests.patch(run["url"], json={"description": "y"},
-                          headers=reg.headers(None)).status_code == 403
+    run = make(
+        reg,
+        "code_run",
+        {"run_date": "2024-01-01", "description": "r", "submission_script": obj["url"]},
+    )
+    assert (
+        requests.patch(run["url"], json={"description": "y"}, headers=reg.headers(None)).status_code
+        == 403
+    )
     assert requests.delete(run["url"], headers=reg.headers("bad")).status_code == 403
     assert requests.get(reg.api_url + "namespace/", headers=reg.headers("bad")).status_code == 200
 
@@ -204,8 +222,11 @@ def test_method_permissions_follow_the_schema(reg):
     assert requests.put(ns["url"], json={"name": "y"}, headers=reg.headers()).status_code == 405
     assert post(reg, "users", {"username": "mallory"}).status_code == 405
     obj = make(reg, "object", {})
-    run = make(reg, "code_run", {"run_date": "2024-01-01T10:00", "description": "r",
-                                 "submission_script": obj["url"]})
+    run = make(
+        reg,
+        "code_run",
+        {"run_date": "2024-01-01T10:00", "description": "r", "submission_script": obj["url"]},
+    )
     put = requests.put(run["url"], json={"description": "only"}, headers=reg.headers())
     assert put.status_code == 400
     assert requests.delete(run["url"], headers=reg.headers()).status_code == 204
@@ -229,10 +250,14 @@ def test_without_trailing_slash(reg):
     listed = requests.get(f"{reg.api_url}namespace?name=slashless", allow_redirects=False)
     assert listed.status_code == 200 and listed.json()["count"] == 1
     obj = make(reg, "object", {})
-    run = make(reg, "code_run", {"run_date": "2024-01-01", "description": "r",
-                                 "submission_script": obj["url"]})
-    patched = requests.patch(run["url"].rstrip("/"), json={"description": "s"},
-                             headers=reg.headers())
+    run = make(
+        reg,
+        "code_run",
+        {"run_date": "2024-01-01", "description": "r", "submission_script": obj["url"]},
+    )
+    patched = requests.patch(
+        run["url"].rstrip("/"), json={"description": "s"}, headers=reg.headers()
+    )
     assert patched.status_code == 200 and patched.json()["description"] == "s"
 
 
@@ -259,12 +284,22 @@ def test_code_run_patch_inputs_outputs(reg):
     script = make(reg, "object", {})
     data_in = make(reg, "object", {})
     data_out = make(reg, "object", {})
-    run = make(reg, "code_run", {"run_date": "2024-01-01 12:00:00.5", "description": "r",
-                                 "submission_script": script["url"], "input_urls": []})
+    run = make(
+        reg,
+        "code_run",
+        {
+            "run_date": "2024-01-01 12:00:00.5",
+            "description": "r",
+            "submission_script": script["url"],
+            "input_urls": [],
+        },
+    )
     assert run["inputs"] == [] and run["outputs"] == []
-    resp = requests.patch(run["url"], json={"inputs": data_in["components"],
-                                            "outputs": data_out["components"]},
-                          headers=reg.headers())
+    resp = requests.patch(
+        run["url"],
+        json={"inputs": data_in["components"], "outputs": data_out["components"]},
+        headers=reg.headers(),
+    )
     assert resp.status_code == 200, resp.text
     assert resp.json()["inputs"] == data_in["components"]
     assert resp.json()["outputs"] == data_out["components"]
@@ -356,21 +391,31 @@ def test_data_pipeline_api_utils(reg, tmp_path):
     loc = fdp_utils.post_entry(url, "storage_location", dict(loc_data), token)
     assert fdp_utils.post_entry(url, "storage_location", dict(loc_data), token)["url"] == loc["url"]
     ftype = fdp_utils.post_file_type(url, {"name": "CSV file", "extension": "csv"}, token)
-    assert fdp_utils.post_file_type(url, {"name": "CSV file", "extension": "csv"},
-                                    token)["url"] == ftype["url"]
-    assert fdp_utils.post_entry(url, "file_type", {"name": "CSV file", "extension": "csv"},
-                                token)["url"] == ftype["url"]
+    assert (
+        fdp_utils.post_file_type(url, {"name": "CSV file", "extension": "csv"}, token)["url"]
+        == ftype["url"]
+    )
+    assert (
+        fdp_utils.post_entry(url, "file_type", {"name": "CSV file", "extension": "csv"}, token)[
+            "url"
+        ]
+        == ftype["url"]
+    )
     ns = fdp_utils.post_entry(url, "namespace", {"name": "SCRC"}, token)
     assert fdp_utils.post_entry(url, "namespace", {"name": "SCRC"}, token)["url"] == ns["url"]
-    obj = fdp_utils.post_entry(url, "object", {"storage_location": loc["url"],
-                                               "file_type": ftype["url"]}, token)
-    comp = fdp_utils.post_entry(url, "object_component",
-                                {"object": obj["url"], "name": "part"}, token)
-    again = fdp_utils.post_entry(url, "object_component",
-                                 {"object": obj["url"], "name": "part"}, token)
+    obj = fdp_utils.post_entry(
+        url, "object", {"storage_location": loc["url"], "file_type": ftype["url"]}, token
+    )
+    comp = fdp_utils.post_entry(
+        url, "object_component", {"object": obj["url"], "name": "part"}, token
+    )
+    again = fdp_utils.post_entry(
+        url, "object_component", {"object": obj["url"], "name": "part"}, token
+    )
     assert again["url"] == comp["url"]
-    whole = fdp_utils.get_entry(url, "object_component",
-                                {"object": fdp_utils.extract_id(obj["url"]), "whole_object": True})
+    whole = fdp_utils.get_entry(
+        url, "object_component", {"object": fdp_utils.extract_id(obj["url"]), "whole_object": True}
+    )
     assert whole[0]["url"] == obj["components"][0]
     fetched = fdp_utils.get_entity(url, "object", int(fdp_utils.extract_id(obj["url"])))
     assert fetched["url"] == obj["url"]
@@ -388,20 +433,30 @@ def test_data_pipeline_api_initialise_and_finalise(reg, tmp_path):
     author = make(reg, "author", {"name": "Ada", "identifier": "https://orcid.org/0000"})
     make(reg, "user_author", {"user": f"{reg.url}/api/users/1/", "author": author["url"]})
     config = store_dir / "jobs" / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "run_metadata": {
-            "description": "test run",
-            "local_data_registry_url": reg.api_url,
-            "write_data_store": f"{store_dir}/",
-            "default_output_namespace": "testing",
-            "default_input_namespace": "testing",
-            "latest_commit": "0123456789abcdef0123456789abcdef01234567",
-            "remote_repo": "https://github.com/example/model",
-            "public": True,
-        },
-        "write": [{"data_product": "out/table", "description": "a table", "file_type": "csv",
-                   "use": {"version": "0.0.1"}}],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "run_metadata": {
+                    "description": "test run",
+                    "local_data_registry_url": reg.api_url,
+                    "write_data_store": f"{store_dir}/",
+                    "default_output_namespace": "testing",
+                    "default_input_namespace": "testing",
+                    "latest_commit": "0123456789abcdef0123456789abcdef01234567",
+                    "remote_repo": "https://github.com/example/model",
+                    "public": True,
+                },
+                "write": [
+                    {
+                        "data_product": "out/table",
+                        "description": "a table",
+                        "file_type": "csv",
+                        "use": {"version": "0.0.1"},
+                    }
+                ],
+            }
+        )
+    )
     script = store_dir / "jobs" / "script.py"
     script.write_text("print('hi')\n")
     handle = pipeline.initialise(reg.token, str(config), str(script))
