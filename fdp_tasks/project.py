@@ -35,6 +35,14 @@ def _login_name() -> str:
         return "unknown"
 
 
+def server_dir_for(db_url: str, home: Path) -> Path:
+    """Where the server of a database keeps its pid file, log and blobs: beside a SQLite file,
+    else under $FDP_HOME."""
+    if db_url.startswith("sqlite:///"):
+        return Path(db_url[len("sqlite:///") :]).parent / "server"
+    return home / "server"
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
@@ -154,9 +162,7 @@ class Project:
 
     @property
     def server_dir(self) -> Path:
-        if self.registry_db.startswith("sqlite:///"):
-            return Path(self.registry_db[len("sqlite:///") :]).parent / "server"
-        return self.home / "server"
+        return server_dir_for(self.registry_db, self.home)
 
     @property
     def user(self) -> User:

@@ -390,3 +390,38 @@ def test_pull_from_a_registry_that_ignores_filters(tmp_path: Path) -> None:
             assert sha1(colleague.data_store / rel) == sha1(env.data_store / rel)
     finally:
         server.close()
+
+
+def test_a_dedicated_shared_registry_with_a_token_per_user(tmp_path: Path) -> None:
+    admin = Env(tmp_path, "admin")
+    db = tmp_path / "shared" / "registry.db"
+    token_file = Path(
+        admin.fdp("registry", "token", "--db", str(db), "--user", "alice").stdout.strip()
+    )
+    assert token_file == tmp_path / "shared" / "alice.token"
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    again = admin.fdp("registry", "token", "--db", str(db), "--user", "alice", "--show")
+    assert again.stdout.strip() == token_file.read_text().strip()  # kept, not replaced
+    url = admin.fdp(
+        "registry",
+        "start",
+        "--db",
+        str(db),
+        "--blobs",
+        str(tmp_path / "shared" / "blobs"),
+        "--port",
+        "0",
+    ).stdout.strip()
+    try:
+        assert admin.fdp("registry", "status", "--db", str(db)).returncode == 0
+        assert admin.fdp("registry", "status", check=False).returncode == 3  # not the local one
+        alice = producer(tmp_path, outputs=1)
+        alice.doit()
+        alice.fdp("remote", "add", "origin", url, "--token-file", str(token_file))
+        alice.fdp("push")
+        store = Store(db)
+        run = store.find("code_run")[0]
+        assert store.get("users", run["updated_by"])["username"] == "alice"
+    finally:
+        admin.fdp("registry", "stop", "--db", str(db))
+    assert admin.fdp("registry", "status", "--db", str(db), check=False).returncode == 3

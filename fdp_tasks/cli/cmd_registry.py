@@ -10,6 +10,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fdp_tasks.errors import FdpError
+
 if TYPE_CHECKING:
     from fdp_tasks.project import Project
 
@@ -55,11 +57,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     server_options(start)
     start.set_defaults(func=do_start)
     stop = actions.add_parser("stop", help="stop the server started with `start`")
+    stop.add_argument("--db", help="the database of the server to stop (default: the local one)")
     stop.set_defaults(func=do_stop)
     status = actions.add_parser("status", help="show whether the background server runs")
+    status.add_argument("--db", help="the database of the server (default: the local one)")
     status.set_defaults(func=do_status)
-    token = actions.add_parser("token", help="print the path of the local registry token")
+    token = actions.add_parser(
+        "token",
+        help="print the path of a token file (the local registry's, or a user's of --db)",
+        description="Without --db: the local registry's token file. With --db: a token for "
+        "--user on that registry (created with the user if needed), kept in a 0600 file, "
+        "for handing to that user.",
+    )
     token.add_argument("--show", action="store_true", help="print the token itself")
+    token.add_argument("--db", help="a registry database (file or URL) other than the local one")
+    token.add_argument("--user", default="admin", help="with --db: whose token (default admin)")
+    token.add_argument("--file", type=Path, help="with --db: the token file to use or create")
     token.set_defaults(func=do_token)
 
 
@@ -77,6 +90,17 @@ def _locations(args: argparse.Namespace) -> tuple[str, Path]:
     project = _project()
     project.local_token()  # the admin user and its token exist before anyone connects
     return args.db or project.registry_db, args.blobs or project.server_dir / "blobs"
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    """The server directory of --db if given, else the local registry's."""
+    from fdp_tasks.project import server_dir_for
+    from fdp_tasks.registry.store import database_url
+
+    db = getattr(args, "db", None)
+    if db:
+        return server_dir_for(database_url(db), _project().home)
+    return _project().server_dir
 
 
 def do_serve(args: argparse.Namespace) -> int:
@@ -100,7 +124,7 @@ def do_start(args: argparse.Namespace) -> int:
     from fdp_tasks.registry import serve
 
     db, blobs = _locations(args)
-    state_dir = _project().server_dir
+    state_dir = _state_dir(args)
     running = serve.background_status(state_dir)
     if running:
         print(f"{running['url']}/api/ (already running, pid {running['pid']})")
@@ -116,7 +140,7 @@ def do_stop(args: argparse.Namespace) -> int:
     """Stop the background server recorded for this project (never anything else)."""
     from fdp_tasks.registry import serve
 
-    if serve.stop_background(_project().server_dir):
+    if serve.stop_background(_state_dir(args)):
         print("registry stopped")
         return 0
     print("registry not running")
@@ -127,7 +151,7 @@ def do_status(args: argparse.Namespace) -> int:
     """Exit 0 and print url and pid when running; exit 3 when not."""
     from fdp_tasks.registry import serve
 
-    info = serve.background_status(_project().server_dir)
+    info = serve.background_status(_state_dir(args))
     if info is None:
         print("registry not running")
         return NOT_RUNNING
@@ -138,7 +162,29 @@ def do_status(args: argparse.Namespace) -> int:
 def do_token(args: argparse.Namespace) -> int:
     """Print where the token is (creating it if needed); with --show, only the token itself,
     so that `$(fdp registry token --show)` fits in a header."""
-    project = _project()
-    token = project.local_token()
-    print(token if args.show else project.token_path)
+    if not args.db:
+        project = _project()
+        token = project.local_token()
+        print(token if args.show else project.token_path)
+        return 0
+    from fdp_tasks.project import read_secret, write_secret
+    from fdp_tasks.registry.store import Store, database_url
+
+    url = database_url(args.db)
+    path = args.file
+    if path is None:
+        if not url.startswith("sqlite:///"):
+            raise FdpError("--file is needed with a database URL: where to keep the token")
+        path = Path(url[len("sqlite:///") :]).parent / f"{args.user}.token"
+    store = Store(url)
+    try:
+        user = store.ensure_user(args.user)
+        token = read_secret(path) if path.is_file() else ""
+        known = store.user_for_token(token) if token else None
+        if known is None or known["id"] != user["id"]:
+            token = store.issue_token(user["id"])
+            write_secret(path, token)
+    finally:
+        store.close()
+    print(token if args.show else path)
     return 0
