@@ -335,3 +335,49 @@ def test_push_never_overwrites_a_different_remote_version(env: Env, tmp_path: Pa
     theirs = remote / "data/test/out/summary/0.0.1.csv"
     assert theirs.read_bytes() == (rival.data_store / "test/out/summary/0.0.1.csv").read_bytes()
     assert (env.data_store / "test/out/summary/0.0.1.csv").read_text().startswith("lines,5")
+
+
+def test_register_from_an_http_root(tmp_path: Path) -> None:
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "www"
+    served.mkdir()
+    (served / "params.csv").write_text("param,value\nR0,3\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        env = Env(tmp_path)
+        config = register_only_config(f"http://127.0.0.1:{httpd.server_port}/", "params.csv")
+        env.config(config)
+        assert env.doit().executed == ["register:test:web/params@1.0.0"]
+        info = json.loads(env.fdp("info", "test:web/params@1.0.0", "--json").stdout)
+        assert info["sha1"] == sha1(served / "params.csv")
+        assert env.doit().executed == []
+        config["register"][0]["path"] = "missing.csv"
+        config["register"][0]["version"] = "2.0.0"
+        env.config(config)
+        failed = env.doit(check=False)
+        assert failed.returncode != 0 and "404" in failed.output
+    finally:
+        httpd.shutdown()
+
+
+def register_only_config(root: str, path: str) -> dict:
+    return {
+        "run_metadata": {"description": "web source", "default_input_namespace": "test"},
+        "register": [
+            {
+                "external_object": "web/params",
+                "namespace_name": "test",
+                "root": root,
+                "path": path,
+                "file_type": "csv",
+                "version": "1.0.0",
+                "title": "params",
+                "identifier": "https://doi.org/10.0000/example",
+            }
+        ],
+    }
