@@ -34,17 +34,17 @@ def product_path(namespace: str, name: str, version: str, extension: str) -> str
     return f"{namespace}/{name}/{version}{ext}"
 
 
-def safe_relative(rel: str) -> str:
+def safe_relative(rel: str, within: str = "the data store") -> str:
     """A normalised relative POSIX path, or UnsafePathError if it could leave its root."""
     text = str(rel).replace("\\", "/")
     if not text or "\x00" in text:
         raise UnsafePathError(f"empty or invalid path {rel!r}")
     pure = PurePosixPath(text)
     if pure.is_absolute() or (len(text) > 1 and text[1] == ":"):
-        raise UnsafePathError(f"path {rel!r} must be relative to the data store")
+        raise UnsafePathError(f"path {rel!r} must be relative to {within}")
     parts = [p for p in pure.parts if p not in ("", ".")]
     if not parts or any(p == ".." for p in parts):
-        raise UnsafePathError(f"path {rel!r} would leave the data store")
+        raise UnsafePathError(f"path {rel!r} would leave {within}")
     return "/".join(parts)
 
 

@@ -97,9 +97,20 @@ class RemoteSpec:
     token_file: Path | None = None
 
     def token(self) -> str | None:
-        if self.token_file and self.token_file.is_file():
-            return read_secret(self.token_file)
-        return None
+        """The remote's token, from a file only its owner can read."""
+        if self.token_file is None:
+            return None
+        if not self.token_file.is_file():
+            raise FdpError(
+                f"the token file of remote {self.name}, {self.token_file}, does not exist"
+            )
+        mode = self.token_file.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise FdpError(
+                f"the token file {self.token_file} is readable by other users (mode "
+                f"{oct(mode)[2:]}); run `chmod 600 {self.token_file}`"
+            )
+        return read_secret(self.token_file)
 
 
 class Project:

@@ -30,22 +30,30 @@ def item_label(item: dict[str, Any]) -> str:
     return str(queries.ProductRef(item.get("namespace_name"), item[kind], item.get("version")))
 
 
-def registered_product(local: Registry, store: DataStore, item: dict[str, Any]) -> bool:
-    """True if the item's data product is in the registry and its file intact in the store."""
+def register_problem(local: Registry, store: DataStore, item: dict[str, Any]) -> str | None:
+    """Why the item's register task would run, or None when it is up to date."""
     kind = item_kind(item)
     if kind == "namespace":
-        return queries.namespace_id(local, item["namespace"]) is not None
+        found_ns = queries.namespace_id(local, item["namespace"]) is not None
+        return None if found_ns else "not registered"
     if kind == "author":
-        return bool(_find_author(local, item))
+        return None if _find_author(local, item) else "not registered"
     product = queries.find_product(local, item["namespace_name"], item[kind], str(item["version"]))
     if product is None:
-        return False
+        return "not registered"
     found = queries.locate(local, product)
     if found.location is None or found.root is None or not store.holds(found.root["root"]):
-        return False
+        return "its file is not in the local data store"
     if not intact(store, found.location["path"], found.hash):
-        return False
-    return source_unchanged(item, found.hash)
+        return "its file is missing or modified in the data store"
+    if not source_unchanged(item, found.hash):
+        return "the source file changed: register it as a new version"
+    return None
+
+
+def registered_product(local: Registry, store: DataStore, item: dict[str, Any]) -> bool:
+    """True if the item is in the registry, its file intact in the store, its source unchanged."""
+    return register_problem(local, store, item) is None
 
 
 def source_unchanged(item: dict[str, Any], sha1: str | None) -> bool:
@@ -54,7 +62,7 @@ def source_unchanged(item: dict[str, Any], sha1: str | None) -> bool:
     base = local_root(item["root"])
     if base is None:
         return True
-    source = base / safe_relative(item["path"])
+    source = base / safe_relative(item["path"], "its storage root")
     return not source.is_file() or sha1_file(source) == sha1
 
 

@@ -24,7 +24,7 @@ def http_session() -> requests.Session:
 
 def location_url(root: str, path: str) -> str:
     """root + path, as the FAIR Data Pipeline joins them (the path never escapes the root)."""
-    rel = safe_relative(path)
+    rel = safe_relative(path, f"its storage root {root}")
     return root if not rel else (root if root.endswith("/") else root + "/") + rel
 
 
@@ -32,7 +32,7 @@ def open_location(root: str, path: str, attempts: int = 5) -> Iterator[bytes]:
     """Stream the bytes at root + path; HTTP downloads resume with Range after a drop."""
     base = local_root(root)
     if base is not None:
-        file = base.resolve() / safe_relative(path)
+        file = base.resolve() / safe_relative(path, f"its storage root {root}")
         if not file.is_file():
             raise FdpError(f"{file} does not exist (storage root {root}, path {path})")
         return _file_chunks(file)

@@ -85,10 +85,23 @@ def run_info(store: Any, run_uuid: str) -> dict[str, Any]:
                 out.append(f"{ns}:{p['name']}@{p['version']}")
         return out
 
+    def where(object_id: int | None) -> str | None:
+        if object_id is None:
+            return None
+        obj = store.get("object", object_id)
+        if not obj.get("storage_location"):
+            return None
+        location = store.get("storage_location", obj["storage_location"])
+        root = store.get("storage_root", location["storage_root"])
+        return f"{root['root']}{location['path']} (SHA-1 {location['hash']})"
+
     return {
         "code_run": run["uuid"],
         "run_date": run["run_date"],
         "description": run["description"],
+        "code_repo": where(run["code_repo"]),
+        "model_config": where(run["model_config"]),
+        "submission_script": where(run["submission_script"]),
         "inputs": products(run["inputs"]),
         "outputs": products(run["outputs"]),
     }

@@ -34,6 +34,11 @@ with Session() as fdp:
         out.write("x,y\\n0,0\\n1,1\\n")
 '''
 
+GITIGNORE = """\
+# fdp-tasks state of this project: doit's database, the runs log, the push ledger
+.fdp/
+"""
+
 DODO = '''"""doit entry point: `doit` registers, pulls and runs; `doit push` pushes outputs."""
 
 from fdp_tasks.graph.dodo import *  # noqa: F403
@@ -93,12 +98,21 @@ def handler(args: argparse.Namespace) -> int:
             encoding="utf-8",
         )
         print(f"wrote {config}")
-    for name, text in (("dodo.py", DODO), ("model.py", MODEL)):
+    for name, text in (("dodo.py", DODO), ("model.py", MODEL), (".gitignore", GITIGNORE)):
         target = root / name
         if not target.exists():
             target.write_text(text, encoding="utf-8")
             print(f"wrote {target}")
     project.local_token()
+    me = project.user
+    print(
+        f"author         {me.name}"
+        + (
+            f" ({me.identifier})"
+            if me.identifier
+            else " (set --name and --identifier to record your name and ORCID)"
+        )
+    )
     print(f"local registry {project.registry_db}")
     print(f"data store     {project.data_store.root}")
     mode = oct(os.stat(project.token_path).st_mode & 0o777)

@@ -85,8 +85,8 @@ def _project() -> Project:
 
 def _locations(args: argparse.Namespace) -> tuple[str, Path]:
     """Database URL and blob directory: from the options, else from the project."""
-    if args.db and args.blobs:
-        return args.db, args.blobs
+    if args.db:
+        return args.db, args.blobs or _state_dir(args) / "blobs"
     project = _project()
     project.local_token()  # the admin user and its token exist before anyone connects
     return args.db or project.registry_db, args.blobs or project.server_dir / "blobs"

@@ -44,7 +44,10 @@ def handle_add(args: argparse.Namespace) -> int:
         url = str(Path(url).expanduser().resolve())
     spec = {"url": url}
     if args.token_file:
-        spec["token_file"] = str(Path(args.token_file).expanduser().resolve())
+        token_file = Path(args.token_file).expanduser().resolve()
+        if not token_file.is_file():
+            raise FdpError(f"--token-file: {token_file} does not exist")
+        spec["token_file"] = str(token_file)
     remotes[args.name] = spec
     project.save_settings()
     print(f"remote {args.name} -> {url}")

@@ -35,12 +35,17 @@ def _row(task: str, up_to_date: bool, reason: str = "", **extra: Any) -> dict[st
 
 
 def job_row(plan: Any, reads_ok: bool) -> dict[str, Any]:
+    from fdp_tasks.errors import ConfigError
     from fdp_tasks.graph.plan import explain_change
     from fdp_tasks.job import past_runs
 
-    runs = past_runs(plan.runs_log)
     if not reads_ok:
         return _row("job", False, "inputs missing locally")
+    try:
+        plan.working(resolve_writes=True)
+    except ConfigError as exc:  # e.g. a pinned write version that exists already
+        return {"task": "job", "state": "will-fail", "reason": exc.problems[0]}
+    runs = past_runs(plan.runs_log)
     if not runs:
         return _row("job", False, "never run")
     last = runs[-1]
@@ -53,23 +58,57 @@ def job_row(plan: Any, reads_ok: bool) -> dict[str, Any]:
     return _row("job", True)
 
 
+def newer_on_remote(plan: Any, read: Any) -> str | None:
+    """For an unpinned read: what the remote has that is newer than the local copy."""
+    import fnmatch
+
+    from fdp_tasks.config.versions import Version
+    from fdp_tasks.registry import queries
+
+    local = {
+        p["name"]: Version.parse(p["version"])
+        for p in queries.latest_products(plan.store, read.namespace, read.name)
+    }
+    theirs: dict[str, Version] = {}
+    for name, version in plan.remote_products(plan.remote(), read.namespace):
+        if fnmatch.fnmatchcase(name, read.name):
+            parsed = Version.parse(version)
+            if name not in theirs or theirs[name] < parsed:
+                theirs[name] = parsed
+    newer = [
+        f"{name}@{v}" for name, v in sorted(theirs.items()) if name not in local or local[name] < v
+    ]
+    return f"the remote has {', '.join(newer)}" if newer else None
+
+
 def collect(
     path: Path, remote: bool = True, remote_name: str | None = None
 ) -> list[dict[str, Any]]:
     from fdp_tasks.graph.plan import Plan
     from fdp_tasks.graph.tasks import PushLedger, on_remote, pushable
-    from fdp_tasks.register import item_label, registered_product
+    from fdp_tasks.register import item_label, register_problem
+    from fdp_tasks.registry import queries
 
     plan = Plan(path, remote_name=remote_name)
-    rows = [
-        _row(f"register:{item_label(item)}", registered_product(plan.store, plan.data, item))
-        for item in plan.registers
-    ]
+    rows = []
+    for item in plan.registers:
+        problem = register_problem(plan.store, plan.data, item)
+        rows.append(_row(f"register:{item_label(item)}", problem is None, problem or ""))
     reads_ok = True
+    remote_error = None
     for read in plan.reads:
         ok = plan.read_present(read)
         reads_ok &= ok
-        rows.append(_row(f"pull:{read.label}", ok, "" if ok else "not in the local registry"))
+        row = _row(f"pull:{read.label}", ok, "" if ok else "not in the local registry")
+        if ok and remote and not read.pinned and remote_error is None:
+            try:
+                newer = newer_on_remote(plan, read)
+            except FdpError as exc:
+                remote_error = str(exc).splitlines()[0]
+                newer = None
+            if newer:
+                row.update(state="remote-newer", reason=f"{newer}: `fdp pull` fetches it")
+        rows.append(row)
     if plan.has_script:
         rows.append(job_row(plan, reads_ok))
     ledger = PushLedger(plan.state_dir / "pushed.jsonl")
@@ -77,11 +116,28 @@ def collect(
         row = {"task": f"push:{found.ref}", "hash": found.hash}
         if not remote:
             row["state"] = "unknown"
+        elif remote_error:
+            row["state"], row["reason"] = "unknown", remote_error
         else:
             try:
-                row["state"] = "pushed" if on_remote(plan, found, ledger) else "local-only"
+                if on_remote(plan, found, ledger):
+                    row["state"] = "pushed"
+                else:
+                    row["state"] = "local-only"
+                    ref = found.ref
+                    theirs = plan.remote_products(plan.remote(), ref.namespace).get(
+                        (ref.name, ref.version)
+                    )
+                    if theirs is not None:
+                        their_hash = queries.locate(plan.remote().registry, theirs).hash
+                        row["state"] = "conflict"
+                        row["reason"] = (
+                            f"the remote holds other content (SHA-1 {their_hash}): "
+                            "pull, then write a new version"
+                        )
             except FdpError as exc:  # no remote, or one that cannot be reached
-                row["state"], row["reason"] = "unknown", str(exc).splitlines()[0]
+                remote_error = str(exc).splitlines()[0]
+                row["state"], row["reason"] = "unknown", remote_error
         rows.append(row)
     return rows
 
@@ -94,7 +150,9 @@ def print_status(
     remote_name: str | None = None,
 ) -> int:
     rows = collect(
-        path, remote=remote and (tasks is None or "push" in tasks), remote_name=remote_name
+        path,
+        remote=remote and (tasks is None or "push" in tasks or "pull" in tasks),
+        remote_name=remote_name,
     )
     if tasks:
         rows = [r for r in rows if r["task"].split(":", 1)[0] in tasks]

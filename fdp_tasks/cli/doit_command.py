@@ -22,6 +22,13 @@ def doit_command(
         parser.add_argument(
             "--remote", metavar="NAME", help="the remote to use (default: origin, or the only one)"
         )
+        if "job" in tasks:
+            parser.add_argument(
+                "--force",
+                action="store_true",
+                help="run the job even if it looks up to date (modules a script imports are "
+                "not tracked)",
+            )
         parser.set_defaults(func=lambda args: handler(args, tasks, keep_going, refresh))
 
     return add_parser
@@ -36,4 +43,5 @@ def handler(args: argparse.Namespace, tasks: list[str], keep_going: bool, refres
 
         return print_status(path, tasks, remote_name=args.remote)
     doit_args = ["run", *(["--continue"] if keep_going else []), *tasks]
-    return run_doit(path, doit_args, refresh=refresh, remote=args.remote)
+    force = getattr(args, "force", False)
+    return run_doit(path, doit_args, refresh=refresh, remote=args.remote, force=force)

@@ -49,6 +49,16 @@ SHELL_BY_SUFFIX = {
 _URL_SCHEMES = ("http://", "https://", "ftp://", "s3://", "gs://")
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log a warning once per process, however often a command resolves its config."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
+
+
 class RegistryView(Protocol):
     """What resolution needs to know about the local registry (implemented by the caller)."""
 
@@ -213,12 +223,20 @@ class _Resolver:
             out["latest_commit"] = commit or NO_COMMIT
             if not commit:
                 missing.insert(0, f"no commit (latest_commit {NO_COMMIT})")
-        if missing and (meta.get("script") or meta.get("script_path")):
-            log.warning(
-                "warning: %s: %s: code runs will record %s",
-                self.cfg.file,
-                _git_trouble(local_repo),
-                " and ".join(missing),
+        runs_script = bool(meta.get("script") or meta.get("script_path"))
+        if missing and runs_script:
+            _warn_once(
+                f"warning: {self.cfg.file}: {_git_trouble(local_repo)}: code runs will record "
+                + " and ".join(missing)
+            )
+        elif (
+            runs_script
+            and "latest_commit" not in meta
+            and git(local_repo, "status", "--porcelain", "--untracked-files=no")
+        ):
+            _warn_once(
+                f"warning: {self.cfg.file}: {local_repo} has uncommitted changes: code runs "
+                f"will record commit {out['latest_commit'][:12]}, which is not exactly what ran"
             )
         return out
 
@@ -280,11 +298,9 @@ class _Resolver:
             version = item.get("version") or use.get("version")
             if not version:
                 version = DEFAULT_REGISTER_VERSION
-                log.warning(
-                    "warning: %s: register item %s has no version, using %s",
-                    self.cfg.file,
-                    item[kind],
-                    version,
+                _warn_once(
+                    f"warning: {self.cfg.file}: register item {item[kind]} has no version, "
+                    f"using {version}"
                 )
             item["namespace_name"] = ns
             item["version"] = version

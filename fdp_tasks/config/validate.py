@@ -261,7 +261,50 @@ def validate_problems(data: Any) -> list[Problem]:
         return [
             ((), f"expected a mapping of run_metadata, read, write, register; got {describe(data)}")
         ]
-    return schema_problems(data) + template_problems(data) + script_problems(data)
+    return (
+        schema_problems(data)
+        + template_problems(data)
+        + script_problems(data)
+        + name_problems(data)
+    )
+
+
+NAME_KEYS = (
+    "data_product",
+    "namespace",
+    "namespace_name",
+    "default_input_namespace",
+    "default_output_namespace",
+    "external_object",
+)
+
+
+def name_problems(data: Any, path: KeyPath = ()) -> list[Problem]:
+    """Namespaces and product names become directories of the data store: no '..', no
+    absolute paths, no backslashes, so a config can never point outside it."""
+    out: list[Problem] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key in NAME_KEYS and isinstance(value, str) and _unsafe_name(value):
+                out.append(
+                    (
+                        path + (key,),
+                        f"{value!r} is not a safe name: no '..', no "
+                        "leading '/', no '\\' (names become folders of the data store)",
+                    )
+                )
+            else:
+                out += name_problems(value, path + (key,))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            out += name_problems(value, path + (i,))
+    return out
+
+
+def _unsafe_name(value: str) -> bool:
+    if "${{" in value:
+        return False  # checked once expanded, when the data store path is made
+    return value.startswith("/") or "\\" in value or ".." in value.split("/")
 
 
 def validate_config(data: dict, file: str) -> list[str]:

@@ -10,13 +10,16 @@ from fdp_tasks.errors import FdpError
 
 
 def load_namespace(
-    config_path: str | Path, refresh: bool = False, remote: str | None = None
+    config_path: str | Path,
+    refresh: bool = False,
+    remote: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """For dodo.py: the tasks of one config; a bad config ends the process with one line."""
     from fdp_tasks.graph.tasks import dodo_namespace
 
     try:
-        return dodo_namespace(str(config_path), refresh=refresh, remote=remote)
+        return dodo_namespace(str(config_path), refresh=refresh, remote=remote, force=force)
     except FdpError as exc:
         print(f"fdp: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
@@ -27,6 +30,7 @@ def run_doit(
     doit_args: list[str],
     refresh: bool = False,
     remote: str | None = None,
+    force: bool = False,
 ) -> int:
     """Run doit on the tasks of `config_path`, as `doit <doit_args>` would in its project."""
     from doit.cmd_base import ModuleTaskLoader
@@ -34,5 +38,5 @@ def run_doit(
 
     from fdp_tasks.graph.tasks import dodo_namespace
 
-    namespace = dodo_namespace(str(config_path), refresh=refresh, remote=remote)
+    namespace = dodo_namespace(str(config_path), refresh=refresh, remote=remote, force=force)
     return DoitMain(ModuleTaskLoader(namespace)).run(doit_args)

@@ -1,7 +1,8 @@
 """The tasks of one config, for a project's dodo.py: `from fdp_tasks.graph.dodo import *`.
 
 doit imports dodo.py after it has read `config=...` and `refresh=1` from its command line, so
-this module can read them with `get_var` when it is imported. `remote=NAME` picks a remote.
+this module can read them with `get_var` when it is imported. `remote=NAME` picks a remote;
+`force=1` runs the job even when it looks up to date.
 """
 
 from doit import get_var
@@ -13,5 +14,6 @@ globals().update(
         get_var("config", "config.yaml"),
         refresh=bool(get_var("refresh", "")),
         remote=get_var("remote", None),
+        force=bool(get_var("force", "")),
     )
 )

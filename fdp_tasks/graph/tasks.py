@@ -26,7 +26,7 @@ from doit import create_after
 from doit.tools import config_changed
 
 from fdp_tasks.config.versions import latest
-from fdp_tasks.errors import FdpError
+from fdp_tasks.errors import FdpError, OutOfSync
 from fdp_tasks.graph.plan import Plan, ReadItem
 from fdp_tasks.job import past_runs, run_job
 from fdp_tasks.register import item_label, register_item, registered_product
@@ -79,7 +79,7 @@ def register_tasks(plan: Plan) -> Iterator[Task]:
 
 
 # ------------------------------------------------------------------------ pull
-def _pull_one(plan: Plan, item: ReadItem, refresh: bool) -> None:
+def _pull_one(plan: Plan, item: ReadItem) -> None:
     remote = plan.remote()
     listing = plan.remote_products(remote, item.namespace)
     if item.pinned:
@@ -95,14 +95,18 @@ def _pull_one(plan: Plan, item: ReadItem, refresh: bool) -> None:
             queries.ProductRef(item.namespace, name, str(latest(found)))
             for name, found in sorted(versions.items())
         ]
+    fetched = 0
     for ref in wanted:
-        if not refresh and plan.product_intact(ref.namespace, ref.name, ref.version):
-            continue
+        if plan.product_intact(ref.namespace, ref.name, ref.version):
+            continue  # already here: asking the remote was only about newer versions
         product = listing.get((ref.name, ref.version))
         if product is None:
             raise FdpError(f"{ref} is not on remote {remote.name} ({remote.url})")
         found = plan.puller(remote).pull(ref, product)
+        fetched += 1
         print(f"pulled {ref} (SHA-1 {found.hash[:12]})")
+    if not fetched:
+        print(f"{item.label}: nothing newer on {remote.name}")
 
 
 def pull_tasks(plan: Plan, refresh: bool = False) -> Iterator[Task]:
@@ -116,7 +120,7 @@ def pull_tasks(plan: Plan, refresh: bool = False) -> Iterator[Task]:
         yield {
             "basename": "pull",
             "name": item.label,
-            "actions": [lambda item=item: _guard(_pull_one, plan, item, refresh)],
+            "actions": [lambda item=item: _guard(_pull_one, plan, item)],
             "uptodate": [
                 lambda item=item: (not refresh or item.pinned) and plan.read_present(item)
             ],
@@ -136,7 +140,7 @@ def _outputs_intact(plan: Plan) -> Any:
     return check
 
 
-def run_task(plan: Plan) -> Task:
+def run_task(plan: Plan, force: bool = False) -> Task:
     parts = plan.run_inputs() if plan.has_script else {}
     signature = plan.run_signature(parts) if plan.has_script else None
 
@@ -163,7 +167,8 @@ def run_task(plan: Plan) -> Task:
         "doc": "run the script with the FDP environment",
         "actions": [action],
         "task_dep": ["pull"],
-        "uptodate": [config_changed(signature), _outputs_intact(plan)],
+        # `force`: modules the script imports are not tracked; this reruns it anyway
+        "uptodate": [config_changed(signature), _outputs_intact(plan), not force],
         "verbosity": 2,
     }
 
@@ -232,29 +237,51 @@ def push_tasks(plan: Plan) -> Iterator[Task]:
     }
     ledger = PushLedger(plan.state_dir / "pushed.jsonl")
     pushers: dict[str, Pusher] = {}
+    broken: list[str] = []  # why the remote cannot be used: every item fails fast with it
+
+    def pushed_already(found: queries.Located) -> bool:
+        if broken:
+            return False
+        try:
+            return on_remote(plan, found, ledger)
+        except FdpError as exc:
+            broken.append(str(exc))
+            return False
 
     def push(found: queries.Located) -> None:
+        if broken:
+            raise FdpError(broken[0])
         remote = plan.remote()
+        ref = found.ref
+        theirs = plan.remote_products(remote, ref.namespace).get((ref.name, ref.version))
+        if theirs is not None:  # checked before anything is sent, so nothing is left behind
+            their_hash = queries.locate(remote.registry, theirs).hash
+            if their_hash != found.hash:
+                raise OutOfSync.different_content(str(ref), their_hash, found.hash)
         pusher = pushers.setdefault(remote.url, Pusher(plan.store, plan.data, remote))
-        before = pusher.uploaded
-        for ref, theirs in pusher.push_product(found.product["id"]):
-            plan.remote_products(remote, ref.namespace)[(ref.name, ref.version)] = theirs
-        print(f"pushed {found.ref} to {remote.name} ({pusher.uploaded - before} files)")
-        ledger.record(remote.url, str(found.ref), found.hash)
+        pushed = pusher.push_product(found.product["id"])
+        for other, record in pushed:
+            plan.remote_products(remote, other.namespace)[(other.name, other.version)] = record
+        more = len(pushed) - 1
+        print(
+            f"pushed {ref} to {remote.name}"
+            + (f", with {more} other product(s) of the same runs" if more > 0 else "")
+        )
+        ledger.record(remote.url, str(ref), found.hash)
 
     for found in pushable(plan):
         yield {
             "basename": "push",
             "name": str(found.ref),
             "actions": [lambda found=found: _guard(push, found)],
-            "uptodate": [lambda found=found: on_remote(plan, found, ledger)],
+            "uptodate": [lambda found=found: pushed_already(found)],
             "verbosity": 2,
         }
 
 
 # ----------------------------------------------------------------- the module
 def dodo_namespace(
-    config_path: str, refresh: bool = False, remote: str | None = None
+    config_path: str, refresh: bool = False, remote: str | None = None, force: bool = False
 ) -> dict[str, Any]:
     """Everything a dodo.py needs: DOIT_CONFIG and the task generators for one config."""
     plan = Plan(config_path, remote_name=remote)
@@ -267,7 +294,7 @@ def dodo_namespace(
 
     @create_after(executed="pull", creates=["job"])
     def task_job() -> Task:
-        return run_task(plan)
+        return run_task(plan, force)
 
     @create_after()  # only when asked for: pushing never runs anything first
     def task_push() -> Iterator[Task]:
