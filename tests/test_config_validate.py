@@ -508,3 +508,21 @@ def test_writes_with_a_script_path(tmp_path, monkeypatch, capsys):
 )
 def test_no_script_needed_without_writes(tmp_path, monkeypatch, capsys, text):
     assert validate(tmp_path, monkeypatch, capsys, text) == (0, "config.yaml: ok\n", "")
+
+
+def test_names_that_would_leave_the_data_store_are_refused(tmp_path, monkeypatch, capsys):
+    text = (
+        "run_metadata:\n  description: t\n  default_output_namespace: /etc\n  script: echo\n"
+        "read:\n  - data_product: ../../secrets\n    use:\n      namespace: a\\b\n"
+        "write:\n  - data_product: ok/name\n    file_type: csv\n"
+    )
+    rc, _, err = validate(tmp_path, monkeypatch, capsys, text)
+    assert rc == 2
+    assert err.splitlines() == [
+        "config.yaml: read[0].data_product: '../../secrets' is not a safe name: no '..', no "
+        "leading '/', no '\\' (names become folders of the data store)",
+        "config.yaml: read[0].use.namespace: 'a\\\\b' is not a safe name: no '..', no leading "
+        "'/', no '\\' (names become folders of the data store)",
+        "config.yaml: run_metadata.default_output_namespace: '/etc' is not a safe name: no "
+        "'..', no leading '/', no '\\' (names become folders of the data store)",
+    ]

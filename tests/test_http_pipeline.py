@@ -425,3 +425,67 @@ def test_a_dedicated_shared_registry_with_a_token_per_user(tmp_path: Path) -> No
     finally:
         admin.fdp("registry", "stop", "--db", str(db))
     assert admin.fdp("registry", "status", "--db", str(db), check=False).returncode == 3
+
+
+def test_push_to_an_unreachable_remote_fails_in_one_line(tmp_path: Path) -> None:
+    env = producer(tmp_path, outputs=3)
+    env.doit()
+    env.fdp("remote", "add", "origin", f"http://127.0.0.1:{free_port()}/api/")
+    result = env.fdp("push", check=False)
+    assert result.returncode != 0
+    assert "Traceback" not in result.output
+    assert "no answer from the registry" in result.output
+    unknown = env.fdp("push", "--remote", "nosuch", check=False)
+    assert unknown.returncode != 0 and "Traceback" not in unknown.output
+    assert "remote 'nosuch' is not configured" in unknown.output
+
+
+def test_status_compares_with_the_remote(tmp_path: Path, remote: RemoteServer) -> None:
+    env = producer(tmp_path, outputs=1)
+    env.doit()
+    env.fdp("remote", "add", "origin", remote.api_url, "--token-file", str(remote.token_file))
+    env.fdp("push")
+    reader = Env(tmp_path, "reader")
+    reader.config(
+        {
+            "run_metadata": {"description": "r", "default_input_namespace": "lab"},
+            "read": [{"data_product": "results/*"}],
+        }
+    )
+    reader.fdp("remote", "add", "origin", remote.api_url)
+    reader.fdp("pull")
+    env.file("model.py", MANY_OUTPUTS + "# v2\n")
+    env.fdp("run")
+    env.fdp("push")  # results/part00@0.0.2
+    rows = {r["task"]: r for r in json.loads(reader.fdp("status", "--json").stdout)}
+    assert rows["pull:lab:results/*"]["state"] == "remote-newer"
+    assert "results/part00@0.0.2" in rows["pull:lab:results/*"]["reason"]
+    dry = reader.fdp("pull", "--dry-run").stdout
+    assert "remote-newer" in dry
+    pulled = reader.fdp("pull")
+    assert "pulled lab:results/part00@0.0.2" in pulled.stdout
+    again = reader.fdp("pull")
+    assert "nothing newer" in again.stdout and "pulled" not in again.stdout
+
+
+def test_token_files_must_exist_and_be_private(tmp_path: Path, remote: RemoteServer) -> None:
+    env = producer(tmp_path, outputs=1)
+    env.doit()
+    missing = env.fdp(
+        "remote",
+        "add",
+        "origin",
+        remote.api_url,
+        "--token-file",
+        str(tmp_path / "nope"),
+        check=False,
+    )
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
+    loose = tmp_path / "loose.token"
+    loose.write_text(remote.token + "\n")
+    loose.chmod(0o644)
+    env.fdp("remote", "add", "origin", remote.api_url, "--token-file", str(loose))
+    result = env.fdp("push", check=False)
+    assert result.returncode != 0
+    assert "readable by other users" in result.output and "chmod 600" in result.output
+    assert remote.token not in result.output

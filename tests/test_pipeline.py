@@ -381,3 +381,25 @@ def register_only_config(root: str, path: str) -> dict:
             }
         ],
     }
+
+
+def test_run_force_reruns_an_up_to_date_job(env: Env) -> None:
+    env.doit()
+    assert env.fdp("run").executed == []
+    assert env.fdp("run", "--force").executed == ["job"]
+    assert env.doit("force=1").executed == ["job"]
+
+
+def test_status_shows_a_job_that_will_fail(env: Env) -> None:
+    env.doit()
+    cfg = pipeline_config()
+    cfg["write"][0]["use"] = {"version": "0.0.1"}  # exists already
+    env.config(cfg)
+    rows = {r["task"]: r for r in json.loads(env.fdp("status", "--json").stdout)}
+    assert rows["job"]["state"] == "will-fail"
+    assert "test:out/summary@0.0.1 already exists" in rows["job"]["reason"]
+    (env.data_store / "test/inputs/b/1.0.0.csv").unlink()
+    rows = {r["task"]: r for r in json.loads(env.fdp("status", "--json").stdout)}
+    assert rows["register:test:inputs/b@1.0.0"]["reason"] == (
+        "its file is missing or modified in the data store"
+    )
