@@ -13,7 +13,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "info", help="show a data product (ns:name@version), or a code run or object (uuid)"
     )
-    parser.add_argument("item")
+    parser.add_argument(
+        "item",
+        help="namespace:name@version (latest version without @), or a code run or object uuid",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=handler)
 

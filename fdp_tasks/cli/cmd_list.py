@@ -9,7 +9,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "list", help="list data products or code runs in the local registry"
     )
-    parser.add_argument("what", nargs="?", choices=["products", "runs"], default="products")
+    parser.add_argument(
+        "what",
+        nargs="?",
+        choices=["products", "runs"],
+        default="products",
+        help="data products (default) or code runs",
+    )
     parser.add_argument("--namespace", help="only this namespace (products)")
     parser.set_defaults(func=handler)
 
