@@ -446,27 +446,25 @@ class _Resolver:
         ctx = self.ctx
         data = copy.deepcopy(self.cfg.data)
         meta = data.get("run_metadata") or {}
-        templater = Templater(
-            config_path=self.cfg.path,
-            now=ctx.now,
-            run_id=ctx.run_id,
-            user_name=ctx.user_name,
-            user_id=ctx.user_id,
-        )
+
+        def templater_for(repo_dir: Path | None) -> Templater:
+            return Templater(
+                config_path=self.cfg.path,
+                now=ctx.now,
+                run_id=ctx.run_id,
+                user_name=ctx.user_name,
+                user_id=ctx.user_id,
+                repo_dir=repo_dir,
+            )
+
+        # local_repo may use variables itself; the others (GIT_*) are then read in it
         local_repo = self.base
         if "local_repo" in meta:
             repo_text = self.substitute(
-                meta["local_repo"], templater, ("run_metadata", "local_repo")
+                meta["local_repo"], templater_for(None), ("run_metadata", "local_repo")
             )
             local_repo = _abspath(self.base, repo_text)
-        templater = Templater(
-            config_path=self.cfg.path,
-            now=ctx.now,
-            run_id=ctx.run_id,
-            user_name=ctx.user_name,
-            user_id=ctx.user_id,
-            repo_dir=local_repo,
-        )
+        templater = templater_for(local_repo)
         data = self.substitute(data, templater, ())
         meta = data.get("run_metadata") or {}
         reads, writes = data.get("read") or [], data.get("write") or []
