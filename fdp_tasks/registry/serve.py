@@ -36,6 +36,7 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 STATE_FILE = "server.json"
 LOG_FILE = "server.log"
 START_TIMEOUT = 20.0
+MAX_UPLOAD_BYTES = 1 << 40  # 1 TiB
 MODULE = "fdp_tasks.registry.serve"
 
 # Background servers started by this process, so they can be reaped (no zombies).
@@ -68,6 +69,8 @@ def _make_server(app: Any, host: str, port: int, threads: int) -> Any:
         ident="fdp-registry",
         clear_untrusted_proxy_headers=True,
         channel_timeout=300,
+        # Data files can be large; waitress spools bodies to disk, so memory stays flat.
+        max_request_body_size=MAX_UPLOAD_BYTES,
     )
 
 
