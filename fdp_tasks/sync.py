@@ -240,6 +240,10 @@ class Pusher:
         root = self.local.get("storage_root", location["storage_root"])
         if not self.store.holds(root["root"]):
             return None  # not a file of ours (a code repo, an original source): copy the record
+        if not location.get("public", True):
+            # as in the reference: only public files leave the machine; the record says where
+            log.info("not uploading %s: it is not public", location["path"])
+            return None
         rel = location["path"]
         if not self.store.exists(rel):
             raise FdpError(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from support import REPO, Env
 
 from fdp_tasks.datastore import DataStore
@@ -489,3 +490,21 @@ def test_token_files_must_exist_and_be_private(tmp_path: Path, remote: RemoteSer
     assert result.returncode != 0
     assert "readable by other users" in result.output and "chmod 600" in result.output
     assert remote.token not in result.output
+
+
+def test_non_public_outputs_are_not_uploaded(tmp_path: Path, remote: RemoteServer) -> None:
+    env = producer(tmp_path, outputs=2)
+    config = yaml.safe_load((env.project / "config.yaml").read_text())
+    config["write"][1]["public"] = False
+    env.config(config)
+    env.doit()
+    env.fdp("remote", "add", "origin", remote.api_url, "--token-file", str(remote.token_file))
+    env.fdp("push")
+    store = remote.store()
+    secret = sha1(env.data_store / "lab/results/part01/0.0.1.csv")
+    shared = sha1(env.data_store / "lab/results/part00/0.0.1.csv")
+    assert (remote.base / "blobs" / shared[:2] / shared).is_file()
+    assert not (remote.base / "blobs" / secret[:2] / secret).exists()
+    location = store.find_one("storage_location", {"hash": secret})
+    assert location["public"] is False  # the record is there; the bytes stayed home
+    assert store.get("storage_root", location["storage_root"])["root"].startswith("file://")

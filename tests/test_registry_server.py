@@ -353,6 +353,14 @@ def test_blob_upload_download_and_range(reg):
     assert (reg.blob_dir / sha1[:2] / sha1).read_bytes() == body
     again = presign(reg, sha1)
     assert again.status_code == 200 and again.json()["exists"] is True
+    # not yet registered as a public file: only token holders may read it
+    assert requests.get(info["storage_root"] + info["path"]).status_code == 403
+    private = requests.get(info["storage_root"] + info["path"], headers=reg.headers())
+    assert private.status_code == 200 and private.content == body
+    root = reg.store.create("storage_root", {"root": info["storage_root"]})
+    reg.store.create(
+        "storage_location", {"path": sha1, "hash": sha1, "public": True, "storage_root": root["id"]}
+    )
     whole = requests.get(info["storage_root"] + info["path"])
     assert whole.status_code == 200 and whole.content == body
     part = requests.get(f"{reg.url}/data/{sha1}", headers={"Range": "bytes=1000-"})

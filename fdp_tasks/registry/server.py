@@ -508,6 +508,8 @@ class RegistryApp:
             return self.receive(sha1, path)
         if not path.is_file():
             raise ApiError(404, {"detail": "Not found."})
+        if not self.store.find_one("storage_location", {"hash": sha1, "public": True}):
+            self.require_user()  # not (yet) a public file: only for token holders
         return flask.send_file(
             path,
             mimetype="application/octet-stream",
