@@ -418,25 +418,7 @@ class Store:
             clash = self._clash(conn, rtype, clean)
             if clash:
                 key, existing = clash
-                raise UniqueViolation(
-                    type_name,
-                    key,
-                    self._records(
-                        conn,
-                        rtype,
-                        [
-                            dict(
-                                conn.execute(
-                                    sa.select(self.tables[type_name]).where(
-                                        self.tables[type_name].c.id == existing
-                                    )
-                                )
-                                .one()
-                                ._mapping
-                            )
-                        ],
-                    )[0],
-                )
+                raise UniqueViolation(type_name, key, self.get(type_name, existing))
             values = {
                 _column(f.name, f.kind): clean.get(f.name)
                 for f in rtype.fields.values()
@@ -455,9 +437,16 @@ class Store:
                 existing = self.get(type_name, clash[1]) if clash else None
                 raise UniqueViolation(type_name, clash[0] if clash else (), existing) from None
             for f in rtype.m2ms:
-                self._set_links(conn, rtype, f.name, new_id, clean.get(f.name, []))
+                clean[f.name] = self._set_links(conn, rtype, f.name, new_id, clean.get(f.name, []))
+            # The new record as get() would show it, without reading it back.
+            record: Record = {"id": new_id}
+            for f in rtype.fields.values():
+                record[f.name] = clean.get(f.name, [] if f.is_m2m else None)
+            record.update({name: [] for name in rtype.reverse})
+            record["last_updated"] = values["last_updated"]
+            record["updated_by"] = user_id
             if rtype.whole_object_component:
-                self.create(
+                component = self.create(
                     "object_component",
                     {
                         "object": new_id,
@@ -467,22 +456,22 @@ class Store:
                     },
                     user_id=user_id,
                 )
-            return self.get(type_name, new_id)
+                record["components"] = [component["id"]]
+            return record
 
     def _set_links(
         self, conn: Connection, rtype: RecordType, name: str, owner: int, targets: list[int]
-    ) -> None:
+    ) -> list[int]:
+        """Replace a many-to-many field's links; returns the targets as stored (no repeats)."""
         link = self.links[(rtype.name, name)]
         conn.execute(link.delete().where(link.c.owner_id == owner))
-        seen: list[int] = []
-        for t in targets:
-            if t not in seen:
-                seen.append(t)
+        seen = list(dict.fromkeys(targets))
         if seen:
             conn.execute(
                 link.insert(),
                 [{"owner_id": owner, "target_id": t, "position": i} for i, t in enumerate(seen)],
             )
+        return seen
 
     def patch(
         self, type_name: str, record_id: int, data: dict[str, Any], user_id: int | None = None
