@@ -116,6 +116,7 @@ class DataStore:
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
+        self._inside: dict[Path, bool] = {}
 
     def __repr__(self) -> str:
         return f"DataStore({str(self.root)!r})"
@@ -131,11 +132,23 @@ class DataStore:
         return base is not None and base.expanduser().resolve() == self.root
 
     def path(self, rel: str) -> Path:
-        """The absolute path of `rel`, which must stay inside the store (symlinks included)."""
-        target = (self.root / safe_relative(rel)).resolve()
-        if target != self.root and self.root not in target.parents:
+        """The absolute path of `rel`, which must stay inside the store, symlinks included.
+
+        Folders already found to lie inside are remembered, so checking a thousand files of
+        one folder costs one look at each file rather than a walk up every path.
+        """
+        target = self.root / safe_relative(rel)
+        parent = target.parent
+        if parent not in self._inside:
+            self._inside[parent] = self._contains(Path(os.path.realpath(parent)))
+        if not self._inside[parent] or (
+            target.is_symlink() and not self._contains(Path(os.path.realpath(target)))
+        ):
             raise UnsafePathError(f"path {rel!r} would leave the data store {self.root}")
         return target
+
+    def _contains(self, real: Path) -> bool:
+        return real == self.root or self.root in real.parents
 
     def relative(self, path: str | Path) -> str:
         """The store-relative path of an absolute path inside the store."""

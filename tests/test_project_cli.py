@@ -206,3 +206,22 @@ def test_small_commands_print_what_scripts_need(tmp_path: Path) -> None:
     object_uuid = store.get("object", product["object"])["uuid"]
     info = env.fdp("info", object_uuid).stdout
     assert "x:out@0.0.1" in info
+
+
+def test_symlinks_cannot_lead_out_of_the_data_store(tmp_path: Path) -> None:
+    import pytest
+
+    from fdp_tasks.errors import UnsafePathError
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.csv").write_text("x")
+    root = tmp_path / "store"
+    (root / "ns").mkdir(parents=True)
+    (root / "ns" / "link").symlink_to(outside)
+    (root / "ns" / "file.csv").symlink_to(outside / "secret.csv")
+    store = DataStore(root)
+    assert store.path("ns/name/1.0.0.csv") == root / "ns/name/1.0.0.csv"
+    for rel in ("ns/link/secret.csv", "ns/file.csv", "../outside/secret.csv", "/etc/passwd"):
+        with pytest.raises(UnsafePathError):
+            store.path(rel)
