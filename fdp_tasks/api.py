@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import yaml
 
 from fdp_tasks.datastore import DataStore, local_root, product_path, sha1_file
 from fdp_tasks.errors import FdpError
-from fdp_tasks.locations import local_location, placement
+from fdp_tasks.locations import local_location, placement, store_root_id
 from fdp_tasks.registry import queries
 from fdp_tasks.registry.base import Registry
 
@@ -134,9 +133,12 @@ class Session:
         if found is None or found.location is None:
             raise FdpError(f"{ref} is not in the local registry; pull it first")
         base = local_root(found.root["root"])
-        if base is None:
-            raise FdpError(f"{ref} is stored at {found.root['root']}, not locally; pull it first")
-        path = (base / found.location["path"]).resolve()
+        if base is None or not self.store.holds(found.root["root"]):
+            raise FdpError(
+                f"{ref} is stored at {found.root['root']}, outside the local data store; "
+                "pull it first"
+            )
+        path = self.store.path(found.location["path"])
         component_id = self._component(found.object, component)
         self.inputs[data_product] = (path, component_id)
         return path
@@ -217,19 +219,30 @@ class Session:
         if missing:
             raise FdpError(f"outputs never written: {', '.join(missing)}")
         hashes = {n: sha1_file(o.temp) for n, o in self.outputs.items()}
+        placed: list[tuple[Path, Path]] = []
         try:
             with self._transaction():
                 moves = self._record(hashes)
+                # Files go into place, and the run into coderuns.txt, before the records
+                # commit: a crash in between leaves files nothing refers to (the next run
+                # may overwrite them), never records whose files are missing.
+                for temp, final in moves:
+                    if final is not None:
+                        os.replace(temp, final)
+                        placed.append((temp, final))
+                with open(self.config_dir / "coderuns.txt", "a", encoding="utf-8") as fh:
+                    fh.write(self.uuid + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
         except BaseException:
+            for temp, final in reversed(placed):  # nothing was recorded: undo the moves
+                with contextlib.suppress(OSError):
+                    os.replace(final, temp)
             self.discard()
             raise
-        for temp, final in moves:  # only once the records are committed
+        for temp, final in moves:
             if final is None:
-                temp.unlink()  # the same bytes are already in the store
-            else:
-                os.replace(temp, final)
-        with open(self.config_dir / "coderuns.txt", "a", encoding="utf-8") as fh:
-            fh.write(self.uuid + "\n")
+                temp.unlink(missing_ok=True)  # the same bytes were in the store already
         self.finalised = True
         return self.uuid
 
@@ -241,6 +254,13 @@ class Session:
         else:
             with begin():
                 yield
+
+    def _referenced(self, rel: str) -> bool:
+        """Whether the registry points at this file (else it is left over from a crash)."""
+        root = store_root_id(self.registry, self.store)
+        return bool(
+            self.registry.find("storage_location", {"storage_root": root, "path": rel}, limit=1)
+        )
 
     def _namespace(self, name: str) -> dict[str, Any]:
         if name not in self._namespaces:
@@ -276,14 +296,13 @@ class Session:
         )
 
     def _code_repo(self, authors: list[int]) -> dict[str, Any]:
+        # The repository itself is the storage root and the commit the path: a location is
+        # unique per (root, hash), so two repositories never share one, even uncommitted.
         repo = self.run_metadata.get("remote_repo") or ""
         commit = self.run_metadata.get("latest_commit") or "0" * 40
-        if "://" in repo:
-            parsed = urlparse(repo)
-            root, path = f"{parsed.scheme}://{parsed.netloc}/", parsed.path.lstrip("/") or "repo"
-        else:
-            local = Path(self.run_metadata.get("local_repo") or self.config_dir).resolve()
-            root, path = local.parent.as_uri().rstrip("/") + "/", local.name or "repo"
+        if "://" not in repo:
+            repo = Path(self.run_metadata.get("local_repo") or self.config_dir).resolve().as_uri()
+        root, path = repo.rstrip("/") + "/", commit
         root_rec, _ = self.registry.get_or_create("storage_root", {"root": root, "local": False})
         loc, _ = self.registry.get_or_create(
             "storage_location",
@@ -317,7 +336,12 @@ class Session:
             rel = product_path(out.namespace, out.name, out.version, out.file_type)
             target, needs_write = placement(reg, self.store, rel, hashes[name], out.public)
             final = self.store.path(target)
-            if target == rel and final.exists() and sha1_file(final) != hashes[name]:
+            if (
+                target == rel
+                and final.exists()
+                and sha1_file(final) != hashes[name]
+                and self._referenced(rel)
+            ):
                 raise FdpError(f"{final} already exists with other content; not overwriting it")
             moves.append((out.temp, final if needs_write else None))
             ns = self._namespace(out.namespace)

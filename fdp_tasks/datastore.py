@@ -6,12 +6,13 @@ refuses anything that would resolve outside the root.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO, BinaryIO
 from urllib.parse import unquote, urlparse
 
 from fdp_tasks.errors import IntegrityError, UnsafePathError
@@ -83,7 +84,7 @@ def write_atomically(
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
     except BaseException:
-        with _ignore_missing():
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     return got, size
@@ -98,17 +99,28 @@ def local_root(root: str) -> Path | None:
     return Path(root).expanduser()
 
 
+def replace_text(path: Path, write: Callable[[IO[str]], None], mode: int) -> None:
+    """Write through a fresh temp file (mkstemp: O_EXCL, 0600), then rename over `path`.
+
+    A crash never leaves half a file, and nothing planted at a guessable temp name is
+    followed or reused.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            write(fh)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def read_chunks(stream: BinaryIO, size: int = CHUNK) -> Iterable[bytes]:
     while block := stream.read(size):
         yield block
-
-
-class _ignore_missing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        return exc_type is not None and issubclass(exc_type, FileNotFoundError)
 
 
 class DataStore:

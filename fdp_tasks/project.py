@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from fdp_tasks.datastore import DataStore
+from fdp_tasks.datastore import DataStore, replace_text
 from fdp_tasks.errors import FdpError
 from fdp_tasks.registry.store import Store, database_url, open_store
 
@@ -57,26 +57,12 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def write_yaml(path: Path, data: dict[str, Any], mode: int = 0o644) -> None:
-    """Write YAML through a temp file and rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(
-        os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w", encoding="utf-8"
-    ) as fh:
-        yaml.safe_dump(data, fh, sort_keys=False)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    replace_text(path, lambda fh: yaml.safe_dump(data, fh, sort_keys=False), mode)
 
 
 def write_secret(path: Path, text: str) -> None:
     """A token file readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text + "\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    replace_text(path, lambda fh: fh.write(text + "\n"), 0o600)
 
 
 def read_secret(path: Path) -> str:
@@ -190,6 +176,11 @@ class Project:
         for name, spec in (self.settings.get("remotes") or {}).items():
             if isinstance(spec, str):
                 spec = {"url": spec}
+            if not isinstance(spec, dict) or not spec.get("url"):
+                raise FdpError(
+                    f"{self.settings_path}: remotes.{name}: expected a url "
+                    "(set it with `fdp remote add NAME URL`)"
+                )
             token_file = spec.get("token_file")
             out[name] = RemoteSpec(
                 name=name,

@@ -150,8 +150,19 @@ class Puller:
         found = queries.locate(registry, product) if product else queries.locate_ref(registry, ref)
         if found is None:
             raise FdpError(f"{ref} is not in remote {self.remote.name} ({self.remote.url})")
-        if found.location is None or found.root is None:
-            raise FdpError(f"{ref} has no file on remote {self.remote.name}")
+        if found.location is None or found.root is None or not found.hash:
+            raise FdpError(f"{ref} has no file with a SHA-1 on remote {self.remote.name}")
+        mine = queries.find_product(
+            self.local, found.namespace["name"], ref.name, found.product["version"]
+        )
+        if mine is not None:
+            my_hash = queries.locate(self.local, mine).hash
+            if my_hash != found.hash:
+                raise OutOfSync(
+                    f"{ref} is in the local registry with other content (SHA-1 {my_hash}) than "
+                    f"on remote {self.remote.name} ({found.hash}); nothing was changed. Keep "
+                    "yours as a new version, or delete it to take the remote's"
+                )
         public = found.location.get("public", True)
         rel, needs_download = placement(
             self.local,

@@ -8,10 +8,14 @@ from pathlib import Path
 
 import requests
 
-from fdp_tasks.datastore import CHUNK, local_root, read_chunks, safe_relative
+from fdp_tasks.datastore import local_root, read_chunks, safe_relative
 from fdp_tasks.errors import FdpError
 
 _session: requests.Session | None = None
+# Small enough that a dropped connection loses little of what it had already brought.
+NETWORK_CHUNK = 64 * 1024
+# A connection that fails, stalls, or ends before the body does: worth another try.
+DROPPED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
 def http_session() -> requests.Session:
@@ -58,13 +62,16 @@ def _http_chunks(url: str, attempts: int) -> Iterator[bytes]:
                 if resp.status_code >= 500 and attempt < attempts:
                     raise requests.ConnectionError(f"server answered {resp.status_code}")
                 resp.raise_for_status()
-                if received and resp.status_code != 206:
+                if received and (
+                    resp.status_code != 206
+                    or not resp.headers.get("Content-Range", "").startswith(f"bytes {received}-")
+                ):
                     raise FdpError(f"GET {_safe(url)}: server cannot resume a download")
-                for block in resp.iter_content(CHUNK):
+                for block in resp.iter_content(NETWORK_CHUNK):
                     received += len(block)
                     yield block
                 return
-        except (requests.ConnectionError, requests.Timeout) as exc:
+        except DROPPED as exc:
             if attempt == attempts:
                 raise FdpError(
                     f"GET {_safe(url)} failed after {attempts} attempts: {exc}"

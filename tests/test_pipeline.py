@@ -403,3 +403,45 @@ def test_status_shows_a_job_that_will_fail(env: Env) -> None:
     assert rows["register:test:inputs/b@1.0.0"]["reason"] == (
         "its file is missing or modified in the data store"
     )
+
+
+def test_a_download_cut_short_resumes_with_range(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    body = bytes(range(256)) * 4096  # 1 MiB
+    ranges: list[str] = []
+
+    class Flaky(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            wanted = self.headers.get("Range")
+            ranges.append(wanted or "")
+            if not wanted:  # promise everything, send half, hang up
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                self.connection.close()
+                return
+            start = int(wanted.split("=")[1].rstrip("-"))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            self.send_header("Content-Length", str(len(body) - start))
+            self.end_headers()
+            self.wfile.write(body[start:])
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        env = Env(tmp_path)
+        env.config(register_only_config(f"http://127.0.0.1:{httpd.server_port}/", "big.bin"))
+        env.doit()
+        registered = env.data_store / "test/web/params/1.0.0.csv"
+        assert registered.read_bytes() == body
+        assert ranges[0] == "" and ranges[1].startswith("bytes=") and ranges[1] != "bytes=0-"
+    finally:
+        httpd.shutdown()

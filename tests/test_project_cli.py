@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import stat
 import subprocess
 import sys
@@ -225,3 +226,33 @@ def test_symlinks_cannot_lead_out_of_the_data_store(tmp_path: Path) -> None:
     for rel in ("ns/link/secret.csv", "ns/file.csv", "../outside/secret.csv", "/etc/passwd"):
         with pytest.raises(UnsafePathError):
             store.path(rel)
+
+
+CRASHING_MODEL = """
+import os
+from fdp_tasks.api import Session
+
+with Session() as fdp:
+    open(fdp.write("out"), "w").write("{content}")
+    if {crash}:
+        os.fsync = lambda fd: os._exit(9)  # dies after the files moved, before the commit
+"""
+
+
+def test_a_crash_while_finalising_leaves_no_records_and_a_rerun_completes(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    env.config({"run_metadata": {"description": "x", "default_output_namespace": "x",
+                                 "script": "python3 ${{CONFIG_DIR}}/model.py"},
+                "write": [{"data_product": "out", "file_type": "txt"}]})
+    env.file("model.py", CRASHING_MODEL.format(content="first", crash=True))
+    crashed = env.doit(check=False)
+    assert crashed.returncode != 0 and "status 9" in crashed.output
+    store = Store(env.home / "registry.db")
+    assert store.count("data_product") == 0 and store.count("code_run") == 0
+    assert (env.data_store / "x/out/0.0.1.txt").read_text() == "first"  # unreferenced
+    env.file("model.py", CRASHING_MODEL.format(content="second", crash=False))
+    assert env.doit().executed == ["job"]
+    info = env.fdp("info", "x:out@0.0.1").stdout
+    assert (env.data_store / "x/out/0.0.1.txt").read_text() == "second"
+    assert hashlib.sha1(b"second").hexdigest() in info
+    assert env.doit().executed == []

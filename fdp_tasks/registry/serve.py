@@ -26,6 +26,7 @@ import requests
 from waitress import wasyncore
 from waitress.server import create_server
 
+from fdp_tasks.datastore import replace_text
 from fdp_tasks.registry.base import RegistryError
 from fdp_tasks.registry.server import create_app
 from fdp_tasks.registry.store import Store, database_url
@@ -199,12 +200,7 @@ def serve_forever(
 
 # ------------------------------------------------------------------ background
 def _write_state(path: Path, info: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(info, fh)
-    os.replace(tmp, path)
+    replace_text(path, lambda fh: json.dump(info, fh), 0o600)
 
 
 def _read_state(path: Path) -> dict | None:
