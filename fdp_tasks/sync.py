@@ -235,8 +235,18 @@ class Pusher:
     """Pushes data products with their provenance closure: the code runs that made them,
     those runs' config, script and inputs, and so on back to registered sources."""
 
-    def __init__(self, local: Registry, store: DataStore, remote: Remote):
+    def __init__(
+        self,
+        local: Registry,
+        store: DataStore,
+        remote: Remote,
+        lookup: Callable[[queries.ProductRef], Record | None] | None = None,
+    ):
+        """`lookup` finds a data product on the remote (default: one query per product)."""
         self.local = CachedRegistry(local)  # nothing writes to it while pushing
+        self.lookup = lookup or (
+            lambda ref: queries.find_product(remote.registry, ref.namespace, ref.name, ref.version)
+        )
         self.store = store
         self.remote = remote
         self.copier = Copier(self.local, remote.registry, self._relocate)
@@ -292,6 +302,8 @@ class Pusher:
         """
         if product_id in self.done_products or product_id in self.active:
             return []
+        if not self.active and not self.active_runs:
+            self.preflight(product_id)
         self.active.add(product_id)
         try:
             pushed = []
@@ -329,6 +341,37 @@ class Pusher:
             return pushed
         finally:
             self.active_runs.discard(run_id)
+
+    def closure(self, product_id: int) -> list[int]:
+        """Every data product a push of this one carries: its runs' inputs and outputs, and
+        theirs, back to the registered sources."""
+        seen: list[int] = []
+        todo = [product_id]
+        while todo:
+            current = todo.pop()
+            if current in seen:
+                continue
+            seen.append(current)
+            obj = self.local.get("object", self.local.get("data_product", current)["object"])
+            for component in obj.get("components") or []:
+                for run in self.local.find("code_run", {"outputs": component}):
+                    todo += self._products(run.get("inputs") or [])
+                    todo += self._products(run.get("outputs") or [])
+        return seen
+
+    def preflight(self, product_id: int) -> None:
+        """Refuse before anything is sent if the remote holds any product of the closure
+        with other content: a conflict found halfway would leave records behind."""
+        for pid in self.closure(product_id):
+            if pid in self.done_products:
+                continue
+            mine = queries.locate(self.local, self.local.get("data_product", pid))
+            theirs = self.lookup(mine.ref)
+            if theirs is None:
+                continue
+            their_hash = queries.locate(self.remote.registry, theirs).hash
+            if their_hash != mine.hash:
+                raise OutOfSync.different_content(str(mine.ref), their_hash, mine.hash)
 
     def _products(self, component_ids: list[int]) -> list[int]:
         out = []

@@ -508,3 +508,46 @@ def test_non_public_outputs_are_not_uploaded(tmp_path: Path, remote: RemoteServe
     location = store.find_one("storage_location", {"hash": secret})
     assert location["public"] is False  # the record is there; the bytes stayed home
     assert store.get("storage_root", location["storage_root"])["root"].startswith("file://")
+
+
+def test_a_conflicting_sibling_stops_the_push_before_anything_is_sent(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    rival = Env(tmp_path, "rival")
+    rival.file("raw/seed.txt", "another seed\n")
+    rival.file("model.py", MANY_OUTPUTS)
+    rival.config(
+        {
+            "run_metadata": {
+                "description": "rival",
+                "default_input_namespace": "lab",
+                "default_output_namespace": "lab",
+                "script": "python3 ${{CONFIG_DIR}}/model.py",
+            },
+            "register": [
+                {
+                    "external_object": "inputs/seed",
+                    "namespace_name": "lab",
+                    "root": "${{CONFIG_DIR}}/raw/",
+                    "path": "seed.txt",
+                    "file_type": "txt",
+                    "version": "2.0.0",
+                    "title": "seed",
+                    "unique_name": "seed2",
+                    "alternate_identifier_type": "local",
+                }
+            ],
+            "write": [{"data_product": "results/part01", "file_type": "csv"}],
+        }
+    )
+    rival.doit()
+    rival.fdp("remote", "add", "origin", str(shared))
+    rival.fdp("push")
+    before = {t: Store(shared / "registry.db").count(t) for t in TYPES_TO_COUNT}
+
+    env = producer(tmp_path, outputs=2)
+    env.doit()
+    env.fdp("remote", "add", "origin", str(shared))
+    result = env.fdp("push", check=False)
+    assert result.returncode != 0
+    assert "lab:results/part01@0.0.1 already exists there with different content" in (result.output)
+    assert {t: Store(shared / "registry.db").count(t) for t in TYPES_TO_COUNT} == before

@@ -445,3 +445,35 @@ def test_a_download_cut_short_resumes_with_range(tmp_path: Path) -> None:
         assert ranges[0] == "" and ranges[1].startswith("bytes=") and ranges[1] != "bytes=0-"
     finally:
         httpd.shutdown()
+
+
+def test_pull_refuses_a_remote_version_that_differs_from_the_local_one(
+    env: Env, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    other = Env(tmp_path, "other")
+    other.file("raw/a.csv", "x\n100\n")
+    other.file("raw/b.csv", "y\n3\n")
+    other.file("model.py", WRITER_SCRIPT)
+    other.config(pipeline_config())
+    other.doit()
+    other.fdp("remote", "add", "origin", str(shared))
+    other.fdp("push")
+
+    env.doit()
+    mine = env.data_store / "test/inputs/a/1.0.0.csv"
+    mine.unlink()
+    env.fdp("remote", "add", "origin", str(shared))
+    env.config(
+        {
+            "run_metadata": {"description": "r", "default_input_namespace": "test"},
+            "read": [{"data_product": "inputs/a", "use": {"version": "1.0.0"}}],
+        },
+        "reader.yaml",
+    )
+    result = env.fdp("pull", "reader.yaml", check=False)
+    assert result.returncode != 0
+    assert "is in the local registry with other content" in result.output
+    assert not mine.exists()  # the remote's bytes were not put in its place
+    store = Store(env.home / "registry.db")
+    assert store.count("data_product") == 3  # a, b and the output: nothing added

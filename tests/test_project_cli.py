@@ -241,9 +241,16 @@ with Session() as fdp:
 
 def test_a_crash_while_finalising_leaves_no_records_and_a_rerun_completes(tmp_path: Path) -> None:
     env = Env(tmp_path)
-    env.config({"run_metadata": {"description": "x", "default_output_namespace": "x",
-                                 "script": "python3 ${{CONFIG_DIR}}/model.py"},
-                "write": [{"data_product": "out", "file_type": "txt"}]})
+    env.config(
+        {
+            "run_metadata": {
+                "description": "x",
+                "default_output_namespace": "x",
+                "script": "python3 ${{CONFIG_DIR}}/model.py",
+            },
+            "write": [{"data_product": "out", "file_type": "txt"}],
+        }
+    )
     env.file("model.py", CRASHING_MODEL.format(content="first", crash=True))
     crashed = env.doit(check=False)
     assert crashed.returncode != 0 and "status 9" in crashed.output

@@ -10,8 +10,14 @@ from fdp_tasks.registry.base import UniqueViolation
 from fdp_tasks.registry.schema import load_schema
 from fdp_tasks.registry.store import Store
 
-SAMPLE = {"string": "s", "text": "t", "boolean": True, "integer": 3,
-          "datetime": "2026-01-02T03:04:05+00:00", "uuid": None}
+SAMPLE = {
+    "string": "s",
+    "text": "t",
+    "boolean": True,
+    "integer": 3,
+    "datetime": "2026-01-02T03:04:05+00:00",
+    "uuid": None,
+}
 
 
 def test_created_records_read_back_identically(tmp_path: Path) -> None:

@@ -26,11 +26,12 @@ from doit import create_after
 from doit.tools import config_changed
 
 from fdp_tasks.config.versions import latest
-from fdp_tasks.errors import FdpError, OutOfSync
+from fdp_tasks.errors import FdpError
 from fdp_tasks.graph.plan import Plan, ReadItem
 from fdp_tasks.job import past_runs, run_job
 from fdp_tasks.register import item_label, register_item, registered_product
 from fdp_tasks.registry import queries
+from fdp_tasks.registry.base import Record
 from fdp_tasks.sync import Pusher
 
 log = logging.getLogger(__name__)
@@ -253,12 +254,13 @@ def push_tasks(plan: Plan) -> Iterator[Task]:
             raise FdpError(broken[0])
         remote = plan.remote()
         ref = found.ref
-        theirs = plan.remote_products(remote, ref.namespace).get((ref.name, ref.version))
-        if theirs is not None:  # checked before anything is sent, so nothing is left behind
-            their_hash = queries.locate(remote.registry, theirs).hash
-            if their_hash != found.hash:
-                raise OutOfSync.different_content(str(ref), their_hash, found.hash)
-        pusher = pushers.setdefault(remote.url, Pusher(plan.store, plan.data, remote))
+
+        def listed(other: queries.ProductRef) -> Record | None:
+            return plan.remote_products(remote, other.namespace).get((other.name, other.version))
+
+        if remote.url not in pushers:
+            pushers[remote.url] = Pusher(plan.store, plan.data, remote, lookup=listed)
+        pusher = pushers[remote.url]
         pushed = pusher.push_product(found.product["id"])
         for other, record in pushed:
             plan.remote_products(remote, other.namespace)[(other.name, other.version)] = record
