@@ -306,6 +306,12 @@ def test_code_run_patch_inputs_outputs(reg):
     assert resp.json()["description"] == "r"
     bad = requests.patch(run["url"], json={"inputs": script["url"]}, headers=reg.headers())
     assert bad.status_code == 400
+    # another user may not rewrite or delete this provenance; its author and admin may
+    mallory = reg.store.issue_token(reg.store.ensure_user("mallory")["id"])
+    for method in (requests.patch, requests.delete):
+        refused = method(run["url"], json={"outputs": []}, headers=reg.headers(mallory))
+        assert refused.status_code == 403
+    assert requests.delete(run["url"], headers=reg.headers()).status_code == 204
 
 
 def test_username_and_users_need_a_token(reg):

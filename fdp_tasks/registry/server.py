@@ -46,6 +46,7 @@ from fdp_tasks.registry.values import BadValue, parse_bool
 
 log = logging.getLogger(__name__)
 
+ADMIN = "admin"
 LIST_EXTRAS = {"cursor", "format", "ordering", "page_size"}
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 10000
@@ -404,7 +405,13 @@ class RegistryApp:
         if method not in rtype.writable:
             allowed = ", ".join(["GET", *sorted(rtype.writable)])
             raise ApiError(405, {"detail": f'Method "{method}" not allowed.'}, {"Allow": allowed})
-        self.fetch(rtype, record_id)
+        current = self.fetch(rtype, record_id)
+        owner = current.get("updated_by")
+        if owner is not None and owner != user["id"] and user["username"] != ADMIN:
+            # Changing someone else's provenance is for them, or for the registry's admin.
+            raise ApiError(
+                403, {"detail": "Only the user who wrote this record, or admin, may change it."}
+            )
         if method == "DELETE":
             try:
                 self.store.delete(rtype.name, record_id)
