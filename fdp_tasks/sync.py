@@ -345,19 +345,22 @@ class Pusher:
     def closure(self, product_id: int) -> list[int]:
         """Every data product a push of this one carries: its runs' inputs and outputs, and
         theirs, back to the registered sources."""
-        seen: list[int] = []
+        seen: dict[int, None] = {}  # insertion-ordered set
+        runs: set[int] = set()
         todo = [product_id]
         while todo:
             current = todo.pop()
             if current in seen:
                 continue
-            seen.append(current)
+            seen[current] = None
             obj = self.local.get("object", self.local.get("data_product", current)["object"])
             for component in obj.get("components") or []:
                 for run in self.local.find("code_run", {"outputs": component}):
-                    todo += self._products(run.get("inputs") or [])
-                    todo += self._products(run.get("outputs") or [])
-        return seen
+                    if run["id"] not in runs:
+                        runs.add(run["id"])
+                        todo += self._products(run.get("inputs") or [])
+                        todo += self._products(run.get("outputs") or [])
+        return list(seen)
 
     def preflight(self, product_id: int) -> None:
         """Refuse before anything is sent if the remote holds any product of the closure
