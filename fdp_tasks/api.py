@@ -30,7 +30,7 @@ import yaml
 
 from fdp_tasks.datastore import DataStore, local_root, product_path, sha1_file
 from fdp_tasks.errors import FdpError
-from fdp_tasks.locations import local_location, placement, store_root_id
+from fdp_tasks.locations import forget_roots, local_location, placement, store_root_id
 from fdp_tasks.registry import queries
 from fdp_tasks.registry.base import Registry
 
@@ -238,6 +238,9 @@ class Session:
             for temp, final in reversed(placed):  # nothing was recorded: undo the moves
                 with contextlib.suppress(OSError):
                     os.replace(final, temp)
+            forget_roots(self.registry)
+            self._namespaces.clear()
+            self._file_types.clear()
             self.discard()
             raise
         for temp, final in moves:

@@ -27,6 +27,11 @@ def store_root_id(registry: Registry, store: DataStore) -> int:
     return known[store.uri]
 
 
+def forget_roots(registry: Registry) -> None:
+    """Drop remembered root ids, after a rollback may have undone the record behind one."""
+    _root_ids.pop(registry, None)
+
+
 def recorded(registry: Registry, store: DataStore, sha1: str, public: bool = True) -> Record | None:
     """The storage_location already holding these bytes in the local store, if any."""
     rows = registry.find(
