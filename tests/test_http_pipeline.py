@@ -130,9 +130,17 @@ def sha1(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
-def producer(tmp_path: Path, outputs: int = 2) -> Env:
-    env = Env(tmp_path, "producer")
-    env.file("raw/seed.txt", "seed-value\n")
+def producer(
+    tmp_path: Path,
+    outputs: int | list[int] = 2,
+    name: str = "producer",
+    seed: str = "seed-value",
+    seed_version: str = "1.0.0",
+) -> Env:
+    """A project that registers a seed file and writes results/partNN, one per output."""
+    parts = range(outputs) if isinstance(outputs, int) else outputs
+    env = Env(tmp_path, name)
+    env.file("raw/seed.txt", seed + "\n")
     env.file("model.py", MANY_OUTPUTS)
     env.config(
         {
@@ -149,9 +157,9 @@ def producer(tmp_path: Path, outputs: int = 2) -> Env:
                     "root": "${{CONFIG_DIR}}/raw/",
                     "path": "seed.txt",
                     "file_type": "txt",
-                    "version": "1.0.0",
+                    "version": seed_version,
                     "title": "seed",
-                    "unique_name": "seed",
+                    "unique_name": f"seed-{seed_version}",
                     "alternate_identifier_type": "local",
                 }
             ],
@@ -161,7 +169,7 @@ def producer(tmp_path: Path, outputs: int = 2) -> Env:
                     "description": f"part {i}",
                     "file_type": "csv",
                 }
-                for i in range(outputs)
+                for i in parts
             ],
         }
     )
@@ -512,33 +520,7 @@ def test_non_public_outputs_are_not_uploaded(tmp_path: Path, remote: RemoteServe
 
 def test_a_conflicting_sibling_stops_the_push_before_anything_is_sent(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
-    rival = Env(tmp_path, "rival")
-    rival.file("raw/seed.txt", "another seed\n")
-    rival.file("model.py", MANY_OUTPUTS)
-    rival.config(
-        {
-            "run_metadata": {
-                "description": "rival",
-                "default_input_namespace": "lab",
-                "default_output_namespace": "lab",
-                "script": "python3 ${{CONFIG_DIR}}/model.py",
-            },
-            "register": [
-                {
-                    "external_object": "inputs/seed",
-                    "namespace_name": "lab",
-                    "root": "${{CONFIG_DIR}}/raw/",
-                    "path": "seed.txt",
-                    "file_type": "txt",
-                    "version": "2.0.0",
-                    "title": "seed",
-                    "unique_name": "seed2",
-                    "alternate_identifier_type": "local",
-                }
-            ],
-            "write": [{"data_product": "results/part01", "file_type": "csv"}],
-        }
-    )
+    rival = producer(tmp_path, outputs=[1], name="rival", seed="another seed", seed_version="2.0.0")
     rival.doit()
     rival.fdp("remote", "add", "origin", str(shared))
     rival.fdp("push")
