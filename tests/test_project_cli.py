@@ -43,6 +43,16 @@ def test_init_makes_a_project_that_runs(tmp_path: Path) -> None:
     assert (env.project / "model.py").read_text() == "# mine\n"
 
 
+ONE_OUTPUT = {
+    "run_metadata": {
+        "description": "x",
+        "default_output_namespace": "x",
+        "script": "python3 ${{CONFIG_DIR}}/model.py",
+    },
+    "write": [{"data_product": "out", "file_type": "txt"}],
+}
+
+
 def register_config(path: str) -> dict:
     return {
         "run_metadata": {
@@ -148,16 +158,7 @@ def test_failure_while_recording_leaves_nothing_half_written(tmp_path: Path) -> 
         "    open(fdp.write('out'), 'w').write('data')\n"
         "    fdp.raise_issue('bad', 3, data_product='not-in-this-run')\n",
     )
-    env.config(
-        {
-            "run_metadata": {
-                "description": "x",
-                "default_output_namespace": "x",
-                "script": "python3 ${{CONFIG_DIR}}/model.py",
-            },
-            "write": [{"data_product": "out", "file_type": "csv"}],
-        }
-    )
+    env.config(ONE_OUTPUT)
     result = env.doit(check=False)
     assert result.returncode != 0
     assert "not-in-this-run" in result.output
@@ -191,16 +192,7 @@ def test_small_commands_print_what_scripts_need(tmp_path: Path) -> None:
         "with Session() as fdp:\n"
         "    open(fdp.write('out'), 'w').write('1')\n",
     )
-    env.config(
-        {
-            "run_metadata": {
-                "description": "x",
-                "default_output_namespace": "x",
-                "script": "python3 ${{CONFIG_DIR}}/model.py",
-            },
-            "write": [{"data_product": "out", "file_type": "txt"}],
-        }
-    )
+    env.config(ONE_OUTPUT)
     env.doit()
     store = Store(env.home / "registry.db")
     product = store.find_one("data_product", {"name": "out"})
@@ -241,16 +233,7 @@ with Session() as fdp:
 
 def test_a_crash_while_finalising_leaves_no_records_and_a_rerun_completes(tmp_path: Path) -> None:
     env = Env(tmp_path)
-    env.config(
-        {
-            "run_metadata": {
-                "description": "x",
-                "default_output_namespace": "x",
-                "script": "python3 ${{CONFIG_DIR}}/model.py",
-            },
-            "write": [{"data_product": "out", "file_type": "txt"}],
-        }
-    )
+    env.config(ONE_OUTPUT)
     env.file("model.py", CRASHING_MODEL.format(content="first", crash=True))
     crashed = env.doit(check=False)
     assert crashed.returncode != 0 and "status 9" in crashed.output
