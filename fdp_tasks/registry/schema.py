@@ -49,20 +49,8 @@ class RecordType:
     whole_object_component: bool = False
 
     @property
-    def scalars(self) -> list[Field]:
-        return [f for f in self.fields.values() if not f.is_relation]
-
-    @property
-    def fks(self) -> list[Field]:
-        return [f for f in self.fields.values() if f.is_fk]
-
-    @property
     def m2ms(self) -> list[Field]:
         return [f for f in self.fields.values() if f.is_m2m]
-
-    @property
-    def has_uuid(self) -> bool:
-        return "uuid" in self.fields
 
     def natural_keys(self, record: dict) -> list[tuple[str, ...]]:
         """Unique keys whose fields are all set in `record`, in declaration order."""
