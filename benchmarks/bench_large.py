@@ -50,9 +50,19 @@ def peak_rss_mb(pid: int | None = None) -> float:
 
 def start_server(base: Path, port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fdp_tasks.registry.serve", "--db", str(base / "registry.db"),
-         "--blobs", str(base / "blobs"), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "fdp_tasks.registry.serve",
+            "--db",
+            str(base / "registry.db"),
+            "--blobs",
+            str(base / "blobs"),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     for _ in range(200):
         try:
@@ -96,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             client = HttpRegistry(f"http://127.0.0.1:{port}/api/", token=token)
             hashes = [sha1_file(src) for src in sources]
             start = time.perf_counter()
-            infos = [client.upload_blob(src, sha) for src, sha in zip(sources, hashes,
-                                                                      strict=True)]
+            infos = [client.upload_blob(src, sha) for src, sha in zip(sources, hashes, strict=True)]
             upload = time.perf_counter() - start
             local = DataStore(base / "pulled")
             start = time.perf_counter()
@@ -109,12 +118,17 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.terminate()
             server.wait()
-        print(f"{args.files} file(s) of {args.mb} MiB, {total_mb} MiB in all, "
-              f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+        print(
+            f"{args.files} file(s) of {args.mb} MiB, {total_mb} MiB in all, "
+            f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+        )
         print("| step | seconds | MiB/s |")
         print("|---|---:|---:|")
-        for name, seconds in (("copy + SHA-1 (raw disk)", raw), ("upload (hash-checked)", upload),
-                              ("download (hash-checked)", download)):
+        for name, seconds in (
+            ("copy + SHA-1 (raw disk)", raw),
+            ("upload (hash-checked)", upload),
+            ("download (hash-checked)", download),
+        ):
             print(f"| {name} | {seconds:.2f} | {total_mb / seconds:.0f} |")
         print(f"peak memory: client {peak_rss_mb():.0f} MiB, server {server_rss:.0f} MiB")
     finally:

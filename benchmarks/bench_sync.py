@@ -236,52 +236,22 @@ class RemoteServer:
         self.token_file = base / "token"
         write_secret(self.token_file, token)
         self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/"
 
     def start(self) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "fdp_tasks.registry.serve",
-            "--db",
-            str(self.db),
-            "--blobs",
-            str(self.base / "blobs"),
-            "--port",
-            str(self.port),
-        ]
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        }
-        with open(self.base / "server.log", "ab") as log:
-            self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=env)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                if requests.get(self.api_url, timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError(f"the registry server did not start; see {self.base / 'server.log'}")
+        serve_module.start_background(
+            str(self.db), self.base / "blobs", self.base / "state", port=self.port
+        )
 
     def cpu(self) -> float | None:
-        return process_cpu(self.proc.pid) if self.proc else None
+        info = serve_module.background_status(self.base / "state")
+        return process_cpu(info["pid"]) if info else None
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        serve_module.stop_background(self.base / "state")
 
 
 @dataclass

@@ -21,6 +21,7 @@ from support import REPO, Env
 
 from fdp_tasks.datastore import DataStore
 from fdp_tasks.project import write_secret
+from fdp_tasks.registry import serve
 from fdp_tasks.registry.server import prepare_store
 from fdp_tasks.registry.store import Store
 from fdp_tasks.remotes.http import HttpRemote
@@ -70,42 +71,22 @@ class RemoteServer:
         self.token_file = base / "token"
         write_secret(self.token_file, self.token)
         self.port = free_port()
-        self.proc: subprocess.Popen | None = None
+        self.state = base / "state"
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fdp_tasks.registry.serve",
-                "--db",
-                str(self.db),
-                "--blobs",
-                str(self.base / "blobs"),
-                "--port",
-                str(self.port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.base / "server.log", "ab"),
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(self.api_url, timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("remote registry did not start")
+        serve.start_background(str(self.db), self.base / "blobs", self.state, port=self.port)
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        """kill -9, as a crash or a pulled plug would."""
+        info = serve.background_status(self.state)
+        if info:
+            os.kill(info["pid"], signal.SIGKILL)
+            while serve.background_status(self.state):
+                time.sleep(0.05)
 
     def store(self) -> Store:
         return Store(self.db)
@@ -176,6 +157,21 @@ def producer(
     return env
 
 
+def reader(
+    tmp_path: Path, url: str, reads: list[str], namespace: str = "lab", name: str = "colleague"
+) -> Env:
+    """A project that reads from the remote at `url`, without a token: reading is public."""
+    env = Env(tmp_path, name)
+    env.config(
+        {
+            "run_metadata": {"description": "reuse", "default_input_namespace": namespace},
+            "read": [{"data_product": product} for product in reads],
+        }
+    )
+    env.fdp("remote", "add", "origin", url)
+    return env
+
+
 def test_round_trip_over_http_with_identical_hashes(tmp_path: Path, remote: RemoteServer) -> None:
     env = producer(tmp_path)
     # the local registry is served by a background server while the job runs
@@ -207,14 +203,7 @@ def test_round_trip_over_http_with_identical_hashes(tmp_path: Path, remote: Remo
             pusher.push_product(product["id"])
     assert remote.counts() == after_first
 
-    colleague = Env(tmp_path, "colleague")
-    colleague.config(
-        {
-            "run_metadata": {"description": "reuse", "default_input_namespace": "lab"},
-            "read": [{"data_product": "results/*"}, {"data_product": "inputs/seed"}],
-        }
-    )
-    colleague.fdp("remote", "add", "origin", remote.api_url)
+    colleague = reader(tmp_path, remote.api_url, ["results/*", "inputs/seed"])
     colleague.fdp("pull")
     for rel in (
         "lab/results/part00/0.0.1.csv",
@@ -319,14 +308,7 @@ def test_data_pipeline_api_script_runs_unchanged(tmp_path: Path, remote: RemoteS
     env.fdp("push")
     store = remote.store()
     assert [r["uuid"] for r in store.find("code_run")] == [run_uuid]
-    colleague = Env(tmp_path, "colleague")
-    colleague.config(
-        {
-            "run_metadata": {"description": "reuse", "default_input_namespace": "seirs_dpa"},
-            "read": [{"data_product": "SEIRS_model/results/*"}],
-        }
-    )
-    colleague.fdp("remote", "add", "origin", remote.api_url)
+    colleague = reader(tmp_path, remote.api_url, ["SEIRS_model/results/*"], "seirs_dpa")
     colleague.fdp("pull")
     pulled = colleague.data_store / "seirs_dpa/SEIRS_model/results/model_output/python/0.0.1.csv"
     assert sha1(pulled) == csv["sha1"]
@@ -384,14 +366,7 @@ def test_pull_from_a_registry_that_ignores_filters(tmp_path: Path) -> None:
                 "submission_script": script["id"],
             },
         )
-        colleague = Env(tmp_path, "colleague")
-        colleague.config(
-            {
-                "run_metadata": {"description": "reuse", "default_input_namespace": "lab"},
-                "read": [{"data_product": "results/*"}],
-            }
-        )
-        colleague.fdp("remote", "add", "origin", api)
+        colleague = reader(tmp_path, api, ["results/*"])
         pulled = colleague.fdp("pull")
         assert "ignores code_run filters" in pulled.output
         for i in range(3):
@@ -454,26 +429,19 @@ def test_status_compares_with_the_remote(tmp_path: Path, remote: RemoteServer) -
     env.doit()
     env.fdp("remote", "add", "origin", remote.api_url, "--token-file", str(remote.token_file))
     env.fdp("push")
-    reader = Env(tmp_path, "reader")
-    reader.config(
-        {
-            "run_metadata": {"description": "r", "default_input_namespace": "lab"},
-            "read": [{"data_product": "results/*"}],
-        }
-    )
-    reader.fdp("remote", "add", "origin", remote.api_url)
-    reader.fdp("pull")
+    colleague = reader(tmp_path, remote.api_url, ["results/*"])
+    colleague.fdp("pull")
     env.file("model.py", MANY_OUTPUTS + "# v2\n")
     env.fdp("run")
     env.fdp("push")  # results/part00@0.0.2
-    rows = {r["task"]: r for r in json.loads(reader.fdp("status", "--json").stdout)}
+    rows = {r["task"]: r for r in json.loads(colleague.fdp("status", "--json").stdout)}
     assert rows["pull:lab:results/*"]["state"] == "remote-newer"
     assert "results/part00@0.0.2" in rows["pull:lab:results/*"]["reason"]
-    dry = reader.fdp("pull", "--dry-run").stdout
+    dry = colleague.fdp("pull", "--dry-run").stdout
     assert "remote-newer" in dry
-    pulled = reader.fdp("pull")
+    pulled = colleague.fdp("pull")
     assert "pulled lab:results/part00@0.0.2" in pulled.stdout
-    again = reader.fdp("pull")
+    again = colleague.fdp("pull")
     assert "nothing newer" in again.stdout and "pulled" not in again.stdout
 
 

@@ -312,17 +312,23 @@ def test_push_pushes_what_exists_and_picks_the_remote(env: Env, tmp_path: Path) 
     assert {r["state"] for r in status if r["task"].startswith("push:")} == {"pushed"}
 
 
+def pushed_elsewhere(tmp_path: Path, name: str, a: str, b: str, remote: Path) -> Env:
+    """Another user's run of the same pipeline on other inputs, pushed to `remote`."""
+    other = Env(tmp_path, name)
+    other.file("raw/a.csv", a)
+    other.file("raw/b.csv", b)
+    other.file("model.py", WRITER_SCRIPT)
+    other.config(pipeline_config())
+    other.doit()
+    other.fdp("remote", "add", "origin", str(remote))
+    other.fdp("push")
+    return other
+
+
 def test_push_never_overwrites_a_different_remote_version(env: Env, tmp_path: Path) -> None:
     remote = tmp_path / "shared"
     env.doit()
-    rival = Env(tmp_path, "rival")
-    rival.file("raw/a.csv", "x\n9\n")
-    rival.file("raw/b.csv", "y\n8\n7\n6\n5\n")
-    rival.file("model.py", WRITER_SCRIPT)
-    rival.config(pipeline_config())
-    rival.doit()
-    rival.fdp("remote", "add", "origin", str(remote))
-    rival.fdp("push")
+    rival = pushed_elsewhere(tmp_path, "rival", "x\n9\n", "y\n8\n7\n6\n5\n", remote)
     before = Store(remote / "registry.db").count("data_product")
 
     env.fdp("remote", "add", "origin", str(remote))
@@ -451,14 +457,7 @@ def test_pull_refuses_a_remote_version_that_differs_from_the_local_one(
     env: Env, tmp_path: Path
 ) -> None:
     shared = tmp_path / "shared"
-    other = Env(tmp_path, "other")
-    other.file("raw/a.csv", "x\n100\n")
-    other.file("raw/b.csv", "y\n3\n")
-    other.file("model.py", WRITER_SCRIPT)
-    other.config(pipeline_config())
-    other.doit()
-    other.fdp("remote", "add", "origin", str(shared))
-    other.fdp("push")
+    pushed_elsewhere(tmp_path, "other", "x\n100\n", "y\n3\n", shared)
 
     env.doit()
     mine = env.data_store / "test/inputs/a/1.0.0.csv"
