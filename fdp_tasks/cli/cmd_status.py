@@ -52,16 +52,13 @@ def job_row(plan: Any, reads_ok: bool) -> dict[str, Any]:
     parts = plan.run_inputs()
     if last.get("signature") != plan.run_signature(parts):
         return _row("job", False, explain_change(last.get("depends_on") or {}, parts))
-    outputs = plan.outputs_of(last.get("code_runs") or [])
-    if outputs is None or not all(plan.file_intact(o) for o in outputs):
+    if not plan.outputs_intact(last.get("code_runs") or []):
         return _row("job", False, "an output of the last run is missing or modified")
     return _row("job", True)
 
 
 def newer_on_remote(plan: Any, read: Any) -> str | None:
     """For an unpinned read: what the remote has that is newer than the local copy."""
-    import fnmatch
-
     from fdp_tasks.config.versions import Version
     from fdp_tasks.registry import queries
 
@@ -69,14 +66,10 @@ def newer_on_remote(plan: Any, read: Any) -> str | None:
         p["name"]: Version.parse(p["version"])
         for p in queries.latest_products(plan.store, read.namespace, read.name)
     }
-    theirs: dict[str, Version] = {}
-    for name, version in plan.remote_products(plan.remote(), read.namespace):
-        if fnmatch.fnmatchcase(name, read.name):
-            parsed = Version.parse(version)
-            if name not in theirs or theirs[name] < parsed:
-                theirs[name] = parsed
     newer = [
-        f"{name}@{v}" for name, v in sorted(theirs.items()) if name not in local or local[name] < v
+        f"{name}@{version}"
+        for name, version in plan.remote_newest(plan.remote(), read).items()
+        if name not in local or local[name] < Version.parse(version)
     ]
     return f"the remote has {', '.join(newer)}" if newer else None
 

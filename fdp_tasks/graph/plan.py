@@ -6,6 +6,7 @@ what the run's inputs are, whether outputs are intact) without doing any of the 
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import shlex
@@ -18,7 +19,7 @@ from typing import Any
 
 from fdp_tasks.config import Config, ResolveContext, load_config, resolve
 from fdp_tasks.config.templates import TemplateError, Templater
-from fdp_tasks.config.versions import incrementer
+from fdp_tasks.config.versions import incrementer, latest
 from fdp_tasks.datastore import DataStore
 from fdp_tasks.errors import ConfigError
 from fdp_tasks.project import Project
@@ -302,6 +303,11 @@ class Plan:
             return None
         return queries.locate_many(self.store, [products[i] for i in sorted(products)])
 
+    def outputs_intact(self, run_uuids: list[str]) -> bool:
+        """Every output of these code runs is registered, with its file intact."""
+        outputs = self.outputs_of(run_uuids)
+        return outputs is not None and all(self.file_intact(o) for o in outputs)
+
     # ---------------------------------------------------------------- remote
     def remote(self, name: str | None = None) -> Remote:
         """The remote to pull from or push to: a named one, origin, or the config's URL.
@@ -330,6 +336,14 @@ class Plan:
         if remote.url not in self._pullers:
             self._pullers[remote.url] = Puller(remote, self.store, self.data)
         return self._pullers[remote.url]
+
+    def remote_newest(self, remote: Remote, item: ReadItem) -> dict[str, str]:
+        """The newest version on the remote of every product name an unpinned read matches."""
+        versions: dict[str, list[str]] = {}
+        for name, version in self.remote_products(remote, item.namespace):
+            if fnmatch.fnmatchcase(name, item.name):
+                versions.setdefault(name, []).append(version)
+        return {name: str(latest(found)) for name, found in sorted(versions.items())}
 
     def remote_products(self, remote: Remote, namespace: str) -> dict[tuple[str, str], Record]:
         """The remote's data products in a namespace, by (name, version): one listing."""

@@ -15,7 +15,6 @@ command, hence `job`.)
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
 from collections.abc import Iterator
@@ -25,7 +24,6 @@ from typing import Any
 from doit import create_after
 from doit.tools import config_changed
 
-from fdp_tasks.config.versions import latest
 from fdp_tasks.errors import FdpError
 from fdp_tasks.graph.plan import Plan, ReadItem
 from fdp_tasks.job import past_runs, run_job
@@ -86,16 +84,10 @@ def _pull_one(plan: Plan, item: ReadItem) -> None:
     if item.pinned:
         wanted = [queries.ProductRef(item.namespace, item.name, item.version)]
     else:
-        versions: dict[str, list[str]] = {}
-        for name, version in listing:
-            if fnmatch.fnmatchcase(name, item.name):
-                versions.setdefault(name, []).append(version)
-        if not versions:
+        newest = plan.remote_newest(remote, item)
+        if not newest:
             raise FdpError(f"{item.label} matches nothing on remote {remote.name}")
-        wanted = [
-            queries.ProductRef(item.namespace, name, str(latest(found)))
-            for name, found in sorted(versions.items())
-        ]
+        wanted = [queries.ProductRef(item.namespace, n, v) for n, v in newest.items()]
     fetched = 0
     for ref in wanted:
         if plan.product_intact(ref.namespace, ref.name, ref.version):
@@ -133,10 +125,7 @@ def pull_tasks(plan: Plan, refresh: bool = False) -> Iterator[Task]:
 def _outputs_intact(plan: Plan) -> Any:
     def check(task: Any, values: dict[str, Any]) -> bool:
         runs = values.get("code_runs")
-        if runs is None:
-            return False
-        outputs = plan.outputs_of(runs)
-        return outputs is not None and all(plan.file_intact(o) for o in outputs)
+        return runs is not None and plan.outputs_intact(runs)
 
     return check
 
