@@ -322,13 +322,13 @@ def make_producer(base: Path, n: int, size: int) -> BenchProject:
                 "description": "sync benchmark",
                 "default_input_namespace": NAMESPACE,
                 "default_output_namespace": NAMESPACE,
-                "script": f"python3 ${{{{CONFIG_DIR}}}}/model.py {size}",
+                "script": f"python3 ${{{{REPO_DIR}}}}/model.py {size}",
             },
             "register": [
                 {
                     "external_object": "inputs/seed",
                     "namespace_name": NAMESPACE,
-                    "root": "${{CONFIG_DIR}}/raw/",
+                    "root": "${{REPO_DIR}}/raw/",
                     "path": "seed.txt",
                     "file_type": "txt",
                     "version": "1.0.0",
@@ -581,17 +581,9 @@ def main(argv: list[str] | None = None) -> int:
         f"\nN = {args.products} data products of {args.size} bytes, remotes: {kinds}\n", flush=True
     )
 
-    COUNTERS.install()
-    base = Path(tempfile.mkdtemp(prefix="fdp-bench-"))
-    started = time.perf_counter()
-    try:
-        results = benchmark(base, args.products, args.size, kinds)
-    finally:
-        if args.keep:
-            print(f"kept {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
-    total = time.perf_counter() - started
+    results, total = timed_in_tempdir(
+        "fdp-bench-", args.keep, lambda base: benchmark(base, args.products, args.size, kinds)
+    )
     rss = peak_rss_mb()
 
     print("## Results\n")
@@ -608,22 +600,47 @@ def main(argv: list[str] | None = None) -> int:
     if args.breakdown:
         print("\n## Requests by endpoint" + breakdown_text(results))
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "machine": info,
-                    "products": args.products,
-                    "size": args.size,
-                    "total_seconds": round(total, 3),
-                    "peak_rss_mb": rss,
-                    "results": [m.as_json() for m in results],
-                },
-                indent=2,
-            ),
-            encoding="utf-8",
-        )
-        print(f"\nwrote {args.json}")
+        write_json(args.json, info, args, total, rss, results)
     return 0
+
+
+def timed_in_tempdir(prefix: str, keep: bool, work: Callable[[Path], Any]) -> tuple[Any, float]:
+    """`work(base)` in a fresh temporary directory (kept with --keep), with requests counted;
+    returns its result and the seconds it took."""
+    COUNTERS.install()
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    started = time.perf_counter()
+    try:
+        out = work(base)
+    finally:
+        if keep:
+            print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    return out, time.perf_counter() - started
+
+
+def write_json(
+    path: Path,
+    info: dict[str, Any],
+    args: argparse.Namespace,
+    total: float,
+    rss: dict[str, Any],
+    results: list[Any],
+    **extra: Any,
+) -> None:
+    """The raw figures of a benchmark run, breakdowns included, as JSON."""
+    document = {
+        "machine": info,
+        "products": args.products,
+        "size": args.size,
+        "total_seconds": round(total, 3),
+        "peak_rss_mb": rss,
+        **extra,
+        "results": [m.as_json() for m in results],
+    }
+    path.write_text(json.dumps(document, indent=2), encoding="utf-8")
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

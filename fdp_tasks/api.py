@@ -31,6 +31,7 @@ import yaml
 from fdp_tasks.datastore import DataStore, local_root, product_path, sha1_file
 from fdp_tasks.errors import FdpError
 from fdp_tasks.locations import forget_roots, local_location, placement, store_root_id
+from fdp_tasks.names import glob_matches, is_glob, namespace_problem, product_name_problem
 from fdp_tasks.registry import queries
 from fdp_tasks.registry.base import Registry
 
@@ -107,17 +108,32 @@ class Session:
 
     # --------------------------------------------------------------- reading
     def _item(self, section: str, data_product: str) -> dict[str, Any]:
-        for item in self.config.get(section) or []:
+        """The config item naming data_product: exactly, else (writes only) the first '*'
+        pattern that matches it; a script cannot read or write what its config does not name."""
+        problem = product_name_problem(data_product)
+        if problem:
+            raise FdpError(f"Session.{section}({data_product!r}): {problem}")
+        items = [i for i in self.config.get(section) or [] if isinstance(i, dict)]
+        for item in items:
             use = item.get("use") or {}
             if data_product in (item.get("data_product"), use.get("data_product")):
                 return item
-        names = ", ".join(i.get("data_product", "?") for i in self.config.get(section) or [])
+        names = [str(i.get("data_product", "?")) for i in items]
+        patterns = [n for n in names if is_glob(n)]
+        if section == "write":
+            for item in items:
+                if glob_matches(str(item.get("data_product")), data_product):
+                    return item
+        known = ", ".join(n for n in names if not is_glob(n)) or "none"
+        if patterns:
+            known += "; patterns: " + ", ".join(patterns)
         raise FdpError(
-            f"{self.config_path}: no {section} item for {data_product!r} (known: {names or 'none'})"
+            f"{self.config_path}: no {section} item for {data_product!r} (known: {known})"
         )
 
     def read(self, data_product: str, component: str | None = None) -> Path:
-        """The local path of an input named in the config's read block."""
+        """The local path of an input named in the config's read block (by its exact name:
+        the working config lists every product a read pattern matched)."""
         if data_product in self.inputs:
             return self.inputs[data_product][0]
         item = self._item("read", data_product)
@@ -153,13 +169,32 @@ class Session:
 
     # --------------------------------------------------------------- writing
     def write(self, data_product: str, component: str | None = None) -> Path:
-        """A path to write an output to; it is registered when the session finalises."""
+        """A path to write an output to; it is registered when the session finalises.
+
+        data_product is a write item's name, or a new name that a '*' pattern item matches
+        (`results/*` takes `results/run1`, each '*' one segment): the output then gets that
+        item's namespace, version, file type, description and public flag. A name no item
+        names or matches is an error listing the items and patterns.
+
+        data-pipeline-api 0.9.1 (`link_write`) differs: a name no write item names falls back
+        to the first write item, and is registered under that item's name and version (with
+        run_metadata's namespace and public flag, whatever the item says), so two unknown
+        names claim one name and version, and a first item `results/*` registers a product
+        literally named 'results/*' (which our registry refuses). Scripts written for it must
+        list every output name as its own write item.
+        """
         if data_product in self.outputs:
             return self.outputs[data_product].temp
         item = self._item("write", data_product)
         use = item.get("use") or {}
         namespace = use.get("namespace") or self.run_metadata.get("default_output_namespace")
-        name = use.get("data_product") or item["data_product"]
+        if is_glob(str(item.get("data_product"))):
+            name = data_product  # a new output under a pattern item
+        else:
+            name = use.get("data_product") or item["data_product"]
+        problem = namespace_problem(namespace)
+        if problem:
+            raise FdpError(f"{self.config_path}: write {data_product!r}: {problem}")
         file_type = str(item["file_type"]).lstrip(".")
         folder = self.store.path(f"{namespace}/{name}")
         folder.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,10 @@
 """Running a model script the way the FAIR Data Pipeline expects.
 
-The script gets a job directory holding the working config and a copy of itself, the FDP_*
-environment, and a local registry it can reach over HTTP (the reference language APIs need
-that), started for the run unless `fdp registry start` already serves it.
+The script gets a job directory (`${{CONFIG_DIR}}`) holding the working config and a copy of
+itself, the FDP_* environment, a token of its own that is revoked when it ends, and a local
+registry it can reach over HTTP (the reference language APIs need that), started for the run
+unless `fdp registry start` already serves it. It runs in `local_repo`, the root of the git
+repository, as the reference runs it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from fdp_tasks.config.resolve import dirty_files, job_dir_for
 from fdp_tasks.errors import FdpError
 from fdp_tasks.project import Project
 
@@ -39,9 +42,10 @@ SCRIPT_SUFFIX = {
 
 def command_for(shell: str, script: Path) -> list[str]:
     """The command line that runs `script` under the config's `shell`."""
+    # as the reference runs them: a failing command of a shell script fails the job
     commands = {
-        "sh": ["sh", str(script)],
-        "bash": ["bash", str(script)],
+        "sh": ["sh", "-e", str(script)],
+        "bash": ["bash", "-eo", "pipefail", str(script)],
         "python": [sys.executable, str(script)],
         "python3": [sys.executable, str(script)],
         "R": ["Rscript", str(script)],
@@ -72,11 +76,20 @@ def local_registry_http(project: Project) -> Iterator[str]:
         running.stop()
 
 
-def new_job_dir(project: Project) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    job = project.data_store.path(f"jobs/{stamp}")
-    job.mkdir(parents=True, exist_ok=False)
-    return job
+def refuse_dirty(repo: Path, allow_dirty: bool) -> None:
+    """Uncommitted changes to tracked files would make the recorded commit a lie: refuse
+    them, unless the user accepts a run recorded as dirty."""
+    if allow_dirty:
+        return
+    changed = dirty_files(repo)
+    if changed:
+        shown = ", ".join(changed[:5]) + (
+            f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        )
+        raise FdpError(
+            f"the git repository {repo} has uncommitted changes ({shown}): commit them, or "
+            "run with --dirty (doit: dirty=1) to record the run as dirty"
+        )
 
 
 def write_script(job: Path, run_metadata: dict[str, Any]) -> Path:
@@ -92,6 +105,17 @@ def write_script(job: Path, run_metadata: dict[str, Any]) -> Path:
         shutil.copyfile(source, script)
     script.chmod(0o755)
     return script
+
+
+def write_working_config(path: Path, working: dict[str, Any], script: Path) -> None:
+    """The working config as the script reads it: like the reference's, it names the job's
+    copy of the script in script_path, and register items are its reads by now."""
+    meta = {k: v for k, v in working["run_metadata"].items() if k != "script"}
+    meta["script_path"] = str(script)
+    out = {"run_metadata": meta}
+    out.update({k: working[k] for k in ("read", "write") if working.get(k)})
+    with open(path, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(out, fh, sort_keys=False)
 
 
 def run_script(command: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> int:
@@ -111,27 +135,30 @@ def run_script(command: list[str], cwd: Path, env: dict[str, str], log_path: Pat
         return proc.wait()
 
 
+WorkingFor = Callable[[str, Path, str], dict[str, Any]]
+
+
 def run_job(
     project: Project,
     runs_log: Path,
-    working_for: Callable[[str], dict[str, Any]],
+    working_for: WorkingFor,
     note: dict[str, Any] | None = None,
+    allow_dirty: bool = False,
 ) -> dict[str, Any]:
     """Resolve, run the script, and report the code runs it recorded.
 
-    `working_for(registry_url)` returns the working config for the given registry URL; it is
-    called once the local registry is reachable. `note` is kept in the runs log entry.
+    `working_for(registry_url, job_dir, token)` returns the working config for the job; it
+    is called once the local registry is reachable. `note` is kept in the runs log entry.
     """
-    token = project.local_token()
-    with local_registry_http(project) as api_url:
-        working = working_for(api_url)
+    with project.job_token() as token, local_registry_http(project) as api_url:
+        job = job_dir_for(project.data_store.root, datetime.now())
+        working = working_for(api_url, job, token)
         meta = working["run_metadata"]
-        job = new_job_dir(project)
-        config_path = job / "config.yaml"
-        with open(config_path, "w", encoding="utf-8") as fh:
-            yaml.safe_dump(working, fh, sort_keys=False)
-        script = write_script(job, meta)
         repo = Path(meta.get("local_repo") or project.root)
+        refuse_dirty(repo, allow_dirty)
+        job.mkdir(parents=True, exist_ok=False)
+        script = write_script(job, meta)
+        write_working_config(job / "config.yaml", working, script)
         env = {
             **os.environ,
             "FDP_CONFIG_DIR": str(job),
@@ -144,6 +171,10 @@ def run_job(
             "FDP_REGISTRY_URL": api_url,
             # `python3` in an inline script is the interpreter fdp-tasks runs under
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+            # as the reference: modules of the repository import from the script
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (os.environ.get("PYTHONPATH", ""), str(repo)) if p
+            ),
         }
         code = run_script(
             command_for(meta.get("shell") or "sh", script), repo, env, job / "job.log"

@@ -42,6 +42,20 @@ def recorded(registry: Registry, store: DataStore, sha1: str, public: bool = Tru
     return rows[0] if rows else None
 
 
+def referenced(registry: Registry, store: DataStore, rel: str) -> bool:
+    """Whether a storage_location names this file of the local store (else nothing needs it).
+
+    Only reads: after a rolled-back write this must not record the store's root again.
+    """
+    roots = registry.find("storage_root", {"root": store.uri}, limit=1)
+    if not roots:
+        return False
+    found = registry.find(
+        "storage_location", {"storage_root": roots[0]["id"], "path": rel}, limit=1
+    )
+    return bool(found)
+
+
 def intact(store: DataStore, rel: str, sha1: str) -> bool:
     path = store.path(rel)
     return path.is_file() and sha1_file(path) == sha1

@@ -1,23 +1,28 @@
 """Where a project's local registry, data store, token and remotes are.
 
 User-wide defaults live in $FDP_HOME (default ~/.fdp): `user.yaml` (name, ORCID,
-namespace), `registry.db`, `data/`, `token`. A project directory may override any of them
-in `.fdp/settings.yaml`, which `fdp init` and `fdp remote add` write.
+namespace), `registry.db`, `data/`, `token`. A project may override any of them in
+`.fdp/settings.yaml`, which `fdp init` and `fdp remote add` write at the root of the git
+repository. Settings are found as git finds `.git`: from the config's folder (or the working
+directory) upward, to the repository root, so a config in a subfolder uses the root's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from fdp_tasks.config.templates import git_root
 from fdp_tasks.datastore import DataStore, replace_text
 from fdp_tasks.errors import FdpError
-from fdp_tasks.registry.store import Store, database_url, open_store
+from fdp_tasks.registry.store import Store, database_url, open_store, token_digest
 
 SETTINGS_DIR = ".fdp"
 SETTINGS_FILE = "settings.yaml"
@@ -74,6 +79,8 @@ class User:
     name: str
     identifier: str | None
     namespace: str | None
+    input_namespace: str | None = None  # where the user reads from, if not `namespace`
+    output_namespace: str | None = None  # where the user's runs write, if not `namespace`
 
 
 @dataclass
@@ -112,19 +119,28 @@ class Project:
 
     @classmethod
     def load(cls, root: str | Path | None = None) -> Project:
-        """The project at `root` (default: the nearest directory upward holding .fdp/)."""
-        start = Path(root or Path.cwd()).expanduser().resolve()
-        if start.is_file():
-            start = start.parent
-        found = start
+        """The project at `root` exactly, or, without it, the one `find` finds from the
+        working directory."""
         if root is None:
-            for candidate in (start, *start.parents):
-                if (candidate / SETTINGS_DIR / SETTINGS_FILE).is_file():
-                    found = candidate
-                    break
+            return cls.find()
+        found = Path(root).expanduser().resolve()
         home = fdp_home()
         settings = read_yaml(found / SETTINGS_DIR / SETTINGS_FILE)
         return cls(found, home, settings, read_yaml(home / "user.yaml"))
+
+    @classmethod
+    def find(cls, start: str | Path | None = None) -> Project:
+        """The project a file or folder belongs to, found as git finds `.git`.
+
+        `.fdp/settings.yaml` is looked for from `start` (default: the working directory)
+        upward to the root of the git repository holding it; without one, the project is
+        the repository root (or, outside a repository, `start` itself), which is where
+        `fdp init` and `fdp remote add` put `.fdp/`.
+        """
+        here = Path(start or Path.cwd()).expanduser().resolve()
+        if here.is_file():
+            here = here.parent
+        return cls.load(project_root(here))
 
     # ----------------------------------------------------------------- paths
     @property
@@ -161,6 +177,25 @@ class Project:
     def server_dir(self) -> Path:
         return server_dir_for(self.registry_db, self.home)
 
+    def state_dir_for(self, config: Path) -> Path:
+        """Per-config state (doit's database, the runs log, the push ledger), keyed by the
+        config's path relative to the project root: two `config.yaml` files in different
+        folders never share it."""
+        config = Path(config).resolve()
+        try:
+            key = config.relative_to(self.root).as_posix()
+        except ValueError:  # a config outside the project: keyed by its absolute path
+            key = "_outside/" + config.as_posix().lstrip("/").replace(":", "")
+        state = self.state_dir / "configs" / key
+        legacy = self.state_dir / "configs" / config.stem
+        if not state.exists() and legacy != state and (legacy / "runs.jsonl").is_file():
+            # state of an earlier release, kept by the config's stem: copied, never moved, so
+            # that nothing of it is lost whichever config it belonged to
+            import shutil
+
+            shutil.copytree(legacy, state, ignore=shutil.ignore_patterns("doit.db*"))
+        return state
+
     @property
     def user(self) -> User:
         merged = {**self._user_file, **(self.settings.get("user") or {})}
@@ -168,6 +203,8 @@ class Project:
             name=str(merged.get("name") or _login_name()),
             identifier=merged.get("identifier"),
             namespace=merged.get("namespace"),
+            input_namespace=merged.get("input_namespace"),
+            output_namespace=merged.get("output_namespace"),
         )
 
     @property
@@ -191,8 +228,21 @@ class Project:
 
     # --------------------------------------------------------------- registry
     def store(self) -> Store:
+        """The local registry, created if missing. Who the user is gets recorded only by
+        `ensure_identity`, which commands that write the registry call."""
+        return open_store(self.registry_db)
+
+    def read_store(self) -> Store:
+        """The local registry for commands that only read: nothing is created. A registry
+        that does not exist yet reads as an empty one."""
+        url = self.registry_db
+        if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
+            return open_store("sqlite://")
+        return open_store(url)
+
+    def ensure_identity(self) -> Store:
         """The local registry, with the local user and its author in place."""
-        store = open_store(self.registry_db)
+        store = self.store()
         if not self._identity_done:
             self._author_id = self._ensure_identity(store)
             self._identity_done = True
@@ -229,12 +279,38 @@ class Project:
         return found["id"]
 
     def author_id(self) -> int:
-        self.store()
+        self.ensure_identity()
         return self._author_id
+
+    @contextlib.contextmanager
+    def job_token(self) -> Iterator[str]:
+        """A token of the local user for one job, revoked when the job ends.
+
+        The job's working config may hold it (${{LOCAL_TOKEN}}) and is recorded and pushed
+        as the run's model_config: a revoked token there opens nothing.
+        """
+        store = self.ensure_identity()
+        user = store.ensure_user(LOCAL_USER)
+        # Each live job token is noted with the job's process id, so that one a killed job
+        # never revoked is revoked by the next job instead of staying valid.
+        pending = self.server_dir / "job-tokens"
+        pending.mkdir(parents=True, exist_ok=True)
+        for note in pending.glob("*.pid"):
+            if not _alive(note.read_text(encoding="utf-8").strip()):
+                store.revoke_digest(note.stem)
+                note.unlink(missing_ok=True)
+        token = store.issue_token(user["id"])
+        note = pending / f"{token_digest(token)}.pid"
+        note.write_text(str(os.getpid()), encoding="utf-8")
+        try:
+            yield token
+        finally:
+            store.revoke_token(token)
+            note.unlink(missing_ok=True)
 
     def local_token(self) -> str:
         """The token for writing to the local registry over HTTP; created on first use."""
-        store = self.store()
+        store = self.ensure_identity()
         user = store.ensure_user(LOCAL_USER)
         path = self.token_path
         if path.is_file():
@@ -268,3 +344,28 @@ class Project:
                 "add one with `fdp remote add NAME URL`"
             )
         return remotes[name]
+
+
+def _alive(pid_text: str) -> bool:
+    """Whether the process with this id still runs (a token of a running job stays valid)."""
+    try:
+        os.kill(int(pid_text), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def project_root(start: Path) -> Path:
+    """The folder holding the `.fdp/settings.yaml` that applies at `start`: the nearest one
+    upward, stopping at the root of the git repository; else that root, else `start`."""
+    top = git_root(start)
+    home = fdp_home()
+    for candidate in (start, *start.parents):
+        settings = candidate / SETTINGS_DIR / SETTINGS_FILE
+        if settings.is_file() and (candidate / SETTINGS_DIR).resolve() != home:
+            return candidate
+        if candidate == top:
+            break
+    return top or start

@@ -2,17 +2,20 @@
 
 A registered file is fetched from root + path, hashed while it streams into the local data
 store, and recorded with its original location, so the run that reads it works offline.
+The records of one item are written in one transaction: all of them, or none.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from fdp_tasks.datastore import DataStore, local_root, product_path, safe_relative, sha1_file
 from fdp_tasks.errors import FdpError, IntegrityError, OutOfSync
-from fdp_tasks.locations import intact, local_location
+from fdp_tasks.locations import forget_roots, intact, local_location, referenced
 from fdp_tasks.registry import queries
-from fdp_tasks.registry.base import Registry
+from fdp_tasks.registry.base import Record, Registry
 from fdp_tasks.transfer import open_location
 
 
@@ -42,12 +45,31 @@ def register_problem(local: Registry, store: DataStore, item: dict[str, Any]) ->
     if product is None:
         return "not registered"
     found = queries.locate(local, product)
+    missing = _missing_records(local, item, found)
+    if missing:
+        return f"its {missing} record is missing"
     if found.location is None or found.root is None or not store.holds(found.root["root"]):
         return "its file is not in the local data store"
     if not intact(store, found.location["path"], found.hash):
         return "its file is missing or modified in the data store"
     if not source_unchanged(item, found.hash):
         return "the source file changed: register it as a new version"
+    return None
+
+
+def _missing_records(local: Registry, item: dict[str, Any], found: queries.Located) -> str | None:
+    """Which record a register of this item makes is not there (one left out by a register
+    that failed half-way, or deleted since), so the register runs again instead of being
+    reported done."""
+    if item.get("file_type") and not found.object.get("file_type"):
+        return "file_type"
+    if "external_object" not in item:
+        return None
+    ext_ids = found.product.get("external_object") or []
+    if not ext_ids:
+        return "external_object"
+    if not local.get("external_object", ext_ids[0]).get("original_store"):
+        return "original storage_location"
     return None
 
 
@@ -117,6 +139,44 @@ def register_item(local: Registry, store: DataStore, item: dict[str, Any], autho
             f"{namespace}:{name}@{version} is already registered with SHA-1 {known}, but "
             f"{item['root']}{item['path']} now differs ({exc}); register a new version"
         ) from None
+    try:
+        with _transaction(local):
+            _record(local, store, item, rel, sha1, existing, author_id)
+    except BaseException:
+        # Nothing was recorded: the file just written goes again, unless a record that was
+        # there before names it.
+        forget_roots(local)
+        if not referenced(local, store, rel):
+            store.path(rel).unlink(missing_ok=True)
+        raise
+    return f"{namespace}:{name}@{version} ({size} bytes, SHA-1 {sha1[:12]})"
+
+
+@contextlib.contextmanager
+def _transaction(registry: Registry) -> Iterator[None]:
+    """All records of one item, or none: one transaction where the registry offers them."""
+    begin = getattr(registry, "transaction", None)
+    if begin is None:
+        yield
+    else:
+        with begin():
+            yield
+
+
+def _record(
+    local: Registry,
+    store: DataStore,
+    item: dict[str, Any],
+    rel: str,
+    sha1: str,
+    existing: Record | None,
+    author_id: int,
+) -> None:
+    """Namespace, file and original locations, object, data product and external object;
+    what an earlier register left out is added, so a rerun completes a partial one."""
+    kind = item_kind(item)
+    name, version, namespace = item[kind], str(item["version"]), item["namespace_name"]
+    extension = str(item.get("file_type") or "").lstrip(".")
     ns, _ = local.get_or_create("namespace", {"name": namespace})
     location = local_location(local, store, rel, sha1)
     original_root, _ = local.get_or_create(
@@ -126,13 +186,14 @@ def register_item(local: Registry, store: DataStore, item: dict[str, Any], autho
         "storage_location",
         {"path": item["path"], "hash": sha1, "public": True, "storage_root": original_root["id"]},
     )
+    file_type = queries.file_type_id(local, extension) if extension else None
     if existing is None:
         obj = local.create(
             "object",
             {
                 "description": item.get("description") or item.get("title") or "",
                 "storage_location": location,
-                "file_type": queries.file_type_id(local, extension) if extension else None,
+                "file_type": file_type,
                 "authors": _authors(local, item.get("authors"), author_id),
             },
         )
@@ -140,19 +201,36 @@ def register_item(local: Registry, store: DataStore, item: dict[str, Any], autho
             "data_product",
             {"object": obj["id"], "namespace": ns["id"], "name": name, "version": version},
         )
-    if kind == "external_object" and not existing.get("external_object"):
-        ext: dict[str, Any] = {
-            "data_product": existing["id"],
-            "title": item.get("title") or name,
-            "description": item.get("description"),
-            "primary_not_supplement": item.get("primary", True),
-            "release_date": item.get("release_date"),
-            "original_store": original["id"],
-        }
-        if item.get("identifier"):
-            ext["identifier"] = item["identifier"]
-        if item.get("unique_name"):
-            ext["alternate_identifier"] = item["unique_name"]
-            ext["alternate_identifier_type"] = item.get("alternate_identifier_type")
-        local.get_or_create("external_object", ext)
-    return f"{namespace}:{name}@{version} ({size} bytes, SHA-1 {sha1[:12]})"
+    else:
+        # The same bytes (put_stream checked them) with records from elsewhere: a pull's
+        # copy that points at a remote's file, or one an older register left incomplete.
+        found = queries.locate(local, existing)
+        obj = found.object
+        fix: dict[str, Any] = {}
+        if found.root is None or not store.holds(found.root["root"]):
+            fix["storage_location"] = location
+        if file_type is not None and not obj.get("file_type"):
+            fix["file_type"] = file_type
+        if fix:
+            local.patch("object", obj["id"], fix)
+    if kind != "external_object":
+        return
+    ext_ids = existing.get("external_object") or []
+    if ext_ids:
+        if not local.get("external_object", ext_ids[0]).get("original_store"):
+            local.patch("external_object", ext_ids[0], {"original_store": original["id"]})
+        return
+    ext: dict[str, Any] = {
+        "data_product": existing["id"],
+        "title": item.get("title") or name,
+        "description": item.get("description"),
+        "primary_not_supplement": item.get("primary", True),
+        "release_date": item.get("release_date"),
+        "original_store": original["id"],
+    }
+    if item.get("identifier"):
+        ext["identifier"] = item["identifier"]
+    if item.get("unique_name"):
+        ext["alternate_identifier"] = item["unique_name"]
+        ext["alternate_identifier_type"] = item.get("alternate_identifier_type")
+    local.get_or_create("external_object", ext)

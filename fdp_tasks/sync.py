@@ -9,13 +9,14 @@ lands in another.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from fdp_tasks.datastore import DataStore, product_path
 from fdp_tasks.errors import FdpError, IntegrityError, OutOfSync
 from fdp_tasks.locations import intact, local_location, placement
+from fdp_tasks.names import namespace_problem, product_name_problem
 from fdp_tasks.registry import queries
 from fdp_tasks.registry.base import Record, Registry, RegistryError, UniqueViolation
 from fdp_tasks.registry.cache import CachedRegistry
@@ -57,15 +58,11 @@ class Copier:
         rtype = self.schema[type_name]
         if self._known(key, record):
             return self.ids[key]
-        data: dict[str, Any] = {}
-        for field in rtype.fields.values():
-            value = record.get(field.name)
-            if field.is_fk:
-                data[field.name] = None if value is None else self.copy(field.to, value)
-            elif field.is_m2m:
-                data[field.name] = [self.copy(field.to, v) for v in value or []]
-            elif value is not None:
-                data[field.name] = value
+        if type_name == "file_type":
+            # one file type per extension in a registry, whatever each side calls it
+            self.ids[key] = queries.file_type_id(self.dst, record["extension"], record["name"])
+            return self.ids[key]
+        data = self.translate(type_name, record)
         if self._known(key, record):  # copying what it points to may have mapped it
             return self.ids[key]
         try:
@@ -80,6 +77,24 @@ class Copier:
             # the registry made the object's whole_object component with it
             self.whole_objects[src_id] = created["components"][0]
         return created["id"]
+
+    def translate(
+        self, type_name: str, record: Record, skip: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """The fields of a source record with its references copied and renumbered for the
+        destination; fields in `skip` are left out for the caller to fill in."""
+        data: dict[str, Any] = {}
+        for field in self.schema[type_name].fields.values():
+            if field.name in skip:
+                continue
+            value = record.get(field.name)
+            if field.is_fk:
+                data[field.name] = None if value is None else self.copy(field.to, value)
+            elif field.is_m2m:
+                data[field.name] = [self.copy(field.to, v) for v in value or []]
+            elif value is not None:
+                data[field.name] = value
+        return data
 
     def _known(self, key: tuple[str, int], record: Record) -> bool:
         """Whether the destination id is known without asking the destination."""
@@ -110,8 +125,14 @@ def _object_hash(registry: Registry, object_id: int) -> str | None:
 class Puller:
     """Pulls data products from one remote, with the code runs that made them (records only).
 
+    A pull copies what was asked: the products, and for each the code run that made it with
+    the run's config, script, code repository and inputs (records; input files stay on the
+    remote). The run's other outputs are not copied: the local code run lists the outputs
+    pulled so far, and a later pull of more of them adds them to it. So pulling 10 products of
+    a run that wrote 1,000 costs the same as pulling 10 of a run that wrote 10.
+
     One Puller serves a whole command, so the records that many products share (a code run
-    and its config, script and sibling outputs) are copied once, not once per product.
+    and its config, script and inputs) are looked up and copied once, not once per product.
     """
 
     def __init__(self, remote: Remote, local: Registry, store: DataStore):
@@ -120,32 +141,132 @@ class Puller:
         self.store = store
         self.moved: dict[int, int] = {}  # remote storage_location id -> the local one
         self.copier = Copier(remote.registry, local, lambda loc: self.moved.get(loc["id"]))
-        self.runs_copied: set[int] = set()
-        self.outputs_copied: set[int] = set()  # remote components those runs wrote
+        self.runs: dict[int, Record] = {}  # remote code runs met so far
+        self.made_by: dict[int, list[int]] = {}  # remote output component -> remote runs
+        self.asked: set[int] = set()  # remote components whose runs are known
+        self.local_outputs: dict[int, list[int]] = {}  # local code run -> its outputs
+        self.skipped: set[str] = set()  # non-canonical names already warned about
         self.provenance = True  # until the remote shows it cannot answer
 
+    def _skip(self, ref: queries.ProductRef, problem: str) -> None:
+        """Warn once per name, then go on with the rest."""
+        if str(ref) not in self.skipped:
+            self.skipped.add(str(ref))
+            log.warning("skipping %s on remote %s: %s", ref, self.remote.name, problem)
+
     def _pull_provenance(self, obj: Record) -> None:
-        """Copy the records of the code run that made `obj`, once per run."""
-        components = set(obj.get("components") or [])
-        if not self.provenance or components <= self.outputs_copied:
-            return  # no way to ask, or its run came with a sibling product
-        try:
-            runs = runs_that_made(self.remote.registry, obj)
-        except ProvenanceUnavailable as exc:
-            log.warning("pulling files without their code runs from %s: %s", self.remote.name, exc)
-            self.provenance = False
+        """Record that the runs which made `obj` made its local copy too.
+
+        The first product of a run copies the run (without its other outputs); every later
+        one adds its output component to the local run. The remote is asked once per run.
+        """
+        if not self.provenance:
             return
-        for run in runs:
-            if run["id"] not in self.runs_copied:
-                self.copier.copy("code_run", run["id"])
-                self.runs_copied.add(run["id"])
-                self.outputs_copied.update(run.get("outputs") or [])
+        components = list(obj.get("components") or [])
+        if any(c not in self.asked for c in components):
+            try:
+                runs = runs_that_made(self.remote.registry, obj)
+            except ProvenanceUnavailable as exc:
+                log.warning(
+                    "pulling files without their code runs from %s: %s", self.remote.name, exc
+                )
+                self.provenance = False
+                return
+            self.asked.update(components)
+            for run in runs:
+                if run["id"] not in self.runs:
+                    self.runs[run["id"]] = run
+                    for component in run.get("outputs") or []:
+                        self.made_by.setdefault(component, []).append(run["id"])
+                        self.asked.add(component)
+        outputs: dict[int, list[int]] = {}
+        for component in components:
+            for run_id in self.made_by.get(component, []):
+                outputs.setdefault(run_id, []).append(self._output(component, obj))
+        for run_id, mine in outputs.items():
+            self._record_run(self.runs[run_id], mine)
+
+    def _output(self, component_id: int, obj: Record) -> int:
+        """The local copy of an output component of a pulled object."""
+        key = ("object_component", component_id)
+        fresh = self.copier.whole_objects.get(obj["id"])
+        if key not in self.copier.ids and fresh is not None and len(obj["components"]) == 1:
+            # an object's only component is the whole_object one its registry made with it,
+            # and so is the one the local registry just made: no need to fetch the record
+            self.copier.ids[key] = fresh
+        return self.copier.copy("object_component", component_id)
+
+    def _record_run(self, run: Record, outputs: list[int]) -> None:
+        """Copy the code run with these outputs, or add them to the local copy of it."""
+        key = ("code_run", run["id"])
+        if key not in self.copier.ids:
+            data = self.copier.translate("code_run", run, skip=("inputs", "outputs"))
+            data["inputs"] = [self._input(c) for c in run.get("inputs") or []]
+            data["outputs"] = outputs
+            mine, is_new = self.local.get_or_create("code_run", data)
+            self.copier.ids[key] = mine["id"]
+            self.local_outputs[mine["id"]] = list(mine.get("outputs") or [])
+            if is_new:
+                return
+        run_id = self.copier.ids[key]
+        known = self.local_outputs[run_id]
+        have = set(known)
+        missing = [c for c in dict.fromkeys(outputs) if c not in have]
+        if missing:
+            known += missing
+            add = getattr(self.local, "add_links", None)
+            if add is not None:  # the SQL store: only the new links are written
+                add("code_run", run_id, "outputs", missing)
+            else:
+                self.local.patch("code_run", run_id, {"outputs": list(known)})
+
+    def _input(self, component_id: int) -> int:
+        """The local copy of an input component, with the data product records it belongs to.
+
+        An input that is here already (registered or pulled with the same content) is linked
+        as it is; one that is not comes as records only, pointing at the remote's file.
+        """
+        key = ("object_component", component_id)
+        if key in self.copier.ids:
+            return self.copier.ids[key]
+        src = self.remote.registry
+        obj = src.get("object", src.get("object_component", component_id)["object"])
+        for product_id in obj.get("data_products") or []:
+            product = src.get("data_product", product_id)
+            ref = queries.ProductRef(
+                src.get("namespace", product["namespace"])["name"],
+                product["name"],
+                product["version"],
+            )
+            problem = name_problem(ref.namespace or "", ref.name)
+            if problem:
+                self._skip(ref, problem)
+                continue
+            mine = queries.find_product(self.local, ref.namespace or "", ref.name, ref.version)
+            if mine is None:
+                self.copier.copy("data_product", product_id)
+            elif queries.locate(self.local, mine).hash == _object_hash(src, obj["id"]):
+                self.copier.ids.setdefault(("object", obj["id"]), mine["object"])
+                self.copier.ids[("data_product", product_id)] = mine["id"]
+            else:
+                log.warning(
+                    "a run on remote %s read %s, which the local registry holds with other "
+                    "content; its record is not linked to the run",
+                    self.remote.name,
+                    ref,
+                )
+        return self.copier.copy("object_component", component_id)
 
     def pull(self, ref: queries.ProductRef, product: Record | None = None) -> queries.Located:
         """Fetch one data product's file and records into the local registry.
 
-        `product` is the remote's record when the caller already listed it.
+        `product` is the remote's record when the caller already listed it. A name that is
+        not canonical raises NonCanonicalName before anything is copied: a caller pulling
+        what a glob listed warns and goes on with the rest.
         """
+        problem = name_problem(ref.namespace or "", product["name"] if product else ref.name)
+        if problem:
+            raise NonCanonicalName(f"skipping {ref} on remote {self.remote.name}: {problem}")
         registry = self.remote.registry
         found = queries.locate(registry, product) if product else queries.locate_ref(registry, ref)
         if found is None:
@@ -197,6 +318,19 @@ class Puller:
             self.local,
             self.local.get("data_product", self.copier.ids[("data_product", found.product["id"])]),
         )
+
+
+class NonCanonicalName(FdpError):
+    """A remote's data product whose name or namespace is not canonical: it is not pulled."""
+
+
+def name_problem(namespace: str, name: str) -> str | None:
+    """Why a remote's namespace or data product name cannot be taken as it is, if so.
+
+    A name that is not canonical (`a//b`, `a/./b`) would alias another product's folder in
+    the data store, so it is never copied, whatever the remote holds.
+    """
+    return namespace_problem(namespace) or product_name_problem(name)
 
 
 class ProvenanceUnavailable(Exception):
@@ -256,8 +390,16 @@ class Pusher:
         self.active_runs: set[int] = set()
         self.roots: dict[str, int] = {}
         self.uploaded = 0
+        self.placed: dict[int, tuple[str, str, str]] = {}  # local location -> remote file
+        self.storage_ok = False  # the remote has taken a file
+        self.no_storage: FdpError | None = None  # why the remote cannot take files
 
-    def _relocate(self, location: Record) -> int | None:
+    def _upload(self, location: Record) -> tuple[str, str, str] | None:
+        """Put a file of the data store into the remote's, once per location: returns its
+        (storage root, path, SHA-1) there, or None when its record is copied as it is (not a
+        file of ours, or not public)."""
+        if location["id"] in self.placed:
+            return self.placed[location["id"]]
         root = self.local.get("storage_root", location["storage_root"])
         if not self.store.holds(root["root"]):
             return None  # not a file of ours (a code repo, an original source): copy the record
@@ -278,6 +420,15 @@ class Pusher:
             )
         remote_root, remote_path = self.remote.upload(self.store.path(rel), sha1, rel)
         self.uploaded += 1
+        self.storage_ok = True
+        self.placed[location["id"]] = (remote_root, remote_path, sha1)
+        return self.placed[location["id"]]
+
+    def _relocate(self, location: Record) -> int | None:
+        placed = self._upload(location)
+        if placed is None:
+            return None
+        remote_root, remote_path, sha1 = placed
         dst = self.remote.registry
         if remote_root not in self.roots:
             root_rec, _ = dst.get_or_create("storage_root", {"root": remote_root, "local": False})
@@ -364,8 +515,12 @@ class Pusher:
 
     def preflight(self, product_id: int) -> None:
         """Refuse before anything is sent if the remote holds any product of the closure
-        with other content: a conflict found halfway would leave records behind."""
-        for pid in self.closure(product_id):
+        with other content, or if it cannot take files: either found halfway would leave
+        records behind."""
+        if self.no_storage is not None:
+            raise self.no_storage  # said once by the remote; not asked again for every item
+        products = self.closure(product_id)
+        for pid in products:
             if pid in self.done_products:
                 continue
             mine = queries.locate(self.local, self.local.get("data_product", pid))
@@ -375,6 +530,38 @@ class Pusher:
             their_hash = queries.locate(self.remote.registry, theirs).hash
             if their_hash != mine.hash:
                 raise OutOfSync.different_content(str(mine.ref), their_hash, mine.hash)
+        self._probe_storage([pid for pid in products if pid not in self.done_products])
+
+    def _probe_storage(self, products: list[int]) -> None:
+        """Upload the push's first public file before any record is written, so a remote that
+        cannot take files (an upstream registry without object storage) stops the push here,
+        once. A push with nothing public to upload needs no probe."""
+        from fdp_tasks.registry.client import NoFileStorage
+
+        if self.storage_ok:
+            return
+        for location in self._locations(products):
+            try:
+                if self._upload(location) is not None:
+                    return
+            except NoFileStorage as exc:
+                self.no_storage = exc
+                raise
+
+    def _locations(self, products: list[int]) -> Iterator[Record]:
+        """The storage locations of the products' files and of the config, script and code
+        repository of the runs that made them, in the order a push meets them."""
+        for pid in products:
+            obj = self.local.get("object", self.local.get("data_product", pid)["object"])
+            objects = [obj["id"]]
+            for component in obj.get("components") or []:
+                for run in self.local.find("code_run", {"outputs": component}):
+                    keys = ("model_config", "submission_script", "code_repo")
+                    objects += [run[key] for key in keys if run.get(key)]
+            for object_id in objects:
+                location = self.local.get("object", object_id).get("storage_location")
+                if location:
+                    yield self.local.get("storage_location", location)
 
     def _products(self, component_ids: list[int]) -> list[int]:
         out = []

@@ -1,16 +1,21 @@
-"""Shared fixtures: real registry servers on 127.0.0.1, stopped at teardown."""
+"""Shared fixtures: real registry servers on 127.0.0.1 (ours, and an emulation of the
+upstream one with its object store), stopped at teardown."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from fdp_tasks.registry.serve import RunningServer, start_in_thread
 from fdp_tasks.registry.server import prepare_store
 from fdp_tasks.registry.store import Store
+
+if TYPE_CHECKING:  # imported by the fixtures that use them: moto and boto3 take a while
+    from emulation.upstream import ObjectStore, Upstream
 
 
 @dataclass
@@ -62,3 +67,40 @@ def registry_server(tmp_path: Path) -> Iterator[Callable[..., LiveRegistry]]:
     for live in started:
         live.stop()
         live.store.close()
+
+
+@pytest.fixture(scope="session")
+def object_store() -> Iterator[ObjectStore]:
+    """An S3 API server (moto) on 127.0.0.1 for the whole session; each emulated registry
+    gets a bucket of its own there."""
+    from emulation.upstream import ObjectStore
+
+    store = ObjectStore.start()
+    yield store
+    store.stop()
+
+
+@pytest.fixture
+def upstream_registry(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Upstream]]:
+    """Factory: `upstream_registry(object_storage=True, storage_root=True, name="upstream")`
+    starts an emulation of the upstream FAIR Data Pipeline registry (tests/emulation/
+    upstream.py) on a free port, with its database and 0600 token file under tmp_path; with
+    object storage its files go to a fresh bucket of the session's S3 server."""
+    from emulation.upstream import start_upstream
+
+    started: list[Upstream] = []
+
+    def start(
+        object_storage: bool = True, storage_root: bool = True, name: str = "upstream"
+    ) -> Upstream:
+        objects = request.getfixturevalue("object_store") if object_storage else None
+        upstream = start_upstream(tmp_path / name, objects, storage_root=storage_root)
+        started.append(upstream)
+        return upstream
+
+    yield start
+    for upstream in started:
+        upstream.stop()
+        upstream.store.close()

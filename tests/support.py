@@ -59,6 +59,7 @@ class Env:
 
     def config(self, data: dict[str, Any], name: str = "config.yaml") -> Path:
         path = self.project / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         return path
 
@@ -95,6 +96,46 @@ class Env:
     @property
     def data_store(self) -> Path:
         return self.home / "data"
+
+
+# The record types a sync creates, for tests that count what a registry holds.
+RECORD_TYPES = [
+    "storage_root",
+    "storage_location",
+    "file_type",
+    "namespace",
+    "author",
+    "object",
+    "object_component",
+    "data_product",
+    "external_object",
+    "code_run",
+]
+
+
+def git_commit_all(root: Path, message: str = "model") -> None:
+    """Make `root` a git repository (if it is not one) with everything in it committed, as a
+    model repository is."""
+    git = ["git", "-C", str(root), "-c", "user.name=Test", "-c", "user.email=test@example.org"]
+    if not (root / ".git").exists():
+        subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-q", "--allow-empty", "-m", message], check=True)
+
+
+def example_repo(base: Path, *names: str) -> Path:
+    """The named examples copied as they sit in this repository, into a git repository of
+    their own at `base/repo`, committed; returns that repository's root."""
+    repo = base / "repo"
+    for name in names:
+        shutil.copytree(
+            REPO / "examples" / name,
+            repo / "examples" / name,
+            ignore=shutil.ignore_patterns(".fdp", "remote", "__pycache__"),
+        )
+    (repo / ".gitignore").write_text(".fdp/\n*-home/\nremote/\n", encoding="utf-8")
+    git_commit_all(repo)
+    return repo
 
 
 WRITER_SCRIPT = '''\

@@ -167,7 +167,8 @@ def test_default_write_version_from_run_metadata(tmp_path):
     )
     work = resolve(cfg, ctx(tmp_path, {("SEIRS", "out"): ["1.0.0"]}))
     assert work["write"][0]["use"]["version"] == "2.0.0"
-    assert work["run_metadata"]["default_write_version"] == "${{MAJOR}}"
+    # consumed, not copied through, as the reference deletes it
+    assert "default_write_version" not in work["run_metadata"]
 
 
 def test_existing_write_version_is_an_error(tmp_path, monkeypatch):
@@ -247,13 +248,35 @@ def test_missing_reads_are_errors(tmp_path):
     cfg = config(tmp_path, READ)
     with pytest.raises(ConfigError) as exc:
         resolve(cfg, ctx(tmp_path, {("PSU", "pinned"): ["0.2.0"]}))
+    # a pinned version is taken as given, with no look-up, until a run needs it
     assert problems(exc) == [
-        f"{cfg.path}: read[0]: PSU:params has no version in the local registry (pull or "
-        "register it first)",
-        f"{cfg.path}: read[1].use.version: PSU:pinned@0.1.0 not found in the local registry "
-        "(have 0.2.0)",
-        f"{cfg.path}: read[2]: elsewhere:other has no version in the local registry (pull or "
-        "register it first)",
+        f"{cfg.path}: read[0]: PSU:params has no version in the local registry: pull it first "
+        "(`fdp pull`), or register it",
+        f"{cfg.path}: read[2]: elsewhere:other has no version in the local registry: pull it "
+        "first (`fdp pull`), or register it",
+    ]
+    with pytest.raises(ConfigError) as exc:
+        resolve(cfg, ctx(tmp_path, {("PSU", "pinned"): ["0.2.0"]}, require_inputs=True))
+    assert (
+        f"{cfg.path}: read[1].use.version: PSU:pinned@0.1.0 is not in the local registry (the "
+        "local registry has 0.2.0): pull it first (`fdp pull`)"
+    ) in problems(exc)
+
+
+def test_pinned_read_resolves_offline_and_names_the_key_written(tmp_path):
+    cfg = config(
+        tmp_path,
+        "run_metadata:\n  default_input_namespace: PSU\n"
+        "read:\n  - data_product: params\n    version: 0.0.1\n",
+    )
+    read = resolve(cfg, ctx(tmp_path))["read"]
+    assert read[0]["use"]["version"] == "0.0.1"
+    with pytest.raises(ConfigError) as exc:
+        resolve(cfg, ctx(tmp_path, require_inputs=True))
+    # the user wrote read[0].version (a deprecated form), not read[0].use.version
+    assert problems(exc) == [
+        f"{cfg.path}: read[0].version: PSU:params@0.0.1 is not in the local registry: pull it "
+        "first (`fdp pull`)"
     ]
 
 
@@ -298,7 +321,7 @@ def test_glob_matching_nothing_is_an_error(tmp_path):
         resolve(cfg, ctx(tmp_path, {("testing", "other"): ["1.0.0"]}))
     assert problems(exc) == [
         f"{cfg.path}: read[0].data_product: 'test/data/*' matches no data product in "
-        "namespace testing of the local registry"
+        "namespace testing of the local registry (pull them first)"
     ]
 
 
@@ -318,15 +341,22 @@ def test_namespaces_default_to_user_namespace(tmp_path):
     assert work["write"][0]["use"]["namespace"] == "alice"
 
 
-def test_namespaces_fall_back_to_each_other(tmp_path):
+def test_missing_namespaces_are_the_users_never_the_other_key(tmp_path):
+    # Running another group's model writes into your own namespace, not theirs.
     cfg = config(
         tmp_path,
-        "run_metadata:\n  default_input_namespace: inp\n  script: echo hi\n"
+        "run_metadata:\n  default_input_namespace: theirs\n  script: echo hi\n"
+        "read:\n  - data_product: params\n    use:\n      version: 1.0.0\n"
         "write:\n  - data_product: out\n    file_type: csv\n",
     )
-    work = resolve(cfg, ctx(tmp_path, user_namespace=None))
-    assert work["run_metadata"]["default_output_namespace"] == "inp"
-    assert work["write"][0]["use"]["namespace"] == "inp"
+    work = resolve(cfg, ctx(tmp_path, user_namespace="mine"))
+    assert work["run_metadata"]["default_output_namespace"] == "mine"
+    assert work["write"][0]["use"]["namespace"] == "mine"
+    assert work["read"][0]["use"]["namespace"] == "theirs"
+    work = resolve(cfg, ctx(tmp_path, user_namespace="x", user_output_namespace="out-ns"))
+    assert work["write"][0]["use"]["namespace"] == "out-ns"
+    with pytest.raises(ConfigError, match="default_output_namespace: not set"):
+        resolve(cfg, ctx(tmp_path, user_namespace=None))
 
 
 def test_no_namespace_anywhere(tmp_path):
@@ -338,7 +368,7 @@ def test_no_namespace_anywhere(tmp_path):
         resolve(cfg, ctx(tmp_path, user_namespace=None))
     assert problems(exc) == [
         f"{cfg.path}: run_metadata.default_output_namespace: not set, and no user namespace is "
-        "configured (set it here or run fdp init)"
+        "configured (set it here, or run `fdp init --namespace NS`)"
     ]
     # Nothing needs a namespace: fine.
     cfg = config(tmp_path, "run_metadata:\n  script: echo hi\n")
@@ -361,8 +391,6 @@ def test_run_metadata_defaults_explicit(tmp_path):
         "local_repo": str(tmp_path),
         "remote_repo": "",
         "latest_commit": "0" * 40,
-        "default_read_version": "${{LATEST}}",
-        "default_write_version": "${{PATCH}}",
         "api_version": "1.0.0",
     }
 
@@ -387,7 +415,11 @@ def test_git_details_from_local_repo(tmp_path):
     assert meta["latest_commit"] == head
     assert meta["remote_repo"] == "https://example.org/r.git"
     assert meta["script"] == f"echo main {repo.resolve()} https://example.org/r.git"
-    assert meta["local_repo"] == str(repo / "sub")
+    # local_repo defaults to the root of the repository holding the config
+    assert meta["local_repo"] == str(repo.resolve())
+    (repo / "sub" / "config.yaml").write_text("run_metadata:\n  script: echo changed\n")
+    meta = resolve(load_config(repo / "sub" / "config.yaml"), ctx(tmp_path))["run_metadata"]
+    assert meta["latest_commit"] == head + "-dirty"
 
 
 def test_git_variable_outside_a_repo_is_an_error(tmp_path):
@@ -415,9 +447,12 @@ def test_template_variables(tmp_path):
     assert meta["description"] == (
         f"run {RUN_ID} by Ada Lovelace (https://orcid.org/0000-0000-0000-0001)"
     )
+    # CONFIG_DIR is the job directory (here the one a run started now would get), with a
+    # trailing separator as the reference writes it; SOURCE_CONFIG the config's file name.
+    job = tmp_path / "store" / "jobs" / "20240305-140709-000000"
     assert meta["script"] == (
-        f"python {tmp_path}/run.py --date 20240305 --at 2024-03-05T14:07:09 --year 2024"
-        f" --cfg {tmp_path / 'config.yaml'}"
+        f"python {job}//run.py --date 20240305 --at 2024-03-05T14:07:09 --year 2024"
+        " --cfg config.yaml"
     )
     assert work["write"][0]["data_product"] == "out/20240305"
     assert work["write"][0]["use"]["version"] == "0.0.1"
@@ -426,10 +461,12 @@ def test_template_variables(tmp_path):
 def test_version_fields_keep_incrementers(tmp_path):
     cfg = config(
         tmp_path,
-        "run_metadata:\n  default_output_namespace: ns\n  default_write_version: ${{MINOR}}\n",
+        "run_metadata:\n  default_output_namespace: ns\n  default_write_version: ${{MINOR}}\n"
+        "  script: echo\nwrite:\n  - data_product: out\n    file_type: csv\n",
     )
-    meta = resolve(cfg, ctx(tmp_path))["run_metadata"]
-    assert meta["default_write_version"] == "${{MINOR}}"
+    work = resolve(cfg, ctx(tmp_path, resolve_writes=False))
+    assert "default_write_version" not in work["run_metadata"]
+    assert work["write"][0]["use"]["version"] == "${{MINOR}}"
 
 
 def test_user_unset_is_an_error(tmp_path):
@@ -514,7 +551,8 @@ def test_register_read_not_duplicated_and_latest_sees_pinned(tmp_path):
 def test_seirs_working_config_has_what_the_language_api_reads(tmp_path):
     shutil.copy(DATA / "seirs_config.yaml", tmp_path / "config.yaml")
     cfg = load_config(tmp_path / "config.yaml")
-    work = resolve(cfg, ctx(tmp_path, {("rfield", "SEIRS_model/results/figure/python"): ["0.0.1"]}))
+    # no default_output_namespace: outputs go to the user's namespace ("me"), not rfield
+    work = resolve(cfg, ctx(tmp_path, {("me", "SEIRS_model/results/figure/python"): ["0.0.1"]}))
     assert yaml.safe_load(yaml.safe_dump(work)) == work
     meta = work["run_metadata"]
     for key in (
@@ -534,6 +572,7 @@ def test_seirs_working_config_has_what_the_language_api_reads(tmp_path):
         assert {"description", "file_type"} <= set(item)
         assert set(item["use"]) >= {"namespace", "version", "data_product"}
     assert [w["use"]["version"] for w in work["write"]] == ["0.0.1", "0.0.2"]
+    assert {w["use"]["namespace"] for w in work["write"]} == {"me"}
     assert work["read"] == [
         {
             "data_product": "SEIRS_model/parameters",
@@ -572,9 +611,8 @@ def test_dated_versions_resolve(tmp_path):
     }
     work = resolve(cfg, ctx(tmp_path, products, now=datetime(2026, 11, 23, 8, 0, 0)))
     meta = work["run_metadata"]
-    assert meta["default_read_version"] == "0.20261123.0"
-    assert meta["default_write_version"] == "1.0.20261123"
-    assert meta["script"] == f"python3 {tmp_path}/model.py"
+    assert "default_read_version" not in meta and "default_write_version" not in meta
+    assert meta["script"] == f"python3 {tmp_path}/store/jobs/20261123-080000-000000//model.py"
     assert [r["use"]["version"] for r in work["read"]] == [
         "0.20261123.0",
         "1.20261123.0-rc.1",

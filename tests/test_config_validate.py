@@ -135,20 +135,20 @@ BAD_CONFIGS = [
         ["config.yaml: read: expected a list, got a mapping"],
     ),
     (
-        "glob-in-write",
-        META + "write:\n  - data_product: out/*\n    file_type: csv\n",
+        "glob-in-register",
+        META + "register:\n  - data_product: out/*\n    root: data\n    path: a.csv\n",
         [
-            "config.yaml: write[0].data_product: 'out/*' holds '*': globs are only allowed in "
-            "read items"
+            "config.yaml: register[0].data_product: 'out/*' holds '*', which only a config's "
+            "read or write pattern may hold"
         ],
     ),
     (
         "unknown-template-variable",
         "run_metadata:\n  script: echo ${{ WHOAMI }}\n",
         [
-            "config.yaml: run_metadata.script: unknown template variable ${{WHOAMI}} (known: DATE, "
-            "DATETIME, USER, USER_ID, REPO_DIR, CONFIG_DIR, SOURCE_CONFIG, GIT_BRANCH, GIT_REMOTE, "
-            "GIT_TAG, RUN_ID, DATETIME-<format>)"
+            "config.yaml: run_metadata.script: unknown template variable ${{WHOAMI}} (known: "
+            "DATE, DATETIME, USER, USER_ID, REPO_DIR, CONFIG_DIR, SOURCE_CONFIG, LOCAL_TOKEN, "
+            "GIT_BRANCH, GIT_REMOTE, GIT_TAG, RUN_ID, DATETIME-<format>)"
         ],
     ),
     (
@@ -416,8 +416,8 @@ VERSION_PROBLEMS = [
     ),
     (
         "default-version-with-path",
-        "run_metadata:\n  default_read_version: 1.0.${{CONFIG_DIR}}\n",
-        "config.yaml: run_metadata.default_read_version: '1.0.${{CONFIG_DIR}}' expands to "
+        "run_metadata:\n  default_read_version: 1.0.${{REPO_DIR}}\n",
+        "config.yaml: run_metadata.default_read_version: '1.0.${{REPO_DIR}}' expands to "
         "'1.0./project', which is not a semantic version (like 1.0.0)",
     ),
     (
@@ -431,7 +431,8 @@ VERSION_PROBLEMS = [
         META + "write:\n  - data_product: a\n    file_type: csv\n    use:\n"
         "      version: 1.0.${{TODAY}}\n",
         "config.yaml: write[0].use.version: unknown template variable ${{TODAY}} (known: DATE, "
-        "DATETIME, USER, USER_ID, REPO_DIR, CONFIG_DIR, SOURCE_CONFIG, GIT_BRANCH, GIT_REMOTE, "
+        "DATETIME, USER, USER_ID, REPO_DIR, CONFIG_DIR, SOURCE_CONFIG, LOCAL_TOKEN, GIT_BRANCH, "
+        "GIT_REMOTE, "
         "GIT_TAG, RUN_ID, DATETIME-<format>)",
     ),
     (
@@ -519,10 +520,10 @@ def test_names_that_would_leave_the_data_store_are_refused(tmp_path, monkeypatch
     rc, _, err = validate(tmp_path, monkeypatch, capsys, text)
     assert rc == 2
     assert err.splitlines() == [
-        "config.yaml: read[0].data_product: '../../secrets' is not a safe name: no '..', no "
-        "leading '/', no '\\' (names become folders of the data store)",
-        "config.yaml: read[0].use.namespace: 'a\\\\b' is not a safe name: no '..', no leading "
-        "'/', no '\\' (names become folders of the data store)",
-        "config.yaml: run_metadata.default_output_namespace: '/etc' is not a safe name: no "
-        "'..', no leading '/', no '\\' (names become folders of the data store)",
+        "config.yaml: read[0].data_product: '../../secrets' has a '..' segment; names cannot "
+        "hold '.' or '..' segments",
+        "config.yaml: read[0].use.namespace: namespace 'a\\\\b' holds '/', '\\' or NUL; a "
+        "namespace is one folder name",
+        "config.yaml: run_metadata.default_output_namespace: namespace '/etc' holds '/', '\\' "
+        "or NUL; a namespace is one folder name",
     ]

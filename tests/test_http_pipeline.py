@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from support import REPO, Env
+from support import RECORD_TYPES, Env, example_repo
 
 from fdp_tasks.datastore import DataStore
 from fdp_tasks.project import write_secret
@@ -27,18 +26,7 @@ from fdp_tasks.registry.store import Store
 from fdp_tasks.remotes.http import HttpRemote
 from fdp_tasks.sync import Pusher
 
-TYPES_TO_COUNT = [
-    "storage_root",
-    "storage_location",
-    "file_type",
-    "namespace",
-    "author",
-    "object",
-    "object_component",
-    "data_product",
-    "external_object",
-    "code_run",
-]
+TYPES_TO_COUNT = RECORD_TYPES
 
 MANY_OUTPUTS = """\
 from fdp_tasks.api import Session
@@ -129,13 +117,13 @@ def producer(
                 "description": "http test",
                 "default_input_namespace": "lab",
                 "default_output_namespace": "lab",
-                "script": "python3 ${{CONFIG_DIR}}/model.py",
+                "script": "python3 ${{REPO_DIR}}/model.py",
             },
             "register": [
                 {
                     "external_object": "inputs/seed",
                     "namespace_name": "lab",
-                    "root": "${{CONFIG_DIR}}/raw/",
+                    "root": "${{REPO_DIR}}/raw/",
                     "path": "seed.txt",
                     "file_type": "txt",
                     "version": seed_version,
@@ -275,13 +263,8 @@ def test_server_restart_in_the_middle_of_a_push(tmp_path: Path, remote: RemoteSe
 def test_data_pipeline_api_script_runs_unchanged(tmp_path: Path, remote: RemoteServer) -> None:
     pytest.importorskip("data_pipeline_api")
     pytest.importorskip("matplotlib")
-    for name in ("seirs", "seirs-dpa"):
-        shutil.copytree(
-            REPO / "examples" / name,
-            tmp_path / name,
-            ignore=shutil.ignore_patterns(".fdp", "remote"),
-        )
-    env = Env(tmp_path, "seirs-dpa")
+    repo = example_repo(tmp_path, "seirs", "seirs-dpa")
+    env = Env(repo / "examples", "seirs-dpa")
     ran = env.fdp("run")
     assert ran.executed == [
         "register:namespace:PSU",
@@ -308,7 +291,7 @@ def test_data_pipeline_api_script_runs_unchanged(tmp_path: Path, remote: RemoteS
     env.fdp("push")
     store = remote.store()
     assert [r["uuid"] for r in store.find("code_run")] == [run_uuid]
-    colleague = reader(tmp_path, remote.api_url, ["SEIRS_model/results/*"], "seirs_dpa")
+    colleague = reader(tmp_path, remote.api_url, ["SEIRS_model/results/*/python"], "seirs_dpa")
     colleague.fdp("pull")
     pulled = colleague.data_store / "seirs_dpa/SEIRS_model/results/model_output/python/0.0.1.csv"
     assert sha1(pulled) == csv["sha1"]
@@ -418,7 +401,12 @@ def test_push_to_an_unreachable_remote_fails_in_one_line(tmp_path: Path) -> None
     result = env.fdp("push", check=False)
     assert result.returncode != 0
     assert "Traceback" not in result.output
-    assert "no answer from the registry" in result.output
+    assert result.output.count("no answer from the registry") == 1
+    assert result.executed == []  # found before any item ran
+    # through doit, every item still fails, and the message is said once
+    kept_going = env.doit("run", "--continue", "push", check=False)
+    assert kept_going.returncode != 0 and len(kept_going.executed) == 3
+    assert kept_going.output.count("no answer from the registry") == 1
     unknown = env.fdp("push", "--remote", "nosuch", check=False)
     assert unknown.returncode != 0 and "Traceback" not in unknown.output
     assert "remote 'nosuch' is not configured" in unknown.output

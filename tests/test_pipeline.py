@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
-from support import REPO, WRITER_SCRIPT, Env
+from support import WRITER_SCRIPT, Env, example_repo
 
 from fdp_tasks.registry.store import Store
 
@@ -26,7 +25,7 @@ def pipeline_config(versions: dict[str, str] | None = None) -> dict:
             {
                 "external_object": f"inputs/{name}",
                 "namespace_name": "test",
-                "root": "${{CONFIG_DIR}}/raw/",
+                "root": "${{REPO_DIR}}/raw/",
                 "path": f"{name}.csv",
                 "title": f"input {name}",
                 "description": f"input {name}",
@@ -228,11 +227,9 @@ def test_pull_without_remote_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_seirs_example_runs_and_second_run_is_up_to_date(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    example = tmp_path / "seirs"
-    shutil.copytree(
-        REPO / "examples/seirs", example, ignore=shutil.ignore_patterns(".fdp", "remote")
-    )
-    env = Env(tmp_path, "seirs")
+    repo = example_repo(tmp_path, "seirs")
+    example = repo / "examples" / "seirs"
+    env = Env(repo / "examples", "seirs")
     first = env.doit()
     assert "job" in first.executed
     second = env.doit()

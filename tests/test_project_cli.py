@@ -47,7 +47,7 @@ ONE_OUTPUT = {
     "run_metadata": {
         "description": "x",
         "default_output_namespace": "x",
-        "script": "python3 ${{CONFIG_DIR}}/model.py",
+        "script": "python3 ${{REPO_DIR}}/model.py",
     },
     "write": [{"data_product": "out", "file_type": "txt"}],
 }
@@ -64,7 +64,7 @@ def register_config(path: str) -> dict:
             {
                 "external_object": "sneaky",
                 "namespace_name": "x",
-                "root": "${{CONFIG_DIR}}/raw/",
+                "root": "${{REPO_DIR}}/raw/",
                 "path": path,
                 "file_type": "txt",
                 "version": "1.0.0",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from fdp_tasks.errors import FdpError
@@ -110,6 +111,39 @@ def run_info(store: Any, run_uuid: str) -> dict[str, Any]:
     }
 
 
+def output_count(project: Any, run_uuid: str, here: int) -> str:
+    """How many outputs of a code run are here, and how many the remote holds that are not.
+
+    A pull copies only the outputs asked for, so a run's local record may list 10 of the
+    1,000 it wrote. The remote is asked once (the run's record lists its outputs), never once
+    per output; without a remote nothing is said about one, and one that does not answer
+    gets a one-line note.
+    """
+    from fdp_tasks.remotes import open_remote
+
+    text = f"{here} here"
+    try:
+        spec = project.remote()
+    except FdpError:
+        return text  # no remote configured: nothing to compare with
+    try:
+        with open_remote(spec.name, spec.url, spec.token()) as remote:
+            rows = remote.registry.find("code_run", {"uuid": run_uuid}, limit=1)
+    except (FdpError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"note: remote {spec.name} did not answer: {reason}", file=sys.stderr)
+        return text
+    if not rows:
+        return f"{text}; the run is not on remote {spec.name}"
+    only_there = len(rows[0].get("outputs") or []) - here
+    if only_there <= 0:
+        return f"{text}, no others on remote {spec.name}"
+    return (
+        f"{text}, {only_there} on remote {spec.name} only "
+        "(read them in a config and `fdp pull` to fetch)"
+    )
+
+
 def object_info(store: Any, object_uuid: str) -> dict[str, Any]:
     """An object by uuid: the data products it holds, or its file and description."""
     rows = store.find("object", {"uuid": object_uuid}, limit=1)
@@ -132,12 +166,15 @@ def object_info(store: Any, object_uuid: str) -> dict[str, Any]:
 def handler(args: argparse.Namespace) -> int:
     from fdp_tasks.project import Project
 
-    store = Project.load().store()
+    project = Project.find()
+    store = project.read_store()  # only looks: a registry that is not there reads as empty
     is_uuid = len(args.item) == 36 and args.item.count("-") == 4 and ":" not in args.item
     if is_uuid and not store.find("code_run", {"uuid": args.item}, limit=1):
         info = object_info(store, args.item)
     elif is_uuid:
         info = run_info(store, args.item)
+        here = len(store.find("code_run", {"uuid": args.item}, limit=1)[0]["outputs"])
+        info["output_count"] = output_count(project, args.item, here)
     else:
         info = product_info(store, args.item)
     if args.json:

@@ -1,4 +1,10 @@
-"""`fdp init`: set up a project directory (config.yaml, dodo.py, local registry, token)."""
+"""`fdp init`: set up a project (settings, local registry, token; a starter config if new).
+
+`.fdp/` goes to the root of the git repository, as the reference's `fair init` records the
+repository root, so that every config in its subfolders shares the settings. In a repository
+that already holds FDP configs (someone's model), nothing but `.fdp/` (with a .gitignore of
+its own) and a one-line dodo.py (if there is none) is written: no tracked file changes.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ run_metadata:
   default_input_namespace: {namespace}
   default_output_namespace: {namespace}
   script: |
-    python3 ${{{{CONFIG_DIR}}}}/model.py
+    python3 ${{{{REPO_DIR}}}}/model.py
 
 # read:
 #   - data_product: some/input
@@ -48,14 +54,26 @@ from fdp_tasks.graph.dodo import *  # noqa: F403
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "init",
-        help="set up a project: config.yaml, dodo.py, local registry and token",
-        description="Create .fdp/settings.yaml, a starter config.yaml, model.py and dodo.py "
-        "(existing files are kept), the local registry and the local token. No questions asked.",
+        help="set up a project: settings, local registry and token (and a starter config)",
+        description="Create .fdp/settings.yaml at the root of the git repository, the local "
+        "registry and the local token; in a folder without FDP configs also a starter "
+        "config.yaml and model.py. A one-line dodo.py is added when missing; .fdp/ keeps "
+        "itself out of git; existing files are kept. No questions asked.",
     )
-    parser.add_argument("directory", nargs="?", default=".", help="project directory")
+    parser.add_argument(
+        "directory",
+        nargs="?",
+        default=".",
+        help="a folder of the project (default: here); .fdp/ goes to its git repository's root",
+    )
     parser.add_argument("--name", help="your name, recorded as the author of your runs")
     parser.add_argument("--identifier", help="your ORCID, ROR or GitHub URL")
-    parser.add_argument("--namespace", help="your default namespace")
+    parser.add_argument(
+        "--namespace",
+        help="your namespace: where your runs write, and read from, when a config names none",
+    )
+    parser.add_argument("--input-namespace", help="read from this namespace instead")
+    parser.add_argument("--output-namespace", help="write to this namespace instead")
     parser.add_argument("--registry", help="local registry: a SQLite file or a database URL")
     parser.add_argument("--data-store", help="local data store directory")
     parser.add_argument("--remote", help="URL or directory of the remote named origin")
@@ -63,15 +81,53 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=handler)
 
 
-def handler(args: argparse.Namespace) -> int:
-    from fdp_tasks.project import Project, write_yaml
+def fdp_configs(root: Path, limit: int = 2000) -> list[Path]:
+    """FAIR Data Pipeline configs under `root` (YAML files whose top level has run_metadata,
+    or read/write/register lists), skipping hidden and virtualenv folders."""
+    import yaml
 
-    root = Path(args.directory).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    found = []
+    seen = 0
+    for path in sorted(root.rglob("*.y*ml")):
+        rel = path.relative_to(root).parts
+        if any(p.startswith(".") or p in ("node_modules", "venv", "__pycache__") for p in rel):
+            continue
+        seen += 1
+        if seen > limit:
+            break
+        try:
+            if path.stat().st_size > 1_000_000:
+                continue
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and (
+            isinstance(data.get("run_metadata"), dict)
+            or any(isinstance(data.get(k), list) for k in ("write", "register"))
+        ):
+            found.append(path)
+    return found
+
+
+def ignore_state(state_dir: Path) -> None:
+    """Keep `.fdp/` out of git with a .gitignore of its own, so that no tracked file of the
+    user's repository changes (which would make the next run refuse a dirty tree)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    ignore = state_dir / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# fdp-tasks state: settings, doit's database, runs log\n*\n")
+
+
+def handler(args: argparse.Namespace) -> int:
+    from fdp_tasks.project import Project, project_root, write_yaml
+
+    start = Path(args.directory).resolve()
+    start.mkdir(parents=True, exist_ok=True)
+    root = project_root(start)
     project = Project.load(root)
     settings = project.settings
     user = dict(settings.get("user") or {})
-    for key in ("name", "identifier", "namespace"):
+    for key in ("name", "identifier", "namespace", "input_namespace", "output_namespace"):
         if getattr(args, key):
             user[key] = getattr(args, key)
     if user:
@@ -90,19 +146,29 @@ def handler(args: argparse.Namespace) -> int:
     if not home_user.exists() and user:
         write_yaml(home_user, user)
     project = Project.load(root)
-    namespace = project.user.namespace or (project.user.name or "me").split()[0].lower()
-    config = root / "config.yaml"
-    if not config.exists():
+    print(f"settings       {project.settings_path}")
+    existing = fdp_configs(root)
+    starters: tuple[tuple[str, str], ...] = (("dodo.py", DODO),)
+    if existing:
+        shown = ", ".join(str(p.relative_to(root)) for p in existing[:5])
+        more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
+        print(f"FDP configs    {shown}{more} (run one with `fdp run PATH` or `doit config=PATH`)")
+    else:
+        namespace = project.user.output_namespace or project.user.namespace
+        namespace = namespace or (project.user.name or "me").split()[0].lower()
+        config = root / "config.yaml"
         config.write_text(
             CONFIG_TEMPLATE.format(description=f"{root.name} model run", namespace=namespace),
             encoding="utf-8",
         )
         print(f"wrote {config}")
-    for name, text in (("dodo.py", DODO), ("model.py", MODEL), (".gitignore", GITIGNORE)):
+        starters += (("model.py", MODEL), (".gitignore", GITIGNORE))
+    for name, text in starters:
         target = root / name
         if not target.exists():
             target.write_text(text, encoding="utf-8")
             print(f"wrote {target}")
+    ignore_state(project.state_dir)
     project.local_token()
     me = project.user
     print(
@@ -110,7 +176,7 @@ def handler(args: argparse.Namespace) -> int:
         + (
             f" ({me.identifier})"
             if me.identifier
-            else " (set --name and --identifier to record your name and ORCID)"
+            else " (add --identifier to record your ORCID)"
         )
     )
     print(f"local registry {project.registry_db}")

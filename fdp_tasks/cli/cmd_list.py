@@ -24,7 +24,7 @@ def handler(args: argparse.Namespace) -> int:
     from fdp_tasks.project import Project
     from fdp_tasks.registry import queries
 
-    store = Project.load().store()
+    store = Project.find().read_store()
     if args.what == "runs":
         for run in store.find("code_run", newest_first=False):
             print(

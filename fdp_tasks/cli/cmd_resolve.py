@@ -15,7 +15,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "resolve",
         help="print the fully resolved working config",
         description="Resolve template variables, globs, namespaces and versions against the "
-        "local registry and print the working config. Needs no network; writes nothing.",
+        "local registry and print the working config. Needs no network; writes nothing. "
+        "${{CONFIG_DIR}} shows the job directory a run started now would get.",
     )
     add_config_argument(parser)
     parser.add_argument(
@@ -27,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def handler(args: argparse.Namespace) -> int:
     from fdp_tasks.graph.plan import Plan
 
-    plan = Plan(config_path(args))
+    plan = Plan(config_path(args), readonly=True)
     working = plan.working(registry_url="(local registry)", resolve_writes=not args.no_writes)
     yaml.safe_dump(working, sys.stdout, sort_keys=False)
     return 0

@@ -24,6 +24,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-remote", action="store_true", help="do not ask the remote whether outputs are pushed"
     )
+    parser.add_argument(
+        "--dirty",
+        action="store_true",
+        help="as `fdp run --dirty` would: uncommitted changes do not stop the job",
+    )
     parser.set_defaults(func=handler)
 
 
@@ -34,27 +39,34 @@ def _row(task: str, up_to_date: bool, reason: str = "", **extra: Any) -> dict[st
     return row
 
 
-def job_row(plan: Any, reads_ok: bool) -> dict[str, Any]:
+def job_row(plan: Any, reads_ok: bool, dirty: bool = False) -> dict[str, Any]:
+    """The job as `fdp run` sees it: first whether it would run at all (exactly the task's
+    up-to-date check), and only then whether it would fail."""
     from fdp_tasks.errors import ConfigError
     from fdp_tasks.graph.plan import explain_change
-    from fdp_tasks.job import past_runs
+    from fdp_tasks.job import past_runs, refuse_dirty
 
     if not reads_ok:
         return _row("job", False, "inputs missing locally")
     try:
-        plan.working(resolve_writes=True)
-    except ConfigError as exc:  # e.g. a pinned write version that exists already
-        return {"task": "job", "state": "will-fail", "reason": exc.problems[0]}
-    runs = past_runs(plan.runs_log)
-    if not runs:
-        return _row("job", False, "never run")
-    last = runs[-1]
-    parts = plan.run_inputs()
-    if last.get("signature") != plan.run_signature(parts):
-        return _row("job", False, explain_change(last.get("depends_on") or {}, parts))
-    if not plan.outputs_intact(last.get("code_runs") or []):
-        return _row("job", False, "an output of the last run is missing or modified")
-    return _row("job", True)
+        runs = past_runs(plan.runs_log)
+        reason = "never run" if not runs else None
+        if runs:
+            parts = plan.run_inputs()
+            last = runs[-1]
+            if last.get("signature") != plan.run_signature(parts):
+                reason = explain_change(last.get("depends_on") or {}, parts)
+            elif not plan.outputs_intact(last.get("code_runs") or []):
+                reason = "an output of the last run is missing or modified"
+        if reason is None:
+            return _row("job", True)
+        # e.g. a pinned write version that exists already, or an input not pulled
+        plan.working(resolve_writes=True, require_inputs=True)
+        refuse_dirty(plan.local_repo, dirty)
+    except FdpError as exc:
+        problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+        return {"task": "job", "state": "will-fail", "reason": problems[0]}
+    return _row("job", False, reason)
 
 
 def newer_on_remote(plan: Any, read: Any) -> str | None:
@@ -75,18 +87,22 @@ def newer_on_remote(plan: Any, read: Any) -> str | None:
 
 
 def collect(
-    path: Path, remote: bool = True, remote_name: str | None = None
+    path: Path, remote: bool = True, remote_name: str | None = None, dirty: bool = False
 ) -> list[dict[str, Any]]:
+    """One row per task of the config; reads only (nothing is created or remembered)."""
     from fdp_tasks.graph.plan import Plan
     from fdp_tasks.graph.tasks import PushLedger, on_remote, pushable
     from fdp_tasks.register import item_label, register_problem
     from fdp_tasks.registry import queries
 
-    plan = Plan(path, remote_name=remote_name)
+    plan = Plan(path, remote_name=remote_name, readonly=True)
     rows = []
     for item in plan.registers:
         problem = register_problem(plan.store, plan.data, item)
-        rows.append(_row(f"register:{item_label(item)}", problem is None, problem or ""))
+        row = _row(f"register:{item_label(item)}", problem is None, problem or "")
+        if problem and "source file changed" in problem:
+            row["state"] = "will-fail"  # the register action refuses it: a new version is due
+        rows.append(row)
     reads_ok = True
     remote_error = None
     for read in plan.reads:
@@ -103,8 +119,8 @@ def collect(
                 row.update(state="remote-newer", reason=f"{newer}: `fdp pull` fetches it")
         rows.append(row)
     if plan.has_script:
-        rows.append(job_row(plan, reads_ok))
-    ledger = PushLedger(plan.state_dir / "pushed.jsonl")
+        rows.append(job_row(plan, reads_ok, dirty))
+    ledger = PushLedger(plan.state_dir / "pushed.jsonl", readonly=True)
     for found in pushable(plan):
         row = {"task": f"push:{found.ref}", "hash": found.hash}
         if not remote:
@@ -141,11 +157,13 @@ def print_status(
     as_json: bool = False,
     remote: bool = True,
     remote_name: str | None = None,
+    dirty: bool = False,
 ) -> int:
     rows = collect(
         path,
         remote=remote and (tasks is None or "push" in tasks or "pull" in tasks),
         remote_name=remote_name,
+        dirty=dirty,
     )
     if tasks:
         rows = [r for r in rows if r["task"].split(":", 1)[0] in tasks]
@@ -162,5 +180,9 @@ def print_status(
 
 def handler(args: argparse.Namespace) -> int:
     return print_status(
-        config_path(args), as_json=args.json, remote=not args.no_remote, remote_name=args.remote
+        config_path(args),
+        as_json=args.json,
+        remote=not args.no_remote,
+        remote_name=args.remote,
+        dirty=args.dirty,
     )

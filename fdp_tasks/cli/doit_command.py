@@ -29,6 +29,13 @@ def doit_command(
                 help="run the job even if it looks up to date (modules a script imports are "
                 "not tracked)",
             )
+        if "job" in tasks or "push" in tasks:
+            parser.add_argument(
+                "--dirty",
+                action="store_true",
+                help="allow uncommitted changes to tracked files of the git repository "
+                "(runs are then recorded as dirty: <commit>-dirty)",
+            )
         parser.set_defaults(func=lambda args: handler(args, tasks, keep_going, refresh))
 
     return add_parser
@@ -41,7 +48,10 @@ def handler(args: argparse.Namespace, tasks: list[str], keep_going: bool, refres
     if args.dry_run:
         from fdp_tasks.cli.cmd_status import print_status
 
-        return print_status(path, tasks, remote_name=args.remote)
+        return print_status(
+            path, tasks, remote_name=args.remote, dirty=getattr(args, "dirty", False)
+        )
     doit_args = ["run", *(["--continue"] if keep_going else []), *tasks]
     force = getattr(args, "force", False)
-    return run_doit(path, doit_args, refresh=refresh, remote=args.remote, force=force)
+    dirty = getattr(args, "dirty", False)
+    return run_doit(path, doit_args, refresh=refresh, remote=args.remote, force=force, dirty=dirty)

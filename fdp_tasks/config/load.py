@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -15,7 +16,17 @@ from typing import Any
 
 import yaml
 
-from fdp_tasks.config.validate import KeyPath, Problem, format_path, format_problems
+from fdp_tasks.config.validate import (
+    LEGACY_PLACEHOLDER_RE,
+    SCRIPT_PATH,
+    KeyPath,
+    Problem,
+    format_path,
+    format_problems,
+    normalise_datetime,
+    placeholder_hint,
+    placeholder_warnings,
+)
 from fdp_tasks.config.validate import validate_problems as _validate_problems
 from fdp_tasks.errors import ConfigError
 
@@ -33,11 +44,17 @@ class Config:
     data: dict
     warnings: list[str] = field(default_factory=list)
     file: str = ""  # the path as the user gave it, for messages; defaults to str(path)
+    # Maps a key path of the normalised data back to the one the user wrote.
+    key_paths: Callable[[KeyPath], KeyPath] | None = None
 
     def __post_init__(self) -> None:
         self.path = Path(self.path).absolute()
         if not self.file:
             self.file = str(self.path)
+
+    def original(self, path: KeyPath) -> KeyPath:
+        """The key path the user wrote for a path of the normalised data (for messages)."""
+        return self.key_paths(path) if self.key_paths else path
 
     @property
     def dir(self) -> Path:
@@ -82,6 +99,10 @@ def read_yaml(path: Path, file: str) -> Any:
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
+        if not isinstance(exc, yaml.constructor.ConstructorError):
+            hints = _placeholder_syntax_problems(text, file)
+            if hints:
+                raise ConfigError(hints) from None
         mark = exc.problem_mark or exc.context_mark
         where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
         what = exc.problem or exc.context or "invalid YAML"
@@ -90,6 +111,61 @@ def read_yaml(path: Path, file: str) -> Any:
         raise ConfigError(f"{where}: {what}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: YAML syntax error: {exc}") from None
+
+
+def _value_scalars(node: yaml.Node, path: KeyPath = ()) -> Iterator[tuple[KeyPath, yaml.Node]]:
+    """Every scalar value of a composed YAML document, with its key path."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else str(key.start_mark)
+            yield from _value_scalars(value, path + (name,))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            yield from _value_scalars(value, path + (i,))
+    elif isinstance(node, yaml.ScalarNode):
+        yield path, node
+
+
+def _placeholder_syntax_problems(text: str, file: str) -> list[str]:
+    """Problem lines for single-brace placeholders that break the YAML (`root: {CONFIG_DIR}/a`
+    reads as a mapping followed by text): each with its line, key path and the ${{...}} meant.
+    Empty when the YAML is broken for another reason too."""
+    patched, spots, pos = [], [], 0
+    size = 0
+    for match in LEGACY_PLACEHOLDER_RE.finditer(text):
+        before = text[pos : match.start()]
+        patched.append(before)
+        size += len(before)
+        line = text.count("\n", 0, match.start())
+        column = match.start() - (text.rfind("\n", 0, match.start()) + 1)
+        spots.append((size, match.group(1), line, column))
+        replacement = f"${{{{{match.group(1)}}}}}"
+        patched.append(replacement)
+        size += len(replacement)
+        pos = match.end()
+    if not spots:
+        return []
+    patched.append(text[pos:])
+    try:
+        root = yaml.compose("".join(patched), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError:
+        return []
+    out = []
+    for path, node in _value_scalars(root) if root is not None else ():
+        if path == SCRIPT_PATH:
+            continue  # braces in a script may be the shell's own
+        for index, name, line, column in spots:
+            if node.start_mark.index <= index < node.end_mark.index:
+                what = (
+                    f"YAML reads {{{name}}} as the start of a mapping, not a template variable"
+                    if index == node.start_mark.index
+                    else f"{{{name}}} is not a template variable"
+                )
+                out.append(
+                    f"{file}:{line + 1}:{column + 1}: {format_path(path)}: "
+                    f"{what}; {placeholder_hint([name])}"
+                )
+    return out
 
 
 def _plain(value: Any) -> Any:
@@ -114,21 +190,6 @@ def loose_bool(value: Any) -> Any:
         if low in _FALSE:
             return False
     return value
-
-
-def normalise_datetime(value: str) -> str | None:
-    """An ISO 8601 date or date-time (seconds and zone optional) as 'YYYY-MM-DDTHH:MM:SS[zone]'."""
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        try:
-            parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
-        except ValueError:
-            return None
-    return parsed.isoformat(timespec="seconds")
 
 
 class _Normaliser:
@@ -301,10 +362,11 @@ def load_config(path: str | Path, *, log_warnings: bool = True) -> Config:
             f"got {kind}"
         )
     data, warnings, problems, norm = normalise(raw, file)
+    warnings += [f"{file}: {format_path(p)}: {m}" for p, m in placeholder_warnings(data)]
     problems = problems + [(norm.original(p), m) for p, m in _validate_problems(data)]
     if problems:
         raise ConfigError(format_problems(file, problems))
     if log_warnings:
         for warning in warnings:
             log.warning("warning: %s", warning)
-    return Config(path=abs_path, data=data, warnings=warnings, file=file)
+    return Config(path=abs_path, data=data, warnings=warnings, file=file, key_paths=norm.original)

@@ -7,11 +7,11 @@ expanded, register items turned into reads) so that a run is reproducible and ne
 from __future__ import annotations
 
 import copy
-import fnmatch
 import logging
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,15 +19,27 @@ from typing import Any, Protocol
 
 from fdp_tasks.config.load import Config
 from fdp_tasks.config.templates import (
+    JOB_VARIABLES,
+    TEMPLATE_RE,
     TemplateError,
     Templater,
+    config_dir_problems,
     git,
+    git_root,
     is_templated_version_key,
     is_version_key,
 )
-from fdp_tasks.config.validate import KeyPath, Problem, format_problems
-from fdp_tasks.config.versions import VersionError, increment, incrementer, is_semver, latest
+from fdp_tasks.config.validate import KeyPath, Problem, format_problems, normalise_datetime
+from fdp_tasks.config.versions import (
+    VersionError,
+    increment,
+    incrementer,
+    is_semver,
+    latest,
+    sort_versions,
+)
 from fdp_tasks.errors import ConfigError
+from fdp_tasks.names import glob_matches
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +59,13 @@ SHELL_BY_SUFFIX = {
     ".cmd": "batch",
 }
 _URL_SCHEMES = ("http://", "https://", "ftp://", "s3://", "gs://")
+JOB_STAMP = "%Y%m%d-%H%M%S-%f"
+DIRTY = "-dirty"  # appended to a commit with uncommitted changes, as the reference does
+
+
+def job_dir_for(data_store: Path, now: datetime) -> Path:
+    """The job directory of a run started at `now`: <data store>/jobs/<timestamp>."""
+    return Path(data_store).expanduser().absolute() / "jobs" / now.strftime(JOB_STAMP)
 
 
 _warned: set[str] = set()
@@ -78,12 +97,30 @@ class ResolveContext:
     registry: RegistryView
     data_store: Path
     registry_url: str
-    user_namespace: str | None = None
+    user_namespace: str | None = None  # the user's namespace, for reads and writes alike
     user_name: str | None = None
     user_id: str | None = None
     run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     now: datetime = field(default_factory=datetime.now)
     resolve_writes: bool = True
+    user_input_namespace: str | None = None  # when the user reads from another namespace
+    user_output_namespace: str | None = None
+    # The job: its directory (${{CONFIG_DIR}}) and token (${{LOCAL_TOKEN}}). Without a job
+    # the directory is the one a run started now would get, and the token stays a symbol.
+    job_dir: str | None = None
+    local_token: str | None = None
+    # Both stay symbols: for the up-to-date check, which must not see a new job as a change.
+    symbolic: bool = False
+    # A run needs its pinned reads in the local registry; resolving alone takes them as given.
+    require_inputs: bool = False
+
+    @property
+    def input_namespace(self) -> str | None:
+        return self.user_input_namespace or self.user_namespace
+
+    @property
+    def output_namespace(self) -> str | None:
+        return self.user_output_namespace or self.user_namespace
 
 
 def _abspath(base: Path, value: str) -> Path:
@@ -112,12 +149,14 @@ class _Resolver:
         self.cfg = cfg
         self.ctx = ctx
         self.base = cfg.path.parent
+        self.local_repo = self.base
         self.problems: list[Problem] = []
         self.pinned: dict[tuple[str, str], list[str]] = {}
         self.bad_versions: set[KeyPath] = set()  # reported already: no follow-on problems
 
     def problem(self, path: KeyPath, message: str) -> None:
-        self.problems.append((path, message))
+        """A problem, reported at the key path the user wrote (before normalisation)."""
+        self.problems.append((self.cfg.original(path), message))
 
     # -- templates ------------------------------------------------------------------------
 
@@ -160,32 +199,45 @@ class _Resolver:
             return value
         return expanded
 
+    # -- paths ----------------------------------------------------------------------------
+
+    def local_path(self, value: str) -> Path:
+        """A relative path from a config: the config's folder first, then the repository root
+        (scripts and data are often named from the root, where the script runs)."""
+        path = Path(os.path.expanduser(value))
+        if path.is_absolute():
+            return Path(os.path.normpath(path))
+        candidates = [_abspath(self.base, value), _abspath(self.local_repo, value)]
+        return next((c for c in candidates if c.exists()), candidates[0])
+
     # -- run_metadata ---------------------------------------------------------------------
 
     def run_metadata(self, meta: dict, local_repo: Path, needs: dict[str, bool]) -> dict:
         ctx = self.ctx
         out: dict[str, Any] = {"description": meta.get("description", "")}
-        given_in = meta.get("default_input_namespace")
-        given_out = meta.get("default_output_namespace")
-        ns_in = given_in or given_out or ctx.user_namespace
-        ns_out = given_out or given_in or ctx.user_namespace
+        # A missing namespace is the user's own, never the other key: someone running
+        # another group's model must not write into that group's namespace.
         for key, value in (
-            ("default_input_namespace", ns_in),
-            ("default_output_namespace", ns_out),
+            ("default_input_namespace", meta.get("default_input_namespace") or ctx.input_namespace),
+            (
+                "default_output_namespace",
+                meta.get("default_output_namespace") or ctx.output_namespace,
+            ),
         ):
             if value:
                 out[key] = value
             elif needs[key]:
                 self.problem(
                     ("run_metadata", key),
-                    "not set, and no user namespace is configured (set it here or run fdp init)",
+                    "not set, and no user namespace is configured (set it here, or run "
+                    "`fdp init --namespace NS`)",
                 )
         out["write_data_store"] = _dir_string(Path(ctx.data_store).expanduser().absolute())
         out["local_data_registry_url"] = ctx.registry_url
         if meta.get("remote_data_registry_url"):
             out["remote_data_registry_url"] = meta["remote_data_registry_url"]
         if "script_path" in meta:
-            script_path = _abspath(self.base, meta["script_path"])
+            script_path = self.local_path(meta["script_path"])
             out["script_path"] = str(script_path)
             shell = SHELL_BY_SUFFIX.get(script_path.suffix.lower(), "sh")
         else:
@@ -196,15 +248,15 @@ class _Resolver:
         out["public"] = meta.get("public", True)
         out["local_repo"] = str(local_repo)
         out.update(self.provenance(meta, local_repo))
-        out["default_read_version"] = meta.get("default_read_version", DEFAULT_READ_VERSION)
-        out["default_write_version"] = meta.get("default_write_version", DEFAULT_WRITE_VERSION)
         out["api_version"] = meta.get("api_version", API_VERSION)
         return out
 
     def provenance(self, meta: dict, local_repo: Path) -> dict[str, str]:
         """remote_repo and latest_commit: as given, else from git, else placeholders.
 
-        A placeholder is logged as one warning: the run's code would otherwise be recorded
+        A commit with uncommitted changes to tracked files is recorded as `<sha>-dirty`, as
+        the reference does, so provenance never claims a commit that is not what ran. A
+        placeholder is logged as one warning: the run's code would otherwise be recorded
         without a commit and nobody would notice.
         """
         out: dict[str, str] = {}
@@ -223,20 +275,13 @@ class _Resolver:
             out["latest_commit"] = commit or NO_COMMIT
             if not commit:
                 missing.insert(0, f"no commit (latest_commit {NO_COMMIT})")
+            elif dirty_files(local_repo):
+                out["latest_commit"] = commit + DIRTY
         runs_script = bool(meta.get("script") or meta.get("script_path"))
         if missing and runs_script:
             _warn_once(
                 f"warning: {self.cfg.file}: {_git_trouble(local_repo)}: code runs will record "
                 + " and ".join(missing)
-            )
-        elif (
-            runs_script
-            and "latest_commit" not in meta
-            and git(local_repo, "status", "--porcelain", "--untracked-files=no")
-        ):
-            _warn_once(
-                f"warning: {self.cfg.file}: {local_repo} has uncommitted changes: code runs "
-                f"will record commit {out['latest_commit'][:12]}, which is not exactly what ran"
             )
         return out
 
@@ -247,16 +292,16 @@ class _Resolver:
         return found + self.pinned.get((namespace, name), [])
 
     def read_version(self, path: KeyPath, ns: str, name: str, spec: str, check: bool) -> str | None:
-        known = self.known_versions(ns, name)
+        """The version a read takes. A pinned version is taken as given, with no look-up,
+        unless `check` (a run needs the input: it must be in the local registry)."""
         inc = incrementer(spec)
         if inc == "LATEST":
-            top = latest(known)
+            top = latest(self.known_versions(ns, name))
             if top is None:
-                if not check:
-                    return spec
                 self.problem(
                     path,
-                    f"{ns}:{name} has no version in the local registry (pull or register it first)",
+                    f"{ns}:{name} has no version in the local registry: pull it first "
+                    "(`fdp pull`), or register it",
                 )
             return top
         if inc:
@@ -264,14 +309,16 @@ class _Resolver:
                 path, f"a read cannot use ${{{{{inc}}}}}; give a version or ${{{{LATEST}}}}"
             )
             return None
-        if check and spec not in known:
-            if known:
-                have = ", ".join(sorted(set(known)))
-                self.problem(
-                    path, f"{ns}:{name}@{spec} not found in the local registry (have {have})"
-                )
-            else:
-                self.problem(path, f"{ns}:{name} not found in the local registry")
+        if not check:
+            return spec
+        known = self.known_versions(ns, name)
+        if spec not in known:
+            have = f" (the local registry has {', '.join(sort_versions(known))})" if known else ""
+            self.problem(
+                path,
+                f"{ns}:{name}@{spec} is not in the local registry{have}: pull it first "
+                "(`fdp pull`)",
+            )
             return None
         return spec
 
@@ -306,6 +353,20 @@ class _Resolver:
             item["version"] = version
             item["root"] = self.root(item["root"])
             item["path"] = item["path"].lstrip("/")
+            if kind == "external_object" and not item.get("release_date"):
+                # registries require one (the upstream refuses an external object without):
+                # a config that gives none records the day it is registered
+                item["release_date"] = self.ctx.now.strftime("%Y-%m-%dT00:00:00")
+            if isinstance(item.get("release_date"), str):
+                released = normalise_datetime(item["release_date"])
+                if released is None:
+                    self.problem(
+                        path + ("release_date",),
+                        f"{item['release_date']!r} is not a date (ISO 8601, e.g. "
+                        "2021-09-20T12:00:00); check the format of ${{DATETIME-...}}",
+                    )
+                else:
+                    item["release_date"] = released
             if "file_type" not in item:
                 suffix = Path(item["path"]).suffix.lstrip(".")
                 if suffix:
@@ -324,7 +385,7 @@ class _Resolver:
             return root if root.endswith("/") else root + "/"
         if root.startswith("file://"):
             root = root[len("file://") :]
-        return "file://" + _dir_string(_abspath(self.base, root))
+        return "file://" + _dir_string(self.local_path(root))
 
     def item_basics(
         self, section: str, i: int, item: dict, ns_default: str | None, version_default: str
@@ -343,8 +404,16 @@ class _Resolver:
             return None
         return path, use, ns, name, spec, vpath
 
+    def glob_names(self, ns: str, pattern: str) -> list[str]:
+        """Names in `ns` matching a config pattern: the local registry's, and those this
+        config registers."""
+        found = {n for n in self.ctx.registry.names(ns, pattern) if glob_matches(pattern, n)}
+        found |= {n for (p_ns, n) in self.pinned if p_ns == ns and glob_matches(pattern, n)}
+        return sorted(found)
+
     def reads(self, items: list, ns_in: str | None, read_default: str) -> list:
         out = []
+        check = self.ctx.require_inputs
         for i, item in enumerate(items):
             basics = self.item_basics("read", i, item, ns_in, read_default)
             if basics is None:
@@ -353,22 +422,20 @@ class _Resolver:
             cache = use.get("cache")
             extra = {k: use[k] for k in ("component",) if k in use}
             if cache:
-                extra["cache"] = str(_abspath(self.base, cache))
+                extra["cache"] = str(self.local_path(cache))
             if "*" in name:
                 if cache:
                     self.problem(path + ("use", "cache"), "a glob read cannot use cache")
                     continue
-                matches = set(self.ctx.registry.names(ns, name))
-                matches |= {
-                    n for (p_ns, n) in self.pinned if p_ns == ns and fnmatch.fnmatchcase(n, name)
-                }
+                matches = self.glob_names(ns, name)
                 if not matches:
                     self.problem(
                         path + ("data_product",),
-                        f"{name!r} matches no data product in namespace {ns} of the local registry",
+                        f"{name!r} matches no data product in namespace {ns} of the local "
+                        "registry (pull them first)",
                     )
                     continue
-                for match in sorted(matches):
+                for match in matches:
                     version = self.read_version(vpath, ns, match, spec, check=True)
                     if version is not None:
                         new = {"data_product": match}
@@ -382,7 +449,7 @@ class _Resolver:
                         }
                         out.append(new)
                 continue
-            version = self.read_version(vpath, ns, name, spec, check=not cache)
+            version = self.read_version(vpath, ns, name, spec, check=check and not cache)
             if version is None:
                 continue
             new = {"data_product": item["data_product"]}
@@ -392,80 +459,133 @@ class _Resolver:
             out.append(new)
         return out
 
+    def write_version(
+        self, vpath: KeyPath, spec: str, existing: Callable[[], list[str]], what: str
+    ) -> Any:
+        """The version a write takes, or None (with the problem reported). `existing` gives
+        the versions there are; it is asked only when writes are resolved."""
+        inc = incrementer(spec)
+        if inc == "LATEST":
+            self.problem(
+                vpath,
+                "a write cannot use ${{LATEST}}; use ${{PATCH}}, ${{MINOR}}, ${{MAJOR}} or a "
+                "new version",
+            )
+            return None
+        if not self.ctx.resolve_writes:
+            return spec
+        known = existing()
+        try:
+            version = increment(inc, known) if inc else spec
+        except VersionError as exc:
+            self.problem(vpath, str(exc))
+            return None
+        if version in known:
+            self.problem(vpath, f"{what}@{version} already exists in the local registry")
+            return None
+        return version
+
     def writes(self, items: list, ns_out: str | None, write_default: str, public: bool) -> list:
         out = []
         seen: dict[tuple, int] = {}
+        explicit = {
+            (
+                (item.get("use") or {}).get("namespace") or ns_out,
+                (item.get("use") or {}).get("data_product") or item["data_product"],
+            )
+            for item in items
+            if "*" not in ((item.get("use") or {}).get("data_product") or item["data_product"])
+        }
+
+        def entry(item: dict, name: str, use: dict, ns: str, version: Any) -> dict:
+            new_use = {"data_product": name, "namespace": ns, "version": version}
+            if "component" in use:
+                new_use["component"] = use["component"]
+            return {
+                "data_product": item["data_product"],
+                "description": item.get("description", ""),
+                "file_type": item["file_type"],
+                "public": item.get("public", public),
+                "use": new_use,
+            }
+
         for i, item in enumerate(items):
             basics = self.item_basics("write", i, item, ns_out, write_default)
             if basics is None:
                 continue
             path, use, ns, name, spec, vpath = basics
-            key = (ns, name, use.get("component"))
+            inc = incrementer(spec)
+            key = (ns, name, f"${{{{{inc}}}}}" if inc else spec, use.get("component"))
             if key in seen:
                 self.problem(path, f"writes {ns}:{name} like write[{seen[key]}] already does")
                 continue
             seen[key] = i
-            inc = incrementer(spec)
-            version: str | None = spec
-            if inc == "LATEST":
-                self.problem(
+            if "*" not in name:
+                version = self.write_version(
                     vpath,
-                    "a write cannot use ${{LATEST}}; use ${{PATCH}}, "
-                    "${{MINOR}}, ${{MAJOR}} or a new version",
+                    spec,
+                    lambda ns=ns, name=name: list(self.ctx.registry.versions(ns, name)),
+                    f"{ns}:{name}",
                 )
+                if version is not None:
+                    out.append(entry(item, name, use, ns, version))
                 continue
-            if self.ctx.resolve_writes:
-                existing = list(self.ctx.registry.versions(ns, name))
-                try:
-                    version = increment(inc, existing) if inc else spec
-                except VersionError as exc:
-                    self.problem(vpath, str(exc))
-                    continue
-                if version in existing:
-                    self.problem(
-                        vpath, f"{ns}:{name}@{version} already exists in the local registry"
-                    )
-                    continue
-            new_use = {"data_product": name, "namespace": ns, "version": version}
-            if "component" in use:
-                new_use["component"] = use["component"]
-            out.append(
-                {
-                    "data_product": item["data_product"],
-                    "description": item.get("description", ""),
-                    "file_type": item["file_type"],
-                    "public": item.get("public", public),
-                    "use": new_use,
-                }
-            )
+            # A write pattern, as the reference treats it: every registered name it matches
+            # gets a new version, and the pattern itself stays, for names the script writes
+            # under it, with the version that follows all of theirs.
+            every: list[str] = []
+            for match in self.glob_names(ns, name):
+                if (ns, match) in explicit:
+                    continue  # the item naming it says how it is written
+                versions = list(self.ctx.registry.versions(ns, match))
+                every += versions
+                version = self.write_version(vpath, spec, lambda v=versions: v, f"{ns}:{match}")
+                if version is not None:
+                    out.append({**entry(item, match, use, ns, version), "data_product": match})
+            version = self.write_version(vpath, spec, lambda e=every: e, f"{ns}:{name}")
+            if version is not None:
+                out.append(entry(item, name, use, ns, version))
         return out
 
     # -- all ------------------------------------------------------------------------------
 
-    def run(self) -> dict:
+    def templater(self, repo_dir: Path | None) -> Templater:
         ctx = self.ctx
+        symbols: set[str] = set()
+        if ctx.symbolic:
+            symbols.update(JOB_VARIABLES)
+        elif ctx.local_token is None:
+            symbols.add("LOCAL_TOKEN")  # shown as it is written until a job has a token
+        job_dir = ctx.job_dir or str(job_dir_for(ctx.data_store, ctx.now))
+        return Templater(
+            config_path=self.cfg.path,
+            now=ctx.now,
+            run_id=ctx.run_id,
+            user_name=ctx.user_name,
+            user_id=ctx.user_id,
+            repo_dir=repo_dir,
+            # with a trailing separator, as the reference substitutes it
+            config_dir=job_dir.rstrip("/\\") + os.sep,
+            local_token=ctx.local_token,
+            symbols=frozenset(symbols),
+        )
+
+    def run(self) -> dict:
         data = copy.deepcopy(self.cfg.data)
         meta = data.get("run_metadata") or {}
+        for path, message in config_dir_problems(data):
+            self.problem(path, message)
 
-        def templater_for(repo_dir: Path | None) -> Templater:
-            return Templater(
-                config_path=self.cfg.path,
-                now=ctx.now,
-                run_id=ctx.run_id,
-                user_name=ctx.user_name,
-                user_id=ctx.user_id,
-                repo_dir=repo_dir,
-            )
-
-        # local_repo may use variables itself; the others (GIT_*) are then read in it
-        local_repo = self.base
+        # local_repo may use variables itself; the others (GIT_*) are then read in it. By
+        # default it is the root of the git repository holding the config, as `fair init`
+        # records it; the script runs there.
+        self.local_repo = git_root(self.base) or self.base
         if "local_repo" in meta:
             repo_text = self.substitute(
-                meta["local_repo"], templater_for(None), ("run_metadata", "local_repo")
+                meta["local_repo"], self.templater(None), ("run_metadata", "local_repo")
             )
-            local_repo = _abspath(self.base, repo_text)
-        templater = templater_for(local_repo)
-        data = self.substitute(data, templater, ())
+            self.local_repo = _abspath(self.base, repo_text)
+        data = self.substitute(data, self.templater(self.local_repo), ())
         meta = data.get("run_metadata") or {}
         reads, writes = data.get("read") or [], data.get("write") or []
         registers = data.get("register") or []
@@ -482,16 +602,14 @@ class _Resolver:
             "default_input_namespace": lacks(reads),
             "default_output_namespace": lacks(writes) or lacks(objects, "namespace_name"),
         }
-        run_meta = self.run_metadata(meta, local_repo, needs)
+        run_meta = self.run_metadata(meta, self.local_repo, needs)
+        # Consumed here, not copied through, as the reference deletes them.
+        read_default = meta.get("default_read_version", DEFAULT_READ_VERSION)
+        write_default = meta.get("default_write_version", DEFAULT_WRITE_VERSION)
         register = self.register(registers, run_meta.get("default_output_namespace"))
-        read = self.reads(
-            reads, run_meta.get("default_input_namespace"), run_meta["default_read_version"]
-        )
+        read = self.reads(reads, run_meta.get("default_input_namespace"), read_default)
         write = self.writes(
-            writes,
-            run_meta.get("default_output_namespace"),
-            run_meta["default_write_version"],
-            run_meta["public"],
+            writes, run_meta.get("default_output_namespace"), write_default, run_meta["public"]
         )
         have = {(r["use"]["namespace"], r["use"]["data_product"]) for r in read}
         for item in register:
@@ -514,7 +632,41 @@ class _Resolver:
             )
         if self.problems:
             raise ConfigError(format_problems(self.cfg.file, self.problems))
-        return {"run_metadata": run_meta, "read": read, "write": write, "register": register}
+        working = {"run_metadata": run_meta, "read": read, "write": write, "register": register}
+        if self.ctx.job_dir is not None and self.ctx.resolve_writes:
+            self.check_complete(working)
+        return working
+
+    def check_complete(self, working: dict) -> None:
+        """A job's working config holds no ${{...}} but ${{RUN_ID}}, which the language APIs
+        fill in: anything else would reach the script unresolved."""
+        left: list[Problem] = []
+
+        def walk(value: Any, path: KeyPath) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(v, path + (k,))
+            elif isinstance(value, list):
+                for i, v in enumerate(value):
+                    walk(v, path + (i,))
+            elif isinstance(value, str):
+                names = {m.group(1) for m in TEMPLATE_RE.finditer(value)} - {"RUN_ID"}
+                if names:
+                    left.append(
+                        (path, "unresolved " + ", ".join(f"${{{{{n}}}}}" for n in sorted(names)))
+                    )
+
+        walk(working, ())
+        if left:
+            raise ConfigError(format_problems(self.cfg.file, left))
+
+
+def dirty_files(repo: Path) -> list[str]:
+    """Tracked files with uncommitted changes in the git repository at `repo` (empty when
+    clean, or not a repository)."""
+    out = git(repo, "status", "--porcelain", "--untracked-files=no")
+    # "XY path" lines; the output comes stripped, so split on the first whitespace run
+    return [line.split(None, 1)[-1] for line in out.splitlines() if line.strip()] if out else []
 
 
 def resolve(cfg: Config, ctx: ResolveContext) -> dict:

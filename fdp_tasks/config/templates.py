@@ -23,11 +23,23 @@ VARIABLES = (
     "REPO_DIR",
     "CONFIG_DIR",
     "SOURCE_CONFIG",
+    "LOCAL_TOKEN",
     "GIT_BRANCH",
     "GIT_REMOTE",
     "GIT_TAG",
     "RUN_ID",
 )
+
+
+# Variables whose value exists only while a job runs: the job directory and the job's token.
+# Only the script may use them; everything else in a config must mean the same in every run.
+JOB_VARIABLES = ("CONFIG_DIR", "LOCAL_TOKEN")
+JOB_VARIABLE_RE = re.compile(r"\$\{\{\s*(" + "|".join(JOB_VARIABLES) + r")\s*\}\}")
+
+
+def symbol(name: str) -> str:
+    """A variable written as itself: what a value stands for when it must not vary."""
+    return "${{" + name + "}}"
 
 
 class TemplateError(ValueError):
@@ -110,17 +122,27 @@ class Templater:
         user_name: str | None,
         user_id: str | None,
         repo_dir: Callable[[], Path] | Path | None = None,
+        config_dir: str | None = None,
+        local_token: str | None = None,
+        symbols: frozenset[str] = frozenset(),
     ):
+        """`config_dir` is the job directory (the reference ends it with a separator) and
+        `local_token` the job's token; `symbols` are variables left as written, for an
+        up-to-date check that must not see a new job directory or token as a change."""
         self.config_path = config_path
         self.now = now
         self.run_id = run_id
         self.user_name = user_name
         self.user_id = user_id
         self._repo_dir = repo_dir
+        self.config_dir = config_dir
+        self.local_token = local_token
+        self.symbols = symbols
         self._cache: dict[str, str] = {}
 
     def repo_dir(self) -> Path:
-        """Directory git commands run in: the given one, else the config's directory."""
+        """local_repo: where the script runs and git commands run; the given directory,
+        else the config's."""
         if callable(self._repo_dir):
             self._repo_dir = self._repo_dir()
         return Path(self._repo_dir) if self._repo_dir else self.config_path.parent
@@ -137,6 +159,8 @@ class Templater:
         """The value of one variable; raise TemplateError if it is unknown or unavailable."""
         if name in self._cache:
             return self._cache[name]
+        if name in self.symbols:
+            return symbol(name)
         if name == "DATE":
             out = self.now.strftime("%Y%m%d")
         elif name == "DATETIME":
@@ -152,13 +176,22 @@ class Templater:
                 raise TemplateError("${{USER_ID}} has no value: no user identifier is configured")
             out = str(self.user_id)
         elif name == "CONFIG_DIR":
-            out = str(self.config_path.parent)
+            if self.config_dir is None:
+                raise TemplateError(
+                    "${{CONFIG_DIR}} has no value here: it is the job directory, made when "
+                    "a run starts"
+                )
+            out = self.config_dir
+        elif name == "LOCAL_TOKEN":
+            if self.local_token is None:
+                raise TemplateError("${{LOCAL_TOKEN}} has no value here: only a job has a token")
+            out = self.local_token
         elif name == "SOURCE_CONFIG":
-            out = str(self.config_path)
+            out = self.config_path.name
         elif name == "RUN_ID":
             out = self.run_id
         elif name == "REPO_DIR":
-            out = git(self.repo_dir(), "rev-parse", "--show-toplevel") or str(self.repo_dir())
+            out = str(self.repo_dir())
         elif name == "GIT_BRANCH":
             out = self._git(name, "rev-parse", "--abbrev-ref", "HEAD")
         elif name == "GIT_REMOTE":
@@ -177,3 +210,52 @@ class Templater:
         if "${{" in TEMPLATE_RE.sub("", text):
             raise TemplateError("unterminated '${{' (template variables look like ${{CONFIG_DIR}})")
         return out
+
+
+def git_root(start: Path) -> Path | None:
+    """The root of the git work tree holding `start`, without running git.
+
+    Looks for `.git` (a directory, or a file in worktrees and submodules) upward, so it
+    costs a few stat calls and works where git is not installed.
+    """
+    here = start.resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return None
+
+
+def config_dir_problems(data: object, path: tuple = ()) -> list[tuple[tuple, str]]:
+    """${{CONFIG_DIR}} and ${{LOCAL_TOKEN}} anywhere but in run_metadata.script.
+
+    The job directory is new for every run and the token is revoked when the job ends, so
+    anything else that used them (a register root, a description) would differ in every
+    run, or point at nothing, or carry a credential into the registry.
+    """
+    out: list[tuple[tuple, str]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out += config_dir_problems(value, path + (key,))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            out += config_dir_problems(value, path + (i,))
+    elif isinstance(data, str) and path != ("run_metadata", "script"):
+        for name in dict.fromkeys(m.group(1) for m in JOB_VARIABLE_RE.finditer(data)):
+            if name == "CONFIG_DIR":
+                out.append(
+                    (
+                        path,
+                        "${{CONFIG_DIR}} is the job directory, which exists only while the "
+                        "script runs, so only run_metadata.script may use it; for files of "
+                        "your project use ${{REPO_DIR}} (the repository root)",
+                    )
+                )
+            else:
+                out.append(
+                    (
+                        path,
+                        "${{LOCAL_TOKEN}} is the job's registry token: only run_metadata.script "
+                        "may use it, so that it is never recorded or pushed",
+                    )
+                )
+    return out

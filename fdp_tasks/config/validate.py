@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable
-from datetime import datetime
+import re
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,16 @@ from jsonschema.exceptions import ValidationError
 
 from fdp_tasks.config.templates import (
     TEMPLATE_RE,
+    VARIABLES,
     TemplateError,
     Templater,
     check_names,
+    config_dir_problems,
     is_templated_version_key,
     is_version_key,
 )
-from fdp_tasks.config.versions import incrementer, is_semver
+from fdp_tasks.config.versions import INCREMENTERS, incrementer, is_semver
+from fdp_tasks.names import namespace_problem, product_name_problem
 from fdp_tasks.resources import schema_path
 
 KeyPath = tuple[Any, ...]
@@ -170,7 +174,16 @@ def schema_problems(data: Any) -> list[Problem]:
 _PROBE_TIMES = (datetime(2024, 11, 23, 12, 34, 56), datetime(2024, 1, 2, 3, 4, 5))
 _PROBE_RUN_ID = "3f1c6a52-8f0e-4c8e-9d6e-1b2f3a4b5c6d"
 # Variables whose values only the run knows: versions using them are checked when resolved.
-_RUN_TIME_VARIABLES = {"USER", "USER_ID", "GIT_BRANCH", "GIT_REMOTE", "GIT_TAG"}
+# (CONFIG_DIR and LOCAL_TOKEN belong to the script only: config_dir_problems says so.)
+_RUN_TIME_VARIABLES = {
+    "USER",
+    "USER_ID",
+    "GIT_BRANCH",
+    "GIT_REMOTE",
+    "GIT_TAG",
+    "CONFIG_DIR",
+    "LOCAL_TOKEN",
+}
 
 
 class _ProbeTemplater(Templater):
@@ -193,9 +206,24 @@ def version_problems(text: str, register: bool = False) -> list[str]:
     problems = check_names(text, version="literal" if register else "incrementer")
     if problems:
         return problems
+    try:
+        for when, expanded in _probe_expansions(text):
+            if not is_semver(expanded):
+                return [
+                    f"{text!r} expands to {expanded!r}{when}, which is not a semantic version "
+                    "(like 1.0.0)"
+                ]
+    except (TemplateError, ValueError) as exc:
+        return [str(exc)]
+    return []
+
+
+def _probe_expansions(text: str) -> Iterator[tuple[str, str]]:
+    """text expanded at each sample time, with ' at <time>' for all but the first; nothing
+    when it uses variables only a run knows. Raises TemplateError or ValueError."""
     names = {m.group(1) for m in TEMPLATE_RE.finditer(text)}
     if names & _RUN_TIME_VARIABLES:
-        return []
+        return
     for i, now in enumerate(_PROBE_TIMES):
         probe = _ProbeTemplater(
             config_path=Path("/project/config.yaml"),
@@ -204,17 +232,47 @@ def version_problems(text: str, register: bool = False) -> list[str]:
             user_name=None,
             user_id=None,
         )
+        yield (f" at {now.isoformat()}" if i else ""), probe.substitute(text)
+
+
+def normalise_datetime(value: str) -> str | None:
+    """An ISO 8601 date or date-time (seconds and zone optional) as 'YYYY-MM-DDTHH:MM:SS[zone]'."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
         try:
-            expanded = probe.substitute(text)
+            parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
+        except ValueError:
+            return None
+    return parsed.isoformat(timespec="seconds")
+
+
+def release_date_problems(data: dict) -> list[Problem]:
+    """A release_date made of template variables (`${{DATETIME-%Y-%m-%d}}`) must expand to a
+    date: a format typo such as `%H:%M:S` would otherwise only fail when the item registers."""
+    out: list[Problem] = []
+    items = data.get("register")
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        text = item.get("release_date") if isinstance(item, dict) else None
+        if not isinstance(text, str) or "${{" not in text or check_names(text):
+            continue  # literal dates are checked when loaded, bad variable names elsewhere
+        try:
+            for when, expanded in _probe_expansions(text):
+                if normalise_datetime(expanded) is None:
+                    out.append(
+                        (
+                            ("register", i, "release_date"),
+                            f"{text!r} expands to {expanded!r}{when}, which is not a date "
+                            "(ISO 8601, e.g. 2021-09-20T12:00:00)",
+                        )
+                    )
+                    break
         except (TemplateError, ValueError) as exc:
-            return [str(exc)]
-        if not is_semver(expanded):
-            when = f" at {now.isoformat()}" if i else ""
-            return [
-                f"{text!r} expands to {expanded!r}{when}, which is not a semantic version "
-                "(like 1.0.0)"
-            ]
-    return []
+            out.append((("register", i, "release_date"), str(exc)))
+    return out
 
 
 def template_problems(data: Any, path: KeyPath = ()) -> list[Problem]:
@@ -261,50 +319,184 @@ def validate_problems(data: Any) -> list[Problem]:
         return [
             ((), f"expected a mapping of run_metadata, read, write, register; got {describe(data)}")
         ]
-    return (
+    placeholders = placeholder_problems(data)
+    # A placeholder YAML read as a mapping is reported once, with its hint, not as a mapping
+    # where a string was expected.
+    mappings = {path for path, msg in placeholders if msg.startswith(_AS_MAPPING)}
+    problems = (
         schema_problems(data)
         + template_problems(data)
+        + release_date_problems(data)
         + script_problems(data)
         + name_problems(data)
+        + duplicate_write_problems(data)
+        + config_dir_problems(data)
     )
+    return placeholders + [
+        (path, msg)
+        for path, msg in problems
+        if not any(path[: len(where)] == where for where in mappings)
+    ]
 
 
-NAME_KEYS = (
-    "data_product",
-    "namespace",
-    "namespace_name",
-    "default_input_namespace",
-    "default_output_namespace",
-    "external_object",
+# -- single-brace placeholders ----------------------------------------------------------------
+
+# Known names a legacy {NAME} placeholder may hold: template variables and version incrementers.
+# {VERSION} of older configs has no ${{VERSION}}: an incrementer is what it meant.
+_OLD_ONLY = {"VERSION": "a version incrementer (${{PATCH}}, ${{MINOR}} or ${{MAJOR}})"}
+PLACEHOLDER_NAMES = VARIABLES + INCREMENTERS + tuple(_OLD_ONLY)
+_PLACEHOLDER_NAME_RE = re.compile(r"(?:" + "|".join(PLACEHOLDER_NAMES) + r"|DATETIME-[^{}]+)")
+# {NAME} that is not part of ${{NAME}} nor the shell's ${NAME}.
+LEGACY_PLACEHOLDER_RE = re.compile(
+    r"(?<![$\{])\{\s*(" + _PLACEHOLDER_NAME_RE.pattern + r")\s*\}(?!\})"
 )
+SCRIPT_PATH: KeyPath = ("run_metadata", "script")
+_AS_MAPPING = "YAML reads "
 
 
-def name_problems(data: Any, path: KeyPath = ()) -> list[Problem]:
-    """Namespaces and product names become directories of the data store: no '..', no
-    absolute paths, no backslashes, so a config can never point outside it."""
+def legacy_placeholders(text: str) -> list[str]:
+    """The known names written as {NAME} in text, in order, without repeats."""
+    return list(dict.fromkeys(m.group(1) for m in LEGACY_PLACEHOLDER_RE.finditer(text)))
+
+
+def placeholder_hint(names: list[str]) -> str:
+    """'did you mean ${{A}}?' for the names of legacy placeholders."""
+    meant = [_OLD_ONLY.get(n, f"${{{{{n}}}}}") for n in names]
+    return "did you mean " + " and ".join(meant) + "?"
+
+
+def _braces(names: list[str]) -> str:
+    """'{A} is' or '{A} and {B} are': the subject of a placeholder message."""
+    listed = " and ".join(f"{{{n}}}" for n in names)
+    return f"{listed} {'are' if len(names) > 1 else 'is'}"
+
+
+def placeholder_mapping_message(name: str) -> str:
+    """The problem of a value YAML read as the mapping {NAME: null}."""
+    hint = placeholder_hint([name])
+    return f"{_AS_MAPPING}{{{name}}} as a mapping, not a template variable; {hint}"
+
+
+def placeholder_problems(data: Any, path: KeyPath = ()) -> list[Problem]:
+    """Single-brace {CONFIG_DIR} (the form of older configs) is never substituted, and YAML
+    even reads a value that starts with one as a mapping: say which variable was meant.
+    run_metadata.script is left to placeholder_warnings (braces there may be the shell's)."""
     out: list[Problem] = []
+    if path == SCRIPT_PATH:
+        return out
     if isinstance(data, dict):
+        if len(data) == 1:
+            (key, value), *_ = data.items()
+            if (
+                value is None
+                and isinstance(key, str)
+                and _PLACEHOLDER_NAME_RE.fullmatch(key.strip())
+            ):
+                return [(path, placeholder_mapping_message(key.strip()))]
         for key, value in data.items():
-            if key in NAME_KEYS and isinstance(value, str) and _unsafe_name(value):
-                out.append(
-                    (
-                        path + (key,),
-                        f"{value!r} is not a safe name: no '..', no "
-                        "leading '/', no '\\' (names become folders of the data store)",
-                    )
-                )
-            else:
-                out += name_problems(value, path + (key,))
+            out += placeholder_problems(value, path + (key,))
     elif isinstance(data, list):
         for i, value in enumerate(data):
-            out += name_problems(value, path + (i,))
+            out += placeholder_problems(value, path + (i,))
+    elif isinstance(data, str):
+        names = legacy_placeholders(data)
+        if names:
+            what = "template variables" if len(names) > 1 else "a template variable"
+            out.append((path, f"{_braces(names)} not {what}; {placeholder_hint(names)}"))
     return out
 
 
-def _unsafe_name(value: str) -> bool:
-    if "${{" in value:
-        return False  # checked once expanded, when the data store path is made
-    return value.startswith("/") or "\\" in value or ".." in value.split("/")
+def placeholder_warnings(data: Any) -> list[Problem]:
+    """{CONFIG_DIR} in an inline script reaches the shell as it is: probably a ${{CONFIG_DIR}}
+    of an older config, but braces are the shell's own too, so this only warns."""
+    meta = data.get("run_metadata") if isinstance(data, dict) else None
+    script = meta.get("script") if isinstance(meta, dict) else None
+    if not isinstance(script, str):
+        return []
+    names = legacy_placeholders(script)
+    if not names:
+        return []
+    hint = placeholder_hint(names)
+    return [(SCRIPT_PATH, f"{_braces(names)} passed to the shell as written; {hint}")]
+
+
+# -- names ------------------------------------------------------------------------------------
+
+
+def name_problems(data: dict) -> list[Problem]:
+    """Names become registry keys and data-store folders: each must be canonical (names.py),
+    so that two spellings never alias one file. Read and write names may be '*' patterns."""
+    out: list[Problem] = []
+
+    def check(path: KeyPath, value: Any, kind: str) -> None:
+        if not isinstance(value, str) or not value:
+            return  # the schema reports it
+        if kind == "namespace":
+            problem = namespace_problem(value, templated=True)
+        else:
+            problem = product_name_problem(value, glob=kind == "pattern", templated=True)
+        if problem:
+            out.append((path, problem))
+
+    def section(key: str) -> list[tuple[KeyPath, dict]]:
+        items = data.get(key)
+        items = items if isinstance(items, list) else []
+        return [((key, i), item) for i, item in enumerate(items) if isinstance(item, dict)]
+
+    meta = data.get("run_metadata")
+    if isinstance(meta, dict):
+        for key in ("default_input_namespace", "default_output_namespace"):
+            check(("run_metadata", key), meta.get(key), "namespace")
+    for path, item in section("read") + section("write"):
+        use = item.get("use") if isinstance(item.get("use"), dict) else {}
+        check(path + ("data_product",), item.get("data_product"), "pattern")
+        check(path + ("use", "data_product"), use.get("data_product"), "pattern")
+        check(path + ("use", "namespace"), use.get("namespace"), "namespace")
+    for path, item in section("register"):
+        use = item.get("use") if isinstance(item.get("use"), dict) else {}
+        if "external_object" in item or "data_product" in item:
+            check(path + ("external_object",), item.get("external_object"), "name")
+            check(path + ("data_product",), item.get("data_product"), "name")
+            check(path + ("namespace_name",), item.get("namespace_name"), "namespace")
+            check(path + ("use", "namespace"), use.get("namespace"), "namespace")
+        elif "namespace" in item:
+            check(path + ("namespace",), item.get("namespace"), "namespace")
+    return out
+
+
+def duplicate_write_problems(data: dict) -> list[Problem]:
+    """Two write items for one namespace, name and version would both claim one registry
+    entry, and the second write would fail mid-run: refuse them before anything runs."""
+    writes = data.get("write")
+    if not isinstance(writes, list):
+        return []
+    meta = data.get("run_metadata") if isinstance(data.get("run_metadata"), dict) else {}
+    ns_default = meta.get("default_output_namespace")
+    version_default = meta.get("default_write_version") or "${{PATCH}}"
+    seen: dict[tuple, int] = {}
+    out: list[Problem] = []
+    for i, item in enumerate(writes):
+        if not isinstance(item, dict):
+            continue
+        use = item.get("use") if isinstance(item.get("use"), dict) else {}
+        name = use.get("data_product") or item.get("data_product")
+        ns = use.get("namespace") or ns_default
+        version = use.get("version") or version_default
+        if not all(isinstance(v, str) for v in (name, version)) or not isinstance(ns, str | None):
+            continue  # the schema reports it
+        inc = incrementer(version)
+        component = use.get("component")
+        if not isinstance(component, str | None):
+            continue  # the schema reports it
+        key = (ns, name, f"${{{{{inc}}}}}" if inc else version, component)
+        if key in seen:
+            what = f"{ns}:{name}@{key[2]}" if ns else f"{name}@{key[2]}"
+            out.append(
+                (("write", i), f"writes the same data product as write[{seen[key]}] ({what})")
+            )
+        else:
+            seen[key] = i
+    return out
 
 
 def validate_config(data: dict, file: str) -> list[str]:

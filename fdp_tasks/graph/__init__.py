@@ -14,12 +14,15 @@ def load_namespace(
     refresh: bool = False,
     remote: str | None = None,
     force: bool = False,
+    dirty: bool = False,
 ) -> dict[str, Any]:
     """For dodo.py: the tasks of one config; a bad config ends the process with one line."""
     from fdp_tasks.graph.tasks import dodo_namespace
 
     try:
-        return dodo_namespace(str(config_path), refresh=refresh, remote=remote, force=force)
+        return dodo_namespace(
+            str(config_path), refresh=refresh, remote=remote, force=force, dirty=dirty
+        )
     except FdpError as exc:
         print(f"fdp: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
@@ -31,12 +34,17 @@ def run_doit(
     refresh: bool = False,
     remote: str | None = None,
     force: bool = False,
+    dirty: bool = False,
 ) -> int:
     """Run doit on the tasks of `config_path`, as `doit <doit_args>` would in its project."""
     from doit.cmd_base import ModuleTaskLoader
     from doit.doit_cmd import DoitMain
 
-    from fdp_tasks.graph.tasks import dodo_namespace
+    from fdp_tasks.graph.tasks import dodo_namespace, preflight_push
 
-    namespace = dodo_namespace(str(config_path), refresh=refresh, remote=remote, force=force)
+    namespace = dodo_namespace(
+        str(config_path), refresh=refresh, remote=remote, force=force, dirty=dirty
+    )
+    if "push" in doit_args:  # one line, before any item, for what would fail them all
+        preflight_push(namespace["plan"], dirty)
     return DoitMain(ModuleTaskLoader(namespace)).run(doit_args)

@@ -2,7 +2,8 @@
 
 doit imports dodo.py after it has read `config=...` and `refresh=1` from its command line, so
 this module can read them with `get_var` when it is imported. `remote=NAME` picks a remote;
-`force=1` runs the job even when it looks up to date.
+`force=1` runs the job even when it looks up to date; `dirty=1` runs and pushes from a git
+repository with uncommitted changes (the run is recorded as dirty).
 """
 
 from doit import get_var
@@ -15,5 +16,6 @@ globals().update(
         refresh=bool(get_var("refresh", "")),
         remote=get_var("remote", None),
         force=bool(get_var("force", "")),
+        dirty=bool(get_var("dirty", "")),
     )
 )

@@ -6,7 +6,6 @@ what the run's inputs are, whether outputs are intact) without doing any of the 
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import shlex
@@ -18,17 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from fdp_tasks.config import Config, ResolveContext, load_config, resolve
-from fdp_tasks.config.templates import TemplateError, Templater
+from fdp_tasks.config.templates import TemplateError, Templater, git_root
+from fdp_tasks.config.validate import format_path
 from fdp_tasks.config.versions import incrementer, latest
 from fdp_tasks.datastore import DataStore
 from fdp_tasks.errors import ConfigError
+from fdp_tasks.names import glob_matches
 from fdp_tasks.project import Project
 from fdp_tasks.registry import queries
 from fdp_tasks.registry.base import NotFound, Record
 from fdp_tasks.registry.cache import CachedRegistry
 from fdp_tasks.registry.store import Store
 from fdp_tasks.remotes import Remote, open_remote
-from fdp_tasks.sync import Puller
+from fdp_tasks.sync import Puller, Pusher
 
 
 def script_files(run_metadata: dict[str, Any]) -> dict[str, str]:
@@ -99,6 +100,7 @@ class ReadItem:
     name: str
     version: str | None
     index: int
+    key: str = ""  # the key path the user wrote for it (its version, if given), for messages
 
     @property
     def pinned(self) -> bool:
@@ -119,20 +121,26 @@ class Plan:
         config_path: str | Path,
         project: Project | None = None,
         remote_name: str | None = None,
+        readonly: bool = False,
     ):
+        """`readonly`: for commands that only look (status, resolve): nothing is created,
+        not even the local registry."""
         self.cfg: Config = load_config(config_path)
         self.remote_name = remote_name
-        self.project = project or Project.load(self.cfg.path.parent)
-        self.store: Store = self.project.store()
+        self.readonly = readonly
+        self.project = project or Project.find(self.cfg.path.parent)
+        self.store: Store = self.project.read_store() if readonly else self.project.store()
         self.data: DataStore = self.project.data_store
         self._remotes: dict[str | None, Remote] = {}
         self._pullers: dict[str, Puller] = {}
+        self._pushers: dict[str, Pusher] = {}
+        self.push_checked = False  # preflight_push has run for this command
         self._remote_index: dict[tuple[str, str], dict[tuple[str, str], Record]] = {}
 
-    @property
+    @cached_property
     def state_dir(self) -> Path:
         """Per-config state (doit's dependency file, the runs log): configs never share it."""
-        return self.project.state_dir / "configs" / self.cfg.path.stem
+        return self.project.state_dir_for(self.cfg.path)
 
     @property
     def runs_log(self) -> Path:
@@ -140,25 +148,47 @@ class Plan:
 
     # ------------------------------------------------------------ resolution
     def context(
-        self, registry_url: str = "", run_id: str | None = None, resolve_writes: bool = True
+        self,
+        registry_url: str = "",
+        run_id: str | None = None,
+        resolve_writes: bool = True,
+        **job: Any,
     ) -> ResolveContext:
+        """The resolution context; `job` holds ResolveContext's job fields (job_dir,
+        local_token, symbolic, require_inputs)."""
         user = self.project.user
         return ResolveContext(
             registry=LocalView(self.store),
             data_store=self.data.root,
             registry_url=registry_url,
             user_namespace=user.namespace,
+            user_input_namespace=user.input_namespace,
+            user_output_namespace=user.output_namespace,
             user_name=user.name,
             user_id=user.identifier,
             run_id=run_id or str(uuid.uuid4()),
             now=datetime.now(),
             resolve_writes=resolve_writes,
+            **job,
         )
 
     def working(
-        self, registry_url: str = "", resolve_writes: bool = True, run_id: str | None = None
+        self,
+        registry_url: str = "",
+        resolve_writes: bool = True,
+        run_id: str | None = None,
+        **job: Any,
     ) -> dict[str, Any]:
-        return resolve(self.cfg, self.context(registry_url, run_id, resolve_writes))
+        return resolve(self.cfg, self.context(registry_url, run_id, resolve_writes, **job))
+
+    def job_working(self, registry_url: str, job_dir: Path, token: str) -> dict[str, Any]:
+        """The working config of a job about to run: every input must be here."""
+        return self.working(
+            registry_url,
+            job_dir=str(job_dir),
+            local_token=token,
+            require_inputs=True,
+        )
 
     @cached_property
     def registers(self) -> list[dict[str, Any]]:
@@ -173,11 +203,8 @@ class Plan:
     def reads(self) -> list[ReadItem]:
         """Reads to pull: those not satisfied by a register item of the same config."""
         meta = self.cfg.data.get("run_metadata") or {}
-        default_ns = (
-            meta.get("default_input_namespace")
-            or meta.get("default_output_namespace")
-            or self.project.user.namespace
-        )
+        user = self.project.user
+        default_ns = meta.get("default_input_namespace") or (user.input_namespace or user.namespace)
         registered = {
             (r.get("namespace_name"), r.get("external_object") or r.get("data_product"))
             for r in self.registers
@@ -190,8 +217,8 @@ class Plan:
             namespace = use.get("namespace") or default_ns
             if not namespace:
                 raise ConfigError(
-                    f"{self.cfg.file}: read[{i}]: no namespace: set use.namespace "
-                    "or run_metadata.default_input_namespace"
+                    f"{self.cfg.file}: read[{i}]: no namespace: set use.namespace or "
+                    "run_metadata.default_input_namespace, or run `fdp init --namespace NS`"
                 )
             name = self._expand(str(use.get("data_product") or item["data_product"]), i)
             namespace = self._expand(str(namespace), i)
@@ -200,7 +227,9 @@ class Plan:
             version = use.get("version") or meta.get("default_read_version")
             if version and not incrementer(version):
                 version = self._expand(str(version), i)
-            items.append(ReadItem(namespace, name, str(version) if version else None, i))
+            path = ("read", i, "use", "version") if "version" in use else ("read", i)
+            key = format_path(self.cfg.original(path))
+            items.append(ReadItem(namespace, name, str(version) if version else None, i, key))
         return items
 
     @cached_property
@@ -222,6 +251,19 @@ class Plan:
             return self._templater.substitute(text)
         except TemplateError as exc:
             raise ConfigError(f"{self.cfg.file}: read[{index}]: {exc}") from None
+
+    @cached_property
+    def local_repo(self) -> Path:
+        """Where the script runs: run_metadata.local_repo, else the root of the git
+        repository holding the config, else the config's folder."""
+        meta = self.cfg.data.get("run_metadata") or {}
+        if "local_repo" in meta:
+            try:
+                working = self.working(resolve_writes=False, symbolic=True)
+                return Path(working["run_metadata"]["local_repo"])
+            except ConfigError:
+                pass
+        return git_root(self.cfg.dir) or self.cfg.dir
 
     @property
     def has_script(self) -> bool:
@@ -252,7 +294,8 @@ class Plan:
 
     def run_inputs(self) -> dict[str, Any]:
         """What the run's outputs depend on: script files, inputs by hash, writes, metadata."""
-        working = self.working(resolve_writes=False, run_id="RUN_ID")
+        # the job directory and token stay symbols: a new job is not a change
+        working = self.working(resolve_writes=False, run_id="RUN_ID", symbolic=True)
         meta = dict(working["run_metadata"])
         for volatile in ("local_data_registry_url", "latest_commit"):
             meta.pop(volatile, None)
@@ -269,9 +312,10 @@ class Plan:
             )
             found = queries.locate_ref(self.store, ref)
             inputs[str(ref)] = found.hash if found else None
+        # a pinned version is part of what is asked; an incrementer stays as written
         writes = [
             {k: v for k, v in item.items() if k != "use"}
-            | {"namespace": (item.get("use") or {}).get("namespace")}
+            | {k: (item.get("use") or {}).get(k) for k in ("namespace", "version", "component")}
             for item in working.get("write") or []
         ]
         return json.loads(
@@ -323,10 +367,10 @@ class Plan:
                 url = str(meta["remote_data_registry_url"])
                 if "://" not in url and not Path(url).is_absolute():
                     url = str((self.cfg.dir / url).resolve())
-                remote = open_remote("origin", url)
+                remote = open_remote("origin", url, readonly=self.readonly)
             else:
                 spec = self.project.remote(name)
-                remote = open_remote(spec.name, spec.url, spec.token())
+                remote = open_remote(spec.name, spec.url, spec.token(), readonly=self.readonly)
             remote.registry = CachedRegistry(remote.registry)
             self._remotes[name] = remote
         return self._remotes[name]
@@ -337,11 +381,24 @@ class Plan:
             self._pullers[remote.url] = Puller(remote, self.store, self.data)
         return self._pullers[remote.url]
 
+    def pusher(self, remote: Remote) -> Pusher:
+        """One Pusher per remote and command, so a closure shared by many products is sent
+        once, and what the remote said (it cannot take files, say) is remembered."""
+        if remote.url not in self._pushers:
+
+            def listed(other: queries.ProductRef) -> Record | None:
+                return self.remote_products(remote, str(other.namespace)).get(
+                    (other.name, other.version)
+                )
+
+            self._pushers[remote.url] = Pusher(self.store, self.data, remote, lookup=listed)
+        return self._pushers[remote.url]
+
     def remote_newest(self, remote: Remote, item: ReadItem) -> dict[str, str]:
         """The newest version on the remote of every product name an unpinned read matches."""
         versions: dict[str, list[str]] = {}
         for name, version in self.remote_products(remote, item.namespace):
-            if fnmatch.fnmatchcase(name, item.name):
+            if name == item.name or glob_matches(item.name, name):
                 versions.setdefault(name, []).append(version)
         return {name: str(latest(found)) for name, found in sorted(versions.items())}
 

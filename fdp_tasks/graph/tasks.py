@@ -24,13 +24,13 @@ from typing import Any
 from doit import create_after
 from doit.tools import config_changed
 
-from fdp_tasks.errors import FdpError
+from fdp_tasks.errors import FdpError, OutOfSync
 from fdp_tasks.graph.plan import Plan, ReadItem
-from fdp_tasks.job import past_runs, run_job
+from fdp_tasks.graph.report import FdpReporter
+from fdp_tasks.job import past_runs, refuse_dirty, run_job
 from fdp_tasks.register import item_label, register_item, registered_product
 from fdp_tasks.registry import queries
-from fdp_tasks.registry.base import Record
-from fdp_tasks.sync import Pusher
+from fdp_tasks.sync import NonCanonicalName
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +79,23 @@ def register_tasks(plan: Plan) -> Iterator[Task]:
 
 # ------------------------------------------------------------------------ pull
 def _pull_one(plan: Plan, item: ReadItem) -> None:
-    remote = plan.remote()
+    plan.project.ensure_identity()
+    try:
+        remote = plan.remote()
+    except FdpError as exc:
+        raise FdpError(
+            f"{plan.cfg.file}: {item.key}: {item.label} is not in the local registry, and "
+            f"there is no remote to pull it from: {exc}"
+        ) from None
     listing = plan.remote_products(remote, item.namespace)
     if item.pinned:
         wanted = [queries.ProductRef(item.namespace, item.name, item.version)]
     else:
         newest = plan.remote_newest(remote, item)
         if not newest:
-            raise FdpError(f"{item.label} matches nothing on remote {remote.name}")
+            raise FdpError(
+                f"{plan.cfg.file}: {item.key}: {item.label} matches nothing on remote {remote.name}"
+            )
         wanted = [queries.ProductRef(item.namespace, n, v) for n, v in newest.items()]
     fetched = 0
     for ref in wanted:
@@ -94,8 +103,16 @@ def _pull_one(plan: Plan, item: ReadItem) -> None:
             continue  # already here: asking the remote was only about newer versions
         product = listing.get((ref.name, ref.version))
         if product is None:
-            raise FdpError(f"{ref} is not on remote {remote.name} ({remote.url})")
-        found = plan.puller(remote).pull(ref, product)
+            raise FdpError(
+                f"{plan.cfg.file}: {item.key}: {ref} is not on remote {remote.name} ({remote.url})"
+            )
+        try:
+            found = plan.puller(remote).pull(ref, product)
+        except NonCanonicalName as exc:
+            if item.pinned:
+                raise
+            log.warning("warning: %s", exc)  # a glob matched it: go on with the rest
+            continue
         fetched += 1
         print(f"pulled {ref} (SHA-1 {found.hash[:12]})")
     if not fetched:
@@ -130,7 +147,7 @@ def _outputs_intact(plan: Plan) -> Any:
     return check
 
 
-def run_task(plan: Plan, force: bool = False) -> Task:
+def run_task(plan: Plan, force: bool = False, dirty: bool = False) -> Task:
     parts = plan.run_inputs() if plan.has_script else {}
     signature = plan.run_signature(parts) if plan.has_script else None
 
@@ -139,8 +156,9 @@ def run_task(plan: Plan, force: bool = False) -> Task:
             return run_job(
                 plan.project,
                 plan.runs_log,
-                lambda url: plan.working(registry_url=url),
+                plan.job_working,
                 {"signature": signature, "depends_on": parts},
+                allow_dirty=dirty,
             )
         except FdpError as exc:
             return _fail(str(exc))
@@ -181,8 +199,10 @@ class PushLedger:
     noticed.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, readonly: bool = False):
+        """`readonly`: remember nothing new (for commands that only look)."""
         self.path = path
+        self.readonly = readonly
         self.entries: dict[tuple[str, str], str] = {}
         if path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
@@ -196,7 +216,7 @@ class PushLedger:
         return self.entries.get((remote, ref))
 
     def record(self, remote: str, ref: str, sha1: str) -> None:
-        if self.entries.get((remote, ref)) == sha1:
+        if self.entries.get((remote, ref)) == sha1 or self.readonly:
             return
         self.entries[(remote, ref)] = sha1
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,14 +239,31 @@ def on_remote(plan: Plan, found: queries.Located, ledger: PushLedger) -> bool:
     return True
 
 
-def push_tasks(plan: Plan) -> Iterator[Task]:
+def preflight_push(plan: Plan, dirty: bool = False) -> None:
+    """What would fail every item, found once before any item is sent: uncommitted changes
+    (as the reference, no push from a dirty tree), a remote that cannot be reached, or one
+    that cannot take files. A conflict of one item is that item's own failure."""
+    if plan.push_checked:
+        return
+    refuse_dirty(plan.local_repo, dirty)
+    ledger = PushLedger(plan.state_dir / "pushed.jsonl")
+    todo = [found for found in pushable(plan) if not on_remote(plan, found, ledger)]
+    if todo:
+        plan.project.ensure_identity()
+        try:
+            plan.pusher(plan.remote()).preflight(todo[0].product["id"])
+        except OutOfSync:
+            pass
+    plan.push_checked = True
+
+
+def push_tasks(plan: Plan, dirty: bool = False) -> Iterator[Task]:
     yield {
         "basename": "push",
         "name": None,
         "doc": "copy the run's outputs and their provenance to the remote",
     }
     ledger = PushLedger(plan.state_dir / "pushed.jsonl")
-    pushers: dict[str, Pusher] = {}
     broken: list[str] = []  # why the remote cannot be used: every item fails fast with it
 
     def pushed_already(found: queries.Located) -> bool:
@@ -241,16 +278,14 @@ def push_tasks(plan: Plan) -> Iterator[Task]:
     def push(found: queries.Located) -> None:
         if broken:
             raise FdpError(broken[0])
+        try:
+            preflight_push(plan, dirty)
+        except FdpError as exc:
+            broken.append(str(exc))
+            raise
         remote = plan.remote()
         ref = found.ref
-
-        def listed(other: queries.ProductRef) -> Record | None:
-            return plan.remote_products(remote, other.namespace).get((other.name, other.version))
-
-        if remote.url not in pushers:
-            pushers[remote.url] = Pusher(plan.store, plan.data, remote, lookup=listed)
-        pusher = pushers[remote.url]
-        pushed = pusher.push_product(found.product["id"])
+        pushed = plan.pusher(remote).push_product(found.product["id"])
         for other, record in pushed:
             plan.remote_products(remote, other.namespace)[(other.name, other.version)] = record
         more = len(pushed) - 1
@@ -272,10 +307,21 @@ def push_tasks(plan: Plan) -> Iterator[Task]:
 
 # ----------------------------------------------------------------- the module
 def dodo_namespace(
-    config_path: str, refresh: bool = False, remote: str | None = None, force: bool = False
+    config_path: str,
+    refresh: bool = False,
+    remote: str | None = None,
+    force: bool = False,
+    dirty: bool = False,
 ) -> dict[str, Any]:
-    """Everything a dodo.py needs: DOIT_CONFIG and the task generators for one config."""
+    """Everything a dodo.py needs: DOIT_CONFIG and the task generators for one config.
+
+    `dirty` lets the job run, and push send, from a repository with uncommitted changes
+    (the run is then recorded as dirty)."""
     plan = Plan(config_path, remote_name=remote)
+    # Resolved now, so that a config problem ends the command with one line, not in a
+    # task generator's traceback.
+    plan.registers  # noqa: B018
+    plan.reads  # noqa: B018
 
     def task_register() -> Iterator[Task]:
         yield from register_tasks(plan)
@@ -285,11 +331,11 @@ def dodo_namespace(
 
     @create_after(executed="pull", creates=["job"])
     def task_job() -> Task:
-        return run_task(plan, force)
+        return run_task(plan, force, dirty)
 
     @create_after()  # only when asked for: pushing never runs anything first
     def task_push() -> Iterator[Task]:
-        yield from push_tasks(plan)
+        yield from push_tasks(plan, dirty)
 
     plan.state_dir.mkdir(parents=True, exist_ok=True)
     return {
@@ -298,6 +344,7 @@ def dodo_namespace(
             "dep_file": str(plan.state_dir / "doit.db"),
             "backend": "sqlite3",
             "verbosity": 2,
+            "reporter": FdpReporter,
         },
         "task_register": task_register,
         "task_pull": task_pull,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import requests
 
@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 API_VERSION = "1.0.0"
 IDEMPOTENT = {"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}
 RETRY_STATUS = {500, 502, 503, 504}
+REDIRECTS = (301, 302, 303, 307, 308)
+# How a registry says it cannot take files: the upstream without object storage answers 500
+# ('Settings' object has no attribute 'BUCKETS'), one without the endpoint 404 or 405.
+NO_FILE_STORAGE = (404, 405, 500, 501)
 # Small enough that a dropped connection loses little (a short read loses its whole chunk).
 DOWNLOAD_CHUNK = 64 * 1024
 DROPPED = (
@@ -81,6 +85,10 @@ def _detail(resp: requests.Response) -> str:
     if isinstance(body, dict) and set(body) == {"detail"}:
         return str(body["detail"])
     return str(body)[:500]
+
+
+class NoFileStorage(RegistryError):
+    """The registry cannot take files: pushing anything public to it is pointless."""
 
 
 class HttpRegistry:
@@ -141,16 +149,18 @@ class HttpRegistry:
         ok: tuple[int, ...] = (200,),
         expected: tuple[int, ...] = (),
         body_factory: Callable[[], Any] | None = None,
+        idempotent: bool | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         """One HTTP call with retries; a status in `ok` or `expected` is returned, others raise.
 
         Retried: connection errors always (a POST from sync carries a client-made uuid,
-        so a repeat gets a 409); timeouts and 500/502/503/504 only for idempotent methods.
+        so a repeat gets a 409); timeouts and 500/502/503/504 only for idempotent methods
+        (`idempotent` overrides what the method says), and never a status in `expected`.
         """
         path = urlsplit(url).path
         headers = {**self._auth(url), **kwargs.pop("headers", {})}
-        idempotent = method in IDEMPOTENT
+        idempotent = method in IDEMPOTENT if idempotent is None else idempotent
         last: Exception | None = None
         resp: requests.Response | None = None
         for attempt in range(self.retries):
@@ -175,7 +185,8 @@ class HttpRegistry:
                 data = kwargs.get("data")
                 if body_factory is not None and hasattr(data, "close"):
                     data.close()
-            if resp.status_code in RETRY_STATUS and idempotent and attempt + 1 < self.retries:
+            retry = resp.status_code in RETRY_STATUS and resp.status_code not in expected
+            if retry and idempotent and attempt + 1 < self.retries:
                 log.debug("%s %s answered %s, retrying", method, path, resp.status_code)
                 resp.close()
                 continue
@@ -407,34 +418,101 @@ class HttpRegistry:
         """The username the token belongs to; checks a token before a long push."""
         return str(self._get_json(f"{self.api_url}username/")["username"])
 
+    def data_root(self) -> str:
+        """The storage root of files uploaded to this registry: its site's `data/`.
+
+        The upstream registry serves them from there (`GET <base>/data/<sha1>` redirects to
+        its object store) and its set-up creates that storage root; the reference CLI looks
+        it up the same way.
+        """
+        return urljoin(self.api_url, "../data/")
+
     def upload_blob(self, path: Path, sha1: str) -> dict[str, Any]:
-        """Ask for a presigned URL, then stream the file there (unless already stored)."""
-        resp = self.request("POST", f"{self.api_url}data/{sha1}", ok=(200, 201))
-        info = resp.json()
-        if info.get("exists"):
+        """Put a file into the registry's file storage, unless it already holds it.
+
+        Our server answers the upload request with `{url, storage_root, path, exists}`; the
+        upstream registry with only `{url}` (a presigned PUT on its object store), or 409 when
+        it already holds the file, and leaves it to the client to record the file under
+        `data_root()` with path = SHA-1. Returns `{storage_root, path, exists, uploaded}`.
+        Raises NoFileStorage when the registry cannot take files at all.
+        """
+        where = f"{self.api_url}data/{sha1}"
+        # Asking for an upload URL changes nothing, so it is retried like a read.
+        resp = self.request(
+            "POST", where, ok=(200, 201), expected=(409, *NO_FILE_STORAGE), idempotent=True
+        )
+        if resp.status_code in NO_FILE_STORAGE:
+            reason = _one_line(resp)
+            raise NoFileStorage(
+                f"the registry at {self.api_url} has no file storage: it cannot take files "
+                f"(POST {urlsplit(where).path[: -len(sha1)]}<sha1> answered "
+                f"{resp.status_code}{': ' + reason if reason else ''}); push to a registry "
+                "with object storage, or write the outputs with public: false to push their "
+                "records only"
+            )
+        stored = resp.status_code == 409
+        info: dict[str, Any] = {"storage_root": self.data_root(), "path": sha1, "exists": stored}
+        if not stored:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = None
+            if not isinstance(body, dict) or not body.get("url"):
+                raise RegistryError(f"POST {urlsplit(where).path}: no upload URL in the answer")
+            info.update({k: v for k, v in body.items() if v is not None})
+        if info["exists"]:
             return info
+        size = path.stat().st_size
+        # An object store signs exactly what its URL allows: no content type of our own, and
+        # an empty file as no bytes (an empty stream would go chunked, without a length).
+        ours = self._origin_of(info["url"]) == self._origin
         self.request(
             "PUT",
             info["url"],
             ok=(200, 201, 204),
-            body_factory=lambda: open(path, "rb"),
-            headers={"Content-Type": "application/octet-stream"},
+            body_factory=lambda: open(path, "rb") if size else b"",
+            headers={"Content-Type": "application/octet-stream"} if ours else {},
         )
         info["uploaded"] = True
         return info
 
     def download(self, url: str) -> Iterator[bytes]:
-        """Stream a file's bytes; a dropped connection resumes with a Range request."""
+        """Stream a file's bytes; a dropped connection resumes with a Range request.
+
+        Redirects (the upstream sends `<base>/data/<sha1>` to a presigned URL on its object
+        store) are followed here, so the token goes only to the registry; a resumed download
+        asks the redirect's target again, or the registry once more if the target refuses.
+        """
         done = 0
         path = urlsplit(url).path
         failures = 0
+        target = url
+        hops = 0
         while True:
             headers = {"Accept": "*/*"}
             if done:
                 headers["Range"] = f"bytes={done}-"
+            refused = (401, 403) if target != url else ()
             resp = self.request(
-                "GET", url, ok=(200, 206), expected=(416,), headers=headers, stream=True
+                "GET",
+                target,
+                ok=(200, 206),
+                expected=(416, *REDIRECTS, *refused),
+                headers=headers,
+                stream=True,
+                allow_redirects=False,
             )
+            if resp.status_code in REDIRECTS or resp.status_code in refused:
+                resp.close()
+                hops += 1
+                if hops > 10:
+                    raise RegistryError(f"GET {path}: redirected or refused too often")
+                location = resp.headers.get("Location")
+                if resp.status_code in refused or not location:
+                    target = url  # an expired presigned URL: ask the registry again
+                else:
+                    target = urljoin(target, location)
+                continue
             if resp.status_code == 416:
                 resp.close()
                 return  # nothing left after `done` bytes
@@ -458,6 +536,12 @@ class HttpRegistry:
                 time.sleep(self.backoff * 2 ** (failures - 1))
             finally:
                 resp.close()
+
+
+def _one_line(resp: requests.Response, limit: int = 120) -> str:
+    """The answer's text when it is one short line (not an error page), else nothing."""
+    text = _detail(resp)
+    return text if text and "\n" not in text and "<" not in text and len(text) <= limit else ""
 
 
 def _same(a: Any, b: Any) -> bool:

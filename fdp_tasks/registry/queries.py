@@ -5,8 +5,11 @@ They work the same on the local SQL store and on a remote HTTP registry.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
 
 from fdp_tasks.registry.base import Record, Registry
 
@@ -157,9 +160,28 @@ def whole_object_component(registry: Registry, object_record: Record) -> int:
     )[0]["id"]
 
 
-def file_type_id(registry: Registry, extension: str) -> int:
-    """The file_type for an extension, created with the extension as its name if missing."""
-    rows = registry.find("file_type", {"extension": extension}, limit=1)
+@lru_cache(maxsize=1)
+def reference_file_types() -> dict[str, str]:
+    """Extension -> name of the file types the reference CLI seeds into a new registry."""
+    text = resources.files("fdp_tasks").joinpath("data/file_formats.json").read_text("utf-8")
+    return dict(json.loads(text))
+
+
+def file_type_name(extension: str) -> str:
+    """The name the reference gives a file type: from its list, else the extension itself."""
+    return reference_file_types().get(extension, extension)
+
+
+def file_type_id(registry: Registry, extension: str, name: str | None = None) -> int:
+    """The file_type for an extension: an existing one of that extension, else a new one.
+
+    A registry shared with the reference CLI then holds one file type per extension, whoever
+    made it. Of several existing ones, the one named `name` (default: the reference name)
+    wins, then the oldest. A new one takes `name`, else the reference name.
+    """
+    wanted = name or file_type_name(extension)
+    rows = registry.find("file_type", {"extension": extension})
     if rows:
-        return rows[0]["id"]
-    return registry.get_or_create("file_type", {"name": extension, "extension": extension})[0]["id"]
+        named = [r for r in rows if r["name"] == wanted]
+        return min(named or rows, key=lambda r: r["id"])["id"]
+    return registry.get_or_create("file_type", {"name": wanted, "extension": extension})[0]["id"]

@@ -43,6 +43,9 @@ class RecordType:
     unique: tuple[tuple[str, ...], ...] = ()
     glob: frozenset[str] = frozenset()
     reverse: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Reverse relations that grow with the registry (every file of a storage root): the
+    # store lists them only when asked (the server's answers), never for its own look-ups.
+    lazy: frozenset[str] = frozenset()
     writable: frozenset[str] = frozenset()
     private: bool = False
     sync: bool = True
@@ -81,6 +84,7 @@ class RegistrySchema:
                 unique=tuple(tuple(k) for k in spec.get("unique", [])),
                 glob=frozenset(spec.get("glob", [])),
                 reverse={k: (v[0], v[1]) for k, v in spec.get("reverse", {}).items()},
+                lazy=frozenset(spec.get("lazy_reverse", [])),
                 writable=frozenset(spec.get("writable", [])),
                 private=spec.get("private", False),
                 sync=spec.get("sync", True),

@@ -349,10 +349,16 @@ class RegistryApp:
         try:
             if not post and direction == "b":
                 count = self.store.count(rtype.name, filters)
-                rows = self.store.find(rtype.name, filters, limit=size + 1, before_id=mark)
+                rows = self.store.find(
+                    rtype.name, filters, limit=size + 1, before_id=mark, full=True
+                )
                 page, older, newer = rows[:size], len(rows) > size, mark is not None
             else:
-                rows = [r for r in self.store.find(rtype.name, filters) if all(p(r) for p in post)]
+                rows = [
+                    r
+                    for r in self.store.find(rtype.name, filters, full=True)
+                    if all(p(r) for p in post)
+                ]
                 count = len(rows)
                 if direction == "b":
                     rest = [r for r in rows if mark is None or r["id"] < mark]
@@ -437,7 +443,7 @@ class RegistryApp:
 
     def fetch(self, rtype: RecordType, record_id: int) -> Record:
         try:
-            return self.store.get(rtype.name, record_id)
+            return self.store.get(rtype.name, record_id, full=True)
         except NotFound:
             raise ApiError(404, {"detail": "Not found."}) from None
 
@@ -448,7 +454,12 @@ class RegistryApp:
             raise ApiError(400, {"detail": f"JSON parse error - {exc}"}) from None
 
     def options(self, rtype: RecordType, detail: bool) -> flask.Response:
-        """DRF-style metadata, so clients that ask OPTIONS for writable fields keep working."""
+        """DRF-style metadata, so clients that ask OPTIONS for writable fields keep working.
+
+        `filter_fields` names the query parameters a listing of this type accepts, as the
+        reference registry's do: the reference CLI looks a record up after a 409 with those
+        of the posted fields, and without them takes the newest record of the type.
+        """
         fields: dict[str, Any] = {
             "url": {"type": "field", "required": False, "read_only": True, "label": "Url"},
         }
@@ -481,6 +492,7 @@ class RegistryApp:
             "renders": ["application/json"],
             "parses": ["application/json"],
             "actions": actions,
+            "filter_fields": list(rtype.fields),
         }
         return _json(body, headers={"Allow": ", ".join(methods)})
 

@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from fdp_tasks.names import namespace_problem, product_name_problem
 from fdp_tasks.registry.base import (
     InvalidRecord,
     NotFound,
@@ -52,6 +53,22 @@ def database_url(location: str | Path) -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
+
+
+# Names become data-store folders and registry keys: every registry holds them canonical.
+_NAME_RULES = {
+    ("data_product", "name"): product_name_problem,
+    ("namespace", "name"): namespace_problem,
+}
+
+
+def _check_name(rtype: RecordType, clean: dict[str, Any]) -> None:
+    """Refuse a data product or namespace name that is not canonical (see names.py)."""
+    for (type_name, field_name), rule in _NAME_RULES.items():
+        if rtype.name == type_name and clean.get(field_name) is not None:
+            problem = rule(clean[field_name])
+            if problem:
+                raise InvalidRecord(f"{type_name}.{field_name}: {problem}")
 
 
 def _column(field_name: str, kind: str) -> str:
@@ -191,8 +208,9 @@ class Store:
             raise NotFound("type", type_name)
         return self.schema[type_name]
 
-    def get(self, type_name: str, record_id: int) -> Record:
-        rows = self.find(type_name, {"id": record_id})
+    def get(self, type_name: str, record_id: int, full: bool = False) -> Record:
+        """One record; `full` adds the reverse relations that grow with the registry."""
+        rows = self.find(type_name, {"id": record_id}, full=full)
         if not rows:
             raise NotFound(type_name, f"id {record_id}")
         return rows[0]
@@ -250,8 +268,10 @@ class Store:
         limit: int | None = None,
         before_id: int | None = None,
         newest_first: bool = True,
+        full: bool = False,
     ) -> list[Record]:
-        """Records matching exact filters (globs on glob fields), newest first."""
+        """Records matching exact filters (globs on glob fields), newest first. `full` adds
+        the reverse relations that grow with the registry (a storage root's locations)."""
         rtype = self._type(type_name)
         table = self.tables[type_name]
         conds, post = self._where(rtype, filters or {})
@@ -267,7 +287,7 @@ class Store:
                 rows = [
                     r for r in rows if all(fnmatch.fnmatchcase(r[k] or "", pat) for k, pat in post)
                 ][:limit]
-            return self._records(conn, rtype, rows)
+            return self._records(conn, rtype, rows, full)
 
     def get_many(self, type_name: str, ids: list[int]) -> dict[int, Record]:
         """Records by id, a few hundred per query: listings without one query per record."""
@@ -296,12 +316,15 @@ class Store:
         rows = self.find(type_name, filters, limit=1)
         return rows[0] if rows else None
 
-    def _records(self, conn: Connection, rtype: RecordType, rows: list[dict]) -> list[Record]:
+    def _records(
+        self, conn: Connection, rtype: RecordType, rows: list[dict], full: bool = False
+    ) -> list[Record]:
         """Attach many-to-many and reverse relations with one query per relation, not per row."""
         if not rows:
             return []
         ids = [r["id"] for r in rows]
         extra: dict[str, dict[int, list[int]]] = {}
+        reverse = {k: v for k, v in rtype.reverse.items() if full or k not in rtype.lazy}
         for f in rtype.m2ms:
             link = self.links[(rtype.name, f.name)]
             got: dict[int, list[int]] = {}
@@ -314,7 +337,7 @@ class Store:
                 for owner, target in conn.execute(q):
                     got.setdefault(owner, []).append(target)
             extra[f.name] = got
-        for rname, (other, via) in rtype.reverse.items():
+        for rname, (other, via) in reverse.items():
             got = {}
             if self.schema[other].fields[via].is_m2m:
                 link = self.links[(other, via)]
@@ -342,7 +365,7 @@ class Store:
                     rec[f.name] = extra[f.name].get(row["id"], [])
                 else:
                     rec[f.name] = row[f.name]
-            for rname in rtype.reverse:
+            for rname in reverse:
                 rec[rname] = extra[rname].get(row["id"], [])
             rec["last_updated"] = row["last_updated"]
             rec["updated_by"] = row["updated_by_id"]
@@ -382,6 +405,7 @@ class Store:
                     raise InvalidRecord(f"{rtype.name}.{f.name}: {exc}") from exc
                 if clean[f.name] is None and f.kind == "uuid" and not partial:
                     clean[f.name] = str(uuidlib.uuid4())
+        _check_name(rtype, clean)
         return clean
 
     def _check_refs(self, conn: Connection, rtype: RecordType, clean: dict[str, Any]) -> None:
@@ -431,18 +455,21 @@ class Store:
                     new_id = conn.execute(
                         self.tables[type_name].insert().values(**values)
                     ).inserted_primary_key[0]
-            except sa.exc.IntegrityError:
-                # Lost a race with another writer between the check and the insert.
+            except sa.exc.IntegrityError as exc:
+                # Lost a race with another writer between the check and the insert, or the
+                # database refused the row for a reason of its own.
                 clash = self._clash(conn, rtype, clean)
-                existing = self.get(type_name, clash[1]) if clash else None
-                raise UniqueViolation(type_name, clash[0] if clash else (), existing) from None
+                if clash is None:
+                    reason = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
+                    raise InvalidRecord(f"{type_name}: the database refused it: {reason}") from None
+                raise UniqueViolation(type_name, clash[0], self.get(type_name, clash[1])) from None
             for f in rtype.m2ms:
                 clean[f.name] = self._set_links(conn, rtype, f.name, new_id, clean.get(f.name, []))
             # The new record as get() would show it, without reading it back.
             record: Record = {"id": new_id}
             for f in rtype.fields.values():
                 record[f.name] = clean.get(f.name, [] if f.is_m2m else None)
-            record.update({name: [] for name in rtype.reverse})
+            record.update({name: [] for name in rtype.reverse if name not in rtype.lazy})
             record["last_updated"] = values["last_updated"]
             record["updated_by"] = user_id
             if rtype.whole_object_component:
@@ -472,6 +499,55 @@ class Store:
                 [{"owner_id": owner, "target_id": t, "position": i} for i, t in enumerate(seen)],
             )
         return seen
+
+    def add_links(
+        self,
+        type_name: str,
+        record_id: int,
+        field_name: str,
+        targets: list[int],
+        user_id: int | None = None,
+    ) -> None:
+        """Append targets to a many-to-many field, keeping the links it has.
+
+        A PATCH replaces the whole list; adding one output at a time to a run that lists a
+        thousand would rewrite (and check) them all every time.
+        """
+        rtype = self._type(type_name)
+        field = rtype.fields.get(field_name)
+        if field is None or not field.is_m2m:
+            raise InvalidRecord(f"{type_name}.{field_name}: not a list of records")
+        link = self.links[(type_name, field_name)]
+        table = self.tables[type_name]
+        with self.transaction() as conn:
+            if conn.execute(sa.select(table.c.id).where(table.c.id == record_id)).scalar() is None:
+                raise NotFound(type_name, f"id {record_id}")
+            wanted = list(dict.fromkeys(_as_id(rtype, field_name, t) for t in targets))
+            mine = link.c.owner_id == record_id
+            have: set[int] = set()
+            for chunk in _chunks(wanted):
+                have.update(
+                    conn.execute(
+                        sa.select(link.c.target_id).where(mine, link.c.target_id.in_(chunk))
+                    ).scalars()
+                )
+            new = [t for t in wanted if t not in have]
+            if not new:
+                return
+            self._check_refs(conn, rtype, {field_name: new})
+            last = conn.execute(sa.select(sa.func.max(link.c.position)).where(mine)).scalar()
+            start = 0 if last is None else last + 1
+            conn.execute(
+                link.insert(),
+                [
+                    {"owner_id": record_id, "target_id": t, "position": start + i}
+                    for i, t in enumerate(new)
+                ],
+            )
+            values: dict[str, Any] = {"last_updated": _now()}
+            if user_id is not None:
+                values["updated_by_id"] = user_id
+            conn.execute(table.update().where(table.c.id == record_id).values(**values))
 
     def patch(
         self, type_name: str, record_id: int, data: dict[str, Any], user_id: int | None = None
@@ -558,6 +634,15 @@ class Store:
                     )
                 )
 
+    def revoke_token(self, token: str) -> None:
+        """Forget a token: requests carrying it are refused from now on."""
+        self.revoke_digest(_digest(token))
+
+    def revoke_digest(self, digest: str) -> None:
+        """Forget the token with this SHA-256 digest (the only form the store keeps)."""
+        with self.transaction() as conn:
+            conn.execute(self.tokens.delete().where(self.tokens.c.digest == digest))
+
     def user_for_token(self, token: str) -> Record | None:
         with self._reading() as conn:
             user_id = conn.execute(
@@ -579,8 +664,12 @@ def open_store(location: str | Path) -> Store:
         return _stores[url]
 
 
-def _digest(token: str) -> str:
+def token_digest(token: str) -> str:
+    """How the store keeps a token: its SHA-256, never the token itself."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+_digest = token_digest
 
 
 def _as_id(rtype: RecordType, name: str, value: Any) -> int:

@@ -22,12 +22,18 @@ def directory_of(url: str) -> Path:
 
 
 class DirectoryRemote(Remote):
-    def __init__(self, name: str, url: str):
+    def __init__(self, name: str, url: str, readonly: bool = False):
+        """`readonly`: for commands that only look; a remote that does not exist yet reads
+        as an empty one and is not created."""
         self.name = name
         self.path = directory_of(url).resolve()
         self.url = self.path.as_uri()
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.registry = open_store(f"sqlite:///{self.path / 'registry.db'}")
+        db = self.path / "registry.db"
+        if readonly and not db.is_file():
+            self.registry = open_store("sqlite://")
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.registry = open_store(f"sqlite:///{db}")
         self.data = DataStore(self.path / "data")
 
     def upload(self, source: Path, sha1: str, path_hint: str) -> tuple[str, str]:

@@ -1,0 +1,239 @@
+"""A pull copies what was asked: the products and the code run that made them, not the run's
+other outputs; counted in HTTP requests against a real registry server on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import WRITER_SCRIPT, Env
+from waitress.server import create_server
+
+from fdp_tasks.project import write_secret
+from fdp_tasks.registry.server import create_app, prepare_store
+from fdp_tasks.registry.store import Store
+
+
+class CountingRegistry:
+    """Our registry server behind a middleware that counts the requests reaching it."""
+
+    def __init__(self, base: Path):
+        base.mkdir(parents=True, exist_ok=True)
+        self.db = base / "registry.db"
+        self.store = Store(self.db)
+        self.token_file = base / "token"
+        write_secret(self.token_file, prepare_store(self.store))
+        self.requests: Counter[str] = Counter()
+        app = create_app(self.store, base / "blobs")
+
+        def counting(environ: dict[str, Any], start_response: Any) -> Any:
+            self.requests[f"{environ['REQUEST_METHOD']} {environ.get('PATH_INFO', '')}"] += 1
+            return app(environ, start_response)
+
+        self.server = create_server(counting, host="127.0.0.1", port=0, threads=4)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.effective_port}/api/"
+
+    def total(self) -> int:
+        return sum(self.requests.values())
+
+    def stop(self) -> None:
+        self.server.close()
+        self.store.close()
+
+
+@pytest.fixture
+def counting_registry(tmp_path: Path) -> Iterator[CountingRegistry]:
+    registry = CountingRegistry(tmp_path / "remote")
+    yield registry
+    registry.stop()
+
+
+def producer(
+    tmp_path: Path,
+    registry: CountingRegistry,
+    outputs: int,
+    namespace: str = "lab",
+    inputs: tuple[str, ...] = ("seed",),
+) -> Env:
+    """A project whose one run reads registered inputs and writes results/partNN, pushed."""
+    env = Env(tmp_path, f"producer-{namespace}")
+    for name in inputs:
+        env.file(f"raw/{name}.txt", f"{name} value\n")
+    env.file("model.py", WRITER_SCRIPT)
+    env.config(
+        {
+            "run_metadata": {
+                "description": f"writes {outputs}",
+                "default_input_namespace": namespace,
+                "default_output_namespace": namespace,
+                "script": "python3 ${{REPO_DIR}}/model.py",
+            },
+            "register": [
+                {
+                    "external_object": f"inputs/{name}",
+                    "namespace_name": namespace,
+                    "root": "${{REPO_DIR}}/raw/",
+                    "path": f"{name}.txt",
+                    "file_type": "txt",
+                    "version": "1.0.0",
+                    "title": name,
+                    "unique_name": f"{namespace}-{name}",
+                    "alternate_identifier_type": "local",
+                }
+                for name in inputs
+            ],
+            "write": [
+                {
+                    "data_product": f"results/part{i:02d}",
+                    "description": f"part {i}",
+                    "file_type": "csv",
+                }
+                for i in range(outputs)
+            ],
+        }
+    )
+    env.doit()
+    env.fdp("remote", "add", "origin", registry.api_url, "--token-file", str(registry.token_file))
+    env.fdp("push")
+    return env
+
+
+def consumer(tmp_path: Path, url: str, namespace: str, parts: range, name: str) -> Env:
+    env = Env(tmp_path, name)
+    reads(env, namespace, parts)
+    env.fdp("remote", "add", "origin", url)
+    return env
+
+
+def reads(env: Env, namespace: str, parts: range) -> None:
+    env.config(
+        {
+            "run_metadata": {"description": "reuse", "default_input_namespace": namespace},
+            "read": [{"data_product": f"results/part{i:02d}"} for i in parts],
+        }
+    )
+
+
+def local_counts(env: Env) -> dict[str, int]:
+    store = Store(env.home / "registry.db")
+    try:
+        return {t: store.count(t) for t in ("data_product", "object", "code_run")}
+    finally:
+        store.close()
+
+
+def run_uuid(env: Env) -> str:
+    return env.fdp("list", "runs").stdout.split()[0]
+
+
+def pull_counted(env: Env, registry: CountingRegistry) -> int:
+    registry.requests.clear()
+    env.fdp("pull")
+    return registry.total()
+
+
+def test_pulling_a_few_products_costs_the_same_whatever_else_the_run_wrote(
+    tmp_path: Path, counting_registry: CountingRegistry
+) -> None:
+    producer(tmp_path, counting_registry, outputs=6, namespace="small")
+    producer(tmp_path, counting_registry, outputs=40, namespace="big")
+    small = consumer(tmp_path, counting_registry.api_url, "small", range(3), "reader-small")
+    big = consumer(tmp_path, counting_registry.api_url, "big", range(3), "reader-big")
+
+    small_requests = pull_counted(small, counting_registry)
+    big_requests = pull_counted(big, counting_registry)
+    assert big_requests == small_requests, counting_registry.requests
+    assert big_requests < 40  # a few per product and a few per run, never one per sibling
+
+    # the 3 products, and the run with its config, script, code repo and input (records)
+    assert local_counts(big) == {"data_product": 4, "object": 7, "code_run": 1}
+    assert local_counts(small) == local_counts(big)
+    seed = big.data_store / "big/inputs/seed/1.0.0.txt"
+    assert not seed.exists()  # an input comes as records; its file stays on the remote
+    assert big.doit().executed == []
+
+
+def test_a_later_pull_adds_outputs_to_the_local_code_run(
+    tmp_path: Path, counting_registry: CountingRegistry
+) -> None:
+    made = producer(tmp_path, counting_registry, outputs=12)
+    run = run_uuid(made)
+    reader = consumer(tmp_path, counting_registry.api_url, "lab", range(3), "reader")
+    reader.fdp("pull")
+    info = json.loads(reader.fdp("info", run, "--json").stdout)
+    assert sorted(info["outputs"]) == [f"lab:results/part{i:02d}@0.0.1" for i in range(3)]
+    assert info["inputs"] == ["lab:inputs/seed@1.0.0"]
+    assert info["output_count"].startswith("3 here, 9 on remote origin only")
+
+    reads(reader, "lab", range(2, 7))
+    pulled = reader.fdp("pull")
+    assert pulled.stdout.count("pulled lab:results/") == 4  # part02 is here already
+    counting_registry.requests.clear()
+    shown = reader.fdp("info", run)
+    assert "7 here, 5 on remote origin only" in shown.stdout
+    assert counting_registry.total() == 1  # one look-up of the run, not one per output
+    info = json.loads(reader.fdp("info", run, "--json").stdout)
+    assert sorted(info["outputs"]) == [f"lab:results/part{i:02d}@0.0.1" for i in range(7)]
+    assert local_counts(reader)["code_run"] == 1
+
+    # without a remote nothing is said about one; a remote that does not answer gets a note
+    reader.fdp("remote", "remove", "origin")
+    alone = json.loads(reader.fdp("info", run, "--json").stdout)
+    assert alone["output_count"] == "7 here"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    reader.fdp("remote", "add", "origin", f"http://127.0.0.1:{port}/api/")
+    away = reader.fdp("info", run, "--json")
+    assert json.loads(away.stdout)["output_count"] == "7 here"
+    assert len(away.stderr.strip().splitlines()) == 1 and "origin" in away.stderr
+
+
+def misname_on_remote(db: Path, namespace: str, name: str) -> None:
+    """Give the remote's `lab:inputs/extra` another namespace and name behind its back, as a
+    tool writing the remote's database directly could: our registries refuse such names."""
+    with sqlite3.connect(db) as conn:
+        ns = conn.execute("SELECT id FROM namespace WHERE name = ?", (namespace,)).fetchone()
+        if ns is None:
+            ns = (
+                conn.execute(
+                    "INSERT INTO namespace (name, last_updated) VALUES (?, '2026-01-01')",
+                    (namespace,),
+                ).lastrowid,
+            )
+        changed = conn.execute(
+            "UPDATE data_product SET name = ?, namespace_id = ? WHERE name = 'inputs/extra'",
+            (name, ns[0]),
+        )
+        assert changed.rowcount == 1
+
+
+@pytest.mark.parametrize(
+    ("namespace", "name"),
+    [("lab", "inputs//extra"), ("lab", "inputs/./extra"), ("lab/odd", "inputs/extra")],
+)
+def test_an_input_with_a_non_canonical_name_is_skipped_with_one_warning(
+    tmp_path: Path, counting_registry: CountingRegistry, namespace: str, name: str
+) -> None:
+    made = producer(tmp_path, counting_registry, outputs=3, inputs=("seed", "extra"))
+    misname_on_remote(counting_registry.db, namespace, name)
+    reader = consumer(tmp_path, counting_registry.api_url, "lab", range(3), "reader")
+    pulled = reader.fdp("pull")
+    assert pulled.output.count("skipping ") == 1
+    assert f"skipping {namespace}:{name}@1.0.0 on remote origin" in pulled.output
+    info = json.loads(reader.fdp("info", run_uuid(made), "--json").stdout)
+    assert info["inputs"] == ["lab:inputs/seed@1.0.0"]
+    assert len(info["outputs"]) == 3
+    assert local_counts(reader)["data_product"] == 4

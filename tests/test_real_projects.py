@@ -1,0 +1,233 @@
+"""Existing FDP model repositories, run as their authors wrote them.
+
+A git repository with the config in a subfolder, a script called by a path from the
+repository root, a data-pipeline-api model that opens `<CONFIG_DIR>/config.yaml` itself,
+settings at the repository root, and the user's own namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from support import WRITER_SCRIPT, Env, git_commit_all
+
+from fdp_tasks.project import write_secret
+
+CONFIG = """\
+run_metadata:
+  description: SEIRS model of another group
+  default_input_namespace: PSU
+  script: |
+    python3 simpleModel/ext/run.py ${{CONFIG_DIR}}
+register:
+  - namespace: PSU
+    full_name: Pennsylvania State University
+    website: https://ror.org/04p491231
+  - external_object: SEIRS_model/parameters
+    namespace_name: PSU
+    root: ${{REPO_DIR}}/data/
+    path: static_params_SEIRS.csv
+    title: Static parameters of the model
+    description: Static parameters of the SEIRS model
+    identifier: https://doi.org/10.1038/s41592-020-0856-2
+    file_type: csv
+    release_date: 2021-09-20T12:00
+    version: "1.0.0"
+    primary: "false"
+write:
+  - data_product: model/output
+    description: SEIRS results
+    file_type: csv
+"""
+
+# As the FDP simple models do: the job directory comes as an argument, and the model opens
+# the working config and the script in it itself.
+MODEL = """\
+import os
+import sys
+
+import data_pipeline_api as pipeline
+
+job = sys.argv[1]
+config = os.path.join(job, "config.yaml")
+token = os.environ["FDP_LOCAL_TOKEN"]
+handle = pipeline.initialise(token, config, os.path.join(job, "script.sh"))
+params = pipeline.link_read(handle, "SEIRS_model/parameters")
+out = pipeline.link_write(handle, "model/output")
+with open(params) as src, open(out, "w") as dst:
+    dst.write(f"rows,{sum(1 for _ in src)}\\ncwd,{os.path.basename(os.getcwd())}\\n")
+pipeline.finalise(token, handle)
+"""
+
+
+def model_repository(env: Env) -> Path:
+    """A model repository as they are found: the config in simpleModel/ext/, committed."""
+    repo = env.project
+    (repo / "dodo.py").unlink()
+    env.file("simpleModel/ext/config.yaml", CONFIG)
+    env.file("simpleModel/ext/run.py", MODEL)
+    env.file("data/static_params_SEIRS.csv", "param,value\nbeta,0.21\ngamma,0.14\n")
+    env.file("README.md", "# simpleModel\n")
+    git_commit_all(repo)
+    return repo
+
+
+@pytest.fixture
+def remote(registry_server: Callable, tmp_path: Path) -> tuple[str, Path]:
+    live = registry_server("remote")
+    token_file = tmp_path / "remote.token"
+    write_secret(token_file, live.token)
+    return live.api_url, token_file
+
+
+def test_a_model_repository_runs_as_its_authors_wrote_it(
+    tmp_path: Path, remote: tuple[str, Path]
+) -> None:
+    pytest.importorskip("data_pipeline_api")
+    env = Env(tmp_path, "model-repo")
+    repo = model_repository(env)
+    ext = repo / "simpleModel" / "ext"
+    # set up from the config's folder: the settings go to the repository root, and nothing
+    # is written into someone's model but .fdp/ and a one-line dodo.py
+    env.run(*fdp_cmd("init", "--name", "Alice", "--namespace", "alice"), cwd=ext)
+    assert (repo / ".fdp" / "settings.yaml").is_file()
+    assert not (ext / ".fdp").exists()
+    assert not (repo / "config.yaml").exists() and not (repo / "model.py").exists()
+    assert (repo / "dodo.py").is_file()
+    assert status_porcelain(repo) == ""  # no tracked file changed
+    url, token_file = remote
+    env.run(*fdp_cmd("remote", "add", "origin", url, "--token-file", str(token_file)), cwd=ext)
+    assert "origin" in yaml.safe_load((repo / ".fdp/settings.yaml").read_text())["remotes"]
+    assert not (ext / ".fdp").exists()
+
+    # pull from the repository root, run from the config's folder
+    pulled = env.fdp("pull", "simpleModel/ext/config.yaml")
+    assert "register:PSU:SEIRS_model/parameters@1.0.0" in pulled.executed
+    ran = env.run(*fdp_cmd("run", "config.yaml"), cwd=ext)
+    assert ran.executed == ["job"]
+    # the output is in the user's namespace, not the group's whose model it is
+    out = env.data_store / "alice" / "model" / "output"
+    (written,) = list(out.glob("*.csv"))
+    assert written.read_text() == "rows,3\ncwd,model-repo\n"  # the script ran at the root
+    info = json.loads(env.fdp("info", "alice:model/output@0.0.1", "--json").stdout)
+    assert info["sha1"] in written.name
+
+    # the same config through doit from the root: nothing to do
+    again = env.doit("config=simpleModel/ext/config.yaml")
+    assert again.executed == []
+    assert "job" in again.up_to_date
+    assert not (ext / ".fdp").exists()
+
+    # push from the root; the remote has it, in the user's namespace
+    pushed = env.fdp("push", "simpleModel/ext/config.yaml")
+    assert pushed.executed == ["push:alice:model/output@0.0.1"]
+    assert env.run(*fdp_cmd("push"), cwd=ext).executed == []
+    rows = {
+        r["task"]: r["state"]
+        for r in json.loads(env.fdp("status", "simpleModel/ext/config.yaml", "--json").stdout)
+    }
+    assert rows["job"] == "up-to-date"
+    assert rows["push:alice:model/output@0.0.1"] == "pushed"
+
+
+def test_configs_of_the_same_name_in_two_folders_never_share_state(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    env.file("model.py", WRITER_SCRIPT)
+    for folder in ("a", "b"):
+        env.config(
+            {
+                "run_metadata": {
+                    "description": folder,
+                    "default_output_namespace": "test",
+                    "script": "python3 model.py",
+                },
+                "write": [{"data_product": f"{folder}/out", "file_type": "csv"}],
+            },
+            name=f"{folder}/config.yaml",
+        )
+    git_commit_all(env.project)
+    env.fdp("init", "--namespace", "test")
+    git_commit_all(env.project, "dodo")
+    assert env.fdp("run", "a/config.yaml").executed == ["job"]
+    assert env.fdp("run", "b/config.yaml").executed == ["job"]
+    assert env.fdp("run", "a/config.yaml").executed == []
+    assert env.run(*fdp_cmd("run"), cwd=env.project / "b").executed == []
+    state = env.project / ".fdp" / "configs"
+    assert (state / "a" / "config.yaml" / "runs.jsonl").is_file()
+    assert (state / "b" / "config.yaml" / "runs.jsonl").is_file()
+
+
+def test_init_in_a_model_repository_writes_no_starter_files(tmp_path: Path) -> None:
+    env = Env(tmp_path, "someone-elses-model")
+    repo = model_repository(env)
+    (repo / "inst" / "extdata").mkdir(parents=True)
+    init = env.run(*fdp_cmd("init", "inst/extdata", "--namespace", "me"))
+    assert "simpleModel/ext/config.yaml" in init.stdout
+    assert sorted(p.name for p in repo.iterdir()) == [
+        ".fdp",
+        ".git",
+        "README.md",
+        "data",
+        "dodo.py",
+        "inst",
+        "simpleModel",
+    ]
+    assert status_porcelain(repo) == ""
+    # a new project, outside any repository, gets the starter files
+    fresh = tmp_path / "fresh"
+    env.run(*fdp_cmd("init", str(fresh), "--namespace", "me"))
+    assert {"config.yaml", "model.py", "dodo.py", ".gitignore"} <= {p.name for p in fresh.iterdir()}
+
+
+def test_a_dirty_tree_is_refused_unless_asked_and_recorded_as_dirty(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    env.file("model.py", WRITER_SCRIPT)
+    env.config(
+        {
+            "run_metadata": {
+                "description": "dirty",
+                "default_output_namespace": "test",
+                "script": "python3 model.py",
+            },
+            "write": [{"data_product": "out", "file_type": "csv"}],
+        }
+    )
+    git_commit_all(env.project)
+    head = git(env.project, "rev-parse", "HEAD")
+    env.file("model.py", WRITER_SCRIPT + "# an uncommitted change\n")
+    refused = env.fdp("run", check=False)
+    assert refused.returncode != 0
+    assert "uncommitted changes (model.py)" in refused.output and "--dirty" in refused.output
+    rows = json.loads(env.fdp("status", "--json").stdout)
+    assert [r["state"] for r in rows if r["task"] == "job"] == ["will-fail"]
+    assert env.fdp("run", "--dirty").executed == ["job"]
+    (job,) = (env.data_store / "jobs").iterdir()
+    working = yaml.safe_load((job / "config.yaml").read_text())
+    assert working["run_metadata"]["latest_commit"] == head + "-dirty"
+    product = json.loads(env.fdp("info", "test:out@0.0.1", "--json").stdout)
+    run = json.loads(env.fdp("info", product["made_by"][0], "--json").stdout)
+    assert f"/{head}-dirty " in run["code_repo"]  # the code repository names it
+    push = env.fdp("push", check=False)
+    assert push.returncode != 0 and "uncommitted changes" in push.output
+    assert push.output.count("uncommitted changes") == 1
+
+
+def fdp_cmd(*args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "fdp_tasks.cli.main", *args]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def status_porcelain(repo: Path) -> str:
+    return git(repo, "status", "--porcelain", "--untracked-files=no")
