@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from fdp_tasks.config.resolve import dirty_files, job_dir_for
+from fdp_tasks.config.resolve import dirty_files, job_dir_for, script_paths
 from fdp_tasks.errors import FdpError
 from fdp_tasks.project import Project
 
@@ -69,19 +69,21 @@ def local_registry_http(project: Project) -> Iterator[str]:
     if status and status.get("db") == project.registry_db:
         yield status["url"].rstrip("/") + "/api/"
         return
-    running = serve.start_in_thread(project.store(), project.server_dir / "blobs")
+    running = serve.start_in_thread(
+        project.store(), project.server_dir / "blobs", literal_names=True
+    )
     try:
         yield running.api_url
     finally:
         running.stop()
 
 
-def refuse_dirty(repo: Path, allow_dirty: bool) -> None:
-    """Uncommitted changes to tracked files would make the recorded commit a lie: refuse
-    them, unless the user accepts a run recorded as dirty."""
+def refuse_dirty(repo: Path, allow_dirty: bool, script: list[Path] | None = None) -> None:
+    """Uncommitted changes to tracked files, or a script git does not track, would make the
+    recorded commit a lie: refuse them, unless the user accepts a run recorded as dirty."""
     if allow_dirty:
         return
-    changed = dirty_files(repo)
+    changed = dirty_files(repo, script)
     if changed:
         shown = ", ".join(changed[:5]) + (
             f" and {len(changed) - 5} more" if len(changed) > 5 else ""
@@ -144,18 +146,20 @@ def run_job(
     working_for: WorkingFor,
     note: dict[str, Any] | None = None,
     allow_dirty: bool = False,
+    verify: Callable[[list[str]], None] | None = None,
 ) -> dict[str, Any]:
     """Resolve, run the script, and report the code runs it recorded.
 
     `working_for(registry_url, job_dir, token)` returns the working config for the job; it
     is called once the local registry is reachable. `note` is kept in the runs log entry.
+    `verify(code_runs)` may refuse what the script recorded (raising FdpError).
     """
     with project.job_token() as token, local_registry_http(project) as api_url:
         job = job_dir_for(project.data_store.root, datetime.now())
         working = working_for(api_url, job, token)
         meta = working["run_metadata"]
         repo = Path(meta.get("local_repo") or project.root)
-        refuse_dirty(repo, allow_dirty)
+        refuse_dirty(repo, allow_dirty, list(script_paths(meta).values()))
         job.mkdir(parents=True, exist_ok=False)
         script = write_script(job, meta)
         write_working_config(job / "config.yaml", working, script)
@@ -188,6 +192,8 @@ def run_job(
             "the script finished but recorded no code run: did it finalise its session? "
             f"(output in {job / 'job.log'})"
         )
+    if verify is not None:
+        verify(runs)  # before the runs log names them: what it names gets pushed
     record = {
         **(note or {}),
         "job": str(job),

@@ -346,6 +346,45 @@ class Project:
         return remotes[name]
 
 
+def fdp_configs(root: Path, limit: int = 2000) -> list[Path]:
+    """FAIR Data Pipeline configs under `root` (YAML files whose top level has run_metadata,
+    or read/write/register lists), skipping hidden and virtualenv folders."""
+    found = []
+    seen = 0
+    for path in sorted(root.rglob("*.y*ml")):
+        rel = path.relative_to(root).parts
+        if any(p.startswith(".") or p in ("node_modules", "venv", "__pycache__") for p in rel):
+            continue
+        seen += 1
+        if seen > limit:
+            break
+        try:
+            if path.stat().st_size > 1_000_000:
+                continue
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and (
+            isinstance(data.get("run_metadata"), dict)
+            or any(isinstance(data.get(k), list) for k in ("write", "register"))
+        ):
+            found.append(path)
+    return found
+
+
+def config_not_found(name: str, here: Path, example: str) -> FdpError:
+    """The error for a config that is not there, naming the project's configs if it has any
+    (`example` shows how to name one, e.g. "fdp run {}" with the path put in)."""
+    root = project_root(here)
+    found = [os.path.relpath(p, here) for p in fdp_configs(root, limit=500)[:5]]
+    if found:
+        return FdpError(
+            f"{name}: no such config file; this project's FDP configs: {', '.join(found)} "
+            f"(name one, e.g. `{example.format(found[0])}`)"
+        )
+    return FdpError(f"{name}: no such config file (create one with `fdp init`)")
+
+
 def _alive(pid_text: str) -> bool:
     """Whether the process with this id still runs (a token of a running job stays valid)."""
     try:

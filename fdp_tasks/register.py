@@ -54,7 +54,39 @@ def register_problem(local: Registry, store: DataStore, item: dict[str, Any]) ->
         return "its file is missing or modified in the data store"
     if not source_unchanged(item, found.hash):
         return "the source file changed: register it as a new version"
+    if not source_recorded(local, item, found.hash):
+        where = original_source(local, found)
+        return (
+            f"registered from another source ({where}): {item['root']}{item['path']} is "
+            "fetched to compare"
+        )
     return None
+
+
+def source_recorded(local: Registry, item: dict[str, Any], sha1: str | None) -> bool:
+    """Whether the item's own root + path is recorded as holding these bytes. The same name
+    and version registered from elsewhere (another project's config, say) is not the item
+    until its source has been fetched and found to hold the same bytes."""
+    roots = local.find("storage_root", {"root": item["root"]}, limit=1)
+    if not roots or not sha1:
+        return False
+    rows = local.find(
+        "storage_location",
+        {"storage_root": roots[0]["id"], "path": item["path"], "hash": sha1},
+        limit=1,
+    )
+    return bool(rows)
+
+
+def original_source(local: Registry, found: queries.Located) -> str:
+    """Where a registered product was fetched from, as root + path (or 'unknown')."""
+    for ext_id in found.product.get("external_object") or []:
+        store_id = local.get("external_object", ext_id).get("original_store")
+        if store_id:
+            location = local.get("storage_location", store_id)
+            root = local.get("storage_root", location["storage_root"])["root"]
+            return f"{root}{location['path']}"
+    return "unknown"
 
 
 def _missing_records(local: Registry, item: dict[str, Any], found: queries.Located) -> str | None:
@@ -135,9 +167,15 @@ def register_item(local: Registry, store: DataStore, item: dict[str, Any], autho
             rel, open_location(item["root"], item["path"]), expected_sha1=known
         )
     except IntegrityError as exc:
+        source = original_source(local, queries.locate(local, existing)) if existing else ""
+        here = f"{item['root']}{item['path']}"
+        if source in (here, "unknown"):
+            what = f"{here} now differs"
+        else:
+            what = f"{here} holds other bytes than {source}, where it came from"
         raise OutOfSync(
             f"{namespace}:{name}@{version} is already registered with SHA-1 {known}, but "
-            f"{item['root']}{item['path']} now differs ({exc}); register a new version"
+            f"{what} ({exc}); register it as a new version"
         ) from None
     try:
         with _transaction(local):

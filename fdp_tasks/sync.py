@@ -224,7 +224,8 @@ class Puller:
         """The local copy of an input component, with the data product records it belongs to.
 
         An input that is here already (registered or pulled with the same content) is linked
-        as it is; one that is not comes as records only, pointing at the remote's file.
+        as it is; one that is not comes as records only, pointing at the remote's file, with
+        the external object it was registered from.
         """
         key = ("object_component", component_id)
         if key in self.copier.ids:
@@ -245,6 +246,9 @@ class Puller:
             mine = queries.find_product(self.local, ref.namespace or "", ref.name, ref.version)
             if mine is None:
                 self.copier.copy("data_product", product_id)
+                # what the input was registered from (a DOI, say), as for a pulled product
+                for ext_id in product.get("external_object") or []:
+                    self.copier.copy("external_object", ext_id)
             elif queries.locate(self.local, mine).hash == _object_hash(src, obj["id"]):
                 self.copier.ids.setdefault(("object", obj["id"]), mine["object"])
                 self.copier.ids[("data_product", product_id)] = mine["id"]

@@ -70,10 +70,11 @@ class Env:
         return path
 
     def run(self, *argv: str, check: bool = True, cwd: Path | None = None) -> Result:
+        where = cwd or self.project
         proc = subprocess.run(
             list(argv),
-            cwd=cwd or self.project,
-            env=self.environ,
+            cwd=where,
+            env={**self.environ, "PWD": str(where)},  # as a shell sets it
             capture_output=True,
             text=True,
             timeout=300,

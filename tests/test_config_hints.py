@@ -1,5 +1,6 @@
-"""`fdp validate` on mistakes real configs make: single-brace placeholders of older configs,
-release dates built from a bad DATETIME format, and two write items for one output."""
+"""`fdp validate` on mistakes real configs make: single-brace placeholders of older configs and
+the ${NAME} and {{NAME}} typos of ${{NAME}}, release dates built from a bad DATETIME format, and
+two write items for one output."""
 
 from __future__ import annotations
 
@@ -127,13 +128,13 @@ def test_placeholder_in_an_inline_script_only_warns(env: Env) -> None:
     assert rc == 0
     assert out == ["config.yaml: ok"]
     assert err == [
-        "warning: config.yaml: run_metadata.script: {CONFIG_DIR} is passed to the shell as "
-        "written; did you mean ${{CONFIG_DIR}}?"
+        "warning: config.yaml: run_metadata.script: {CONFIG_DIR} and ${CONFIG_DIR} are passed "
+        "to the shell as written; did you mean ${{CONFIG_DIR}}?"
     ]
 
 
 def test_shell_braces_in_an_inline_script_are_quiet(env: Env) -> None:
-    script = "  script: echo ${HOME} ${DATE} $((1+2)) | awk '{print $1}' && f() { true; }\n"
+    script = "  script: echo ${HOME} ${PWD} $((1+2)) | awk '{print $1}' && f() { true; }\n"
     text = "run_metadata:\n  description: test\n" + script
     assert validate(env, text) == (0, ["config.yaml: ok"], [])
 
@@ -142,6 +143,106 @@ def test_unknown_brace_words_are_not_placeholders(env: Env) -> None:
     text = META + "write:\n  - data_product: out\n    file_type: csv\n"
     text += "    description: 'columns {x} and {SOMETHING}'\n"
     assert validate(env, text) == (0, ["config.yaml: ok"], [])
+
+
+# -- ${NAME} and {{NAME}}: one brace pair too few ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "form", ["${%s}", "{{%s}}", "{{ %s }}"], ids=["dollar", "double", "spaced"]
+)
+@pytest.mark.parametrize("name", VARIABLES + INCREMENTERS + ("DATETIME-%Y%m%d",))
+def test_typos_of_every_known_variable_in_values_are_errors(env: Env, name: str, form: str) -> None:
+    written = form % name
+    rc, out, err = validate(
+        env, META + f"read:\n  - data_product: x\n    description: a {written}\n"
+    )
+    assert rc == 2
+    assert out == []
+    assert err == [
+        f"config.yaml: read[0].description: {written.replace(' ', '')} is not a template "
+        f"variable; did you mean ${{{{{name}}}}}?"
+    ]
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        (
+            # YAML reads it as a mapping whose key is a mapping
+            "{{CONFIG_DIR}}",
+            "config.yaml:8:11: register[0].root: YAML reads {{CONFIG_DIR}} as a mapping, not a "
+            "template variable; did you mean ${{CONFIG_DIR}}?",
+        ),
+        (
+            "{{ REPO_DIR }}/data/",
+            "config.yaml:8:11: register[0].root: YAML reads {{REPO_DIR}} as the start of a "
+            "mapping, not a template variable; did you mean ${{REPO_DIR}}?",
+        ),
+        (
+            "${REPO_DIR}/data/",
+            "config.yaml: register[0].root: ${REPO_DIR} is not a template variable; did you mean "
+            "${{REPO_DIR}}?",
+        ),
+    ],
+    ids=["double-whole", "double-start", "dollar-start"],
+)
+def test_typos_at_the_start_of_a_value(env: Env, value: str, expected: str) -> None:
+    text = META + "register:\n" + OBJECT + f"    root: {value}\n    path: a.csv\n"
+    rc, _, err = validate(env, text)
+    assert rc == 2
+    assert err == [expected]
+
+
+def test_typos_name_the_key_path_the_user_wrote_once(env: Env) -> None:
+    # the deprecated version key, and a register item after an inline namespace that becomes
+    # an item of its own: each reported where the user wrote it, and only with its hint
+    text = (
+        META + "write:\n  - data_product: out\n    file_type: csv\n    version: ${MINOR}\n"
+        "register:\n" + OBJECT + "    namespace_name: ns\n    namespace_full_name: N\n"
+        "    root: https://example.org/\n    path: '{{SOURCE_CONFIG}}'\n"
+    )
+    rc, _, err = validate(env, text)
+    assert rc == 2
+    assert [line for line in err if not line.startswith("warning:")] == [
+        "config.yaml: register[0].path: {{SOURCE_CONFIG}} is not a template variable; did you "
+        "mean ${{SOURCE_CONFIG}}?",
+        "config.yaml: write[0].version: ${MINOR} is not a template variable; did you mean "
+        "${{MINOR}}?",
+    ]
+
+
+def test_all_three_typos_in_one_value(env: Env) -> None:
+    text = META + "write:\n  - data_product: out\n    file_type: csv\n"
+    text += "    description: '{USER}, ${USER} and {{DATE}} at ${{ DATE }}'\n"
+    rc, _, err = validate(env, text)
+    assert rc == 2
+    assert err == [
+        "config.yaml: write[0].description: {USER} and ${USER} and {{DATE}} are not template "
+        "variables; did you mean ${{USER}} and ${{DATE}}?"
+    ]
+
+
+def test_correct_variables_and_other_braces_are_quiet(env: Env) -> None:
+    text = META + "write:\n  - data_product: out\n    file_type: csv\n"
+    text += "    description: '${{DATE}} ${{ USER }} ${{DATETIME-%Y}} ${HOME} {{x}} ${PATCHES}'\n"
+    assert validate(env, text) == (0, ["config.yaml: ok"], [])
+
+
+def test_typos_in_an_inline_script_only_warn(env: Env) -> None:
+    script = (
+        "  script: |\n"
+        "    python3 ${{ CONFIG_DIR }}/model.py ${CONFIG_DIR}/config.yaml\n"
+        "    cat {{CONFIG_DIR}}/config.yaml ${HOME}/x | awk '{print}'\n"
+    )
+    text = "run_metadata:\n  description: test\n  default_output_namespace: ns\n" + script
+    rc, out, err = validate(env, text)
+    assert rc == 0
+    assert out == ["config.yaml: ok"]
+    assert err == [
+        "warning: config.yaml: run_metadata.script: ${CONFIG_DIR} and {{CONFIG_DIR}} are "
+        "passed to the shell as written; did you mean ${{CONFIG_DIR}}?"
+    ]
 
 
 # -- release dates made of DATETIME formats ---------------------------------------------------

@@ -389,7 +389,7 @@ def test_run_metadata_defaults_explicit(tmp_path):
         "shell": "python",
         "public": True,
         "local_repo": str(tmp_path),
-        "remote_repo": "",
+        "remote_repo": tmp_path.as_uri(),  # never blank: registries refuse that
         "latest_commit": "0" * 40,
         "api_version": "1.0.0",
     }
@@ -709,10 +709,11 @@ def test_no_git_repository_warns_once(tmp_path, caplog, no_git_above):
     cfg = config(tmp_path, "run_metadata:\n  script: echo hi\n")
     with caplog.at_level("WARNING"):
         meta = resolve(cfg, ctx(tmp_path))["run_metadata"]
-    assert meta["latest_commit"] == "0" * 40 and meta["remote_repo"] == ""
+    assert meta["latest_commit"] == "0" * 40 and meta["remote_repo"] == tmp_path.as_uri()
     assert provenance_warnings(caplog) == [
         f"warning: {cfg.path}: {tmp_path} is not a git repository: code runs will record no "
-        f'commit (latest_commit {"0" * 40}) and no remote repository (remote_repo "")'
+        f"commit (latest_commit {'0' * 40}) and the local repository {tmp_path.as_uri()} as "
+        "remote_repo"
     ]
     caplog.clear()
     with caplog.at_level("WARNING"):
@@ -747,8 +748,8 @@ def test_git_missing_warns(tmp_path, caplog, monkeypatch):
     assert meta["latest_commit"] == "0" * 40
     assert provenance_warnings(caplog) == [
         f"warning: {cfg.path}: git is not installed, so {tmp_path} cannot be inspected: code "
-        f"runs will record no commit (latest_commit {'0' * 40}) and no remote repository "
-        '(remote_repo "")'
+        f"runs will record no commit (latest_commit {'0' * 40}) and the local repository "
+        f"{tmp_path.as_uri()} as remote_repo"
     ]
 
 
@@ -782,7 +783,7 @@ def test_git_repository_without_remote_warns_about_the_remote_only(tmp_path, cap
     assert meta["latest_commit"] != "0" * 40
     assert provenance_warnings(caplog) == [
         f"warning: {cfg.path}: the git repository at {repo} has no remote 'origin': code runs "
-        'will record no remote repository (remote_repo "")'
+        f"will record the local repository {repo.as_uri()} as remote_repo"
     ]
     # With a remote, nothing to warn about.
     subprocess.run(run[:3] + ["remote", "add", "origin", "https://example.org/r.git"], check=True)

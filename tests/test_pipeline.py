@@ -269,7 +269,7 @@ def test_a_changed_source_of_a_registered_version_is_an_error(env: Env) -> None:
     result = env.doit(check=False)
     assert result.returncode != 0
     assert "test:inputs/a@1.0.0 is already registered" in result.output
-    assert "register a new version" in result.output
+    assert "register it as a new version" in result.output
     # nothing was overwritten: the registered file still has the registered bytes
     info = json.loads(env.fdp("info", "test:inputs/a@1.0.0", "--json").stdout)
     assert sha1(env.data_store / "test/inputs/a/1.0.0.csv") == info["sha1"]

@@ -66,8 +66,10 @@ def producer(
     outputs: int,
     namespace: str = "lab",
     inputs: tuple[str, ...] = ("seed",),
+    doi: str | None = None,
 ) -> Env:
-    """A project whose one run reads registered inputs and writes results/partNN, pushed."""
+    """A project whose one run reads registered inputs and writes results/partNN, pushed.
+    With `doi`, each input is registered with the identifier `<doi>/<name>`."""
     env = Env(tmp_path, f"producer-{namespace}")
     for name in inputs:
         env.file(f"raw/{name}.txt", f"{name} value\n")
@@ -89,8 +91,14 @@ def producer(
                     "file_type": "txt",
                     "version": "1.0.0",
                     "title": name,
-                    "unique_name": f"{namespace}-{name}",
-                    "alternate_identifier_type": "local",
+                    **(
+                        {"identifier": f"{doi}/{name}"}
+                        if doi
+                        else {
+                            "unique_name": f"{namespace}-{name}",
+                            "alternate_identifier_type": "local",
+                        }
+                    ),
                 }
                 for name in inputs
             ],
@@ -237,3 +245,23 @@ def test_an_input_with_a_non_canonical_name_is_skipped_with_one_warning(
     assert info["inputs"] == ["lab:inputs/seed@1.0.0"]
     assert len(info["outputs"]) == 3
     assert local_counts(reader)["data_product"] == 4
+
+
+def test_an_input_of_a_pulled_run_keeps_its_external_object(
+    tmp_path: Path, counting_registry: CountingRegistry
+) -> None:
+    doi = "https://doi.org/10.5281/zenodo.4242"
+    made = producer(tmp_path, counting_registry, outputs=2, doi=doi)
+    theirs = json.loads(made.fdp("info", "lab:inputs/seed@1.0.0", "--json").stdout)
+    reader = consumer(tmp_path, counting_registry.api_url, "lab", range(1), "reader")
+    reader.fdp("pull")
+
+    # only the output was asked for: the input came as the run's provenance, as records
+    assert not (reader.data_store / "lab/inputs/seed/1.0.0.txt").exists()
+    info = json.loads(reader.fdp("info", "lab:inputs/seed@1.0.0", "--json").stdout)
+    assert info["read_by"] == [run_uuid(made)]
+    assert info["external_object"]["identifier"] == f"{doi}/seed"
+    assert info["external_object"]["title"] == "seed"
+    assert info["external_object"] == theirs["external_object"]
+    shown = reader.fdp("info", "lab:inputs/seed@1.0.0").stdout
+    assert f"{doi}/seed" in shown

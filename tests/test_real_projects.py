@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -117,6 +118,9 @@ def test_a_model_repository_runs_as_its_authors_wrote_it(
     info = json.loads(env.fdp("info", "alice:model/output@0.0.1", "--json").stdout)
     assert info["sha1"] in written.name
 
+    # doit from the config's folder finds the dodo.py upward (-k) and the config from there
+    here = env.run(sys.executable, "-m", "doit", "-k", "config=config.yaml", cwd=ext)
+    assert here.executed == [] and "job" in here.up_to_date
     # the same config through doit from the root: nothing to do
     again = env.doit("config=simpleModel/ext/config.yaml")
     assert again.executed == []
@@ -218,8 +222,6 @@ def test_a_dirty_tree_is_refused_unless_asked_and_recorded_as_dirty(tmp_path: Pa
 
 
 def fdp_cmd(*args: str) -> list[str]:
-    import sys
-
     return [sys.executable, "-m", "fdp_tasks.cli.main", *args]
 
 
@@ -231,3 +233,185 @@ def git(repo: Path, *args: str) -> str:
 
 def status_porcelain(repo: Path) -> str:
     return git(repo, "status", "--porcelain", "--untracked-files=no")
+
+
+def test_a_name_registered_from_elsewhere_is_compared_not_taken(tmp_path: Path) -> None:
+    # Every SimpleModel repository registers PSU:SEIRS_model/parameters@1.0.0; two of them
+    # on one machine share the local registry.
+    first = Env(tmp_path, "first")
+    second = Env(tmp_path, "second")
+    second.home = first.home  # one user, one local registry
+    for env, content in ((first, "beta,0.21\n"), (second, "beta,0.21\n")):
+        env.file("data/params.csv", content)
+        env.config(register_only("${{REPO_DIR}}/data/"))
+    assert first.fdp("pull").executed == [
+        "register:namespace:PSU",
+        "register:PSU:SEIRS_model/parameters@1.0.0",
+    ]
+    status = json.loads(second.fdp("status", "--json").stdout)
+    row = next(r for r in status if r["task"] == "register:PSU:SEIRS_model/parameters@1.0.0")
+    assert row["state"] == "will-run" and "registered from another source" in row["reason"]
+    assert "register:PSU:SEIRS_model/parameters@1.0.0" in second.fdp("pull").executed
+    assert second.fdp("pull").executed == []  # the same bytes: now recorded from here too
+    second.file("data/params.csv", "beta,0.99\n")
+    second.config(register_only("${{REPO_DIR}}/data/"))
+    # another source with other bytes under the same name and version: refused
+    other = Env(tmp_path, "third")
+    other.home = first.home
+    other.file("data/params.csv", "beta,0.5\n")
+    other.config(register_only("${{REPO_DIR}}/data/"))
+    refused = other.fdp("pull", check=False)
+    assert refused.returncode != 0
+    assert f"holds other bytes than file://{first.project}/data/params.csv" in refused.output
+
+
+def register_only(root: str) -> dict:
+    return {
+        "run_metadata": {"description": "parameters", "default_input_namespace": "PSU"},
+        "register": [
+            {"namespace": "PSU", "full_name": "Pennsylvania State University"},
+            {
+                "external_object": "SEIRS_model/parameters",
+                "namespace_name": "PSU",
+                "root": root,
+                "path": "params.csv",
+                "title": "Static parameters of the model",
+                "identifier": "https://doi.org/10.1038/s41592-020-0856-2",
+                "file_type": "csv",
+                "release_date": "2021-09-20T12:00",
+                "version": "1.0.0",
+            },
+        ],
+    }
+
+
+IMPORTING = """\
+from fdp_tasks.api import Session
+from simpleModel.common import result
+
+with Session() as fdp:
+    with open(fdp.write("model/output"), "w") as fh:
+        fh.write(result())
+"""
+
+
+def test_the_code_a_script_imports_is_part_of_what_a_job_depends_on(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    env.file("simpleModel/__init__.py", "")
+    env.file("simpleModel/common.py", "def result():\n    return 'one\\n'\n")
+    env.file("simpleModel/ext/run.py", IMPORTING)
+    env.file("simpleModel/ext/config.yaml", yaml.safe_dump(ONE_OUTPUT))
+    git_commit_all(env.project)
+    config = "simpleModel/ext/config.yaml"
+    assert env.fdp("run", config).executed == ["job"]
+    assert env.fdp("run", config).executed == []
+    # an uncommitted change to the imported module: the job would run, and refuses
+    env.file("simpleModel/common.py", "def result():\n    return 'two\\n'\n")
+    rows = {r["task"]: r for r in json.loads(env.fdp("status", config, "--json").stdout)}
+    assert rows["job"]["state"] == "will-fail" and "common.py" in rows["job"]["reason"]
+    assert env.fdp("run", config, check=False).returncode != 0
+    # committed, it is a new commit: the job runs, and records that commit
+    git_commit_all(env.project, "two")
+    reason = {r["task"]: r for r in json.loads(env.fdp("status", config, "--json").stdout)}
+    assert reason["job"]["reason"].startswith("the code is at commit ")
+    assert env.fdp("run", config).executed == ["job"]
+    assert (env.data_store / "test/model/output/0.0.2.csv").read_text() == "two\n"
+    # a script that git does not track is not what the commit holds
+    env.file("simpleModel/ext/new_run.py", IMPORTING)
+    other = {**ONE_OUTPUT, "run_metadata": {**ONE_OUTPUT["run_metadata"]}}
+    other["run_metadata"]["script"] = "python3 simpleModel/ext/new_run.py"
+    env.file("simpleModel/ext/config.yaml", yaml.safe_dump(other))
+    git(env.project, "add", "simpleModel/ext/config.yaml")
+    git(env.project, "-c", "user.name=T", "-c", "user.email=t@e", "commit", "-qm", "cfg")
+    refused = env.fdp("run", config, check=False)
+    assert refused.returncode != 0 and "new_run.py (untracked)" in refused.output
+
+
+ONE_OUTPUT = {
+    "run_metadata": {
+        "description": "imports its model",
+        "default_output_namespace": "test",
+        "script": "python3 simpleModel/ext/run.py",
+    },
+    "write": [{"data_product": "model/output", "file_type": "csv"}],
+}
+
+DPA_GLOB_MODEL = """\
+import os
+
+import data_pipeline_api as pipeline
+
+job = os.environ["FDP_CONFIG_DIR"]
+token = os.environ["FDP_LOCAL_TOKEN"]
+handle = pipeline.initialise(
+    token, os.path.join(job, "config.yaml"), os.path.join(job, "script.sh")
+)
+with open(pipeline.link_write(handle, "results/new"), "w") as fh:
+    fh.write("new\\n")
+pipeline.finalise(token, handle)
+"""
+
+
+def test_a_data_pipeline_api_script_under_a_write_pattern_fails_rather_than_lie(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("data_pipeline_api")
+    env = Env(tmp_path)
+    env.file("model.py", WRITER_SCRIPT)
+    env.config(
+        {
+            "run_metadata": {
+                "description": "an earlier run",
+                "default_output_namespace": "test",
+                "script": "python3 model.py",
+            },
+            "write": [{"data_product": "results/new/a", "file_type": "csv"}],
+        },
+        name="earlier.yaml",
+    )
+    # test:results/new/a@0.0.1: the registry's glob results/* matches it (across a /), the
+    # config's does not (one segment); its folder is where the script's file goes
+    env.fdp("run", "earlier.yaml")
+    env.file("dpa.py", DPA_GLOB_MODEL)
+    env.config(
+        {
+            "run_metadata": {
+                "description": "a pattern and data-pipeline-api",
+                "default_output_namespace": "test",
+                "script": "python3 dpa.py",
+            },
+            "write": [{"data_product": "results/*", "file_type": "csv"}],
+        }
+    )
+    ran = env.fdp("run", check=False)
+    assert ran.returncode != 0
+    # no run of this config claims results/new/a as its output
+    old = json.loads(env.fdp("info", "test:results/new/a@0.0.1", "--json").stdout)
+    assert len(old["made_by"]) == 1
+    runs = env.fdp("list", "runs").stdout.splitlines()
+    assert " out:0 " in runs[-1]
+
+
+def test_a_repository_without_a_remote_records_itself_as_the_code_repository(
+    tmp_path: Path,
+) -> None:
+    env = Env(tmp_path)
+    env.config({"run_metadata": {"description": "x", "script": "echo hi"}})
+    git_commit_all(env.project)
+    resolved = yaml.safe_load(env.fdp("resolve").stdout)
+    assert resolved["run_metadata"]["remote_repo"] == env.project.resolve().as_uri()
+
+
+def test_init_refuses_a_remote_token_file_that_is_not_there(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    missing = tmp_path / "remote-token"
+    refused = env.fdp(
+        "init",
+        "--remote",
+        "http://127.0.0.1:9/api/",
+        "--remote-token-file",
+        str(missing),
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert f"--remote-token-file: {missing} does not exist" in refused.output

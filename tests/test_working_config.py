@@ -234,6 +234,11 @@ def test_a_pinned_read_resolves_offline_and_a_run_says_pull_it_first(tmp_path: P
     assert "config.yaml: read[0].version: PSU:params@0.0.1 is not in the local registry" in (
         ran.output
     )
+    # status, and the dry run of `fdp run`, say so before anything runs
+    rows = {r["task"]: r for r in json.loads(env.fdp("status", "--json").stdout)}
+    pull = rows["pull:PSU:params@0.0.1"]
+    assert pull["state"] == "will-fail" and "no remote to pull it from" in pull["reason"]
+    assert "will-fail    pull:PSU:params@0.0.1" in env.fdp("run", "--dry-run").stdout
 
 
 def test_status_and_run_agree_on_pinned_write_versions_and_changed_sources(

@@ -12,6 +12,8 @@ import argparse
 import os
 from pathlib import Path
 
+from fdp_tasks.errors import FdpError
+
 CONFIG_TEMPLATE = """\
 run_metadata:
   description: {description}
@@ -81,34 +83,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=handler)
 
 
-def fdp_configs(root: Path, limit: int = 2000) -> list[Path]:
-    """FAIR Data Pipeline configs under `root` (YAML files whose top level has run_metadata,
-    or read/write/register lists), skipping hidden and virtualenv folders."""
-    import yaml
-
-    found = []
-    seen = 0
-    for path in sorted(root.rglob("*.y*ml")):
-        rel = path.relative_to(root).parts
-        if any(p.startswith(".") or p in ("node_modules", "venv", "__pycache__") for p in rel):
-            continue
-        seen += 1
-        if seen > limit:
-            break
-        try:
-            if path.stat().st_size > 1_000_000:
-                continue
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            continue
-        if isinstance(data, dict) and (
-            isinstance(data.get("run_metadata"), dict)
-            or any(isinstance(data.get(k), list) for k in ("write", "register"))
-        ):
-            found.append(path)
-    return found
-
-
 def ignore_state(state_dir: Path) -> None:
     """Keep `.fdp/` out of git with a .gitignore of its own, so that no tracked file of the
     user's repository changes (which would make the next run refuse a dirty tree)."""
@@ -119,7 +93,7 @@ def ignore_state(state_dir: Path) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from fdp_tasks.project import Project, project_root, write_yaml
+    from fdp_tasks.project import Project, fdp_configs, project_root, write_yaml
 
     start = Path(args.directory).resolve()
     start.mkdir(parents=True, exist_ok=True)
@@ -138,8 +112,16 @@ def handler(args: argparse.Namespace) -> int:
         settings["data_store"] = args.data_store
     if args.remote:
         remote = {"url": args.remote}
+        if "://" not in args.remote:
+            remote["url"] = str(Path(args.remote).expanduser().resolve())
         if args.remote_token_file:
-            remote["token_file"] = args.remote_token_file
+            token_file = Path(args.remote_token_file).expanduser().resolve()
+            if not token_file.is_file():
+                raise FdpError(
+                    f"--remote-token-file: {token_file} does not exist (put the registry's "
+                    "token in it, then `chmod 600` it)"
+                )
+            remote["token_file"] = str(token_file)
         settings.setdefault("remotes", {})["origin"] = remote
     project.save_settings()
     home_user = project.home / "user.yaml"
@@ -173,11 +155,7 @@ def handler(args: argparse.Namespace) -> int:
     me = project.user
     print(
         f"author         {me.name}"
-        + (
-            f" ({me.identifier})"
-            if me.identifier
-            else " (add --identifier to record your ORCID)"
-        )
+        + (f" ({me.identifier})" if me.identifier else " (add --identifier to record your ORCID)")
     )
     print(f"local registry {project.registry_db}")
     print(f"data store     {project.data_store.root}")

@@ -42,6 +42,7 @@ def _row(task: str, up_to_date: bool, reason: str = "", **extra: Any) -> dict[st
 def job_row(plan: Any, reads_ok: bool, dirty: bool = False) -> dict[str, Any]:
     """The job as `fdp run` sees it: first whether it would run at all (exactly the task's
     up-to-date check), and only then whether it would fail."""
+    from fdp_tasks.config.resolve import script_paths
     from fdp_tasks.errors import ConfigError
     from fdp_tasks.graph.plan import explain_change
     from fdp_tasks.job import past_runs, refuse_dirty
@@ -61,8 +62,8 @@ def job_row(plan: Any, reads_ok: bool, dirty: bool = False) -> dict[str, Any]:
         if reason is None:
             return _row("job", True)
         # e.g. a pinned write version that exists already, or an input not pulled
-        plan.working(resolve_writes=True, require_inputs=True)
-        refuse_dirty(plan.local_repo, dirty)
+        working = plan.working(resolve_writes=True, require_inputs=True)
+        refuse_dirty(plan.local_repo, dirty, list(script_paths(working["run_metadata"]).values()))
     except FdpError as exc:
         problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
         return {"task": "job", "state": "will-fail", "reason": problems[0]}
@@ -84,6 +85,33 @@ def newer_on_remote(plan: Any, read: Any) -> str | None:
         if name not in local or local[name] < Version.parse(version)
     ]
     return f"the remote has {', '.join(newer)}" if newer else None
+
+
+def missing_read(
+    plan: Any, read: Any, row: dict[str, Any], ask: bool, remote_error: str | None
+) -> str | None:
+    """A read that is not here: will it fail (no remote, or a pinned version the remote
+    lacks)? Returns the remote's error, once it has one, so it is not asked again."""
+    try:
+        remote = plan.remote()
+    except FdpError as exc:
+        row.update(
+            state="will-fail",
+            reason=f"{read.key}: not in the local registry, and no remote to pull it from: {exc}",
+        )
+        return remote_error
+    if not (ask and read.pinned and remote_error is None):
+        return remote_error
+    try:
+        listed = plan.remote_products(remote, read.namespace)
+    except FdpError as exc:
+        return str(exc).splitlines()[0]
+    if (read.name, read.version) not in listed:
+        row.update(
+            state="will-fail",
+            reason=f"{read.key}: not in the local registry, nor on remote {remote.name}",
+        )
+    return remote_error
 
 
 def collect(
@@ -109,7 +137,9 @@ def collect(
         ok = plan.read_present(read)
         reads_ok &= ok
         row = _row(f"pull:{read.label}", ok, "" if ok else "not in the local registry")
-        if ok and remote and not read.pinned and remote_error is None:
+        if not ok:
+            remote_error = missing_read(plan, read, row, remote, remote_error)
+        elif remote and not read.pinned and remote_error is None:
             try:
                 newer = newer_on_remote(plan, read)
             except FdpError as exc:

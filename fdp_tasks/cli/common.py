@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
-
-from fdp_tasks.errors import FdpError
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
@@ -21,17 +18,8 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
 def config_path(args: argparse.Namespace) -> Path:
     path = Path(args.config)
     if not path.is_file():
-        from fdp_tasks.cli.cmd_init import fdp_configs
-        from fdp_tasks.project import project_root
+        from fdp_tasks.project import config_not_found
 
-        here = Path.cwd().resolve()
-        root = project_root(here)
-        found = [os.path.relpath(p, here) for p in fdp_configs(root, limit=500)[:5]]
-        if found:
-            command = getattr(args, "command", None) or "run"
-            raise FdpError(
-                f"{args.config}: no such config file; this project's FDP configs: "
-                f"{', '.join(found)} (name one, e.g. `fdp {command} {found[0]}`)"
-            )
-        raise FdpError(f"{args.config}: no such config file (create one with `fdp init`)")
+        command = getattr(args, "command", None) or "run"
+        raise config_not_found(args.config, Path.cwd().resolve(), f"fdp {command} {{}}")
     return path

@@ -48,8 +48,10 @@ def handler(args: argparse.Namespace, tasks: list[str], keep_going: bool, refres
     if args.dry_run:
         from fdp_tasks.cli.cmd_status import print_status
 
+        # what a run would do first is part of its dry run: registers and pulls
+        shown = [*tasks, "register", "pull"] if "job" in tasks else tasks
         return print_status(
-            path, tasks, remote_name=args.remote, dirty=getattr(args, "dirty", False)
+            path, shown, remote_name=args.remote, dirty=getattr(args, "dirty", False)
         )
     doit_args = ["run", *(["--continue"] if keep_going else []), *tasks]
     force = getattr(args, "force", False)

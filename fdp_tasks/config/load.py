@@ -25,6 +25,7 @@ from fdp_tasks.config.validate import (
     format_problems,
     normalise_datetime,
     placeholder_hint,
+    placeholder_typo,
     placeholder_warnings,
 )
 from fdp_tasks.config.validate import validate_problems as _validate_problems
@@ -80,7 +81,15 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
                 )
             seen.add(key_node.value)
     loader.flatten_mapping(node)
-    return dict(loader.construct_pairs(node, deep=deep))
+    pairs = loader.construct_pairs(node, deep=deep)
+    try:
+        return dict(pairs)
+    except TypeError:
+        # `{{NAME}}` is a mapping used as a key: a YAML error with its place, not a crash.
+        key = next((k for k, _ in node.value if not isinstance(k, yaml.ScalarNode)), node)
+        raise yaml.constructor.ConstructorError(
+            "while constructing a mapping", node.start_mark, "found unhashable key", key.start_mark
+        ) from None
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
@@ -99,10 +108,9 @@ def read_yaml(path: Path, file: str) -> Any:
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
-        if not isinstance(exc, yaml.constructor.ConstructorError):
-            hints = _placeholder_syntax_problems(text, file)
-            if hints:
-                raise ConfigError(hints) from None
+        hints = _placeholder_syntax_problems(text, file)
+        if hints:
+            raise ConfigError(hints) from None
         mark = exc.problem_mark or exc.context_mark
         where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
         what = exc.problem or exc.context or "invalid YAML"
@@ -127,9 +135,10 @@ def _value_scalars(node: yaml.Node, path: KeyPath = ()) -> Iterator[tuple[KeyPat
 
 
 def _placeholder_syntax_problems(text: str, file: str) -> list[str]:
-    """Problem lines for single-brace placeholders that break the YAML (`root: {CONFIG_DIR}/a`
-    reads as a mapping followed by text): each with its line, key path and the ${{...}} meant.
-    Empty when the YAML is broken for another reason too."""
+    """Problem lines for placeholders that break the YAML (`root: {CONFIG_DIR}/a` reads as a
+    mapping followed by text, `root: {{CONFIG_DIR}}` as a mapping for a key): each with its
+    line, key path and the ${{...}} meant. Empty when the YAML is broken for another reason
+    too (a duplicate key, say)."""
     patched, spots, pos = [], [], 0
     size = 0
     for match in LEGACY_PLACEHOLDER_RE.finditer(text):
@@ -138,8 +147,9 @@ def _placeholder_syntax_problems(text: str, file: str) -> list[str]:
         size += len(before)
         line = text.count("\n", 0, match.start())
         column = match.start() - (text.rfind("\n", 0, match.start()) + 1)
-        spots.append((size, match.group(1), line, column))
-        replacement = f"${{{{{match.group(1)}}}}}"
+        written, name = placeholder_typo(match)
+        replacement = f"${{{{{name}}}}}"
+        spots.append((size, size + len(replacement), written, name, line, column))
         patched.append(replacement)
         size += len(replacement)
         pos = match.end()
@@ -148,19 +158,20 @@ def _placeholder_syntax_problems(text: str, file: str) -> list[str]:
     patched.append(text[pos:])
     try:
         root = yaml.compose("".join(patched), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+        yaml.load("".join(patched), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError:
         return []
     out = []
     for path, node in _value_scalars(root) if root is not None else ():
         if path == SCRIPT_PATH:
             continue  # braces in a script may be the shell's own
-        for index, name, line, column in spots:
+        for index, end, written, name, line, column in spots:
             if node.start_mark.index <= index < node.end_mark.index:
-                what = (
-                    f"YAML reads {{{name}}} as the start of a mapping, not a template variable"
-                    if index == node.start_mark.index
-                    else f"{{{name}}} is not a template variable"
-                )
+                if index != node.start_mark.index or written.startswith("$"):
+                    what = f"{written} is not a template variable"
+                else:
+                    start = "a mapping" if end == node.end_mark.index else "the start of a mapping"
+                    what = f"YAML reads {written} as {start}, not a template variable"
                 out.append(
                     f"{file}:{line + 1}:{column + 1}: {format_path(path)}: "
                     f"{what}; {placeholder_hint([name])}"

@@ -7,8 +7,10 @@ expanded, register items turned into reads) so that a run is reproducible and ne
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
+import shlex
 import shutil
 import uuid
 from collections.abc import Callable
@@ -71,7 +73,7 @@ def job_dir_for(data_store: Path, now: datetime) -> Path:
 _warned: set[str] = set()
 
 
-def _warn_once(message: str) -> None:
+def warn_once(message: str) -> None:
     """Log a warning once per process, however often a command resolves its config."""
     if message not in _warned:
         _warned.add(message)
@@ -247,11 +249,11 @@ class _Resolver:
         out["shell"] = meta.get("shell", shell)
         out["public"] = meta.get("public", True)
         out["local_repo"] = str(local_repo)
-        out.update(self.provenance(meta, local_repo))
+        out.update(self.provenance(meta, local_repo, out))
         out["api_version"] = meta.get("api_version", API_VERSION)
         return out
 
-    def provenance(self, meta: dict, local_repo: Path) -> dict[str, str]:
+    def provenance(self, meta: dict, local_repo: Path, script_meta: dict) -> dict[str, str]:
         """remote_repo and latest_commit: as given, else from git, else placeholders.
 
         A commit with uncommitted changes to tracked files is recorded as `<sha>-dirty`, as
@@ -265,9 +267,10 @@ class _Resolver:
             out["remote_repo"] = meta["remote_repo"]
         else:
             remote = git(local_repo, "remote", "get-url", "origin")
-            out["remote_repo"] = remote or ""
+            # never blank: registries refuse an empty path for the code repository
+            out["remote_repo"] = remote or local_repo.as_uri()
             if not remote:
-                missing.append('no remote repository (remote_repo "")')
+                missing.append(f"the local repository {local_repo.as_uri()} as remote_repo")
         if "latest_commit" in meta:
             out["latest_commit"] = meta["latest_commit"]
         else:
@@ -275,11 +278,11 @@ class _Resolver:
             out["latest_commit"] = commit or NO_COMMIT
             if not commit:
                 missing.insert(0, f"no commit (latest_commit {NO_COMMIT})")
-            elif dirty_files(local_repo):
+            elif dirty_files(local_repo, list(script_paths(script_meta).values())):
                 out["latest_commit"] = commit + DIRTY
         runs_script = bool(meta.get("script") or meta.get("script_path"))
         if missing and runs_script:
-            _warn_once(
+            warn_once(
                 f"warning: {self.cfg.file}: {_git_trouble(local_repo)}: code runs will record "
                 + " and ".join(missing)
             )
@@ -345,7 +348,7 @@ class _Resolver:
             version = item.get("version") or use.get("version")
             if not version:
                 version = DEFAULT_REGISTER_VERSION
-                _warn_once(
+                warn_once(
                     f"warning: {self.cfg.file}: register item {item[kind]} has no version, "
                     f"using {version}"
                 )
@@ -661,12 +664,45 @@ class _Resolver:
             raise ConfigError(format_problems(self.cfg.file, left))
 
 
-def dirty_files(repo: Path) -> list[str]:
-    """Tracked files with uncommitted changes in the git repository at `repo` (empty when
-    clean, or not a repository)."""
+def script_paths(run_metadata: dict[str, Any]) -> dict[str, Path]:
+    """The files a run's script is: script_path, or every existing file an inline script
+    names (`python simpleModel/ext/run.py` names run.py), by the word that names them."""
+    repo = Path(run_metadata.get("local_repo") or ".")
+    if run_metadata.get("script_path"):
+        candidates = [str(run_metadata["script_path"])]
+    else:
+        text = str(run_metadata.get("script") or "")
+        try:
+            candidates = shlex.split(text, comments=True)
+        except ValueError:
+            candidates = text.split()
+    out = {}
+    for word in candidates:
+        path = Path(word) if Path(word).is_absolute() else repo / word
+        if len(word) < 1024 and path.is_file():
+            out[word] = path
+    return out
+
+
+def dirty_files(repo: Path, also: list[Path] | None = None) -> list[str]:
+    """What makes the git repository at `repo` differ from its commit: tracked files with
+    uncommitted changes, and those of `also` (the script's own files) that git does not
+    track, since the commit does not hold them. Empty when clean, or not a repository."""
     out = git(repo, "status", "--porcelain", "--untracked-files=no")
     # "XY path" lines; the output comes stripped, so split on the first whitespace run
-    return [line.split(None, 1)[-1] for line in out.splitlines() if line.strip()] if out else []
+    changed = [line.split(None, 1)[-1] for line in out.splitlines() if line.strip()] if out else []
+    inside = [str(p) for p in also or () if p.resolve().is_relative_to(repo.resolve())]
+    if inside and out is not None:
+        untracked = git(repo, "ls-files", "--others", "--exclude-standard", "--", *inside)
+        changed += [f"{name} (untracked)" for name in (untracked or "").splitlines() if name]
+    return changed
+
+
+def uncommitted_digest(repo: Path) -> str | None:
+    """A digest of the uncommitted changes to tracked files (None when there are none), so
+    that a run recorded as dirty is redone when those changes change."""
+    diff = git(repo, "diff", "HEAD", "--no-ext-diff", "--binary")
+    return hashlib.sha1(diff.encode("utf-8", "surrogateescape")).hexdigest() if diff else None
 
 
 def resolve(cfg: Config, ctx: ResolveContext) -> dict:

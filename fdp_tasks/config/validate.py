@@ -320,9 +320,9 @@ def validate_problems(data: Any) -> list[Problem]:
             ((), f"expected a mapping of run_metadata, read, write, register; got {describe(data)}")
         ]
     placeholders = placeholder_problems(data)
-    # A placeholder YAML read as a mapping is reported once, with its hint, not as a mapping
-    # where a string was expected.
-    mappings = {path for path, msg in placeholders if msg.startswith(_AS_MAPPING)}
+    # A misspelt placeholder is reported once, with its hint: not also as a mapping where a
+    # string was expected, nor as a version that is not one.
+    hinted = {path for path, _ in placeholders}
     problems = (
         schema_problems(data)
         + template_problems(data)
@@ -335,40 +335,53 @@ def validate_problems(data: Any) -> list[Problem]:
     return placeholders + [
         (path, msg)
         for path, msg in problems
-        if not any(path[: len(where)] == where for where in mappings)
+        if not any(path[: len(where)] == where for where in hinted)
     ]
 
 
-# -- single-brace placeholders ----------------------------------------------------------------
+# -- placeholders that are not ${{NAME}} ------------------------------------------------------
 
 # Known names a legacy {NAME} placeholder may hold: template variables and version incrementers.
 # {VERSION} of older configs has no ${{VERSION}}: an incrementer is what it meant.
 _OLD_ONLY = {"VERSION": "a version incrementer (${{PATCH}}, ${{MINOR}} or ${{MAJOR}})"}
 PLACEHOLDER_NAMES = VARIABLES + INCREMENTERS + tuple(_OLD_ONLY)
 _PLACEHOLDER_NAME_RE = re.compile(r"(?:" + "|".join(PLACEHOLDER_NAMES) + r"|DATETIME-[^{}]+)")
-# {NAME} that is not part of ${{NAME}} nor the shell's ${NAME}.
+# Names a ${NAME} or {{NAME}} typo may hold: only the current ones (${VERSION} is the shell's).
+_TYPO_NAME = r"(?:" + "|".join(VARIABLES + INCREMENTERS) + r"|DATETIME-[^{}]+)"
+# A known name written {NAME}, ${NAME} (the shell's form) or {{NAME}} (no $), never as part of
+# a correct ${{NAME}}: group 1, 2 or 3 holds the name, telling which form it is.
 LEGACY_PLACEHOLDER_RE = re.compile(
     r"(?<![$\{])\{\s*(" + _PLACEHOLDER_NAME_RE.pattern + r")\s*\}(?!\})"
+    r"|\$\{(?!\{)\s*(" + _TYPO_NAME + r")\s*\}(?!\})"
+    r"|(?<![$\{])\{\{\s*(" + _TYPO_NAME + r")\s*\}\}(?!\})"
 )
+_TYPO_FORMS = ("{%s}", "${%s}", "{{%s}}")
 SCRIPT_PATH: KeyPath = ("run_metadata", "script")
 _AS_MAPPING = "YAML reads "
 
 
-def legacy_placeholders(text: str) -> list[str]:
-    """The known names written as {NAME} in text, in order, without repeats."""
-    return list(dict.fromkeys(m.group(1) for m in LEGACY_PLACEHOLDER_RE.finditer(text)))
+def placeholder_typo(match: re.Match[str]) -> tuple[str, str]:
+    """(as written, without spaces; the name) of a LEGACY_PLACEHOLDER_RE match, for messages."""
+    for form, name in zip(_TYPO_FORMS, match.groups(), strict=True):
+        if name is not None:
+            return form % name.strip(), name.strip()
+    raise ValueError(match.group(0))
+
+
+def placeholder_typos(text: str) -> list[tuple[str, str]]:
+    """The known names not written as ${{NAME}} in text, as placeholder_typo, without repeats."""
+    return list(dict.fromkeys(placeholder_typo(m) for m in LEGACY_PLACEHOLDER_RE.finditer(text)))
 
 
 def placeholder_hint(names: list[str]) -> str:
-    """'did you mean ${{A}}?' for the names of legacy placeholders."""
-    meant = [_OLD_ONLY.get(n, f"${{{{{n}}}}}") for n in names]
+    """'did you mean ${{A}}?' for the names of misspelt placeholders."""
+    meant = [_OLD_ONLY.get(n, f"${{{{{n}}}}}") for n in dict.fromkeys(names)]
     return "did you mean " + " and ".join(meant) + "?"
 
 
-def _braces(names: list[str]) -> str:
-    """'{A} is' or '{A} and {B} are': the subject of a placeholder message."""
-    listed = " and ".join(f"{{{n}}}" for n in names)
-    return f"{listed} {'are' if len(names) > 1 else 'is'}"
+def _braces(written: list[str]) -> str:
+    """'{A} is' or '{A} and ${B} are': the subject of a placeholder message."""
+    return f"{' and '.join(written)} {'are' if len(written) > 1 else 'is'}"
 
 
 def placeholder_mapping_message(name: str) -> str:
@@ -378,8 +391,9 @@ def placeholder_mapping_message(name: str) -> str:
 
 
 def placeholder_problems(data: Any, path: KeyPath = ()) -> list[Problem]:
-    """Single-brace {CONFIG_DIR} (the form of older configs) is never substituted, and YAML
-    even reads a value that starts with one as a mapping: say which variable was meant.
+    """Single-brace {CONFIG_DIR} (the form of older configs), ${CONFIG_DIR} and {{CONFIG_DIR}}
+    are never substituted, and would only fail when a run uses the value; YAML even reads a
+    value that starts with {CONFIG_DIR} as a mapping: say which variable was meant.
     run_metadata.script is left to placeholder_warnings (braces there may be the shell's)."""
     out: list[Problem] = []
     if path == SCRIPT_PATH:
@@ -399,25 +413,30 @@ def placeholder_problems(data: Any, path: KeyPath = ()) -> list[Problem]:
         for i, value in enumerate(data):
             out += placeholder_problems(value, path + (i,))
     elif isinstance(data, str):
-        names = legacy_placeholders(data)
-        if names:
-            what = "template variables" if len(names) > 1 else "a template variable"
-            out.append((path, f"{_braces(names)} not {what}; {placeholder_hint(names)}"))
+        typos = placeholder_typos(data)
+        if typos:
+            written, names = zip(*typos, strict=True)
+            what = "template variables" if len(typos) > 1 else "a template variable"
+            hint = placeholder_hint(list(names))
+            out.append((path, f"{_braces(list(written))} not {what}; {hint}"))
     return out
 
 
 def placeholder_warnings(data: Any) -> list[Problem]:
-    """{CONFIG_DIR} in an inline script reaches the shell as it is: probably a ${{CONFIG_DIR}}
-    of an older config, but braces are the shell's own too, so this only warns."""
+    """{CONFIG_DIR}, ${CONFIG_DIR} or {{CONFIG_DIR}} in an inline script reaches the shell as
+    it is (the shell expands ${CONFIG_DIR} to its own variable, usually empty): probably a
+    ${{CONFIG_DIR}} mistyped, but braces and ${NAME} are the shell's own too, so this only
+    warns."""
     meta = data.get("run_metadata") if isinstance(data, dict) else None
     script = meta.get("script") if isinstance(meta, dict) else None
     if not isinstance(script, str):
         return []
-    names = legacy_placeholders(script)
-    if not names:
+    typos = placeholder_typos(script)
+    if not typos:
         return []
-    hint = placeholder_hint(names)
-    return [(SCRIPT_PATH, f"{_braces(names)} passed to the shell as written; {hint}")]
+    written, names = zip(*typos, strict=True)
+    hint = placeholder_hint(list(names))
+    return [(SCRIPT_PATH, f"{_braces(list(written))} passed to the shell as written; {hint}")]
 
 
 # -- names ------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,32 @@ def load_namespace(
     from fdp_tasks.graph.tasks import dodo_namespace
 
     try:
-        return dodo_namespace(
-            str(config_path), refresh=refresh, remote=remote, force=force, dirty=dirty
-        )
+        found = locate_config(str(config_path))
+        return dodo_namespace(str(found), refresh=refresh, remote=remote, force=force, dirty=dirty)
     except FdpError as exc:
         print(f"fdp: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
+
+
+def locate_config(text: str) -> Path:
+    """A `config=` path from doit's command line. doit runs in the dodo.py's folder; with
+    `doit -k` from a subfolder, the path is the user's, from where they typed it ($PWD)."""
+    from fdp_tasks.project import config_not_found
+
+    path = Path(text).expanduser()
+    if path.is_absolute():
+        if path.is_file():
+            return path
+        raise config_not_found(text, path.parent, "doit config={}")
+    here = Path.cwd().resolve()
+    bases = [here]
+    invoked = Path(os.environ.get("PWD") or here).resolve()
+    if invoked != here and invoked.is_relative_to(here):
+        bases.insert(0, invoked)  # typed below the dodo.py, with doit -k
+    for base in bases:
+        if (base / path).is_file():
+            return base / path
+    raise config_not_found(text, here, "doit config={}")
 
 
 def run_doit(

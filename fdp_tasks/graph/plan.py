@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from fdp_tasks.config import Config, ResolveContext, load_config, resolve
+from fdp_tasks.config.resolve import DIRTY, script_paths, uncommitted_digest, warn_once
 from fdp_tasks.config.templates import TemplateError, Templater, git_root
 from fdp_tasks.config.validate import format_path
 from fdp_tasks.config.versions import incrementer, latest
-from fdp_tasks.datastore import DataStore
-from fdp_tasks.errors import ConfigError
+from fdp_tasks.datastore import DataStore, sha1_file
+from fdp_tasks.errors import ConfigError, FdpError
 from fdp_tasks.names import glob_matches
 from fdp_tasks.project import Project
 from fdp_tasks.registry import queries
@@ -35,27 +35,20 @@ from fdp_tasks.sync import Puller, Pusher
 def script_files(run_metadata: dict[str, Any]) -> dict[str, str]:
     """SHA-1 of the script file, and of every existing file an inline script names.
 
-    `python3 ${{CONFIG_DIR}}/model.py` thus reruns the job when model.py changes.
+    `python3 src/model.py` thus reruns the job when model.py changes.
     """
-    repo = Path(run_metadata.get("local_repo") or ".")
-    if run_metadata.get("script_path"):
-        candidates = [run_metadata["script_path"]]
-    else:
-        try:
-            candidates = shlex.split(str(run_metadata.get("script") or ""), comments=True)
-        except ValueError:
-            candidates = str(run_metadata.get("script") or "").split()
-    out = {}
-    for token in candidates:
-        path = Path(token) if Path(token).is_absolute() else repo / token
-        if len(token) < 1024 and path.is_file():
-            out[token] = hashlib.sha1(path.read_bytes()).hexdigest()
-    return out
+    return {word: sha1_file(path) for word, path in script_paths(run_metadata).items()}
 
 
 def explain_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     """Why the job must run again, in words, from two run_inputs() snapshots."""
     reasons = []
+    old_meta, new_meta = old.get("meta", {}), new.get("meta", {})
+    if old_meta.get("latest_commit") != new_meta.get("latest_commit"):
+        was, now = old_meta.get("latest_commit"), new_meta.get("latest_commit")
+        reasons.append(f"the code is at commit {_short(now)} (the last run had {_short(was)})")
+    elif old_meta.get("uncommitted") != new_meta.get("uncommitted"):
+        reasons.append("the uncommitted changes differ from the last run's")
     for name in sorted(set(old.get("script", {})) | set(new.get("script", {}))):
         if old.get("script", {}).get(name) != new.get("script", {}).get(name):
             reasons.append(f"{Path(name).name} changed")
@@ -71,8 +64,8 @@ def explain_change(old: dict[str, Any], new: dict[str, Any]) -> str:
         reasons.append("write items changed")
     changed = sorted(
         k
-        for k in set(old.get("meta", {})) | set(new.get("meta", {}))
-        if old.get("meta", {}).get(k) != new.get("meta", {}).get(k)
+        for k in set(old_meta) | set(new_meta)
+        if old_meta.get(k) != new_meta.get(k) and k not in ("latest_commit", "uncommitted")
     )
     if changed:
         reasons.append(f"run_metadata changed ({', '.join(changed)})")
@@ -134,6 +127,7 @@ class Plan:
         self._remotes: dict[str | None, Remote] = {}
         self._pullers: dict[str, Puller] = {}
         self._pushers: dict[str, Pusher] = {}
+        self._tokenless: set[str | None] = set()  # remotes opened without their token file
         self.push_checked = False  # preflight_push has run for this command
         self._remote_index: dict[tuple[str, str], dict[tuple[str, str], Record]] = {}
 
@@ -297,8 +291,11 @@ class Plan:
         # the job directory and token stay symbols: a new job is not a change
         working = self.working(resolve_writes=False, run_id="RUN_ID", symbolic=True)
         meta = dict(working["run_metadata"])
-        for volatile in ("local_data_registry_url", "latest_commit"):
-            meta.pop(volatile, None)
+        meta.pop("local_data_registry_url", None)
+        # The code is part of what outputs depend on: a new commit reruns the job (a model's
+        # code is often in modules its script imports), and so do other uncommitted changes.
+        if str(meta.get("latest_commit", "")).endswith(DIRTY):
+            meta["uncommitted"] = uncommitted_digest(self.local_repo)
         inputs = {}
         for item in working.get("read") or []:
             use = item.get("use") or {}
@@ -347,19 +344,53 @@ class Plan:
             return None
         return queries.locate_many(self.store, [products[i] for i in sorted(products)])
 
+    def verify_outputs(self, run_uuids: list[str]) -> None:
+        """Refuse code runs whose outputs another run made: a script that looked up a name
+        its config does not list can be linked to someone else's product (data-pipeline-api
+        falls back to the first write item, which may be a write pattern), and such a run
+        must not be taken for what made them."""
+        for run_uuid in run_uuids:
+            rows = self.store.find("code_run", {"uuid": run_uuid}, limit=1)
+            for component in rows[0]["outputs"] if rows else []:
+                others = [
+                    r["uuid"]
+                    for r in self.store.find("code_run", {"outputs": component})
+                    if r["uuid"] != run_uuid
+                ]
+                if others:
+                    obj = self.store.get(
+                        "object", self.store.get("object_component", component)["object"]
+                    )
+                    made = [
+                        str(f.ref)
+                        for f in queries.locate_many(
+                            self.store,
+                            [self.store.get("data_product", p) for p in obj["data_products"]],
+                        )
+                    ]
+                    raise FdpError(
+                        f"code run {run_uuid} lists as its output {', '.join(made) or 'an object'}"
+                        f", which code run {others[0]} made: the script wrote under a name its "
+                        "config does not list (data-pipeline-api takes the first write item "
+                        "for such a name); list every output as a write item"
+                    )
+
     def outputs_intact(self, run_uuids: list[str]) -> bool:
         """Every output of these code runs is registered, with its file intact."""
         outputs = self.outputs_of(run_uuids)
         return outputs is not None and all(self.file_intact(o) for o in outputs)
 
     # ---------------------------------------------------------------- remote
-    def remote(self, name: str | None = None) -> Remote:
+    def remote(self, name: str | None = None, write: bool = False) -> Remote:
         """The remote to pull from or push to: a named one, origin, or the config's URL.
 
         Opened once per process and kept, with a cache in front of its registry, so that
-        every task of a command shares one connection and what has been looked up.
+        every task of a command shares one connection and what has been looked up. Reading
+        needs no token: a token file that is missing or not private only stops a `write`.
         """
         name = name or self.remote_name
+        if write and name in self._remotes and name in self._tokenless:
+            self.project.remote(name).token()  # says why there is no token to write with
         if name not in self._remotes:
             remotes = self.project.remotes
             meta = self.cfg.data.get("run_metadata") or {}
@@ -370,7 +401,15 @@ class Plan:
                 remote = open_remote("origin", url, readonly=self.readonly)
             else:
                 spec = self.project.remote(name)
-                remote = open_remote(spec.name, spec.url, spec.token(), readonly=self.readonly)
+                try:
+                    token = spec.token()
+                except FdpError as exc:
+                    if write:
+                        raise
+                    warn_once(f"warning: reading remote {spec.name} without a token: {exc}")
+                    token = None
+                    self._tokenless.add(name)
+                remote = open_remote(spec.name, spec.url, token, readonly=self.readonly)
             remote.registry = CachedRegistry(remote.registry)
             self._remotes[name] = remote
         return self._remotes[name]
@@ -410,3 +449,8 @@ class Plan:
             rows = remote.registry.find("data_product", {"namespace": ns}) if ns else []
             self._remote_index[key] = {(r["name"], r["version"]): r for r in rows}
         return self._remote_index[key]
+
+
+def _short(commit: object) -> str:
+    text = str(commit or "none")
+    return text[:12] + ("-dirty" if text.endswith(DIRTY) else "")

@@ -24,6 +24,7 @@ from typing import Any
 from doit import create_after
 from doit.tools import config_changed
 
+from fdp_tasks.datastore import local_root
 from fdp_tasks.errors import FdpError, OutOfSync
 from fdp_tasks.graph.plan import Plan, ReadItem
 from fdp_tasks.graph.report import FdpReporter
@@ -53,7 +54,10 @@ def _guard(func: Any, *args: Any) -> Any:
 
 
 # -------------------------------------------------------------------- register
-def register_tasks(plan: Plan) -> Iterator[Task]:
+def register_tasks(plan: Plan, refresh: bool = False) -> Iterator[Task]:
+    """One task per register item. `refresh` (`fdp pull`, `doit refresh=1`) fetches network
+    sources again to compare, as the reference's pull does; local sources are always
+    compared."""
     yield {
         "basename": "register",
         "name": None,
@@ -72,7 +76,12 @@ def register_tasks(plan: Plan) -> Iterator[Task]:
             "basename": "register",
             "name": item_label(item),
             "actions": [action],
-            "uptodate": [lambda item=item: registered_product(plan.store, plan.data, item)],
+            "uptodate": [
+                lambda item=item: (
+                    registered_product(plan.store, plan.data, item)
+                    and not (refresh and "root" in item and local_root(item["root"]) is None)
+                )
+            ],
             "verbosity": 2,
         }
 
@@ -159,6 +168,7 @@ def run_task(plan: Plan, force: bool = False, dirty: bool = False) -> Task:
                 plan.job_working,
                 {"signature": signature, "depends_on": parts},
                 allow_dirty=dirty,
+                verify=plan.verify_outputs,
             )
         except FdpError as exc:
             return _fail(str(exc))
@@ -251,7 +261,7 @@ def preflight_push(plan: Plan, dirty: bool = False) -> None:
     if todo:
         plan.project.ensure_identity()
         try:
-            plan.pusher(plan.remote()).preflight(todo[0].product["id"])
+            plan.pusher(plan.remote(write=True)).preflight(todo[0].product["id"])
         except OutOfSync:
             pass
     plan.push_checked = True
@@ -283,7 +293,7 @@ def push_tasks(plan: Plan, dirty: bool = False) -> Iterator[Task]:
         except FdpError as exc:
             broken.append(str(exc))
             raise
-        remote = plan.remote()
+        remote = plan.remote(write=True)
         ref = found.ref
         pushed = plan.pusher(remote).push_product(found.product["id"])
         for other, record in pushed:
@@ -324,7 +334,7 @@ def dodo_namespace(
     plan.reads  # noqa: B018
 
     def task_register() -> Iterator[Task]:
-        yield from register_tasks(plan)
+        yield from register_tasks(plan, refresh)
 
     def task_pull() -> Iterator[Task]:
         yield from pull_tasks(plan, refresh)

@@ -446,9 +446,9 @@ class HttpRegistry:
             raise NoFileStorage(
                 f"the registry at {self.api_url} has no file storage: it cannot take files "
                 f"(POST {urlsplit(where).path[: -len(sha1)]}<sha1> answered "
-                f"{resp.status_code}{': ' + reason if reason else ''}); push to a registry "
-                "with object storage, or write the outputs with public: false to push their "
-                "records only"
+                f"{resp.status_code}{': ' + reason if reason else ''}); nothing was pushed: "
+                "ask its administrators to configure object storage, or push to another "
+                "remote"
             )
         stored = resp.status_code == 409
         info: dict[str, Any] = {"storage_root": self.data_root(), "path": sha1, "exists": stored}

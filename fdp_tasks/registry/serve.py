@@ -137,13 +137,15 @@ def start_in_thread(
     port: int = 0,
     public_url: str | None = None,
     threads: int = 8,
+    literal_names: bool = False,
 ) -> RunningServer:
     """Serve `store` from a daemon thread; returns once the port accepts connections.
 
-    Port 0 picks a free port. Used by tests and by `fdp run` for the script's registry.
+    Port 0 picks a free port. Used by tests and by `fdp run` for the script's registry
+    (with `literal_names`: see RegistryApp).
     """
     _warn_if_exposed(host)
-    app = create_app(store, Path(blob_dir), public_url)
+    app = create_app(store, Path(blob_dir), public_url, literal_names)
     server = _make_server(app, host, port, threads)
     stop = threading.Event()
     thread = threading.Thread(

@@ -180,7 +180,18 @@ class _Cursor:
 class RegistryApp:
     """The views, bound to one store and one blob directory."""
 
-    def __init__(self, store: Store, blob_dir: Path, public_url: str | None = None):
+    def __init__(
+        self,
+        store: Store,
+        blob_dir: Path,
+        public_url: str | None = None,
+        literal_names: bool = False,
+    ):
+        """`literal_names`: a `*` in a name filter is a character, not a glob (and, since no
+        name holds one, matches nothing). For the registry a job's script talks to: a script
+        looking up an exact name that happens to be a config's write pattern must not be
+        answered with some other product that the pattern matches."""
+        self.literal_names = literal_names
         self.store = store
         self.schema = store.schema
         self.blob_dir = Path(blob_dir)
@@ -302,6 +313,9 @@ class RegistryApp:
                         post.append(lambda r, k=key, w=wanted: w <= set(r.get(k) or []))
                 elif f.kind == "boolean":
                     filters[key] = parse_bool(value)
+                elif self.literal_names and key in rtype.glob and "*" in value:
+                    filters[key] = value
+                    post.append(lambda r: False)  # no name holds a '*'
                 else:
                     filters[key] = value
             except BadValue as exc:
@@ -574,10 +588,12 @@ class RegistryApp:
         return None
 
 
-def create_app(store: Store, blob_dir: Path, public_url: str | None = None) -> flask.Flask:
+def create_app(
+    store: Store, blob_dir: Path, public_url: str | None = None, literal_names: bool = False
+) -> flask.Flask:
     """The WSGI app for `store`; blobs go to `blob_dir`. URLs use `public_url` if given,
     else the Host header of each request."""
-    views = RegistryApp(store, Path(blob_dir), public_url)
+    views = RegistryApp(store, Path(blob_dir), public_url, literal_names)
     app = flask.Flask(__name__)
     app.config["fdp_registry"] = views
     app.url_map.strict_slashes = False
