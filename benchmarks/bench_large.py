@@ -23,10 +23,11 @@ from pathlib import Path
 
 import requests
 
-from fdp_tasks.datastore import DataStore, read_chunks, sha1_file
-from fdp_tasks.registry.client import HttpRegistry
-from fdp_tasks.registry.server import prepare_store
-from fdp_tasks.registry.store import Store
+from fdp_tasks.datastore import DataStore
+from fdp_tasks.files import read_chunks, sha1_file
+from fdp_tasks.remotes.client import HttpRegistry
+from fdp_tasks.server.app import prepare_store
+from fdp_tasks.store.sql import Store
 
 CHUNK = 1024 * 1024
 
@@ -53,7 +54,7 @@ def start_server(base: Path, port: int) -> subprocess.Popen:
         [
             sys.executable,
             "-m",
-            "fdp_tasks.registry.serve",
+            "fdp_tasks.server.serve",
             "--db",
             str(base / "registry.db"),
             "--blobs",

@@ -42,11 +42,11 @@ import sqlalchemy as sa
 import urllib3.connection
 import yaml
 
-import fdp_tasks.registry.serve as serve_module
-from fdp_tasks.graph import run_doit
+import fdp_tasks.server.serve as serve_module
+from fdp_tasks.entry import run_doit
 from fdp_tasks.project import Project, write_secret
-from fdp_tasks.registry.server import prepare_store
-from fdp_tasks.registry.store import Store
+from fdp_tasks.server.app import prepare_store
+from fdp_tasks.store.sql import Store
 
 REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = "lab"

@@ -28,12 +28,13 @@ from typing import Any
 
 import yaml
 
-from fdp_tasks.datastore import DataStore, local_root, product_path, sha1_file
+from fdp_tasks.catalog.locations import forget_roots, local_location, placement, store_root_id
+from fdp_tasks.datastore import DataStore, local_root, product_path
 from fdp_tasks.errors import FdpError
-from fdp_tasks.locations import forget_roots, local_location, placement, store_root_id
+from fdp_tasks.files import sha1_file
 from fdp_tasks.names import glob_matches, is_glob, namespace_problem, product_name_problem
-from fdp_tasks.registry import queries
-from fdp_tasks.registry.base import Registry
+from fdp_tasks.store import queries
+from fdp_tasks.store.base import Registry
 
 LOCAL_USER = "admin"
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
@@ -62,10 +63,10 @@ def connect(run_metadata: dict[str, Any]) -> Registry:
     """The local registry: the database itself when FDP_LOCAL_DB names it, else its REST API."""
     db = os.environ.get("FDP_LOCAL_DB")
     if db:
-        from fdp_tasks.registry.store import open_store
+        from fdp_tasks.store.sql import open_store
 
         return open_store(db)
-    from fdp_tasks.registry.client import HttpRegistry
+    from fdp_tasks.remotes.client import HttpRegistry
 
     return HttpRegistry(
         run_metadata["local_data_registry_url"], token=os.environ.get("FDP_LOCAL_TOKEN")

@@ -6,27 +6,14 @@ refuses anything that would resolve outside the root.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
-from typing import IO, BinaryIO
+from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
-from fdp_tasks.errors import IntegrityError, UnsafePathError
-
-CHUNK = 1024 * 1024
-
-
-def sha1_file(path: str | Path) -> str:
-    """SHA-1 of a file's bytes, read in chunks so memory stays flat."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+from fdp_tasks.errors import UnsafePathError
+from fdp_tasks.files import read_chunks, sha1_file, write_atomically
 
 
 def product_path(namespace: str, name: str, version: str, extension: str) -> str:
@@ -49,47 +36,6 @@ def safe_relative(rel: str, within: str = "the data store") -> str:
     return "/".join(parts)
 
 
-def write_atomically(
-    dest: Path,
-    chunks: Iterable[bytes],
-    expected_sha1: str | None = None,
-    on_chunk: Callable[[int], None] | None = None,
-) -> tuple[str, int]:
-    """Stream chunks to a temp file beside `dest`, check the hash, fsync, then rename.
-
-    A crash at any point leaves either the old file or the complete new one, never a
-    partial file under the final name.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha1()
-    size = 0
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for block in chunks:
-                if not block:
-                    continue
-                out.write(block)
-                digest.update(block)
-                size += len(block)
-                if on_chunk:
-                    on_chunk(len(block))
-            out.flush()
-            os.fsync(out.fileno())
-        got = digest.hexdigest()
-        if expected_sha1 and got != expected_sha1.lower():
-            raise IntegrityError(
-                f"{dest.name}: SHA-1 {got} does not match the expected {expected_sha1}"
-            )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return got, size
-
-
 def local_root(root: str) -> Path | None:
     """The directory of a file:// or plain-path root; None for a network root."""
     if root.startswith("file://"):
@@ -97,30 +43,6 @@ def local_root(root: str) -> Path | None:
     if "://" in root:
         return None
     return Path(root).expanduser()
-
-
-def replace_text(path: Path, write: Callable[[IO[str]], None], mode: int) -> None:
-    """Write through a fresh temp file (mkstemp: O_EXCL, 0600), then rename over `path`.
-
-    A crash never leaves half a file, and nothing planted at a guessable temp name is
-    followed or reused.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            write(fh)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def read_chunks(stream: BinaryIO, size: int = CHUNK) -> Iterable[bytes]:
-    while block := stream.read(size):
-        yield block
 
 
 class DataStore:

@@ -2,8 +2,8 @@
 
 The script gets a job directory (`${{CONFIG_DIR}}`) holding the working config and a copy of
 itself, the FDP_* environment, a token of its own that is revoked when it ends, and a local
-registry it can reach over HTTP (the reference language APIs need that), started for the run
-unless `fdp registry start` already serves it. It runs in `local_repo`, the root of the git
+registry it can reach over HTTP (the reference language APIs need that), which the caller
+serves (`ServeRegistry`). It runs in `local_repo`, the root of the git
 repository, as the reference runs it.
 """
 
@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -60,22 +60,10 @@ def command_for(shell: str, script: Path) -> list[str]:
     return commands[shell]
 
 
-@contextlib.contextmanager
-def local_registry_http(project: Project) -> Iterator[str]:
-    """The API URL of the local registry, serving it in this process if nothing else does."""
-    from fdp_tasks.registry import serve
-
-    status = serve.background_status(project.server_dir)
-    if status and status.get("db") == project.registry_db:
-        yield status["url"].rstrip("/") + "/api/"
-        return
-    running = serve.start_in_thread(
-        project.store(), project.server_dir / "blobs", literal_names=True
-    )
-    try:
-        yield running.api_url
-    finally:
-        running.stop()
+# How a job gets the local registry over HTTP, for the reference language APIs: a context
+# that yields the registry's API URL (`serve.job_registry` behind the commands). Passed in,
+# so that running a job does not depend on the server.
+ServeRegistry = Callable[[Project], contextlib.AbstractContextManager[str]]
 
 
 def refuse_dirty(repo: Path, allow_dirty: bool, script: list[Path] | None = None) -> None:
@@ -147,14 +135,18 @@ def run_job(
     note: dict[str, Any] | None = None,
     allow_dirty: bool = False,
     verify: Callable[[list[str]], None] | None = None,
+    serve: ServeRegistry | None = None,
 ) -> dict[str, Any]:
     """Resolve, run the script, and report the code runs it recorded.
 
     `working_for(registry_url, job_dir, token)` returns the working config for the job; it
     is called once the local registry is reachable. `note` is kept in the runs log entry.
-    `verify(code_runs)` may refuse what the script recorded (raising FdpError).
+    `verify(code_runs)` may refuse what the script recorded (raising FdpError); `serve`
+    serves the local registry over HTTP while the script runs.
     """
-    with project.job_token() as token, local_registry_http(project) as api_url:
+    if serve is None:
+        raise FdpError("no way to serve the local registry to the script was given")
+    with project.job_token() as token, serve(project) as api_url:
         job = job_dir_for(project.data_store.root, datetime.now())
         working = working_for(api_url, job, token)
         meta = working["run_metadata"]

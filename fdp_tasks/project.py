@@ -20,9 +20,10 @@ from typing import Any
 import yaml
 
 from fdp_tasks.config.templates import git_root
-from fdp_tasks.datastore import DataStore, replace_text
+from fdp_tasks.datastore import DataStore
 from fdp_tasks.errors import FdpError
-from fdp_tasks.registry.store import Store, database_url, open_store, token_digest
+from fdp_tasks.files import replace_text
+from fdp_tasks.store.sql import Store, database_url, open_store, token_digest
 
 SETTINGS_DIR = ".fdp"
 SETTINGS_FILE = "settings.yaml"
@@ -41,8 +42,9 @@ def _login_name() -> str:
 
 
 def server_dir_for(db_url: str, home: Path) -> Path:
-    """Where the server of a database keeps its pid file, log and blobs: beside a SQLite file,
-    else under $FDP_HOME."""
+    """Where the server of a database (a URL or a SQLite file) keeps its pid file, log and
+    blobs: beside a SQLite file, else under $FDP_HOME."""
+    db_url = database_url(db_url)
     if db_url.startswith("sqlite:///"):
         return Path(db_url[len("sqlite:///") :]).parent / "server"
     return home / "server"
@@ -370,6 +372,28 @@ def fdp_configs(root: Path, limit: int = 2000) -> list[Path]:
         ):
             found.append(path)
     return found
+
+
+def user_token(db: str, username: str, path: Path | None = None) -> tuple[str, Path]:
+    """A token of `username` in the registry database `db`, kept in `path` (default: beside a
+    SQLite file, `<user>.token`, mode 0600): the file's token if it is that user's, else a
+    new one written there. Returns the token and the file."""
+    url = database_url(db)
+    if path is None:
+        if not url.startswith("sqlite:///"):
+            raise FdpError("--file is needed with a database URL: where to keep the token")
+        path = Path(url[len("sqlite:///") :]).parent / f"{username}.token"
+    store = Store(url)
+    try:
+        user = store.ensure_user(username)
+        token = read_secret(path) if path.is_file() else ""
+        known = store.user_for_token(token) if token else None
+        if known is None or known["id"] != user["id"]:
+            token = store.issue_token(user["id"])
+            write_secret(path, token)
+    finally:
+        store.close()
+    return token, path
 
 
 def config_not_found(name: str, here: Path, example: str) -> FdpError:

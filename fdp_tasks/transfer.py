@@ -8,8 +8,9 @@ from pathlib import Path
 
 import requests
 
-from fdp_tasks.datastore import local_root, read_chunks, safe_relative
+from fdp_tasks.datastore import local_root, safe_relative
 from fdp_tasks.errors import FdpError
+from fdp_tasks.files import read_chunks
 
 _session: requests.Session | None = None
 # Small enough that a dropped connection loses little of what it had already brought.

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from fdp_tasks.registry.serve import RunningServer, start_in_thread
-from fdp_tasks.registry.server import prepare_store
-from fdp_tasks.registry.store import Store
+from fdp_tasks.server.app import prepare_store
+from fdp_tasks.server.serve import RunningServer, start_in_thread
+from fdp_tasks.store.sql import Store
 
 if TYPE_CHECKING:  # imported by the fixtures that use them: moto and boto3 take a while
     from emulation.upstream import ObjectStore, Upstream

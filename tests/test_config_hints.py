@@ -8,7 +8,7 @@ import pytest
 from support import Env
 
 from fdp_tasks.config.templates import VARIABLES
-from fdp_tasks.config.versions import INCREMENTERS
+from fdp_tasks.versions import INCREMENTERS
 
 META = "run_metadata:\n  description: test\n  default_output_namespace: ns\n  script: echo hi\n"
 OBJECT = "  - external_object: table\n    identifier: https://doi.org/10.1/x\n"

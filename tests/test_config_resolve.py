@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from fdp_tasks.config import Config, ResolveContext, load_config, resolve
-from fdp_tasks.config.versions import Version, increment, latest, sort_versions
 from fdp_tasks.errors import ConfigError
+from fdp_tasks.versions import Version, increment, latest, sort_versions
 
 DATA = Path(__file__).parent / "data" / "configs"
 NOW = datetime(2024, 3, 5, 14, 7, 9)

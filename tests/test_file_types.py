@@ -7,7 +7,7 @@ from pathlib import Path
 
 from support import WRITER_SCRIPT, Env
 
-from fdp_tasks.registry.store import Store
+from fdp_tasks.store.sql import Store
 
 
 def project(tmp_path: Path, name: str = "project", namespace: str = "lab") -> Env:

@@ -20,11 +20,11 @@ from support import RECORD_TYPES, Env, example_repo
 
 from fdp_tasks.datastore import DataStore
 from fdp_tasks.project import write_secret
-from fdp_tasks.registry import serve
-from fdp_tasks.registry.server import prepare_store
-from fdp_tasks.registry.store import Store
 from fdp_tasks.remotes.http import HttpRemote
-from fdp_tasks.sync import Pusher
+from fdp_tasks.remotes.sync import Pusher
+from fdp_tasks.server import serve
+from fdp_tasks.server.app import prepare_store
+from fdp_tasks.store.sql import Store
 
 TYPES_TO_COUNT = RECORD_TYPES
 
@@ -319,7 +319,7 @@ def test_pull_from_a_registry_that_ignores_filters(tmp_path: Path) -> None:
 
     from waitress.server import create_server
 
-    from fdp_tasks.registry.server import create_app
+    from fdp_tasks.server.app import create_app
 
     store = Store(tmp_path / "ref" / "registry.db")
     token = prepare_store(store)

@@ -10,7 +10,7 @@ import pytest
 import requests
 from support import Env
 
-from fdp_tasks.registry.store import Store
+from fdp_tasks.store.sql import Store
 
 META = "run_metadata:\n  description: test\n  default_output_namespace: ns\n  script: echo hi\n"
 ALIASES = ["a/./b", "a//b", "a/b/", "/a/b", "a/../b", "a/[b]", "a/b?", "a\\b"]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from support import WRITER_SCRIPT, Env, example_repo
 
-from fdp_tasks.registry.store import Store
+from fdp_tasks.store.sql import Store
 
 
 def sha1(path: Path) -> str:

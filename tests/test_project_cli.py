@@ -11,7 +11,7 @@ from pathlib import Path
 from support import REPO, Env
 
 from fdp_tasks.datastore import DataStore
-from fdp_tasks.registry.store import Store
+from fdp_tasks.store.sql import Store
 
 
 def test_init_makes_a_project_that_runs(tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_pulled_registry_path_cannot_escape_the_store(tmp_path: Path) -> None:
 
 WRITER = """
 import sys
-from fdp_tasks.registry.store import Store
+from fdp_tasks.store.sql import Store
 store = Store(sys.argv[1])
 for i in range(150):
     ns = store.create("namespace", {"name": f"{sys.argv[2]}-{i}"})

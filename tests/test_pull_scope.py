@@ -17,8 +17,8 @@ from support import WRITER_SCRIPT, Env
 from waitress.server import create_server
 
 from fdp_tasks.project import write_secret
-from fdp_tasks.registry.server import create_app, prepare_store
-from fdp_tasks.registry.store import Store
+from fdp_tasks.server.app import create_app, prepare_store
+from fdp_tasks.store.sql import Store
 
 
 class CountingRegistry:

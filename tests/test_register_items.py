@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from support import WRITER_SCRIPT, Env
 
-from fdp_tasks.registry.store import Store
+from fdp_tasks.store.sql import Store
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from contextlib import contextmanager
 import pytest
 import requests
 
-from fdp_tasks.registry.base import InvalidRecord, NotFound, RegistryError, UniqueViolation
-from fdp_tasks.registry.client import HttpRegistry, id_from_url, normalise_api_url
-from fdp_tasks.registry.serve import background_status, start_background, stop_background
-from fdp_tasks.registry.server import prepare_store
-from fdp_tasks.registry.store import Store
+from fdp_tasks.remotes.client import HttpRegistry, id_from_url, normalise_api_url
+from fdp_tasks.server.app import prepare_store
+from fdp_tasks.server.serve import background_status, start_background, stop_background
+from fdp_tasks.store.base import InvalidRecord, NotFound, RegistryError, UniqueViolation
+from fdp_tasks.store.sql import Store
 
 
 @pytest.fixture

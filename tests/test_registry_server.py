@@ -10,7 +10,7 @@ import pytest
 import requests
 import yaml
 
-from fdp_tasks.registry.schema import load_schema
+from fdp_tasks.store.schema import load_schema
 
 try:
     from data_pipeline_api import fdp_utils, link, pipeline

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fdp_tasks.registry.base import UniqueViolation
-from fdp_tasks.registry.schema import load_schema
-from fdp_tasks.registry.store import Store
+from fdp_tasks.store.base import UniqueViolation
+from fdp_tasks.store.schema import load_schema
+from fdp_tasks.store.sql import Store
 
 SAMPLE = {
     "string": "s",

@@ -16,8 +16,8 @@ import requests
 from emulation.upstream import Upstream, author_uuid
 from support import RECORD_TYPES, Env
 
-from fdp_tasks.registry.client import HttpRegistry, NoFileStorage
-from fdp_tasks.registry.store import Store
+from fdp_tasks.remotes.client import HttpRegistry, NoFileStorage
+from fdp_tasks.store.sql import Store
 
 StartUpstream = Callable[..., Upstream]
 

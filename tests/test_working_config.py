@@ -16,8 +16,8 @@ import yaml
 from support import Env
 
 from fdp_tasks.project import read_secret
-from fdp_tasks.registry.serve import start_in_thread
-from fdp_tasks.registry.store import Store
+from fdp_tasks.server.serve import start_in_thread
+from fdp_tasks.store.sql import Store
 
 # Writes what it was given on the command line, and every write item's name listed in
 # names.txt (or in the config's write items), through fdp_tasks.api.

@@ -5,4 +5,4 @@
     doit list                    the tasks (`fdp status` says which would run, and why)
 """
 
-from fdp_tasks.graph.dodo import *  # noqa: F403
+from fdp_tasks.dodo import *  # noqa: F403

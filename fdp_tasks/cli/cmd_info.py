@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from typing import Any
-
-from fdp_tasks.errors import FdpError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,161 +18,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=handler)
 
 
-def product_info(store: Any, ref_text: str) -> dict[str, Any]:
-    from fdp_tasks.registry import queries
-
-    ref = queries.ProductRef.parse(ref_text)
-    if not ref.namespace:
-        raise FdpError(f"{ref_text}: give the namespace, as namespace:name@version")
-    if not ref.version:
-        versions = queries.product_versions(store, ref.namespace, ref.name)
-        if not versions:
-            raise FdpError(f"{ref_text} is not in the local registry")
-        from fdp_tasks.config.versions import latest
-
-        ref = queries.ProductRef(ref.namespace, ref.name, str(latest(versions)))
-    found = queries.locate_ref(store, ref)
-    if found is None:
-        raise FdpError(f"{ref} is not in the local registry")
-    info: dict[str, Any] = {
-        "data_product": str(ref),
-        "object_uuid": found.object["uuid"],
-        "description": found.object.get("description"),
-        "file": (found.root["root"] + found.location["path"]) if found.location else None,
-        "sha1": found.hash,
-        "authors": [store.get("author", a)["name"] for a in found.object["authors"]],
-    }
-    for ext_id in found.product.get("external_object") or []:
-        ext = store.get("external_object", ext_id)
-        info["external_object"] = {
-            k: ext[k]
-            for k in (
-                "title",
-                "identifier",
-                "alternate_identifier",
-                "release_date",
-                "primary_not_supplement",
-            )
-            if ext.get(k) is not None
-        }
-    made_by = []
-    for component in found.object["components"]:
-        made_by += [run["uuid"] for run in store.find("code_run", {"outputs": component})]
-    info["made_by"] = made_by
-    info["read_by"] = sorted(
-        {
-            run["uuid"]
-            for component in found.object["components"]
-            for run in store.find("code_run", {"inputs": component})
-        }
-    )
-    return info
-
-
-def run_info(store: Any, run_uuid: str) -> dict[str, Any]:
-    rows = store.find("code_run", {"uuid": run_uuid}, limit=1)
-    if not rows:
-        raise FdpError(f"no code run {run_uuid} in the local registry")
-    run = rows[0]
-
-    def products(components: list[int]) -> list[str]:
-        out = []
-        for cid in components:
-            obj = store.get("object", store.get("object_component", cid)["object"])
-            for pid in obj["data_products"]:
-                p = store.get("data_product", pid)
-                ns = store.get("namespace", p["namespace"])["name"]
-                out.append(f"{ns}:{p['name']}@{p['version']}")
-        return out
-
-    def where(object_id: int | None) -> str | None:
-        if object_id is None:
-            return None
-        obj = store.get("object", object_id)
-        if not obj.get("storage_location"):
-            return None
-        location = store.get("storage_location", obj["storage_location"])
-        root = store.get("storage_root", location["storage_root"])
-        return f"{root['root']}{location['path']} (SHA-1 {location['hash']})"
-
-    return {
-        "code_run": run["uuid"],
-        "run_date": run["run_date"],
-        "description": run["description"],
-        "code_repo": where(run["code_repo"]),
-        "model_config": where(run["model_config"]),
-        "submission_script": where(run["submission_script"]),
-        "inputs": products(run["inputs"]),
-        "outputs": products(run["outputs"]),
-    }
-
-
-def output_count(project: Any, run_uuid: str, here: int) -> str:
-    """How many outputs of a code run are here, and how many the remote holds that are not.
-
-    A pull copies only the outputs asked for, so a run's local record may list 10 of the
-    1,000 it wrote. The remote is asked once (the run's record lists its outputs), never once
-    per output; without a remote nothing is said about one, and one that does not answer
-    gets a one-line note.
-    """
-    from fdp_tasks.remotes import open_remote
-
-    text = f"{here} here"
-    try:
-        spec = project.remote()
-    except FdpError:
-        return text  # no remote configured: nothing to compare with
-    try:
-        with open_remote(spec.name, spec.url, spec.token()) as remote:
-            rows = remote.registry.find("code_run", {"uuid": run_uuid}, limit=1)
-    except (FdpError, OSError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"note: remote {spec.name} did not answer: {reason}", file=sys.stderr)
-        return text
-    if not rows:
-        return f"{text}; the run is not on remote {spec.name}"
-    only_there = len(rows[0].get("outputs") or []) - here
-    if only_there <= 0:
-        return f"{text}, no others on remote {spec.name}"
-    return (
-        f"{text}, {only_there} on remote {spec.name} only "
-        "(read them in a config and `fdp pull` to fetch)"
-    )
-
-
-def object_info(store: Any, object_uuid: str) -> dict[str, Any]:
-    """An object by uuid: the data products it holds, or its file and description."""
-    rows = store.find("object", {"uuid": object_uuid}, limit=1)
-    if not rows:
-        raise FdpError(f"no code run or object {object_uuid} in the local registry")
-    obj = rows[0]
-    if obj["data_products"]:
-        product = store.get("data_product", obj["data_products"][0])
-        ns = store.get("namespace", product["namespace"])["name"]
-        return product_info(store, f"{ns}:{product['name']}@{product['version']}")
-    info: dict[str, Any] = {"object_uuid": obj["uuid"], "description": obj.get("description")}
-    if obj.get("storage_location"):
-        location = store.get("storage_location", obj["storage_location"])
-        root = store.get("storage_root", location["storage_root"])
-        info["file"] = root["root"] + location["path"]
-        info["sha1"] = location["hash"]
-    return info
-
-
 def handler(args: argparse.Namespace) -> int:
+    from fdp_tasks.inventory import describe
     from fdp_tasks.project import Project
 
-    project = Project.find()
-    store = project.read_store()  # only looks: a registry that is not there reads as empty
-    is_uuid = len(args.item) == 36 and args.item.count("-") == 4 and ":" not in args.item
-    if is_uuid and not store.find("code_run", {"uuid": args.item}, limit=1):
-        info = object_info(store, args.item)
-    elif is_uuid:
-        info = run_info(store, args.item)
-        here = len(store.find("code_run", {"uuid": args.item}, limit=1)[0]["outputs"])
-        info["output_count"] = output_count(project, args.item, here)
-    else:
-        info = product_info(store, args.item)
+    info = describe(Project.find(), args.item)
     if args.json:
         print(json.dumps(info, indent=2))
     else:

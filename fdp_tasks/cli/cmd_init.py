@@ -49,7 +49,7 @@ GITIGNORE = """\
 
 DODO = '''"""doit entry point: `doit` registers, pulls and runs; `doit push` pushes outputs."""
 
-from fdp_tasks.graph.dodo import *  # noqa: F403
+from fdp_tasks.dodo import *  # noqa: F403
 '''
 
 

@@ -21,24 +21,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
+    from fdp_tasks import inventory
     from fdp_tasks.project import Project
-    from fdp_tasks.registry import queries
 
-    store = Project.find().read_store()
+    project = Project.find()
     if args.what == "runs":
-        for run in store.find("code_run", newest_first=False):
+        for run in inventory.code_runs(project):
             print(
-                f"{run['uuid']}  {run['run_date'][:19]}  in:{len(run['inputs'])} "
-                f"out:{len(run['outputs'])}  {run['description']}"
+                f"{run['uuid']}  {run['run_date'][:19]}  in:{run['inputs']} "
+                f"out:{run['outputs']}  {run['description']}"
             )
         return 0
-    namespaces = {ns["id"]: ns["name"] for ns in store.find("namespace")}
-    filters = {}
-    if args.namespace:
-        ns_id = queries.namespace_id(store, args.namespace)
-        if ns_id is None:
-            return 0
-        filters["namespace"] = ns_id
-    for product in store.find("data_product", filters, newest_first=False):
-        print(f"{namespaces[product['namespace']]}:{product['name']}@{product['version']}")
+    for product in inventory.products(project, args.namespace):
+        print(product)
     return 0

@@ -10,8 +10,6 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fdp_tasks.errors import FdpError
-
 if TYPE_CHECKING:
     from fdp_tasks.project import Project
 
@@ -95,17 +93,16 @@ def _locations(args: argparse.Namespace) -> tuple[str, Path]:
 def _state_dir(args: argparse.Namespace) -> Path:
     """The server directory of --db if given, else the local registry's."""
     from fdp_tasks.project import server_dir_for
-    from fdp_tasks.registry.store import database_url
 
     db = getattr(args, "db", None)
     if db:
-        return server_dir_for(database_url(db), _project().home)
+        return server_dir_for(db, _project().home)
     return _project().server_dir
 
 
 def do_serve(args: argparse.Namespace) -> int:
     """Serve in the foreground until Ctrl-C or SIGTERM."""
-    from fdp_tasks.registry import serve
+    from fdp_tasks.server import serve
 
     db, blobs = _locations(args)
     serve.serve_forever(
@@ -121,7 +118,7 @@ def do_serve(args: argparse.Namespace) -> int:
 
 def do_start(args: argparse.Namespace) -> int:
     """Start in the background; print the URL once the server answers."""
-    from fdp_tasks.registry import serve
+    from fdp_tasks.server import serve
 
     db, blobs = _locations(args)
     state_dir = _state_dir(args)
@@ -138,7 +135,7 @@ def do_start(args: argparse.Namespace) -> int:
 
 def do_stop(args: argparse.Namespace) -> int:
     """Stop the background server recorded for this project (never anything else)."""
-    from fdp_tasks.registry import serve
+    from fdp_tasks.server import serve
 
     if serve.stop_background(_state_dir(args)):
         print("registry stopped")
@@ -149,7 +146,7 @@ def do_stop(args: argparse.Namespace) -> int:
 
 def do_status(args: argparse.Namespace) -> int:
     """Exit 0 and print url and pid when running; exit 3 when not."""
-    from fdp_tasks.registry import serve
+    from fdp_tasks.server import serve
 
     info = serve.background_status(_state_dir(args))
     if info is None:
@@ -167,24 +164,8 @@ def do_token(args: argparse.Namespace) -> int:
         token = project.local_token()
         print(token if args.show else project.token_path)
         return 0
-    from fdp_tasks.project import read_secret, write_secret
-    from fdp_tasks.registry.store import Store, database_url
+    from fdp_tasks.project import user_token
 
-    url = database_url(args.db)
-    path = args.file
-    if path is None:
-        if not url.startswith("sqlite:///"):
-            raise FdpError("--file is needed with a database URL: where to keep the token")
-        path = Path(url[len("sqlite:///") :]).parent / f"{args.user}.token"
-    store = Store(url)
-    try:
-        user = store.ensure_user(args.user)
-        token = read_secret(path) if path.is_file() else ""
-        known = store.user_for_token(token) if token else None
-        if known is None or known["id"] != user["id"]:
-            token = store.issue_token(user["id"])
-            write_secret(path, token)
-    finally:
-        store.close()
+    token, path = user_token(args.db, args.user, args.file)
     print(token if args.show else path)
     return 0

@@ -42,7 +42,7 @@ def doit_command(
 
 
 def handler(args: argparse.Namespace, tasks: list[str], keep_going: bool, refresh: bool) -> int:
-    from fdp_tasks.graph import run_doit
+    from fdp_tasks.entry import run_doit
 
     path = config_path(args)
     if args.dry_run:

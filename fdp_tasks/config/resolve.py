@@ -32,7 +32,9 @@ from fdp_tasks.config.templates import (
     is_version_key,
 )
 from fdp_tasks.config.validate import KeyPath, Problem, format_problems, normalise_datetime
-from fdp_tasks.config.versions import (
+from fdp_tasks.errors import ConfigError
+from fdp_tasks.names import glob_matches
+from fdp_tasks.versions import (
     VersionError,
     increment,
     incrementer,
@@ -40,8 +42,6 @@ from fdp_tasks.config.versions import (
     latest,
     sort_versions,
 )
-from fdp_tasks.errors import ConfigError
-from fdp_tasks.names import glob_matches
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from fdp_tasks.config.versions import INCREMENTERS
+from fdp_tasks.versions import INCREMENTERS
 
 TEMPLATE_RE = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 VARIABLES = (

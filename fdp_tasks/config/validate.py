@@ -28,9 +28,9 @@ from fdp_tasks.config.templates import (
     is_templated_version_key,
     is_version_key,
 )
-from fdp_tasks.config.versions import INCREMENTERS, incrementer, is_semver
 from fdp_tasks.names import namespace_problem, product_name_problem
 from fdp_tasks.resources import schema_path
+from fdp_tasks.versions import INCREMENTERS, incrementer, is_semver
 
 KeyPath = tuple[Any, ...]
 Problem = tuple[KeyPath, str]

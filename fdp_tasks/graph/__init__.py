@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fdp_tasks.errors import FdpError
+from fdp_tasks.job import ServeRegistry
 
 
 def load_namespace(
@@ -16,13 +17,16 @@ def load_namespace(
     remote: str | None = None,
     force: bool = False,
     dirty: bool = False,
+    serve: ServeRegistry | None = None,
 ) -> dict[str, Any]:
     """For dodo.py: the tasks of one config; a bad config ends the process with one line."""
     from fdp_tasks.graph.tasks import dodo_namespace
 
     try:
         found = locate_config(str(config_path))
-        return dodo_namespace(str(found), refresh=refresh, remote=remote, force=force, dirty=dirty)
+        return dodo_namespace(
+            str(found), refresh=refresh, remote=remote, force=force, dirty=dirty, serve=serve
+        )
     except FdpError as exc:
         print(f"fdp: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
@@ -56,6 +60,7 @@ def run_doit(
     remote: str | None = None,
     force: bool = False,
     dirty: bool = False,
+    serve: ServeRegistry | None = None,
 ) -> int:
     """Run doit on the tasks of `config_path`, as `doit <doit_args>` would in its project."""
     from doit.cmd_base import ModuleTaskLoader
@@ -64,7 +69,7 @@ def run_doit(
     from fdp_tasks.graph.tasks import dodo_namespace, preflight_push
 
     namespace = dodo_namespace(
-        str(config_path), refresh=refresh, remote=remote, force=force, dirty=dirty
+        str(config_path), refresh=refresh, remote=remote, force=force, dirty=dirty, serve=serve
     )
     if "push" in doit_args:  # one line, before any item, for what would fail them all
         preflight_push(namespace["plan"], dirty)

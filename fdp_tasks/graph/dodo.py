@@ -1,21 +1,5 @@
-"""The tasks of one config, for a project's dodo.py: `from fdp_tasks.graph.dodo import *`.
+"""The dodo.py entry of earlier releases (`from fdp_tasks.graph.dodo import *`): the same as
+`fdp_tasks.dodo`, kept so that the dodo.py files they wrote go on working."""
 
-doit imports dodo.py after it has read `config=...` and `refresh=1` from its command line, so
-this module can read them with `get_var` when it is imported. `remote=NAME` picks a remote;
-`force=1` runs the job even when it looks up to date; `dirty=1` runs and pushes from a git
-repository with uncommitted changes (the run is recorded as dirty).
-"""
-
-from doit import get_var
-
-from fdp_tasks.graph import load_namespace
-
-globals().update(
-    load_namespace(
-        get_var("config", "config.yaml"),
-        refresh=bool(get_var("refresh", "")),
-        remote=get_var("remote", None),
-        force=bool(get_var("force", "")),
-        dirty=bool(get_var("dirty", "")),
-    )
-)
+from fdp_tasks.dodo import *  # noqa: F403
+from fdp_tasks.dodo import __all__  # noqa: F401

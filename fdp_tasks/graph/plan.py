@@ -19,17 +19,18 @@ from fdp_tasks.config import Config, ResolveContext, load_config, resolve
 from fdp_tasks.config.resolve import DIRTY, script_paths, uncommitted_digest, warn_once
 from fdp_tasks.config.templates import TemplateError, Templater, git_root
 from fdp_tasks.config.validate import format_path
-from fdp_tasks.config.versions import incrementer, latest
-from fdp_tasks.datastore import DataStore, sha1_file
+from fdp_tasks.datastore import DataStore
 from fdp_tasks.errors import ConfigError, FdpError
+from fdp_tasks.files import sha1_file
 from fdp_tasks.names import glob_matches
 from fdp_tasks.project import Project
-from fdp_tasks.registry import queries
-from fdp_tasks.registry.base import NotFound, Record
-from fdp_tasks.registry.cache import CachedRegistry
-from fdp_tasks.registry.store import Store
 from fdp_tasks.remotes import Remote, open_remote
-from fdp_tasks.sync import Puller, Pusher
+from fdp_tasks.remotes.sync import Puller, Pusher
+from fdp_tasks.store import queries
+from fdp_tasks.store.base import NotFound, Record
+from fdp_tasks.store.cache import CachedRegistry
+from fdp_tasks.store.sql import Store
+from fdp_tasks.versions import incrementer, latest
 
 
 def script_files(run_metadata: dict[str, Any]) -> dict[str, str]:

@@ -24,14 +24,14 @@ from typing import Any
 from doit import create_after
 from doit.tools import config_changed
 
+from fdp_tasks.catalog.register import item_label, register_item, registered_product
 from fdp_tasks.datastore import local_root
 from fdp_tasks.errors import FdpError, OutOfSync
 from fdp_tasks.graph.plan import Plan, ReadItem
 from fdp_tasks.graph.report import FdpReporter
-from fdp_tasks.job import past_runs, refuse_dirty, run_job
-from fdp_tasks.register import item_label, register_item, registered_product
-from fdp_tasks.registry import queries
-from fdp_tasks.sync import NonCanonicalName
+from fdp_tasks.job import ServeRegistry, past_runs, refuse_dirty, run_job
+from fdp_tasks.remotes.sync import NonCanonicalName
+from fdp_tasks.store import queries
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,9 @@ def _outputs_intact(plan: Plan) -> Any:
     return check
 
 
-def run_task(plan: Plan, force: bool = False, dirty: bool = False) -> Task:
+def run_task(
+    plan: Plan, force: bool = False, dirty: bool = False, serve: ServeRegistry | None = None
+) -> Task:
     parts = plan.run_inputs() if plan.has_script else {}
     signature = plan.run_signature(parts) if plan.has_script else None
 
@@ -169,6 +171,7 @@ def run_task(plan: Plan, force: bool = False, dirty: bool = False) -> Task:
                 {"signature": signature, "depends_on": parts},
                 allow_dirty=dirty,
                 verify=plan.verify_outputs,
+                serve=serve,
             )
         except FdpError as exc:
             return _fail(str(exc))
@@ -322,6 +325,7 @@ def dodo_namespace(
     remote: str | None = None,
     force: bool = False,
     dirty: bool = False,
+    serve: ServeRegistry | None = None,
 ) -> dict[str, Any]:
     """Everything a dodo.py needs: DOIT_CONFIG and the task generators for one config.
 
@@ -341,7 +345,7 @@ def dodo_namespace(
 
     @create_after(executed="pull", creates=["job"])
     def task_job() -> Task:
-        return run_task(plan, force, dirty)
+        return run_task(plan, force, dirty, serve)
 
     @create_after()  # only when asked for: pushing never runs anything first
     def task_push() -> Iterator[Task]:

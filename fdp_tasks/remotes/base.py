@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
-from fdp_tasks.registry.base import Registry
+from fdp_tasks.store.base import Registry
 
 
 class Remote(ABC):

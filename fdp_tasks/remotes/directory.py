@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from fdp_tasks.datastore import DataStore, sha1_file
+from fdp_tasks.datastore import DataStore
 from fdp_tasks.errors import OutOfSync
-from fdp_tasks.registry.store import open_store
+from fdp_tasks.files import sha1_file
 from fdp_tasks.remotes.base import Remote
+from fdp_tasks.store.sql import open_store
 
 
 def directory_of(url: str) -> Path:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from fdp_tasks.registry.client import HttpRegistry
 from fdp_tasks.remotes.base import Remote
+from fdp_tasks.remotes.client import HttpRegistry
 from fdp_tasks.transfer import location_url
 
 

@@ -58,12 +58,13 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 import flask
 
 from fdp_tasks.project import write_secret
-from fdp_tasks.registry.base import InvalidRecord, NotFound, Record, UniqueViolation
-from fdp_tasks.registry.schema import Field, RecordType
-from fdp_tasks.registry.serve import _make_server, _serve_until
-from fdp_tasks.registry.server import JSON_TYPES, prepare_store
-from fdp_tasks.registry.store import Store
-from fdp_tasks.registry.values import SEMVER, BadValue, parse_datetime
+from fdp_tasks.server.app import JSON_TYPES, prepare_store
+from fdp_tasks.server.serve import _make_server, _serve_until
+from fdp_tasks.store.base import InvalidRecord, NotFound, Record, UniqueViolation
+from fdp_tasks.store.schema import Field, RecordType
+from fdp_tasks.store.sql import Store
+from fdp_tasks.store.values import BadValue, parse_datetime
+from fdp_tasks.versions import is_semver
 
 API_VERSION = "1.0.0"
 USERNAME = "admin"
@@ -871,7 +872,7 @@ def _scalar(type_name: str, f: Field, value: Any) -> Any:
     text = str(value)
     if (type_name, f.name) in NAME_FIELDS and any(c in text for c in "[]?*"):
         raise BadValue(f"Name {text} contains invalid characters ([]?*).")
-    if (type_name, f.name) in VERSION_FIELDS and not SEMVER.match(text):
+    if (type_name, f.name) in VERSION_FIELDS and not is_semver(text):
         raise BadValue(f"Version {text} is not a valid semantic version.")
     if (type_name, f.name) in URL_FIELDS and not _valid_url(text):
         raise BadValue("Enter a valid URL.")

@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import weakref
 
-from fdp_tasks.datastore import DataStore, sha1_file
-from fdp_tasks.registry.base import Record, Registry
+from fdp_tasks.datastore import DataStore
+from fdp_tasks.files import sha1_file
+from fdp_tasks.store.base import Record, Registry
 
 _root_ids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

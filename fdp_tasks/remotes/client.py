@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import requests
 
-from fdp_tasks.registry.base import (
+from fdp_tasks.store.base import (
     InvalidRecord,
     NotFound,
     Record,
@@ -29,7 +29,7 @@ from fdp_tasks.registry.base import (
     UniqueViolation,
     create_or_existing,
 )
-from fdp_tasks.registry.schema import RecordType, RegistrySchema, load_schema
+from fdp_tasks.store.schema import RecordType, RegistrySchema, load_schema
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fdp_tasks.registry.base import Record, Registry, create_or_existing
+from fdp_tasks.store.base import Record, Registry, create_or_existing
 
 
 class CachedRegistry:

@@ -11,11 +11,12 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from fdp_tasks.datastore import DataStore, local_root, product_path, safe_relative, sha1_file
+from fdp_tasks.catalog.locations import forget_roots, intact, local_location, referenced
+from fdp_tasks.datastore import DataStore, local_root, product_path, safe_relative
 from fdp_tasks.errors import FdpError, IntegrityError, OutOfSync
-from fdp_tasks.locations import forget_roots, intact, local_location, referenced
-from fdp_tasks.registry import queries
-from fdp_tasks.registry.base import Record, Registry
+from fdp_tasks.files import sha1_file
+from fdp_tasks.store import queries
+from fdp_tasks.store.base import Record, Registry
 from fdp_tasks.transfer import open_location
 
 

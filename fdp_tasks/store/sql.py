@@ -23,15 +23,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from fdp_tasks.names import namespace_problem, product_name_problem
-from fdp_tasks.registry.base import (
+from fdp_tasks.store.base import (
     InvalidRecord,
     NotFound,
     Record,
     UniqueViolation,
     create_or_existing,
 )
-from fdp_tasks.registry.schema import RecordType, RegistrySchema, load_schema
-from fdp_tasks.registry.values import BadValue, coerce
+from fdp_tasks.store.schema import RecordType, RegistrySchema, load_schema
+from fdp_tasks.store.values import BadValue, coerce
 
 SQL_TYPES = {
     "string": sa.Text,

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import uuid as uuidlib
 from datetime import date, datetime, timezone
 from typing import Any
 
-from fdp_tasks.registry.schema import Field
+from fdp_tasks.store.schema import Field
+from fdp_tasks.versions import is_semver
 
-SEMVER = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
-)
 TRUE = {"true", "1", "yes", "t", "y"}
 FALSE = {"false", "0", "no", "f", "n"}
 
@@ -75,6 +70,6 @@ def coerce(field: Field, value: Any) -> Any:
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
         raise BadValue(f"expected a string, got {value!r}")
     text = str(value)
-    if field.format == "semver" and not SEMVER.match(text):
+    if field.format == "semver" and not is_semver(text):
         raise BadValue(f"expected a semantic version such as 1.0.0, got {text!r}")
     return text

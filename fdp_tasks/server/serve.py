@@ -8,6 +8,7 @@ only ever signals the process it started itself.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,10 @@ import requests
 from waitress import wasyncore
 from waitress.server import create_server
 
-from fdp_tasks.datastore import replace_text
-from fdp_tasks.registry.base import RegistryError
-from fdp_tasks.registry.server import create_app
-from fdp_tasks.registry.store import Store, database_url
+from fdp_tasks.files import replace_text
+from fdp_tasks.server.app import create_app
+from fdp_tasks.store.base import RegistryError
+from fdp_tasks.store.sql import Store, database_url
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ STATE_FILE = "server.json"
 LOG_FILE = "server.log"
 START_TIMEOUT = 20.0
 MAX_UPLOAD_BYTES = 1 << 40  # 1 TiB
-MODULE = "fdp_tasks.registry.serve"
+MODULE = "fdp_tasks.server.serve"
 
 # Background servers started by this process, so they can be reaped (no zombies).
 _children: dict[int, subprocess.Popen] = {}
@@ -156,6 +157,22 @@ def start_in_thread(
     url_host = _url_host(host)
     _wait_for_port(url_host.strip("[]"), real_port)
     return RunningServer(f"http://{url_host}:{real_port}", store, stop, thread)
+
+
+@contextlib.contextmanager
+def job_registry(store: Store, server_dir: Path, db_url: str) -> Iterator[str]:
+    """The API URL of a local registry for a job's script: the background server of that
+    database if `fdp registry start` runs one, else one in a thread of this process for as
+    long as the job runs. A `*` in a name filter is literal there (see RegistryApp)."""
+    status = background_status(server_dir)
+    if status and status.get("db") == db_url:
+        yield str(status["url"]).rstrip("/") + "/api/"
+        return
+    running = start_in_thread(store, server_dir / "blobs", literal_names=True)
+    try:
+        yield running.api_url
+    finally:
+        running.stop()
 
 
 def serve_forever(
@@ -409,7 +426,7 @@ def stop_background(state_dir: Path) -> bool:
 
 # ------------------------------------------------------------------ entry point
 def main(argv: list[str] | None = None) -> int:
-    """`python -m fdp_tasks.registry.serve`: waitress in the foreground."""
+    """`python -m fdp_tasks.server.serve`: waitress in the foreground."""
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=main.__doc__)
     parser.add_argument("--db", required=True, help="SQLAlchemy URL or SQLite file path")
     parser.add_argument("--blobs", required=True, type=Path, help="directory for uploaded files")

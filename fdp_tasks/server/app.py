@@ -13,22 +13,15 @@ server does the sensible thing instead, while keeping every convention clients r
   right type (the id is taken from its path), because data-pipeline-api sends URLs of
   whatever host it was given.
 
-It also acts as a data store: `POST /api/data/<sha1>` hands out a presigned upload URL,
-`PUT /data/<sha1>?expires=..&signature=..` streams the bytes in (hash checked), and
-`GET /data/<sha1>` streams them out with Range support.
+Its file store is in `blobs`.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import logging
-import os
 import re
-import secrets
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,12 +30,12 @@ from urllib.parse import urlencode, urlsplit
 import flask
 from werkzeug.exceptions import HTTPException
 
-from fdp_tasks.datastore import read_chunks, write_atomically
-from fdp_tasks.errors import IntegrityError
-from fdp_tasks.registry.base import InvalidRecord, NotFound, Record, UniqueViolation
-from fdp_tasks.registry.schema import Field, RecordType
-from fdp_tasks.registry.store import Store
-from fdp_tasks.registry.values import BadValue, parse_bool
+from fdp_tasks.server.blobs import BlobViews
+from fdp_tasks.server.common import ApiError, json_response
+from fdp_tasks.store.base import InvalidRecord, NotFound, Record, UniqueViolation
+from fdp_tasks.store.schema import Field, RecordType
+from fdp_tasks.store.sql import Store
+from fdp_tasks.store.values import BadValue, parse_bool
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +43,6 @@ ADMIN = "admin"
 LIST_EXTRAS = {"cursor", "format", "ordering", "page_size"}
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 10000
-UPLOAD_URL_LIFETIME = 3600
-SHA1_RE = re.compile(r"^[0-9a-fA-F]{40}$")
 FIELD_ERROR_RE = re.compile(r"^(\w+)\.(\w+): (.*)$", re.S)
 JSON_TYPES = {
     "string": "string",
@@ -65,16 +56,6 @@ JSON_TYPES = {
 }
 
 
-class ApiError(Exception):
-    """An error answer: status code plus a JSON body, raised anywhere inside a view."""
-
-    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
-        super().__init__(body)
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
-
-
 def prepare_store(store: Store, username: str = "admin", token: str | None = None) -> str:
     """Make sure `username` exists and return a token for it (the given one, or a new one).
 
@@ -85,35 +66,6 @@ def prepare_store(store: Store, username: str = "admin", token: str | None = Non
         store.add_token(user["id"], token)
         return token
     return store.issue_token(user["id"])
-
-
-def blob_path(blob_dir: Path, sha1: str) -> Path:
-    """Where a blob lives: <blob_dir>/<sha1[:2]>/<sha1>, so no directory grows huge."""
-    sha1 = sha1.lower()
-    return Path(blob_dir) / sha1[:2] / sha1
-
-
-def _load_secret(blob_dir: Path) -> bytes:
-    """The per-server HMAC key for presigned URLs, created once with mode 0600."""
-    blob_dir.mkdir(parents=True, exist_ok=True)
-    path = blob_dir / ".secret"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as fh:
-        key = secrets.token_hex(32).encode("ascii")
-        fh.write(key)
-    return key
-
-
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> flask.Response:
-    return flask.Response(
-        json.dumps(body, separators=(",", ":")),
-        status=status,
-        mimetype="application/json",
-        headers=headers,
-    )
 
 
 def _field_errors(exc: Exception, type_name: str) -> dict[str, list[str]]:
@@ -178,12 +130,11 @@ class _Cursor:
 
 
 class RegistryApp:
-    """The views, bound to one store and one blob directory."""
+    """The record views, bound to one store (the file views are in `blobs`)."""
 
     def __init__(
         self,
         store: Store,
-        blob_dir: Path,
         public_url: str | None = None,
         literal_names: bool = False,
     ):
@@ -194,9 +145,7 @@ class RegistryApp:
         self.literal_names = literal_names
         self.store = store
         self.schema = store.schema
-        self.blob_dir = Path(blob_dir)
         self.public_url = public_url.rstrip("/") if public_url else None
-        self.secret = _load_secret(self.blob_dir)
         store.ensure_user("admin")
 
     # ------------------------------------------------------------ helpers
@@ -339,11 +288,13 @@ class RegistryApp:
     # -------------------------------------------------------------- views
     def index(self) -> flask.Response:
         base = self.base()
-        return _json({name: f"{base}/api/{name}/" for name in self.schema.types})
+        return json_response({name: f"{base}/api/{name}/" for name in self.schema.types})
 
     def username(self) -> flask.Response:
         user = self.require_user()
-        return _json({"username": user["username"], "url": self.record_url("users", user["id"])})
+        return json_response(
+            {"username": user["username"], "url": self.record_url("users", user["id"])}
+        )
 
     def collection(self, type_name: str) -> flask.Response:
         rtype = self.rtype(type_name)
@@ -387,7 +338,7 @@ class RegistryApp:
         prev = _Cursor.encode("a", page[0]["id"]) if newer and page else None
         if newer and not page and mark is not None:
             prev = _Cursor.encode("a", mark - 1) if direction == "b" else None
-        return _json(
+        return json_response(
             {
                 "count": count,
                 "next": self.page_link(rtype.name, nxt),
@@ -410,7 +361,7 @@ class RegistryApp:
             raise ApiError(409, body) from None
         except InvalidRecord as exc:
             raise ApiError(400, _field_errors(exc, rtype.name)) from None
-        return _json(self.wire(rtype, rec), 201)
+        return json_response(self.wire(rtype, rec), 201)
 
     def detail(self, type_name: str, record_id: int) -> flask.Response:
         rtype = self.rtype(type_name)
@@ -420,7 +371,7 @@ class RegistryApp:
         if method == "GET":
             if rtype.private:
                 self.require_user()
-            return _json(self.wire(rtype, self.fetch(rtype, record_id)))
+            return json_response(self.wire(rtype, self.fetch(rtype, record_id)))
         user = self.require_user()
         if method not in rtype.writable:
             allowed = ", ".join(["GET", *sorted(rtype.writable)])
@@ -453,7 +404,7 @@ class RegistryApp:
             raise ApiError(409, {"detail": str(exc)}) from None
         except InvalidRecord as exc:
             raise ApiError(400, _field_errors(exc, rtype.name)) from None
-        return _json(self.wire(rtype, rec))
+        return json_response(self.wire(rtype, rec))
 
     def fetch(self, rtype: RecordType, record_id: int) -> Record:
         try:
@@ -508,65 +459,7 @@ class RegistryApp:
             "actions": actions,
             "filter_fields": list(rtype.fields),
         }
-        return _json(body, headers={"Allow": ", ".join(methods)})
-
-    # -------------------------------------------------------------- blobs
-    def signature(self, sha1: str, expires: int) -> str:
-        msg = f"PUT\n{sha1}\n{expires}".encode("ascii")
-        return hmac.new(self.secret, msg, hashlib.sha256).hexdigest()
-
-    def blob_sha1(self, sha1: str) -> str:
-        if not SHA1_RE.match(sha1):
-            raise ApiError(404, {"detail": "Not found."})
-        return sha1.lower()
-
-    def presign(self, sha1: str) -> flask.Response:
-        self.require_user()
-        sha1 = self.blob_sha1(sha1)
-        expires = int(time.time()) + UPLOAD_URL_LIFETIME
-        query = urlencode({"expires": expires, "signature": self.signature(sha1, expires)})
-        exists = blob_path(self.blob_dir, sha1).is_file()
-        body = {
-            "url": f"{self.base()}/data/{sha1}?{query}",
-            "storage_root": f"{self.base()}/data/",
-            "path": sha1,
-            "exists": exists,
-        }
-        return _json(body, 200 if exists else 201)
-
-    def blob(self, sha1: str) -> flask.Response:
-        sha1 = self.blob_sha1(sha1)
-        path = blob_path(self.blob_dir, sha1)
-        if flask.request.method == "PUT":
-            return self.receive(sha1, path)
-        if not path.is_file():
-            raise ApiError(404, {"detail": "Not found."})
-        if not self.store.find_one("storage_location", {"hash": sha1, "public": True}):
-            self.require_user()  # not (yet) a public file: only for token holders
-        return flask.send_file(
-            path,
-            mimetype="application/octet-stream",
-            conditional=True,
-            etag=sha1,
-            max_age=31536000,
-        )
-
-    def receive(self, sha1: str, path: Path) -> flask.Response:
-        args = flask.request.args
-        try:
-            expires = int(args.get("expires", ""))
-        except ValueError:
-            raise ApiError(403, {"detail": "missing or malformed upload signature"}) from None
-        good = hmac.compare_digest(args.get("signature", ""), self.signature(sha1, expires))
-        if not good:
-            raise ApiError(403, {"detail": "bad upload signature"})
-        if expires < time.time():
-            raise ApiError(403, {"detail": "upload URL has expired"})
-        try:
-            _, size = write_atomically(path, read_chunks(flask.request.stream), expected_sha1=sha1)
-        except IntegrityError as exc:
-            raise ApiError(400, {"detail": str(exc)}) from None
-        return _json({"path": sha1, "size": size}, 201)
+        return json_response(body, headers={"Allow": ", ".join(methods)})
 
     # -------------------------------------------------------------- hooks
     def check_accept(self) -> flask.Response | None:
@@ -577,7 +470,7 @@ class RegistryApp:
             for param in media.split(";")[1:]:
                 key, _, value = param.strip().partition("=")
                 if key.strip().lower() == "version" and value.strip() != self.schema.version:
-                    return _json(
+                    return json_response(
                         {
                             "detail": f'Invalid version in "Accept" header: '
                             f"{value.strip()!r}; this registry speaks "
@@ -593,7 +486,8 @@ def create_app(
 ) -> flask.Flask:
     """The WSGI app for `store`; blobs go to `blob_dir`. URLs use `public_url` if given,
     else the Host header of each request."""
-    views = RegistryApp(store, Path(blob_dir), public_url, literal_names)
+    views = RegistryApp(store, public_url, literal_names)
+    blobs = BlobViews(views, Path(blob_dir))
     app = flask.Flask(__name__)
     app.config["fdp_registry"] = views
     app.url_map.strict_slashes = False
@@ -611,8 +505,8 @@ def create_app(
 
     route("/api/", views.index, ["GET"], "index")
     route("/api/username/", views.username, ["GET"], "username")
-    route("/api/data/<sha1>/", views.presign, ["POST"], "presign")
-    route("/data/<sha1>", views.blob, ["GET", "PUT"], "blob")
+    route("/api/data/<sha1>/", blobs.presign, ["POST"], "presign")
+    route("/data/<sha1>", blobs.blob, ["GET", "PUT"], "blob")
     route("/api/<type_name>/", views.collection, ["GET", "POST", "OPTIONS"], "collection")
     route(
         "/api/<type_name>/<int:record_id>/",
@@ -623,16 +517,16 @@ def create_app(
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> flask.Response:
-        return _json(exc.body, exc.status, exc.headers)
+        return json_response(exc.body, exc.status, exc.headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> flask.Response:
         headers = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}
-        return _json({"detail": exc.description or exc.name}, exc.code or 500, headers)
+        return json_response({"detail": exc.description or exc.name}, exc.code or 500, headers)
 
     @app.errorhandler(Exception)
     def _server_error(exc: Exception) -> flask.Response:
         log.exception("%s %s failed", flask.request.method, flask.request.path)
-        return _json({"detail": f"internal server error: {type(exc).__name__}"}, 500)
+        return json_response({"detail": f"internal server error: {type(exc).__name__}"}, 500)
 
     return app

@@ -13,15 +13,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from fdp_tasks.catalog.locations import intact, local_location, placement
 from fdp_tasks.datastore import DataStore, product_path
 from fdp_tasks.errors import FdpError, IntegrityError, OutOfSync
-from fdp_tasks.locations import intact, local_location, placement
 from fdp_tasks.names import namespace_problem, product_name_problem
-from fdp_tasks.registry import queries
-from fdp_tasks.registry.base import Record, Registry, RegistryError, UniqueViolation
-from fdp_tasks.registry.cache import CachedRegistry
-from fdp_tasks.registry.schema import RegistrySchema, load_schema
 from fdp_tasks.remotes.base import Remote
+from fdp_tasks.store import queries
+from fdp_tasks.store.base import Record, Registry, RegistryError, UniqueViolation
+from fdp_tasks.store.cache import CachedRegistry
+from fdp_tasks.store.schema import RegistrySchema, load_schema
 
 log = logging.getLogger(__name__)
 
@@ -540,7 +540,7 @@ class Pusher:
         """Upload the push's first public file before any record is written, so a remote that
         cannot take files (an upstream registry without object storage) stops the push here,
         once. A push with nothing public to upload needs no probe."""
-        from fdp_tasks.registry.client import NoFileStorage
+        from fdp_tasks.remotes.client import NoFileStorage
 
         if self.storage_ok:
             return

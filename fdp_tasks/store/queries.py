@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from fdp_tasks.registry.base import Record, Registry
+from fdp_tasks.store.base import Record, Registry
 
 REF = re.compile(r"^(?:(?P<ns>[^:@]+):)?(?P<name>[^@]+?)(?:@(?P<version>[^@]+))?$")
 
@@ -88,7 +88,7 @@ def product_names(registry: Registry, namespace: str, pattern: str) -> list[str]
 
 def latest_products(registry: Registry, namespace: str, pattern: str) -> list[Record]:
     """The highest version of every product name matching `pattern`, in one query."""
-    from fdp_tasks.config.versions import Version
+    from fdp_tasks.versions import Version
 
     ns = namespace_id(registry, namespace)
     if ns is None:

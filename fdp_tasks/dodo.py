@@ -1,0 +1,21 @@
+"""The tasks of one config, for a project's dodo.py: `from fdp_tasks.dodo import *`.
+
+doit imports dodo.py after it has read `config=...` and `refresh=1` from its command line, so
+this module can read them with `get_var` when it is imported. `remote=NAME` picks a remote;
+`force=1` runs the job even when it looks up to date; `dirty=1` runs and pushes from a git
+repository with uncommitted changes (the run is recorded as dirty).
+"""
+
+from doit import get_var
+
+from fdp_tasks.entry import load_namespace
+
+_namespace = load_namespace(
+    get_var("config", "config.yaml"),
+    refresh=bool(get_var("refresh", "")),
+    remote=get_var("remote", None),
+    force=bool(get_var("force", "")),
+    dirty=bool(get_var("dirty", "")),
+)
+globals().update(_namespace)
+__all__ = list(_namespace)

@@ -1,0 +1,31 @@
+"""Where the commands meet the task graph: doit for a config, with the local registry served
+to the job's script by the registry server. (The graph and the job know the server only as
+the callable passed in here.)"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fdp_tasks import graph
+from fdp_tasks.project import Project
+from fdp_tasks.server import serve
+
+
+@contextlib.contextmanager
+def loopback_registry(project: Project) -> Iterator[str]:
+    """The local registry's API URL for the length of a job."""
+    with serve.job_registry(project.store(), project.server_dir, project.registry_db) as url:
+        yield url
+
+
+def load_namespace(config_path: str | Path, **options: Any) -> dict[str, Any]:
+    """For dodo.py: the tasks of one config (options: refresh, remote, force, dirty)."""
+    return graph.load_namespace(config_path, serve=loopback_registry, **options)
+
+
+def run_doit(config_path: str | Path, doit_args: list[str], **options: Any) -> int:
+    """Run doit on the tasks of `config_path`, as `doit <doit_args>` would in its project."""
+    return graph.run_doit(config_path, doit_args, serve=loopback_registry, **options)

@@ -1,1 +1,0 @@
-"""The registry: its declared data model, the SQL store, the HTTP server and the HTTP client."""
