@@ -26,8 +26,8 @@ import requests
 from fdp_tasks.datastore import DataStore
 from fdp_tasks.files import read_chunks, sha1_file
 from fdp_tasks.remotes.client import HttpRegistry
-from fdp_tasks.server.app import prepare_store
 from fdp_tasks.store.sql import Store
+from fdp_tasks.store.tokens import working_token
 
 CHUNK = 1024 * 1024
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = time.perf_counter() - start
 
         store = Store(base / "server" / "registry.db")
-        token = prepare_store(store)
+        token = working_token(store)
         store.close()
         port = 20000 + os.getpid() % 20000
         server = start_server(base / "server", port)

@@ -44,9 +44,9 @@ import yaml
 
 import fdp_tasks.server.serve as serve_module
 from fdp_tasks.entry import run_doit
-from fdp_tasks.project import Project, write_secret
-from fdp_tasks.server.app import prepare_store
+from fdp_tasks.project import Project
 from fdp_tasks.store.sql import Store
+from fdp_tasks.store.tokens import working_token
 
 REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = "lab"
@@ -231,10 +231,9 @@ class RemoteServer:
         base.mkdir(parents=True, exist_ok=True)
         self.db = base / "registry.db"
         store = Store(self.db)
-        token = prepare_store(store)
-        store.close()
         self.token_file = base / "token"
-        write_secret(self.token_file, token)
+        working_token(store, file=self.token_file)
+        store.close()
         self.port = free_port()
 
     @property

@@ -409,7 +409,7 @@ class Session:
                 )[0]["id"]
             else:
                 outputs[name] = queries.whole_object_component(reg, obj)
-        run = reg.create(
+        reg.create(
             "code_run",
             {
                 "run_date": datetime.now(timezone.utc).isoformat(),
@@ -445,5 +445,4 @@ class Session:
                     "component_issues": components,
                 },
             )
-        self.code_run = run
         return moves

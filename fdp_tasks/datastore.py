@@ -103,10 +103,11 @@ class DataStore:
         rel: str,
         chunks: Iterable[bytes],
         expected_sha1: str | None = None,
-        on_chunk: Callable[[int], None] | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> tuple[str, int]:
-        """Write a file from chunks; returns (sha1, size)."""
-        return write_atomically(self.path(rel), chunks, expected_sha1, on_chunk)
+        """Write a file from chunks; returns (sha1, size). `progress` is called with the
+        bytes written so far after each chunk."""
+        return write_atomically(self.path(rel), chunks, expected_sha1, progress)
 
     def put_file(
         self, rel: str, source: str | Path, expected_sha1: str | None = None

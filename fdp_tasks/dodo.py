@@ -9,13 +9,24 @@ repository with uncommitted changes (the run is recorded as dirty).
 from doit import get_var
 
 from fdp_tasks.entry import load_namespace
+from fdp_tasks.scalars import parse_bool
+
+
+def _flag(name: str) -> bool:
+    """`force=1` (or yes, true, on) sets a flag; `force=0` (or no, false, off) or none does not."""
+    text = get_var(name, "")
+    try:
+        return bool(text) and parse_bool(text)
+    except ValueError as exc:
+        raise SystemExit(f"fdp: error: {name}={text}: {exc}") from None
+
 
 _namespace = load_namespace(
     get_var("config", "config.yaml"),
-    refresh=bool(get_var("refresh", "")),
+    refresh=_flag("refresh"),
     remote=get_var("remote", None),
-    force=bool(get_var("force", "")),
-    dirty=bool(get_var("dirty", "")),
+    force=_flag("force"),
+    dirty=_flag("dirty"),
 )
 globals().update(_namespace)
 __all__ = list(_namespace)

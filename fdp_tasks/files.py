@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from fdp_tasks.errors import IntegrityError
+from fdp_tasks.errors import HashMismatch
 
 CHUNK = 1024 * 1024
 
@@ -32,12 +32,13 @@ def write_atomically(
     dest: Path,
     chunks: Iterable[bytes],
     expected_sha1: str | None = None,
-    on_chunk: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[str, int]:
     """Stream chunks to a temp file beside `dest`, check the hash, fsync, then rename.
 
     A crash at any point leaves either the old file or the complete new one, never a
-    partial file under the final name.
+    partial file under the final name. `progress`, if given, is called after each chunk with
+    the bytes written so far, so that a long transfer can show how far it got.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha1()
@@ -51,20 +52,23 @@ def write_atomically(
                 out.write(block)
                 digest.update(block)
                 size += len(block)
-                if on_chunk:
-                    on_chunk(len(block))
+                if progress:
+                    progress(size)
             out.flush()
             os.fsync(out.fileno())
         got = digest.hexdigest()
         if expected_sha1 and got != expected_sha1.lower():
-            raise IntegrityError(
+            raise HashMismatch(
                 f"{dest.name}: SHA-1 {got} does not match the expected {expected_sha1}"
             )
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno and exc.filename is None:
+            # a full disk names no file: say which one could not be written
+            raise OSError(exc.errno, exc.strerror, str(dest)) from exc
         raise
     return got, size
 
@@ -86,6 +90,15 @@ def replace_text(path: Path, write: Callable[[IO[str]], None], mode: int) -> Non
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_secret(path: Path, text: str) -> None:
+    """A token file readable by its owner only (0600 from the start, never wider)."""
+    replace_text(path, lambda fh: fh.write(text + "\n"), 0o600)
+
+
+def read_secret(path: Path) -> str:
+    return path.read_text(encoding="utf-8").strip()
 
 
 def read_chunks(stream: BinaryIO, size: int = CHUNK) -> Iterable[bytes]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from fdp_tasks.errors import FdpError
+from fdp_tasks.errors import BadInput, FdpError
 from fdp_tasks.project import Project
 from fdp_tasks.remotes import open_remote
 from fdp_tasks.store import queries
@@ -61,7 +61,7 @@ def code_runs(project: Project) -> list[dict[str, Any]]:
 def product_info(store: Any, ref_text: str) -> dict[str, Any]:
     ref = queries.ProductRef.parse(ref_text)
     if not ref.namespace:
-        raise FdpError(f"{ref_text}: give the namespace, as namespace:name@version")
+        raise BadInput(f"{ref_text}: give the namespace, as namespace:name@version")
     if not ref.version:
         versions = queries.product_versions(store, ref.namespace, ref.name)
         if not versions:

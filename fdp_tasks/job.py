@@ -24,41 +24,8 @@ import yaml
 
 from fdp_tasks.config.resolve import dirty_files, job_dir_for, script_paths
 from fdp_tasks.errors import FdpError
+from fdp_tasks.languages import DEFAULT, command_for, language
 from fdp_tasks.project import Project
-
-SCRIPT_SUFFIX = {
-    "sh": ".sh",
-    "bash": ".sh",
-    "python": ".py",
-    "python3": ".py",
-    "R": ".R",
-    "julia": ".jl",
-    "java": ".java",
-    "powershell": ".ps1",
-    "pwsh": ".ps1",
-    "batch": ".bat",
-}
-
-
-def command_for(shell: str, script: Path) -> list[str]:
-    """The command line that runs `script` under the config's `shell`."""
-    # as the reference runs them: a failing command of a shell script fails the job
-    commands = {
-        "sh": ["sh", "-e", str(script)],
-        "bash": ["bash", "-eo", "pipefail", str(script)],
-        "python": [sys.executable, str(script)],
-        "python3": [sys.executable, str(script)],
-        "R": ["Rscript", str(script)],
-        "julia": ["julia", str(script)],
-        "java": ["java", str(script)],
-        "powershell": ["powershell", "-File", str(script)],
-        "pwsh": ["pwsh", "-File", str(script)],
-        "batch": ["cmd", "/c", str(script)],
-    }
-    if shell not in commands:
-        raise FdpError(f"run_metadata.shell: unknown shell {shell!r}")
-    return commands[shell]
-
 
 # How a job gets the local registry over HTTP, for the reference language APIs: a context
 # that yields the registry's API URL (`serve.job_registry` behind the commands). Passed in,
@@ -84,8 +51,7 @@ def refuse_dirty(repo: Path, allow_dirty: bool, script: list[Path] | None = None
 
 def write_script(job: Path, run_metadata: dict[str, Any]) -> Path:
     """Copy the inline script or script_path into the job directory."""
-    shell = run_metadata.get("shell") or "sh"
-    script = job / f"script{SCRIPT_SUFFIX.get(shell, '.sh')}"
+    script = job / f"script{language(run_metadata.get('shell') or DEFAULT).suffix}"
     if run_metadata.get("script"):
         script.write_text(str(run_metadata["script"]).rstrip("\n") + "\n", encoding="utf-8")
     else:
@@ -173,7 +139,7 @@ def run_job(
             ),
         }
         code = run_script(
-            command_for(meta.get("shell") or "sh", script), repo, env, job / "job.log"
+            command_for(meta.get("shell") or DEFAULT, script), repo, env, job / "job.log"
         )
     if code != 0:
         raise FdpError(f"the script exited with status {code}; its output is in {job / 'job.log'}")

@@ -16,14 +16,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from fdp_tasks.config.templates import git_root
 from fdp_tasks.datastore import DataStore
-from fdp_tasks.errors import FdpError
-from fdp_tasks.files import replace_text
+from fdp_tasks.errors import BadInput, FdpError
+from fdp_tasks.files import read_secret, replace_text
 from fdp_tasks.store.sql import Store, database_url, open_store, token_digest
+from fdp_tasks.store.tokens import working_token
 
 SETTINGS_DIR = ".fdp"
 SETTINGS_FILE = "settings.yaml"
@@ -57,23 +59,57 @@ def read_yaml(path: Path) -> dict[str, Any]:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh) or {}
     except yaml.YAMLError as exc:
-        raise FdpError(f"{path}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise BadInput(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, dict):
-        raise FdpError(f"{path}: expected a mapping at the top level")
+        raise BadInput(f"{path}: expected a mapping at the top level")
     return data
+
+
+def remote_url_problem(url: str) -> str | None:
+    """Why `url` names no remote, or None: a remote is an http(s):// registry, or a directory
+    (a path, or a file:// URL)."""
+    if "://" not in url:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (a port that is not a number raises here)
+    except ValueError as exc:
+        return f"{url} is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https", "file"):
+        return f"{url}: a remote is an http(s):// registry or a directory, not {parts.scheme}://"
+    if parts.scheme != "file" and not parts.hostname:
+        return f"{url} names no host"
+    return None
+
+
+def remote_url(text: str) -> str:
+    """A remote as `fdp remote add` and `fdp init --remote` record it: a URL as given, a
+    directory as its absolute path."""
+    problem = remote_url_problem(text)
+    if problem:
+        raise BadInput(problem)
+    return text if "://" in text else str(Path(text).expanduser().resolve())
+
+
+def check_settings(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings of the shape every command reads, so that a hand-edited file that is not
+    says where, instead of failing somewhere later."""
+    for key, value in settings.items():
+        if value is None:
+            continue
+        if key in ("user", "remotes") and not isinstance(value, dict):
+            raise BadInput(f"{path}: {key}: expected a mapping")
+        if key in ("registry", "data_store", "token_file", "default_remote") and not isinstance(
+            value, str
+        ):
+            raise BadInput(f"{path}: {key}: expected a string")
+    return settings
 
 
 def write_yaml(path: Path, data: dict[str, Any], mode: int = 0o644) -> None:
     replace_text(path, lambda fh: yaml.safe_dump(data, fh, sort_keys=False), mode)
-
-
-def write_secret(path: Path, text: str) -> None:
-    """A token file readable by its owner only."""
-    replace_text(path, lambda fh: fh.write(text + "\n"), 0o600)
-
-
-def read_secret(path: Path) -> str:
-    return path.read_text(encoding="utf-8").strip()
 
 
 @dataclass
@@ -96,12 +132,12 @@ class RemoteSpec:
         if self.token_file is None:
             return None
         if not self.token_file.is_file():
-            raise FdpError(
+            raise BadInput(
                 f"the token file of remote {self.name}, {self.token_file}, does not exist"
             )
         mode = self.token_file.stat().st_mode & 0o777
         if mode & 0o077:
-            raise FdpError(
+            raise BadInput(
                 f"the token file {self.token_file} is readable by other users (mode "
                 f"{oct(mode)[2:]}); run `chmod 600 {self.token_file}`"
             )
@@ -127,7 +163,8 @@ class Project:
             return cls.find()
         found = Path(root).expanduser().resolve()
         home = fdp_home()
-        settings = read_yaml(found / SETTINGS_DIR / SETTINGS_FILE)
+        path = found / SETTINGS_DIR / SETTINGS_FILE
+        settings = check_settings(path, read_yaml(path))
         return cls(found, home, settings, read_yaml(home / "user.yaml"))
 
     @classmethod
@@ -216,10 +253,13 @@ class Project:
             if isinstance(spec, str):
                 spec = {"url": spec}
             if not isinstance(spec, dict) or not spec.get("url"):
-                raise FdpError(
+                raise BadInput(
                     f"{self.settings_path}: remotes.{name}: expected a url "
                     "(set it with `fdp remote add NAME URL`)"
                 )
+            problem = remote_url_problem(str(spec["url"]))
+            if problem:
+                raise BadInput(f"{self.settings_path}: remotes.{name}: {problem}")
             token_file = spec.get("token_file")
             out[name] = RemoteSpec(
                 name=name,
@@ -311,20 +351,9 @@ class Project:
             note.unlink(missing_ok=True)
 
     def local_token(self) -> str:
-        """The token for writing to the local registry over HTTP; created on first use."""
-        store = self.ensure_identity()
-        user = store.ensure_user(LOCAL_USER)
-        path = self.token_path
-        if path.is_file():
-            token = read_secret(path)
-            if token:
-                if path.stat().st_mode & 0o077:
-                    os.chmod(path, 0o600)
-                store.add_token(user["id"], token)
-                return token
-        token = store.issue_token(user["id"])
-        write_secret(path, token)
-        return token
+        """The token for writing to the local registry over HTTP, kept in the token file;
+        created on first use."""
+        return working_token(self.ensure_identity(), LOCAL_USER, file=self.token_path)
 
     # --------------------------------------------------------------- settings
     def save_settings(self) -> None:
@@ -376,8 +405,8 @@ def fdp_configs(root: Path, limit: int = 2000) -> list[Path]:
 
 def user_token(db: str, username: str, path: Path | None = None) -> tuple[str, Path]:
     """A token of `username` in the registry database `db`, kept in `path` (default: beside a
-    SQLite file, `<user>.token`, mode 0600): the file's token if it is that user's, else a
-    new one written there. Returns the token and the file."""
+    SQLite file, `<user>.token`, mode 0600), as `working_token` hands it out. Returns the
+    token and the file."""
     url = database_url(db)
     if path is None:
         if not url.startswith("sqlite:///"):
@@ -385,28 +414,22 @@ def user_token(db: str, username: str, path: Path | None = None) -> tuple[str, P
         path = Path(url[len("sqlite:///") :]).parent / f"{username}.token"
     store = Store(url)
     try:
-        user = store.ensure_user(username)
-        token = read_secret(path) if path.is_file() else ""
-        known = store.user_for_token(token) if token else None
-        if known is None or known["id"] != user["id"]:
-            token = store.issue_token(user["id"])
-            write_secret(path, token)
+        return working_token(store, username, file=path), path
     finally:
         store.close()
-    return token, path
 
 
-def config_not_found(name: str, here: Path, example: str) -> FdpError:
+def config_not_found(name: str, here: Path, example: str) -> BadInput:
     """The error for a config that is not there, naming the project's configs if it has any
     (`example` shows how to name one, e.g. "fdp run {}" with the path put in)."""
     root = project_root(here)
     found = [os.path.relpath(p, here) for p in fdp_configs(root, limit=500)[:5]]
     if found:
-        return FdpError(
+        return BadInput(
             f"{name}: no such config file; this project's FDP configs: {', '.join(found)} "
             f"(name one, e.g. `{example.format(found[0])}`)"
         )
-    return FdpError(f"{name}: no such config file (create one with `fdp init`)")
+    return BadInput(f"{name}: no such config file (create one with `fdp init`)")
 
 
 def _alive(pid_text: str) -> bool:

@@ -1,23 +1,19 @@
-"""Locate data files shipped with fdp-tasks, in a source checkout or an installed copy."""
+"""The JSON schemas shipped with fdp-tasks, read as package data.
+
+They are the files of schemas/ at the top of the source tree, installed as the package
+`fdp_tasks.schemas`; importlib.resources finds them in a wheel, a `pip install --user`, an
+editable install or a zip alike, wherever the package landed.
+"""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import json
+from importlib import resources
+from typing import Any
+
+SCHEMAS = "fdp_tasks.schemas"
 
 
-def schema_path(name: str) -> Path:
-    """Return the path of schemas/<name>: the checkout's copy first, else the installed data-file.
-
-    Schemas live outside the package (so other tools can use them), hence this look-up.
-    """
-    candidates = [
-        Path(__file__).resolve().parent.parent / "schemas" / name,
-        Path(sys.prefix) / "share" / "fdp-tasks" / "schemas" / name,
-    ]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"schema {name!r} not found (looked in {', '.join(str(p.parent) for p in candidates)})"
-    )
+def read_schema(name: str) -> dict[str, Any]:
+    """The JSON document schemas/<name>, such as config.schema.json."""
+    return json.loads(resources.files(SCHEMAS).joinpath(name).read_text(encoding="utf-8"))

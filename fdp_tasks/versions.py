@@ -15,7 +15,8 @@ _PRE_ID = r"0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*"
 SEMVER_RE = re.compile(
     rf"^(?P<major>{_NUM})\.(?P<minor>{_NUM})\.(?P<patch>{_NUM})"
     rf"(?:-(?P<pre>(?:{_PRE_ID})(?:\.(?:{_PRE_ID}))*))?"
-    r"(?:\+(?P<build>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
+    r"(?:\+(?P<build>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$",
+    re.ASCII,  # semver's digits are ASCII ones; `\d` alone would take any script's
 )
 INCREMENTERS = ("MAJOR", "MINOR", "PATCH", "BUILD", "PRERELEASE", "LATEST")
 INCREMENTER_RE = re.compile(r"^\$\{\{\s*(" + "|".join(INCREMENTERS) + r")\s*\}\}$")
@@ -48,7 +49,7 @@ class Version:
     @classmethod
     def parse(cls, text: str) -> Version:
         """Parse 'X.Y.Z[-pre][+build]'; raise VersionError otherwise."""
-        match = SEMVER_RE.match(text.strip()) if isinstance(text, str) else None
+        match = SEMVER_RE.fullmatch(text.strip()) if isinstance(text, str) else None
         if not match:
             raise VersionError(f"{text!r} is not a semantic version (like 1.0.0)")
         pre = match.group("pre")
@@ -85,7 +86,7 @@ ZERO = Version(0, 0, 0)
 
 def is_semver(text: object) -> bool:
     """True if text is a literal semantic version string."""
-    return isinstance(text, str) and bool(SEMVER_RE.match(text))
+    return isinstance(text, str) and bool(SEMVER_RE.fullmatch(text))
 
 
 def incrementer(text: object) -> str | None:

@@ -1,18 +1,25 @@
 """Shared fixtures: real registry servers on 127.0.0.1 (ours, and an emulation of the
-upstream one with its object store), stopped at teardown."""
+upstream one with its object store), stopped at teardown; a port that refuses connections;
+file systems mounted for a test.
+
+Every server binds port 0 and says which port it got, so tests can run in parallel
+(pytest-xdist): a session-scoped fixture is made once per worker process.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from support import Mounts, mounting_problem, refused_port
 
-from fdp_tasks.server.app import prepare_store
 from fdp_tasks.server.serve import RunningServer, start_in_thread
 from fdp_tasks.store.sql import Store
+from fdp_tasks.store.tokens import working_token
 
 if TYPE_CHECKING:  # imported by the fixtures that use them: moto and boto3 take a while
     from emulation.upstream import ObjectStore, Upstream
@@ -26,6 +33,7 @@ class LiveRegistry:
     store: Store
     token: str
     blob_dir: Path
+    token_file: Path  # the token, readable by its owner only, for `--token-file`
 
     @property
     def url(self) -> str:
@@ -57,9 +65,9 @@ def registry_server(tmp_path: Path) -> Iterator[Callable[..., LiveRegistry]]:
         base = tmp_path / name
         base.mkdir(parents=True, exist_ok=True)
         store = Store(base / "registry.db")
-        token = prepare_store(store)
+        token = working_token(store, file=base / "token")
         running = start_in_thread(store, base / "blobs", public_url=public_url)
-        live = LiveRegistry(running, store, token, base / "blobs")
+        live = LiveRegistry(running, store, token, base / "blobs", base / "token")
         started.append(live)
         return live
 
@@ -71,8 +79,9 @@ def registry_server(tmp_path: Path) -> Iterator[Callable[..., LiveRegistry]]:
 
 @pytest.fixture(scope="session")
 def object_store() -> Iterator[ObjectStore]:
-    """An S3 API server (moto) on 127.0.0.1 for the whole session; each emulated registry
-    gets a bucket of its own there."""
+    """An S3 API server (moto) on 127.0.0.1 for the whole session, one per test worker: it
+    counts requests in this process, and starts in well under a second. Each emulated
+    registry gets a bucket of its own there."""
     from emulation.upstream import ObjectStore
 
     store = ObjectStore.start()
@@ -104,3 +113,30 @@ def upstream_registry(
     for upstream in started:
         upstream.stop()
         upstream.store.close()
+
+
+@pytest.fixture
+def refused_url() -> Iterator[str]:
+    """The API URL of a registry that is not there: a port on 127.0.0.1 that refuses
+    connections, held for the test so that no other test's server is given it."""
+    with refused_port() as port:
+        yield f"http://127.0.0.1:{port}/api/"
+
+
+@pytest.fixture
+def mounts(tmp_path: Path) -> Iterator[Mounts]:
+    """Mounts a test makes (a tmpfs to fill, a read-only bind mount), taken down at teardown.
+
+    Without the right to mount (not root, no mount namespace) the test is skipped, with the
+    reason printed; in CI (env var CI set), which runs as root, that is a failure."""
+    problem = mounting_problem(tmp_path / ".mount-probe")
+    if problem:
+        print(problem)
+        if os.environ.get("CI"):
+            pytest.fail(problem)
+        pytest.skip(problem)
+    made = Mounts()
+    try:
+        yield made
+    finally:
+        made.unmount_all()

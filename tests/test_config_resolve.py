@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import fnmatch
 import shutil
-import subprocess
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 import yaml
+from support import git, git_commit_all
 
 from fdp_tasks.config import Config, ResolveContext, load_config, resolve
 from fdp_tasks.errors import ConfigError
@@ -399,17 +399,12 @@ def test_run_metadata_defaults_explicit(tmp_path):
 def test_git_details_from_local_repo(tmp_path):
     repo = tmp_path / "repo"
     (repo / "sub").mkdir(parents=True)
-    run = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@e"]
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    subprocess.run(run[:3] + ["remote", "add", "origin", "https://example.org/r.git"], check=True)
     (repo / "sub" / "config.yaml").write_text(
         "run_metadata:\n  script: echo ${{GIT_BRANCH}} ${{REPO_DIR}} ${{GIT_REMOTE}}\n"
     )
-    subprocess.run(run + ["add", "."], check=True)
-    subprocess.run(run + ["commit", "-q", "-m", "c"], check=True)
-    head = subprocess.run(
-        run[:3] + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    git_commit_all(repo, "c")  # on branch main
+    git(repo, "remote", "add", "origin", "https://example.org/r.git")
+    head = git(repo, "rev-parse", "HEAD")
     cfg = load_config(repo / "sub" / "config.yaml")
     meta = resolve(cfg, ctx(tmp_path))["run_metadata"]
     assert meta["latest_commit"] == head
@@ -711,7 +706,7 @@ def test_no_git_repository_warns_once(tmp_path, caplog, no_git_above):
         meta = resolve(cfg, ctx(tmp_path))["run_metadata"]
     assert meta["latest_commit"] == "0" * 40 and meta["remote_repo"] == tmp_path.as_uri()
     assert provenance_warnings(caplog) == [
-        f"warning: {cfg.path}: {tmp_path} is not a git repository: code runs will record no "
+        f"{cfg.path}: {tmp_path} is not a git repository: code runs will record no "
         f"commit (latest_commit {'0' * 40}) and the local repository {tmp_path.as_uri()} as "
         "remote_repo"
     ]
@@ -733,7 +728,7 @@ def test_local_repo_not_a_repository_is_named(tmp_path, caplog, no_git_above):
         meta = resolve(cfg, ctx(tmp_path))["run_metadata"]
     assert meta["remote_repo"] == "https://example.org/r.git"
     assert provenance_warnings(caplog) == [
-        f"warning: {cfg.path}: {tmp_path / 'code'} is not a git repository: code runs will "
+        f"{cfg.path}: {tmp_path / 'code'} is not a git repository: code runs will "
         f"record no commit (latest_commit {'0' * 40})"
     ]
 
@@ -747,7 +742,7 @@ def test_git_missing_warns(tmp_path, caplog, monkeypatch):
         meta = resolve(cfg, ctx(tmp_path))["run_metadata"]
     assert meta["latest_commit"] == "0" * 40
     assert provenance_warnings(caplog) == [
-        f"warning: {cfg.path}: git is not installed, so {tmp_path} cannot be inspected: code "
+        f"{cfg.path}: git is not installed, so {tmp_path} cannot be inspected: code "
         f"runs will record no commit (latest_commit {'0' * 40}) and the local repository "
         f"{tmp_path.as_uri()} as remote_repo"
     ]
@@ -772,21 +767,19 @@ def test_no_provenance_warning(tmp_path, caplog, no_git_above, text):
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_git_repository_without_remote_warns_about_the_remote_only(tmp_path, caplog):
     repo = tmp_path / "repo"
-    run = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@e"]
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    repo.mkdir()
     (repo / "config.yaml").write_text("run_metadata:\n  script: echo hi\n")
-    subprocess.run(run + ["add", "."], check=True)
-    subprocess.run(run + ["commit", "-q", "-m", "c"], check=True)
+    git_commit_all(repo, "c")
     cfg = load_config(repo / "config.yaml")
     with caplog.at_level("WARNING"):
         meta = resolve(cfg, ctx(tmp_path))["run_metadata"]
     assert meta["latest_commit"] != "0" * 40
     assert provenance_warnings(caplog) == [
-        f"warning: {cfg.path}: the git repository at {repo} has no remote 'origin': code runs "
+        f"{cfg.path}: the git repository at {repo} has no remote 'origin': code runs "
         f"will record the local repository {repo.as_uri()} as remote_repo"
     ]
     # With a remote, nothing to warn about.
-    subprocess.run(run[:3] + ["remote", "add", "origin", "https://example.org/r.git"], check=True)
+    git(repo, "remote", "add", "origin", "https://example.org/r.git")
     caplog.clear()
     with caplog.at_level("WARNING"):
         resolve(cfg, ctx(tmp_path))

@@ -350,6 +350,17 @@ def test_release_date_forms(tmp_path, raw, expected):
     assert item["primary"] is True
 
 
+@pytest.mark.parametrize(
+    "raw,expected",
+    [("'on'", True), ("t", True), ("Y", True), ("1", True), ("'OFF'", False), ("f", False)],
+)
+def test_boolean_words_read_as_the_registry_reads_them(tmp_path, raw, expected):
+    path = tmp_path / "config.yaml"
+    item = "register:\n  - data_product: x\n    root: data\n    path: a.csv\n"
+    path.write_text(item + f"    primary: {raw}\n")
+    assert load_config(path).data["register"][0]["primary"] is expected
+
+
 def test_validate_config_function_returns_lines():
     problems = validate_config({"write": [{"data_product": "a"}]}, "x.yaml")
     assert problems == [

@@ -105,7 +105,7 @@ def test_pull_maps_remote_file_types_to_local_ones_of_the_same_extension(tmp_pat
     shared = tmp_path / "shared"
     producer = project(tmp_path, "producer")
     producer.doit()
-    producer.fdp("remote", "add", "origin", str(shared))
+    producer.add_remote(shared)
     producer.fdp("push")
     # the remote holds csv under the name older releases gave it
     with sqlite3.connect(shared / "registry.db") as conn:
@@ -113,14 +113,8 @@ def test_pull_maps_remote_file_types_to_local_ones_of_the_same_extension(tmp_pat
 
     reader = project(tmp_path, "reader", namespace="mine")  # makes its own csv file type
     reader.doit()
-    reader.config(
-        {
-            "run_metadata": {"description": "reuse", "default_input_namespace": "lab"},
-            "read": [{"data_product": "results/table"}],
-        },
-        "reader.yaml",
-    )
-    reader.fdp("remote", "add", "origin", str(shared))
+    reader.read_config(["results/table"], "lab", "reader.yaml")
+    reader.add_remote(shared)
     reader.fdp("pull", "reader.yaml")
     db = reader.home / "registry.db"
     assert file_types(db)["csv"] == ["Comma-Separated Values File"]

@@ -2,89 +2,103 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 import yaml
-from support import RECORD_TYPES, Env, example_repo
+from support import (
+    SEEDED_MODEL,
+    CountingRegistry,
+    Env,
+    example_repo,
+    hold_port,
+    reader,
+    record_counts,
+    sha1,
+)
+from support import producer as seeded_producer
 
 from fdp_tasks.datastore import DataStore
-from fdp_tasks.project import write_secret
 from fdp_tasks.remotes.http import HttpRemote
 from fdp_tasks.remotes.sync import Pusher
 from fdp_tasks.server import serve
-from fdp_tasks.server.app import prepare_store
+from fdp_tasks.store.base import RegistryError
 from fdp_tasks.store.sql import Store
-
-TYPES_TO_COUNT = RECORD_TYPES
-
-MANY_OUTPUTS = """\
-from fdp_tasks.api import Session
-
-with Session() as fdp:
-    with open(fdp.read("inputs/seed")) as fh:
-        seed = fh.read()
-    for item in fdp.config["write"]:
-        with open(fdp.write(item["data_product"]), "w") as out:
-            out.write(f"{item['data_product']},{seed}" * 200)
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from fdp_tasks.store.tokens import working_token
 
 
 class RemoteServer:
-    """A registry server in its own process, which a test can kill and start again."""
+    """A registry server in its own process, which a test can kill and start again.
+
+    The first start binds port 0, and the server records the port it got in its state file;
+    a start after a kill binds that port again, which `kill` holds (see support.hold_port)
+    from the moment the process is gone, so the push under test reconnects to the same URL.
+    """
 
     def __init__(self, base: Path):
         self.base = base
         base.mkdir(parents=True, exist_ok=True)
         self.db = base / "registry.db"
         store = Store(self.db)
-        self.token = prepare_store(store)
-        store.close()
         self.token_file = base / "token"
-        write_secret(self.token_file, self.token)
-        self.port = free_port()
+        self.token = working_token(store, file=self.token_file)
+        store.close()
+        self.port = 0  # none yet: the first start takes the one the system gives
         self.state = base / "state"
+        self._held: socket.socket | None = None
 
     @property
     def api_url(self) -> str:
+        assert self.port, "the server has not started yet"
         return f"http://127.0.0.1:{self.port}/api/"
 
-    def start(self) -> None:
-        serve.start_background(str(self.db), self.base / "blobs", self.state, port=self.port)
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the server, on its port again if it had one, and let go of that port."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                url = serve.start_background(
+                    str(self.db), self.base / "blobs", self.state, port=self.port
+                )
+                break
+            except RegistryError:  # the port is still taken: its old connections closing
+                if not self.port or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        port = urlsplit(url).port
+        assert port and self.port in (0, port), url
+        self.port = port
+        self.release()
 
     def kill(self) -> None:
-        """kill -9, as a crash or a pulled plug would."""
+        """kill -9, as a crash or a pulled plug would; the port stays held for a restart."""
         info = serve.background_status(self.state)
         if info:
             os.kill(info["pid"], signal.SIGKILL)
             while serve.background_status(self.state):
                 time.sleep(0.05)
+            self._held = hold_port(self.port)
+
+    def release(self) -> None:
+        if self._held is not None:
+            self._held.close()
+            self._held = None
 
     def store(self) -> Store:
         return Store(self.db)
 
     def counts(self) -> dict[str, int]:
-        store = self.store()
-        try:
-            return {t: store.count(t) for t in TYPES_TO_COUNT}
-        finally:
-            store.close()
+        return record_counts(self.db)
 
 
 @pytest.fixture
@@ -93,71 +107,13 @@ def remote(tmp_path: Path) -> Iterator[RemoteServer]:
     server.start()
     yield server
     server.kill()
+    server.release()
 
 
-def sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
-
-
-def producer(
-    tmp_path: Path,
-    outputs: int | list[int] = 2,
-    name: str = "producer",
-    seed: str = "seed-value",
-    seed_version: str = "1.0.0",
-) -> Env:
-    """A project that registers a seed file and writes results/partNN, one per output."""
-    parts = range(outputs) if isinstance(outputs, int) else outputs
-    env = Env(tmp_path, name)
-    env.file("raw/seed.txt", seed + "\n")
-    env.file("model.py", MANY_OUTPUTS)
-    env.config(
-        {
-            "run_metadata": {
-                "description": "http test",
-                "default_input_namespace": "lab",
-                "default_output_namespace": "lab",
-                "script": "python3 ${{REPO_DIR}}/model.py",
-            },
-            "register": [
-                {
-                    "external_object": "inputs/seed",
-                    "namespace_name": "lab",
-                    "root": "${{REPO_DIR}}/raw/",
-                    "path": "seed.txt",
-                    "file_type": "txt",
-                    "version": seed_version,
-                    "title": "seed",
-                    "unique_name": f"seed-{seed_version}",
-                    "alternate_identifier_type": "local",
-                }
-            ],
-            "write": [
-                {
-                    "data_product": f"results/part{i:02d}",
-                    "description": f"part {i}",
-                    "file_type": "csv",
-                }
-                for i in parts
-            ],
-        }
-    )
-    return env
-
-
-def reader(
-    tmp_path: Path, url: str, reads: list[str], namespace: str = "lab", name: str = "colleague"
-) -> Env:
-    """A project that reads from the remote at `url`, without a token: reading is public."""
-    env = Env(tmp_path, name)
-    env.config(
-        {
-            "run_metadata": {"description": "reuse", "default_input_namespace": namespace},
-            "read": [{"data_product": product} for product in reads],
-        }
-    )
-    env.fdp("remote", "add", "origin", url)
-    return env
+def producer(tmp_path: Path, outputs: int | list[int] = 2, **kwargs: Any) -> Env:
+    """A project that registers a seed file and writes results/partNN, one per output, each
+    200 times its name and the seed: enough bytes for a push to take a while."""
+    return seeded_producer(tmp_path, outputs, args="200", **kwargs)
 
 
 def test_round_trip_over_http_with_identical_hashes(tmp_path: Path, remote: RemoteServer) -> None:
@@ -172,7 +128,7 @@ def test_round_trip_over_http_with_identical_hashes(tmp_path: Path, remote: Remo
         env.fdp("registry", "stop")
     assert env.fdp("registry", "status", check=False).returncode == 3
 
-    env.fdp("remote", "add", "origin", remote.api_url, "--token-file", str(remote.token_file))
+    env.add_remote(remote.api_url, remote.token_file)
     pushed = env.fdp("push")
     # the first output's push carries its code run and so its sibling output too
     assert pushed.executed == ["push:lab:results/part00@0.0.1"]
@@ -223,15 +179,8 @@ def test_push_without_token_is_refused_with_403(tmp_path: Path, remote: RemoteSe
 def test_server_restart_in_the_middle_of_a_push(tmp_path: Path, remote: RemoteServer) -> None:
     env = producer(tmp_path, outputs=40)
     env.doit()
-    env.fdp("remote", "add", "origin", remote.api_url, "--token-file", str(remote.token_file))
-    push = subprocess.Popen(
-        [sys.executable, "-m", "fdp_tasks.cli.main", "push"],
-        cwd=env.project,
-        env=env.environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    env.add_remote(remote.api_url, remote.token_file)
+    push = env.start_fdp("push", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while remote.counts()["data_product"] < 5 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -287,7 +236,7 @@ def test_data_pipeline_api_script_runs_unchanged(tmp_path: Path, remote: RemoteS
     assert csv["file"].endswith(f"/{csv['sha1']}.csv")
     assert env.fdp("run").executed == []
 
-    env.fdp("remote", "add", "origin", remote.api_url, "--token-file", str(remote.token_file))
+    env.add_remote(remote.api_url, remote.token_file)
     env.fdp("push")
     store = remote.store()
     assert [r["uuid"] for r in store.find("code_run")] == [run_uuid]
@@ -315,29 +264,12 @@ def reference_like(app):
 
 
 def test_pull_from_a_registry_that_ignores_filters(tmp_path: Path) -> None:
-    import threading
-
-    from waitress.server import create_server
-
-    from fdp_tasks.server.app import create_app
-
-    store = Store(tmp_path / "ref" / "registry.db")
-    token = prepare_store(store)
-    server = create_server(
-        reference_like(create_app(store, tmp_path / "ref" / "blobs")),
-        host="127.0.0.1",
-        port=0,
-        threads=4,
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    registry = CountingRegistry(tmp_path / "ref", wrap=reference_like)
+    store, api = registry.store, registry.api_url
     try:
-        api = f"http://127.0.0.1:{server.effective_port}/api/"
-        token_file = tmp_path / "ref-token"
-        write_secret(token_file, token)
         env = producer(tmp_path, outputs=3)
         env.doit()
-        env.fdp("remote", "add", "origin", api, "--token-file", str(token_file))
+        env.add_remote(api, registry.token_file)
         env.fdp("push")
         # another run on the registry, which the ignored filter lets through
         script = store.create("object", {"description": "someone else's script"})
@@ -356,7 +288,7 @@ def test_pull_from_a_registry_that_ignores_filters(tmp_path: Path) -> None:
             rel = f"lab/results/part{i:02d}/0.0.1.csv"
             assert sha1(colleague.data_store / rel) == sha1(env.data_store / rel)
     finally:
-        server.close()
+        registry.stop()
 
 
 def test_a_dedicated_shared_registry_with_a_token_per_user(tmp_path: Path) -> None:
@@ -394,10 +326,10 @@ def test_a_dedicated_shared_registry_with_a_token_per_user(tmp_path: Path) -> No
     assert admin.fdp("registry", "status", "--db", str(db), check=False).returncode == 3
 
 
-def test_push_to_an_unreachable_remote_fails_in_one_line(tmp_path: Path) -> None:
+def test_push_to_an_unreachable_remote_fails_in_one_line(tmp_path: Path, refused_url: str) -> None:
     env = producer(tmp_path, outputs=3)
     env.doit()
-    env.fdp("remote", "add", "origin", f"http://127.0.0.1:{free_port()}/api/")
+    env.add_remote(refused_url)
     result = env.fdp("push", check=False)
     assert result.returncode != 0
     assert "Traceback" not in result.output
@@ -415,11 +347,11 @@ def test_push_to_an_unreachable_remote_fails_in_one_line(tmp_path: Path) -> None
 def test_status_compares_with_the_remote(tmp_path: Path, remote: RemoteServer) -> None:
     env = producer(tmp_path, outputs=1)
     env.doit()
-    env.fdp("remote", "add", "origin", remote.api_url, "--token-file", str(remote.token_file))
+    env.add_remote(remote.api_url, remote.token_file)
     env.fdp("push")
     colleague = reader(tmp_path, remote.api_url, ["results/*"])
     colleague.fdp("pull")
-    env.file("model.py", MANY_OUTPUTS + "# v2\n")
+    env.file("model.py", SEEDED_MODEL + "# v2\n")
     env.fdp("run")
     env.fdp("push")  # results/part00@0.0.2
     rows = {r["task"]: r for r in json.loads(colleague.fdp("status", "--json").stdout)}
@@ -462,7 +394,7 @@ def test_non_public_outputs_are_not_uploaded(tmp_path: Path, remote: RemoteServe
     config["write"][1]["public"] = False
     env.config(config)
     env.doit()
-    env.fdp("remote", "add", "origin", remote.api_url, "--token-file", str(remote.token_file))
+    env.add_remote(remote.api_url, remote.token_file)
     env.fdp("push")
     store = remote.store()
     secret = sha1(env.data_store / "lab/results/part01/0.0.1.csv")
@@ -476,11 +408,13 @@ def test_non_public_outputs_are_not_uploaded(tmp_path: Path, remote: RemoteServe
 
 def test_a_conflicting_sibling_stops_the_push_before_anything_is_sent(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
-    rival = producer(tmp_path, outputs=[1], name="rival", seed="another seed", seed_version="2.0.0")
+    rival = producer(
+        tmp_path, outputs=[1], name="rival", inputs={"seed": "another seed\n"}, version="2.0.0"
+    )
     rival.doit()
     rival.fdp("remote", "add", "origin", str(shared))
     rival.fdp("push")
-    before = {t: Store(shared / "registry.db").count(t) for t in TYPES_TO_COUNT}
+    before = record_counts(shared / "registry.db")
 
     env = producer(tmp_path, outputs=2)
     env.doit()
@@ -488,4 +422,4 @@ def test_a_conflicting_sibling_stops_the_push_before_anything_is_sent(tmp_path: 
     result = env.fdp("push", check=False)
     assert result.returncode != 0
     assert "lab:results/part01@0.0.1 already exists there with different content" in (result.output)
-    assert {t: Store(shared / "registry.db").count(t) for t in TYPES_TO_COUNT} == before
+    assert record_counts(shared / "registry.db") == before

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import shutil
 import subprocess
 import sys
@@ -16,7 +18,7 @@ def test_ruff_clean() -> None:
     if ruff is None:
         pytest.skip("ruff is not installed")
     proc = subprocess.run(
-        [ruff, "check", "fdp_tasks", "tests", "examples", "benchmarks", "dodo.py"],
+        [ruff, "check", "--no-cache", "fdp_tasks", "tests", "examples", "benchmarks", "dodo.py"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -53,3 +55,138 @@ def test_layers_hold() -> None:
     assert lint, "import-linter is a test dependency"
     proc = subprocess.run([lint, "--no-cache"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+# -- one owner for each rule ------------------------------------------------------------------
+# Each rule below is written once, in the module named, so that no two copies can come to
+# disagree. A finding names the rule and the owner to call instead.
+OWNERS: dict[str, str] = {
+    "a semver pattern": "fdp_tasks/versions.py",
+    "a set of boolean words": "fdp_tasks/scalars.py",
+    "a date-time parser (fromisoformat)": "fdp_tasks/scalars.py",
+    "a script command (Rscript)": "fdp_tasks/languages.py",
+    "a requests.Session": "fdp_tasks/transfer.py",
+    "a download loop (iter_content)": "fdp_tasks/transfer.py",
+    "a Templater made directly": "fdp_tasks/config/templates.py",
+    "a token registered directly (add_token)": "fdp_tasks/store/tokens.py",
+    "a JSON schema validator": "fdp_tasks/config/validate.py",
+}
+# Rules written exactly once even inside their owner.
+ONCE = {"a JSON schema validator"}
+BOOLEAN_WORDS = {"true", "false", "yes", "no", "on", "off", "y", "n", "t", "f", "1", "0"}
+SCANNED = ("fdp_tasks", "tests", "benchmarks", "examples", "schemas", "dodo.py")
+
+
+def _dotted(node: ast.expr) -> str:
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return node.id if isinstance(node, ast.Name) else ""
+
+
+def rule_findings(source: str) -> list[tuple[str, int]]:
+    """(rule, line) for every definition of an owned rule in Python source."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        rule = None
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if "0|[1-9]" in node.value:
+                rule = "a semver pattern"
+            elif node.value == "Rscript":
+                rule = "a script command (Rscript)"
+        elif isinstance(node, (ast.Set, ast.List, ast.Tuple)):
+            words = {
+                e.value.strip().lower()
+                for e in node.elts
+                if isinstance(e, ast.Constant) and isinstance(e.value, str)
+            }
+            if words & {"yes", "on"} and len(words & BOOLEAN_WORDS) > 1:
+                rule = "a set of boolean words"
+        elif isinstance(node, ast.ImportFrom) and node.module == "requests":
+            if any(alias.name == "Session" for alias in node.names):
+                rule = "a requests.Session"
+        elif isinstance(node, ast.Call):
+            name = _dotted(node.func)
+            last = name.rpartition(".")[2]
+            if name in ("requests.Session", "requests.sessions.Session"):
+                rule = "a requests.Session"
+            elif last == "iter_content":
+                rule = "a download loop (iter_content)"
+            elif last == "fromisoformat":
+                rule = "a date-time parser (fromisoformat)"
+            elif last == "Templater":
+                rule = "a Templater made directly"
+            elif last == "add_token":
+                rule = "a token registered directly (add_token)"
+            elif last.endswith("Validator") and last.startswith("Draft"):
+                rule = "a JSON schema validator"
+        if rule:
+            found.append((rule, getattr(node, "lineno", 0)))
+    return found
+
+
+def _all_findings() -> list[tuple[str, str, int]]:
+    out = []
+    for top in SCANNED:
+        base = REPO / top
+        files = (
+            [base] if base.is_file() else sorted(base.rglob("*.py")) + sorted(base.rglob("*.json"))
+        )
+        for path in files:
+            rel = path.relative_to(REPO).as_posix()
+            if rel == "tests/test_lint.py" or "/data/" in rel:
+                continue  # this file names the rules; test data only holds examples
+            text = path.read_text(encoding="utf-8")
+            if path.suffix == ".json":
+                out += [("a semver pattern", rel, 0)] if "0|[1-9]" in text else []
+            else:
+                out += [
+                    (rule, rel, line)
+                    for rule, line in rule_findings(text)
+                    # a test lists the words it feeds a parser: inputs, not a second parser
+                    if not (rule == "a set of boolean words" and path.name.startswith("test_"))
+                ]
+    return out
+
+
+def test_each_rule_has_one_owner() -> None:
+    """Semver, booleans, date-times, script languages, HTTP sessions and downloads,
+    templaters, tokens and the config validator each have one home: no second copy."""
+    findings = _all_findings()
+    stray = [
+        f"{rel}:{line}: {rule}; use {OWNERS[rule]}"
+        for rule, rel, line in findings
+        if rel != OWNERS[rule]
+    ]
+    for rule in ONCE:
+        places = [f"{rel}:{line}" for r, rel, line in findings if r == rule]
+        if len(places) > 1:
+            stray.append(f"{rule} made {len(places)} times ({', '.join(places)}): once only")
+    assert not stray, "\n".join(stray)
+    assert {rule for rule, _, _ in findings} == set(OWNERS)  # each owner is still found
+
+
+def test_the_owner_check_finds_second_copies() -> None:
+    """A copy of each rule, as it would be written elsewhere, is found."""
+    copies = {
+        "a semver pattern": 'SEMVER = r"^(0|[1-9]\\d*)\\.(0|[1-9]\\d*)"',
+        "a set of boolean words": 'TRUE = {"True", "yes", "1"}',
+        "a date-time parser (fromisoformat)": "when = datetime.fromisoformat(text)",
+        "a script command (Rscript)": 'cmd = ["Rscript", script]',
+        "a requests.Session": "from requests import Session",
+        "a download loop (iter_content)": "for b in resp.iter_content(1024): pass",
+        "a Templater made directly": "t = templates.Templater(config_path=p)",
+        "a token registered directly (add_token)": "store.add_token(1, token)",
+        "a JSON schema validator": "v = jsonschema.Draft7Validator(schema)",
+    }
+    for rule, source in copies.items():
+        assert (rule, 1) in rule_findings(source), rule
+    assert rule_findings('ok = ("true", "1", "false", "0")\nname = "Session"') == []
+
+
+def test_the_schema_names_the_script_languages() -> None:
+    """config.schema.json's `shell` enum is the languages table's names, in its order."""
+    from fdp_tasks.languages import LANGUAGES
+
+    schema = json.loads((REPO / "schemas" / "config.schema.json").read_text(encoding="utf-8"))
+    shell = schema["$defs"]["runMetadata"]["properties"]["shell"]
+    assert shell["enum"] == list(LANGUAGES)

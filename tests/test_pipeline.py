@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import yaml
-from support import WRITER_SCRIPT, Env, example_repo
+from support import WRITER_SCRIPT, Env, example_repo, register_only, sha1
 
 from fdp_tasks.store.sql import Store
-
-
-def sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
 def pipeline_config(versions: dict[str, str] | None = None) -> dict:
@@ -369,21 +365,7 @@ def test_register_from_an_http_root(tmp_path: Path) -> None:
 
 
 def register_only_config(root: str, path: str) -> dict:
-    return {
-        "run_metadata": {"description": "web source", "default_input_namespace": "test"},
-        "register": [
-            {
-                "external_object": "web/params",
-                "namespace_name": "test",
-                "root": root,
-                "path": path,
-                "file_type": "csv",
-                "version": "1.0.0",
-                "title": "params",
-                "identifier": "https://doi.org/10.0000/example",
-            }
-        ],
-    }
+    return register_only(root, path, "web/params", identifier="https://doi.org/10.0000/example")
 
 
 def test_run_force_reruns_an_up_to_date_job(env: Env) -> None:
@@ -391,6 +373,33 @@ def test_run_force_reruns_an_up_to_date_job(env: Env) -> None:
     assert env.fdp("run").executed == []
     assert env.fdp("run", "--force").executed == ["job"]
     assert env.doit("force=1").executed == ["job"]
+    assert env.doit("force=0").executed == []  # as `force=no`: the job stays up to date
+
+
+def test_the_pull_tasks_are_the_reads_as_resolution_resolves_them(env: Env) -> None:
+    """Variables in read names and versions expand as in the working config, a read of
+    what the config registers is not pulled, and a missing read is named by its key."""
+    config = pipeline_config()
+    config["run_metadata"]["default_read_version"] = "0.${{DATE}}.0"
+    config["read"] = [
+        {"data_product": "inputs/a"},
+        {"data_product": "params/d${{DATE}}"},
+        {"data_product": "other", "use": {"namespace": "elsewhere", "version": "2.0.${{DATE}}"}},
+    ]
+    env.config(config)
+    today = datetime.now().strftime("%Y%m%d")
+    rows = json.loads(env.fdp("status", "--json").stdout)
+    pulls = {r["task"]: r["reason"] for r in rows if r["task"].startswith("pull:")}
+    assert sorted(pulls) == [
+        f"pull:elsewhere:other@2.0.{today}",
+        f"pull:test:params/d{today}@0.{today}.0",
+    ]
+    assert pulls[f"pull:test:params/d{today}@0.{today}.0"].startswith(
+        "read[1]: not in the local registry"
+    )
+    assert pulls[f"pull:elsewhere:other@2.0.{today}"].startswith(
+        "read[2].use.version: not in the local registry"
+    )
 
 
 def test_status_shows_a_job_that_will_fail(env: Env) -> None:

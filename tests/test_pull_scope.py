@@ -4,53 +4,16 @@ other outputs; counted in HTTP requests against a real registry server on loopba
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
-import threading
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from support import WRITER_SCRIPT, Env
-from waitress.server import create_server
+from support import WRITER_SCRIPT, CountingRegistry, Env
+from support import producer as seeded_producer
+from support import reader as reading_project
 
-from fdp_tasks.project import write_secret
-from fdp_tasks.server.app import create_app, prepare_store
 from fdp_tasks.store.sql import Store
-
-
-class CountingRegistry:
-    """Our registry server behind a middleware that counts the requests reaching it."""
-
-    def __init__(self, base: Path):
-        base.mkdir(parents=True, exist_ok=True)
-        self.db = base / "registry.db"
-        self.store = Store(self.db)
-        self.token_file = base / "token"
-        write_secret(self.token_file, prepare_store(self.store))
-        self.requests: Counter[str] = Counter()
-        app = create_app(self.store, base / "blobs")
-
-        def counting(environ: dict[str, Any], start_response: Any) -> Any:
-            self.requests[f"{environ['REQUEST_METHOD']} {environ.get('PATH_INFO', '')}"] += 1
-            return app(environ, start_response)
-
-        self.server = create_server(counting, host="127.0.0.1", port=0, threads=4)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.effective_port}/api/"
-
-    def total(self) -> int:
-        return sum(self.requests.values())
-
-    def stop(self) -> None:
-        self.server.close()
-        self.store.close()
 
 
 @pytest.fixture
@@ -70,68 +33,27 @@ def producer(
 ) -> Env:
     """A project whose one run reads registered inputs and writes results/partNN, pushed.
     With `doi`, each input is registered with the identifier `<doi>/<name>`."""
-    env = Env(tmp_path, f"producer-{namespace}")
-    for name in inputs:
-        env.file(f"raw/{name}.txt", f"{name} value\n")
-    env.file("model.py", WRITER_SCRIPT)
-    env.config(
-        {
-            "run_metadata": {
-                "description": f"writes {outputs}",
-                "default_input_namespace": namespace,
-                "default_output_namespace": namespace,
-                "script": "python3 ${{REPO_DIR}}/model.py",
-            },
-            "register": [
-                {
-                    "external_object": f"inputs/{name}",
-                    "namespace_name": namespace,
-                    "root": "${{REPO_DIR}}/raw/",
-                    "path": f"{name}.txt",
-                    "file_type": "txt",
-                    "version": "1.0.0",
-                    "title": name,
-                    **(
-                        {"identifier": f"{doi}/{name}"}
-                        if doi
-                        else {
-                            "unique_name": f"{namespace}-{name}",
-                            "alternate_identifier_type": "local",
-                        }
-                    ),
-                }
-                for name in inputs
-            ],
-            "write": [
-                {
-                    "data_product": f"results/part{i:02d}",
-                    "description": f"part {i}",
-                    "file_type": "csv",
-                }
-                for i in range(outputs)
-            ],
-        }
+    env = seeded_producer(
+        tmp_path,
+        outputs,
+        name=f"producer-{namespace}",
+        namespace=namespace,
+        inputs={name: f"{name} value\n" for name in inputs},
+        model=WRITER_SCRIPT,
+        doi=doi,
     )
     env.doit()
-    env.fdp("remote", "add", "origin", registry.api_url, "--token-file", str(registry.token_file))
+    env.add_remote(registry.api_url, registry.token_file)
     env.fdp("push")
     return env
 
 
 def consumer(tmp_path: Path, url: str, namespace: str, parts: range, name: str) -> Env:
-    env = Env(tmp_path, name)
-    reads(env, namespace, parts)
-    env.fdp("remote", "add", "origin", url)
-    return env
+    return reading_project(tmp_path, url, [f"results/part{i:02d}" for i in parts], namespace, name)
 
 
 def reads(env: Env, namespace: str, parts: range) -> None:
-    env.config(
-        {
-            "run_metadata": {"description": "reuse", "default_input_namespace": namespace},
-            "read": [{"data_product": f"results/part{i:02d}"} for i in parts],
-        }
-    )
+    env.read_config([f"results/part{i:02d}" for i in parts], namespace)
 
 
 def local_counts(env: Env) -> dict[str, int]:
@@ -174,7 +96,7 @@ def test_pulling_a_few_products_costs_the_same_whatever_else_the_run_wrote(
 
 
 def test_a_later_pull_adds_outputs_to_the_local_code_run(
-    tmp_path: Path, counting_registry: CountingRegistry
+    tmp_path: Path, counting_registry: CountingRegistry, refused_url: str
 ) -> None:
     made = producer(tmp_path, counting_registry, outputs=12)
     run = run_uuid(made)
@@ -200,10 +122,7 @@ def test_a_later_pull_adds_outputs_to_the_local_code_run(
     reader.fdp("remote", "remove", "origin")
     alone = json.loads(reader.fdp("info", run, "--json").stdout)
     assert alone["output_count"] == "7 here"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    reader.fdp("remote", "add", "origin", f"http://127.0.0.1:{port}/api/")
+    reader.add_remote(refused_url)
     away = reader.fdp("info", run, "--json")
     assert json.loads(away.stdout)["output_count"] == "7 here"
     assert len(away.stderr.strip().splitlines()) == 1 and "origin" in away.stderr

@@ -8,16 +8,12 @@ settings at the repository root, and the user's own namespace.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
-from support import WRITER_SCRIPT, Env, git_commit_all
-
-from fdp_tasks.project import write_secret
+from support import WRITER_SCRIPT, Env, git, git_commit_all
 
 CONFIG = """\
 run_metadata:
@@ -79,11 +75,9 @@ def model_repository(env: Env) -> Path:
 
 
 @pytest.fixture
-def remote(registry_server: Callable, tmp_path: Path) -> tuple[str, Path]:
+def remote(registry_server: Callable) -> tuple[str, Path]:
     live = registry_server("remote")
-    token_file = tmp_path / "remote.token"
-    write_secret(token_file, live.token)
-    return live.api_url, token_file
+    return live.api_url, live.token_file
 
 
 def test_a_model_repository_runs_as_its_authors_wrote_it(
@@ -95,21 +89,21 @@ def test_a_model_repository_runs_as_its_authors_wrote_it(
     ext = repo / "simpleModel" / "ext"
     # set up from the config's folder: the settings go to the repository root, and nothing
     # is written into someone's model but .fdp/ and a one-line dodo.py
-    env.run(*fdp_cmd("init", "--name", "Alice", "--namespace", "alice"), cwd=ext)
+    env.fdp("init", "--name", "Alice", "--namespace", "alice", cwd=ext)
     assert (repo / ".fdp" / "settings.yaml").is_file()
     assert not (ext / ".fdp").exists()
     assert not (repo / "config.yaml").exists() and not (repo / "model.py").exists()
     assert (repo / "dodo.py").is_file()
     assert status_porcelain(repo) == ""  # no tracked file changed
     url, token_file = remote
-    env.run(*fdp_cmd("remote", "add", "origin", url, "--token-file", str(token_file)), cwd=ext)
+    env.fdp("remote", "add", "origin", url, "--token-file", str(token_file), cwd=ext)
     assert "origin" in yaml.safe_load((repo / ".fdp/settings.yaml").read_text())["remotes"]
     assert not (ext / ".fdp").exists()
 
     # pull from the repository root, run from the config's folder
     pulled = env.fdp("pull", "simpleModel/ext/config.yaml")
     assert "register:PSU:SEIRS_model/parameters@1.0.0" in pulled.executed
-    ran = env.run(*fdp_cmd("run", "config.yaml"), cwd=ext)
+    ran = env.fdp("run", "config.yaml", cwd=ext)
     assert ran.executed == ["job"]
     # the output is in the user's namespace, not the group's whose model it is
     out = env.data_store / "alice" / "model" / "output"
@@ -119,7 +113,7 @@ def test_a_model_repository_runs_as_its_authors_wrote_it(
     assert info["sha1"] in written.name
 
     # doit from the config's folder finds the dodo.py upward (-k) and the config from there
-    here = env.run(sys.executable, "-m", "doit", "-k", "config=config.yaml", cwd=ext)
+    here = env.doit("-k", "config=config.yaml", cwd=ext)
     assert here.executed == [] and "job" in here.up_to_date
     # the same config through doit from the root: nothing to do
     again = env.doit("config=simpleModel/ext/config.yaml")
@@ -130,7 +124,7 @@ def test_a_model_repository_runs_as_its_authors_wrote_it(
     # push from the root; the remote has it, in the user's namespace
     pushed = env.fdp("push", "simpleModel/ext/config.yaml")
     assert pushed.executed == ["push:alice:model/output@0.0.1"]
-    assert env.run(*fdp_cmd("push"), cwd=ext).executed == []
+    assert env.fdp("push", cwd=ext).executed == []
     rows = {
         r["task"]: r["state"]
         for r in json.loads(env.fdp("status", "simpleModel/ext/config.yaml", "--json").stdout)
@@ -160,7 +154,7 @@ def test_configs_of_the_same_name_in_two_folders_never_share_state(tmp_path: Pat
     assert env.fdp("run", "a/config.yaml").executed == ["job"]
     assert env.fdp("run", "b/config.yaml").executed == ["job"]
     assert env.fdp("run", "a/config.yaml").executed == []
-    assert env.run(*fdp_cmd("run"), cwd=env.project / "b").executed == []
+    assert env.fdp("run", cwd=env.project / "b").executed == []
     state = env.project / ".fdp" / "configs"
     assert (state / "a" / "config.yaml" / "runs.jsonl").is_file()
     assert (state / "b" / "config.yaml" / "runs.jsonl").is_file()
@@ -170,7 +164,7 @@ def test_init_in_a_model_repository_writes_no_starter_files(tmp_path: Path) -> N
     env = Env(tmp_path, "someone-elses-model")
     repo = model_repository(env)
     (repo / "inst" / "extdata").mkdir(parents=True)
-    init = env.run(*fdp_cmd("init", "inst/extdata", "--namespace", "me"))
+    init = env.fdp("init", "inst/extdata", "--namespace", "me")
     assert "simpleModel/ext/config.yaml" in init.stdout
     assert sorted(p.name for p in repo.iterdir()) == [
         ".fdp",
@@ -184,7 +178,7 @@ def test_init_in_a_model_repository_writes_no_starter_files(tmp_path: Path) -> N
     assert status_porcelain(repo) == ""
     # a new project, outside any repository, gets the starter files
     fresh = tmp_path / "fresh"
-    env.run(*fdp_cmd("init", str(fresh), "--namespace", "me"))
+    env.fdp("init", str(fresh), "--namespace", "me")
     assert {"config.yaml", "model.py", "dodo.py", ".gitignore"} <= {p.name for p in fresh.iterdir()}
 
 
@@ -219,16 +213,6 @@ def test_a_dirty_tree_is_refused_unless_asked_and_recorded_as_dirty(tmp_path: Pa
     push = env.fdp("push", check=False)
     assert push.returncode != 0 and "uncommitted changes" in push.output
     assert push.output.count("uncommitted changes") == 1
-
-
-def fdp_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fdp_tasks.cli.main", *args]
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
-    ).stdout.strip()
 
 
 def status_porcelain(repo: Path) -> str:
@@ -322,7 +306,7 @@ def test_the_code_a_script_imports_is_part_of_what_a_job_depends_on(tmp_path: Pa
     other["run_metadata"]["script"] = "python3 simpleModel/ext/new_run.py"
     env.file("simpleModel/ext/config.yaml", yaml.safe_dump(other))
     git(env.project, "add", "simpleModel/ext/config.yaml")
-    git(env.project, "-c", "user.name=T", "-c", "user.email=t@e", "commit", "-qm", "cfg")
+    git(env.project, "commit", "-qm", "cfg")
     refused = env.fdp("run", config, check=False)
     assert refused.returncode != 0 and "new_run.py (untracked)" in refused.output
 

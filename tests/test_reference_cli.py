@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import shared_once
 
 FAIR_CLI = "fair-cli==0.11.0"
 NETWORK_TROUBLE = (
@@ -71,31 +72,47 @@ print(json.dumps(out))
 """
 
 
-@pytest.fixture(scope="session")
-def fair_cli_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Python of a virtualenv with fair-cli 0.11.0 installed from PyPI.
+# Installing fair-cli from PyPI takes a while (and pip may wait up to PIP_INSTALL_TIMEOUT),
+# and a test that needs it may wait for another worker's install: longer than the default.
+PIP_INSTALL_TIMEOUT = 900
+NEEDS_FAIR_CLI = pytest.mark.timeout(PIP_INSTALL_TIMEOUT + 300)
 
-    Outside CI (env var CI unset), a machine that cannot reach PyPI skips these tests with the
-    reason printed; in CI that is a failure.
-    """
-    venv = tmp_path_factory.mktemp("fair-cli") / "venv"
+
+def install_fair_cli(folder: Path) -> dict[str, Any]:
+    """A virtualenv in `folder` with fair-cli installed: {"python": its Python}, or
+    {"problem": why not, "offline": whether PyPI could not be reached}."""
+    venv = folder / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
     python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     proc = subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", FAIR_CLI],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=PIP_INSTALL_TIMEOUT,
     )
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        reason = f"pip could not install {FAIR_CLI}: {tail}"
         offline = any(sign in proc.stderr for sign in NETWORK_TROUBLE)
-        if offline and not os.environ.get("CI"):
-            print(reason)
-            pytest.skip(reason)
-        pytest.fail(reason)
-    return python
+        return {"problem": f"pip could not install {FAIR_CLI}: {tail}", "offline": offline}
+    return {"python": str(python)}
+
+
+@pytest.fixture(scope="session")
+def fair_cli_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Python of a virtualenv with fair-cli 0.11.0 installed from PyPI, once per session
+    however many test workers ask (see support.shared_once).
+
+    Outside CI (env var CI unset), a machine that cannot reach PyPI skips these tests with the
+    reason printed; in CI that is a failure.
+    """
+    made = shared_once(tmp_path_factory.getbasetemp(), "fair-cli", install_fair_cli)
+    if "python" in made:
+        return Path(made["python"])
+    reason = made["problem"]
+    if made["offline"] and not os.environ.get("CI"):
+        print(reason)
+        pytest.skip(reason)
+    pytest.fail(reason)
 
 
 def run_lookups(python: Path, api_url: str, token: str, home: Path) -> dict[str, list[str]]:
@@ -114,6 +131,7 @@ def run_lookups(python: Path, api_url: str, token: str, home: Path) -> dict[str,
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@NEEDS_FAIR_CLI
 def test_reference_lookups_find_the_clashing_record_on_our_server(
     tmp_path: Path, fair_cli_python: Path, registry_server: Callable[..., Any]
 ) -> None:
@@ -123,6 +141,7 @@ def test_reference_lookups_find_the_clashing_record_on_our_server(
         assert again == first, f"{type_name}: the reference CLI took {again}, not {first}"
 
 
+@NEEDS_FAIR_CLI
 def test_reference_lookups_on_the_upstream_emulation(
     tmp_path: Path, fair_cli_python: Path, upstream_registry: Callable[..., Any]
 ) -> None:

@@ -163,19 +163,13 @@ def test_registering_what_a_pull_brought_as_an_input_record(tmp_path: Path) -> N
     }
     producer.config(config)
     producer.doit()
-    producer.fdp("remote", "add", "origin", str(shared))
+    producer.add_remote(shared)
     producer.fdp("push")
 
     # a colleague pulls the output: its run's input comes along as records only ...
     colleague = Env(tmp_path, "colleague")
-    colleague.config(
-        {
-            "run_metadata": {"description": "reuse", "default_input_namespace": "test"},
-            "read": [{"data_product": "out/summary"}],
-        },
-        "reader.yaml",
-    )
-    colleague.fdp("remote", "add", "origin", str(shared))
+    colleague.read_config(["out/summary"], "test", "reader.yaml")
+    colleague.add_remote(shared)
     colleague.fdp("pull", "reader.yaml")
     assert not (colleague.data_store / "test/inputs/a/1.0.0.csv").exists()
     # ... then registers the same source itself: the records are completed, once

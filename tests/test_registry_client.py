@@ -12,11 +12,12 @@ from contextlib import contextmanager
 import pytest
 import requests
 
+from fdp_tasks.errors import FdpError
 from fdp_tasks.remotes.client import HttpRegistry, id_from_url, normalise_api_url
-from fdp_tasks.server.app import prepare_store
 from fdp_tasks.server.serve import background_status, start_background, stop_background
 from fdp_tasks.store.base import InvalidRecord, NotFound, RegistryError, UniqueViolation
 from fdp_tasks.store.sql import Store
+from fdp_tasks.store.tokens import working_token
 
 
 @pytest.fixture
@@ -209,8 +210,9 @@ def test_blob_upload_and_download(client, reg, tmp_path):
 # ----------------------------------------------- a deliberately unreliable file server
 @contextmanager
 def flaky_server(payload: bytes, mode: str) -> Iterator[tuple[str, list[str]]]:
-    """An HTTP server that misbehaves once: 'drop' cuts the first download short,
-    '503' answers the first request with 503. Records the Range headers it got."""
+    """An HTTP server that misbehaves once: 'drop' cuts the first download short, 'skew'
+    too and then resumes one byte early, '503' answers the first request with 503. Records
+    the Range headers it got."""
     ranges: list[str] = []
     state = {"first": True}
 
@@ -237,7 +239,9 @@ def flaky_server(payload: bytes, mode: str) -> Iterator[tuple[str, list[str]]]:
             start = 0
             if self.headers.get("Range"):
                 start = int(self.headers["Range"].split("=")[1].rstrip("-"))
+                start -= mode == "skew"
                 self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/*")
             else:
                 self.send_response(200)
             self.send_header("Content-Length", str(len(payload) - start))
@@ -269,6 +273,14 @@ def test_download_resumes_with_range():
     assert 0 < resumed_at <= len(payload) // 3
 
 
+def test_download_refuses_a_resume_at_another_byte():
+    payload = bytes(range(256)) * 4000
+    with flaky_server(payload, "skew") as (url, _):
+        http = HttpRegistry(url, backoff=0.01)
+        with pytest.raises(FdpError, match="cannot resume at byte"):
+            b"".join(http.download(f"{url}/data/x"))
+
+
 def test_retries_on_503():
     with flaky_server(b"", "503") as (url, ranges):
         http = HttpRegistry(url, token="t", backoff=0.01)
@@ -281,7 +293,7 @@ def test_background_server_start_status_stop(tmp_path):
     state = tmp_path / "server"
     db = f"sqlite:///{tmp_path / 'registry.db'}"
     store = Store(db)
-    token = prepare_store(store)
+    token = working_token(store)
     url = start_background(db, tmp_path / "blobs", state, port=0)
     try:
         info = background_status(state)

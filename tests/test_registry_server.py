@@ -129,10 +129,10 @@ def test_filters(reg):
             "storage_location",
             {"path": f"p{i}", "hash": f"h{i}", "storage_root": root["url"], "public": i != 1},
         )
-    for value in ("true", "True", "1"):
+    for value in ("true", "True", "1", "on", "YES", "t"):
         found = get(reg, "storage_root/", local=value).json()
         assert [r["url"] for r in found["results"]] == [local["url"]]
-    for value in ("false", "False", "0"):
+    for value in ("false", "False", "0", "off", "n"):
         assert get(reg, "storage_root/", local=value).json()["count"] == 1
     assert get(reg, "storage_root/", root="file:///x/").json()["results"][0]["url"] == local["url"]
     lid = local["url"].rstrip("/").rsplit("/", 1)[1]

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from fdp_tasks.store.base import UniqueViolation
+from fdp_tasks.files import read_secret
+from fdp_tasks.store.base import RegistryError, UniqueViolation
 from fdp_tasks.store.schema import load_schema
 from fdp_tasks.store.sql import Store
+from fdp_tasks.store.tokens import working_token
 
 SAMPLE = {
     "string": "s",
@@ -45,3 +47,24 @@ def test_created_records_read_back_identically(tmp_path: Path) -> None:
             with pytest.raises(UniqueViolation) as clash:
                 store.create(name, data)
             assert clash.value.existing == store.get(name, created["id"])
+
+
+def test_working_token_keeps_the_users_token_file(tmp_path: Path) -> None:
+    store = Store(tmp_path / "registry.db")
+    file = tmp_path / "alice.token"
+    token = working_token(store, "alice", file=file)
+    assert file.stat().st_mode & 0o777 == 0o600
+    assert store.user_for_token(token)["username"] == "alice"
+    assert working_token(store, "alice", file=file) == token  # kept, not replaced
+    # a file holding someone else's token is not theirs to use: bob gets his own
+    bob = working_token(store, "bob", file=file)
+    assert bob != token and read_secret(file) == bob
+    assert store.user_for_token(bob)["username"] == "bob"
+    # a registry made anew takes the token its user still keeps
+    again = Store(tmp_path / "again.db")
+    assert working_token(again, "bob", file=file) == bob
+    assert again.user_for_token(bob)["username"] == "bob"
+    with pytest.raises(RegistryError, match="another user's"):
+        working_token(store, "alice", token=bob)
+    assert working_token(store, "carol", token="chosen") == "chosen"
+    assert store.user_for_token("chosen")["username"] == "carol"

@@ -14,76 +14,23 @@ from typing import Any
 
 import requests
 from emulation.upstream import Upstream, author_uuid
-from support import RECORD_TYPES, Env
+from support import Env, reader, record_counts, sha1
+from support import producer as seeded_producer
 
 from fdp_tasks.remotes.client import HttpRegistry, NoFileStorage
-from fdp_tasks.store.sql import Store
 
 StartUpstream = Callable[..., Upstream]
 
-MODEL = """\
-from fdp_tasks.api import Session
-
-with Session() as fdp:
-    with open(fdp.read("inputs/seed")) as fh:
-        seed = fh.read()
-    for item in fdp.config["write"]:
-        with open(fdp.write(item["data_product"]), "w") as out:
-            out.write(f"{item['data_product']},{seed}")
-"""
-
-
-def sha1(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
-
-
-def counts(store: Store) -> dict[str, int]:
-    return {t: store.count(t) for t in RECORD_TYPES}
-
 
 def producer(tmp_path: Path, outputs: int = 2, name: str = "producer") -> Env:
-    """A project that registers a seed file (with the release date the upstream requires) and
-    writes results/partNN from it, one per output, in one run."""
-    env = Env(tmp_path, name)
-    raw = env.file("raw/seed.txt", "seed-value\n").parent
-    model = env.file("model.py", MODEL)
-    env.config(
-        {
-            "run_metadata": {
-                "description": "upstream test",
-                "default_input_namespace": "lab",
-                "default_output_namespace": "lab",
-                "script": f"python3 {model}",
-            },
-            "register": [
-                {
-                    "external_object": "inputs/seed",
-                    "namespace_name": "lab",
-                    "root": raw.as_uri() + "/",
-                    "path": "seed.txt",
-                    "file_type": "txt",
-                    "version": "1.0.0",
-                    "title": "seed",
-                    "release_date": "2026-01-05T12:00",
-                    "unique_name": "seed-1.0.0",
-                    "alternate_identifier_type": "local",
-                }
-            ],
-            "write": [
-                {
-                    "data_product": f"results/part{i:02d}",
-                    "description": f"part {i}",
-                    "file_type": "csv",
-                }
-                for i in range(outputs)
-            ],
-        }
-    )
-    return env
+    """A project that registers a seed file from a file:// root (with the release date the
+    upstream requires) and writes results/partNN from it, one per output, in one run."""
+    raw = (tmp_path / name / "raw").as_uri() + "/"
+    return seeded_producer(tmp_path, outputs, name=name, root=raw, release_date="2026-01-05T12:00")
 
 
 def add_upstream(env: Env, upstream: Upstream, name: str = "upstream") -> None:
-    env.fdp("remote", "add", name, upstream.api_url, "--token-file", str(upstream.token_file))
+    env.add_remote(upstream.api_url, upstream.token_file, name)
 
 
 def writes(upstream: Upstream) -> list[str]:
@@ -143,14 +90,7 @@ def test_push_and_pull_through_an_upstream_registry_and_its_object_store(
 
     # A colleague pulls with a token: it goes to the registry only (the object store would
     # refuse a presigned request carrying it), and every file arrives with its SHA-1.
-    colleague = Env(tmp_path, "colleague")
-    colleague.config(
-        {
-            "run_metadata": {"description": "reuse", "default_input_namespace": "lab"},
-            "read": [{"data_product": "results/*"}],
-        }
-    )
-    add_upstream(colleague, upstream, name="origin")
+    colleague = reader(tmp_path, upstream.api_url, ["results/*"], token_file=upstream.token_file)
     upstream.reset_counts()
     pulled = colleague.fdp("pull")
     assert upstream.token not in pulled.output
@@ -184,7 +124,7 @@ def test_push_to_a_registry_without_file_storage_fails_once_before_any_record(
     tmp_path: Path, upstream_registry: StartUpstream
 ) -> None:
     upstream = upstream_registry(object_storage=False)
-    before = counts(upstream.store)
+    before = record_counts(upstream.store)
     env = producer(tmp_path, outputs=3)
     env.doit()
     add_upstream(env, upstream)
@@ -195,7 +135,7 @@ def test_push_to_a_registry_without_file_storage_fails_once_before_any_record(
     [line] = said
     assert upstream.api_url in line and "BUCKETS" in line
     assert "Traceback" not in result.output and upstream.token not in result.output
-    assert counts(upstream.store) == before
+    assert record_counts(upstream.store) == before
     # asked once, for the first file, and nothing written
     assert writes(upstream) == ["POST /api/data/{sha1}"]
     assert upstream.requests["POST /api/data/{sha1}"] == 1

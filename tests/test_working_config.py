@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import requests
 import yaml
 from support import Env
 
-from fdp_tasks.project import read_secret
+from fdp_tasks.files import read_secret
 from fdp_tasks.server.serve import start_in_thread
 from fdp_tasks.store.sql import Store
 
@@ -338,13 +337,8 @@ def test_the_token_of_a_killed_job_is_revoked_by_the_next_job(tmp_path: Path) ->
         model=SLEEPER,
     )
     env.file("hold", "")
-    job = subprocess.Popen(
-        [sys.executable, "-m", "fdp_tasks.cli.main", "run"],
-        cwd=env.project,
-        env=env.environ,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    job = env.start_fdp(
+        "run", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     token_file = env.project / "token.txt"
     deadline = time.monotonic() + 60

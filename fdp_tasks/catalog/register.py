@@ -11,9 +11,14 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from fdp_tasks.catalog.locations import forget_roots, intact, local_location, referenced
+from fdp_tasks.catalog.locations import (
+    forget_roots,
+    local_location,
+    located_intact,
+    referenced,
+)
 from fdp_tasks.datastore import DataStore, local_root, product_path, safe_relative
-from fdp_tasks.errors import FdpError, IntegrityError, OutOfSync
+from fdp_tasks.errors import FdpError, HashMismatch, OutOfSync
 from fdp_tasks.files import sha1_file
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Record, Registry
@@ -51,7 +56,7 @@ def register_problem(local: Registry, store: DataStore, item: dict[str, Any]) ->
         return f"its {missing} record is missing"
     if found.location is None or found.root is None or not store.holds(found.root["root"]):
         return "its file is not in the local data store"
-    if not intact(store, found.location["path"], found.hash):
+    if not located_intact(store, found):
         return "its file is missing or modified in the data store"
     if not source_unchanged(item, found.hash):
         return "the source file changed: register it as a new version"
@@ -167,7 +172,7 @@ def register_item(local: Registry, store: DataStore, item: dict[str, Any], autho
         sha1, size = store.put_stream(
             rel, open_location(item["root"], item["path"]), expected_sha1=known
         )
-    except IntegrityError as exc:
+    except HashMismatch as exc:
         source = original_source(local, queries.locate(local, existing)) if existing else ""
         here = f"{item['root']}{item['path']}"
         if source in (here, "unknown"):

@@ -12,7 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-from fdp_tasks.errors import FdpError
+from fdp_tasks.errors import BadInput
 
 CONFIG_TEMPLATE = """\
 run_metadata:
@@ -93,7 +93,7 @@ def ignore_state(state_dir: Path) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from fdp_tasks.project import Project, fdp_configs, project_root, write_yaml
+    from fdp_tasks.project import Project, fdp_configs, project_root, remote_url, write_yaml
 
     start = Path(args.directory).resolve()
     start.mkdir(parents=True, exist_ok=True)
@@ -111,13 +111,11 @@ def handler(args: argparse.Namespace) -> int:
     if args.data_store:
         settings["data_store"] = args.data_store
     if args.remote:
-        remote = {"url": args.remote}
-        if "://" not in args.remote:
-            remote["url"] = str(Path(args.remote).expanduser().resolve())
+        remote = {"url": remote_url(args.remote)}
         if args.remote_token_file:
             token_file = Path(args.remote_token_file).expanduser().resolve()
             if not token_file.is_file():
-                raise FdpError(
+                raise BadInput(
                     f"--remote-token-file: {token_file} does not exist (put the registry's "
                     "token in it, then `chmod 600` it)"
                 )

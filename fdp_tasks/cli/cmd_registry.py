@@ -24,8 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Run the local registry as a REST server compatible with the FAIR Data "
         "Pipeline registry API (and data-pipeline-api scripts).",
     )
-    parser.set_defaults(func=lambda _args: parser.print_help() or 2)
-    actions = parser.add_subparsers(dest="registry_action", metavar="ACTION")
+    actions = parser.add_subparsers(dest="registry_action", metavar="ACTION", required=True)
 
     def server_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -87,7 +86,7 @@ def _locations(args: argparse.Namespace) -> tuple[str, Path]:
         return args.db, args.blobs or _state_dir(args) / "blobs"
     project = _project()
     project.local_token()  # the admin user and its token exist before anyone connects
-    return args.db or project.registry_db, args.blobs or project.server_dir / "blobs"
+    return project.registry_db, args.blobs or project.server_dir / "blobs"
 
 
 def _state_dir(args: argparse.Namespace) -> Path:

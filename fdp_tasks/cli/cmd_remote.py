@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from fdp_tasks.errors import FdpError
+from fdp_tasks.errors import BadInput
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,22 +31,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handle_add(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from fdp_tasks.project import Project
+    from fdp_tasks.project import Project, remote_url
 
     project = Project.load()
     remotes = project.settings.setdefault("remotes", {})
     if args.name in remotes:
-        raise FdpError(f"remote {args.name!r} already exists; remove it first")
-    url = args.url
-    if "://" not in url:
-        url = str(Path(url).expanduser().resolve())
+        raise BadInput(f"remote {args.name!r} already exists; remove it first")
+    url = remote_url(args.url)
     spec = {"url": url}
     if args.token_file:
         token_file = Path(args.token_file).expanduser().resolve()
         if not token_file.is_file():
-            raise FdpError(f"--token-file: {token_file} does not exist")
+            raise BadInput(f"--token-file: {token_file} does not exist")
         spec["token_file"] = str(token_file)
     remotes[args.name] = spec
     project.save_settings()
@@ -59,7 +55,7 @@ def handle_remove(args: argparse.Namespace) -> int:
 
     project = Project.load()
     if args.name not in (project.settings.get("remotes") or {}):
-        raise FdpError(f"no remote {args.name!r}")
+        raise BadInput(f"no remote {args.name!r}")
     del project.settings["remotes"][args.name]
     project.save_settings()
     return 0

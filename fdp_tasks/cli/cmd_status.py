@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from fdp_tasks.cli.common import add_config_argument, config_path
+from fdp_tasks.errors import ConfigError, OutOfSync
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +29,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="as `fdp run --dirty` would: uncommitted changes do not stop the job",
     )
+    parser.add_argument(
+        "--exit-code",
+        action="store_true",
+        help="exit 1 when something would run, 2 when something would fail, 3 on a conflict "
+        "(the highest applies); 0 when everything is up to date",
+    )
     parser.set_defaults(func=handler)
+
+
+# `--exit-code`: what a state means for a script asking "is there anything to do?". States not
+# listed (up-to-date, pushed, and unknown: no remote asked) say nothing needs doing.
+STATE_EXIT_CODES = {
+    "will-run": 1,
+    "remote-newer": 1,
+    "local-only": 1,
+    "will-fail": ConfigError.exit_code,
+    "conflict": OutOfSync.exit_code,
+}
+
+
+def exit_code(rows: list[dict[str, Any]]) -> int:
+    """The gravest state's code, as `git diff --exit-code` says whether there are changes."""
+    return max((STATE_EXIT_CODES.get(row["state"], 0) for row in rows), default=0)
 
 
 def print_status(
@@ -37,7 +61,8 @@ def print_status(
     remote: bool = True,
     remote_name: str | None = None,
     dirty: bool = False,
-) -> int:
+) -> list[dict[str, Any]]:
+    """Print one line (or a JSON object) per task of the config; returns the rows."""
     from fdp_tasks.graph.status import collect
 
     rows = collect(
@@ -50,20 +75,21 @@ def print_status(
         rows = [r for r in rows if r["task"].split(":", 1)[0] in tasks]
     if as_json:
         print(json.dumps(rows, indent=2))
-        return 0
+        return rows
     for row in rows:
         reason = f"  ({row['reason']})" if row.get("reason") else ""
         print(f"{row['state']:<12} {row['task']}{reason}")
     if not rows:
         print("nothing to do: the config registers, reads, runs and pushes nothing")
-    return 0
+    return rows
 
 
 def handler(args: argparse.Namespace) -> int:
-    return print_status(
+    rows = print_status(
         config_path(args),
         as_json=args.json,
         remote=not args.no_remote,
         remote_name=args.remote,
         dirty=args.dirty,
     )
+    return exit_code(rows) if args.exit_code else 0

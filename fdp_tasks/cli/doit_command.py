@@ -50,9 +50,8 @@ def handler(args: argparse.Namespace, tasks: list[str], keep_going: bool, refres
 
         # what a run would do first is part of its dry run: registers and pulls
         shown = [*tasks, "register", "pull"] if "job" in tasks else tasks
-        return print_status(
-            path, shown, remote_name=args.remote, dirty=getattr(args, "dirty", False)
-        )
+        print_status(path, shown, remote_name=args.remote, dirty=getattr(args, "dirty", False))
+        return 0
     doit_args = ["run", *(["--continue"] if keep_going else []), *tasks]
     force = getattr(args, "force", False)
     dirty = getattr(args, "dirty", False)

@@ -4,12 +4,37 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
+from typing import NoReturn
 
 from fdp_tasks import __version__
-from fdp_tasks.errors import FdpError
+from fdp_tasks.errors import FdpError, configure_logging, error_text, os_error_text
+
+INTERRUPTED = 130  # as a shell reports a command ended by SIGINT (128 + 2)
+
+EXIT_CODES = """\
+exit status (the same for every command):
+  0    done: everything asked for is done, or was up to date
+  1    failed: a task failed, or the command could not do its work (a remote that
+       does not answer, a product that is not there)
+  2    bad input: a command line, config, settings file or token file that cannot be used
+  3    conflict: the remote holds other content under a name and version (pull, then
+       write a new version); `fdp registry status`: the registry is not running
+  130  interrupted (Ctrl-C)
+
+`fdp status --exit-code` exits 0 when nothing would run, 1 when something would run
+(will-run, remote-newer, local-only), 2 when something would fail (will-fail), 3 on a
+conflict; the highest applies."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors said as every other error of `fdp` is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, error_text(message) + "\n")
+
 
 # Each name is a module fdp_tasks.cli.cmd_<name> exposing add_parser(subparsers).
 COMMANDS = [
@@ -28,14 +53,16 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fdp",
         description="Reproducible FAIR Data Pipeline runs: register, pull, run and push what a "
         "config.yaml names, doing only what is out of date.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"fdp-tasks {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"fdp_tasks.cli.cmd_{name}")
@@ -48,26 +75,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s: %(message)s" if args.verbose else "%(message)s",
-    )
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    """Run one command; returns its exit status (see EXIT_CODES)."""
     try:
+        args = build_parser().parse_args(argv)
+        configure_logging(args.verbose)
         return int(args.func(args) or 0)
     except FdpError as exc:
-        print(f"fdp: error: {exc}", file=sys.stderr)
+        print(error_text(str(exc)), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("fdp: interrupted", file=sys.stderr)
-        return 130
+        print(error_text("interrupted"), file=sys.stderr)
+        return INTERRUPTED
     except BrokenPipeError:  # `fdp status | head`: the reader has seen enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a file that cannot be read or written, a full disk
+        print(error_text(os_error_text(exc)), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

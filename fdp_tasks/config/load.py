@@ -30,11 +30,9 @@ from fdp_tasks.config.validate import (
 )
 from fdp_tasks.config.validate import validate_problems as _validate_problems
 from fdp_tasks.errors import ConfigError
+from fdp_tasks.scalars import parse_bool
 
 log = logging.getLogger(__name__)
-
-_TRUE = {"true", "yes", "on", "y", "1"}
-_FALSE = {"false", "no", "off", "n", "0"}
 
 
 @dataclass
@@ -193,14 +191,12 @@ def _plain(value: Any) -> Any:
 
 
 def loose_bool(value: Any) -> Any:
-    """'yes'/'no'/'true'/'false' strings become booleans; anything else is left for the schema."""
-    if isinstance(value, str):
-        low = value.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-    return value
+    """A boolean written as a word ('yes', 'off', ...) becomes one, as the registry reads
+    it; anything else is left for the schema to report."""
+    try:
+        return parse_bool(value)
+    except ValueError:
+        return value
 
 
 class _Normaliser:
@@ -379,5 +375,5 @@ def load_config(path: str | Path, *, log_warnings: bool = True) -> Config:
         raise ConfigError(format_problems(file, problems))
     if log_warnings:
         for warning in warnings:
-            log.warning("warning: %s", warning)
+            log.warning("%s", warning)
     return Config(path=abs_path, data=data, warnings=warnings, file=file, key_paths=norm.original)

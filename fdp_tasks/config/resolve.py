@@ -21,7 +21,6 @@ from typing import Any, Protocol
 
 from fdp_tasks.config.load import Config
 from fdp_tasks.config.templates import (
-    JOB_VARIABLES,
     TEMPLATE_RE,
     TemplateError,
     Templater,
@@ -30,9 +29,12 @@ from fdp_tasks.config.templates import (
     git_root,
     is_templated_version_key,
     is_version_key,
+    run_templater,
 )
 from fdp_tasks.config.validate import KeyPath, Problem, format_problems, normalise_datetime
 from fdp_tasks.errors import ConfigError
+from fdp_tasks.languages import DEFAULT as DEFAULT_LANGUAGE
+from fdp_tasks.languages import language_for_path
 from fdp_tasks.names import glob_matches
 from fdp_tasks.versions import (
     VersionError,
@@ -50,16 +52,6 @@ DEFAULT_READ_VERSION = "${{LATEST}}"
 DEFAULT_WRITE_VERSION = "${{PATCH}}"
 DEFAULT_REGISTER_VERSION = "1.0.0"
 NO_COMMIT = "0" * 40
-SHELL_BY_SUFFIX = {
-    ".py": "python",
-    ".r": "R",
-    ".jl": "julia",
-    ".sh": "sh",
-    ".bash": "bash",
-    ".ps1": "pwsh",
-    ".bat": "batch",
-    ".cmd": "batch",
-}
 _URL_SCHEMES = ("http://", "https://", "ftp://", "s3://", "gs://")
 JOB_STAMP = "%Y%m%d-%H%M%S-%f"
 DIRTY = "-dirty"  # appended to a commit with uncommitted changes, as the reference does
@@ -133,6 +125,28 @@ def _abspath(base: Path, value: str) -> Path:
 def _dir_string(path: Path) -> str:
     text = path.as_posix()
     return text if text.endswith("/") else text + "/"
+
+
+def _lacks(items: list, *keys: str) -> bool:
+    """Whether an item names no namespace (in `keys` or use.namespace): it needs a default."""
+    for item in items:
+        use = item.get("use") or {}
+        if not any(item.get(k) for k in keys) and not use.get("namespace"):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class DeclaredRead:
+    """A read item as its config states it, variables expanded and defaults applied: the
+    name may be a '*' pattern and the version an incrementer, since no registry is asked."""
+
+    index: int
+    namespace: str
+    name: str
+    version: str
+    key: KeyPath  # the key path the user wrote (its version's, if given), for messages
+    cache: str | None = None
 
 
 def _git_trouble(repo: Path) -> str:
@@ -214,9 +228,11 @@ class _Resolver:
 
     # -- run_metadata ---------------------------------------------------------------------
 
-    def run_metadata(self, meta: dict, local_repo: Path, needs: dict[str, bool]) -> dict:
+    def default_namespaces(self, meta: dict, needs: dict[str, bool]) -> dict[str, str]:
+        """default_input_namespace and default_output_namespace, where there is one; a
+        missing one that `needs` says an item needs is a problem."""
         ctx = self.ctx
-        out: dict[str, Any] = {"description": meta.get("description", "")}
+        out: dict[str, str] = {}
         # A missing namespace is the user's own, never the other key: someone running
         # another group's model must not write into that group's namespace.
         for key, value in (
@@ -228,12 +244,18 @@ class _Resolver:
         ):
             if value:
                 out[key] = value
-            elif needs[key]:
+            elif needs.get(key):
                 self.problem(
                     ("run_metadata", key),
                     "not set, and no user namespace is configured (set it here, or run "
                     "`fdp init --namespace NS`)",
                 )
+        return out
+
+    def run_metadata(self, meta: dict, local_repo: Path, needs: dict[str, bool]) -> dict:
+        ctx = self.ctx
+        out: dict[str, Any] = {"description": meta.get("description", "")}
+        out.update(self.default_namespaces(meta, needs))
         out["write_data_store"] = _dir_string(Path(ctx.data_store).expanduser().absolute())
         out["local_data_registry_url"] = ctx.registry_url
         if meta.get("remote_data_registry_url"):
@@ -241,11 +263,11 @@ class _Resolver:
         if "script_path" in meta:
             script_path = self.local_path(meta["script_path"])
             out["script_path"] = str(script_path)
-            shell = SHELL_BY_SUFFIX.get(script_path.suffix.lower(), "sh")
+            shell = language_for_path(script_path)
         else:
             if "script" in meta:
                 out["script"] = meta["script"]
-            shell = "sh"
+            shell = DEFAULT_LANGUAGE
         out["shell"] = meta.get("shell", shell)
         out["public"] = meta.get("public", True)
         out["local_repo"] = str(local_repo)
@@ -283,7 +305,7 @@ class _Resolver:
         runs_script = bool(meta.get("script") or meta.get("script_path"))
         if missing and runs_script:
             warn_once(
-                f"warning: {self.cfg.file}: {_git_trouble(local_repo)}: code runs will record "
+                f"{self.cfg.file}: {_git_trouble(local_repo)}: code runs will record "
                 + " and ".join(missing)
             )
         return out
@@ -349,8 +371,7 @@ class _Resolver:
             if not version:
                 version = DEFAULT_REGISTER_VERSION
                 warn_once(
-                    f"warning: {self.cfg.file}: register item {item[kind]} has no version, "
-                    f"using {version}"
+                    f"{self.cfg.file}: register item {item[kind]} has no version, using {version}"
                 )
             item["namespace_name"] = ns
             item["version"] = version
@@ -554,56 +575,73 @@ class _Resolver:
 
     def templater(self, repo_dir: Path | None) -> Templater:
         ctx = self.ctx
-        symbols: set[str] = set()
-        if ctx.symbolic:
-            symbols.update(JOB_VARIABLES)
-        elif ctx.local_token is None:
-            symbols.add("LOCAL_TOKEN")  # shown as it is written until a job has a token
-        job_dir = ctx.job_dir or str(job_dir_for(ctx.data_store, ctx.now))
-        return Templater(
-            config_path=self.cfg.path,
+        return run_templater(
+            self.cfg.path,
             now=ctx.now,
             run_id=ctx.run_id,
             user_name=ctx.user_name,
             user_id=ctx.user_id,
             repo_dir=repo_dir,
-            # with a trailing separator, as the reference substitutes it
-            config_dir=job_dir.rstrip("/\\") + os.sep,
+            job_dir=ctx.job_dir or job_dir_for(ctx.data_store, ctx.now),
             local_token=ctx.local_token,
-            symbols=frozenset(symbols),
+            symbolic=ctx.symbolic,
         )
 
-    def run(self) -> dict:
-        data = copy.deepcopy(self.cfg.data)
-        meta = data.get("run_metadata") or {}
-        for path, message in config_dir_problems(data):
-            self.problem(path, message)
+    def expand(self, data: dict) -> dict:
+        """`data` (the config, or some of its sections) with its template variables expanded.
 
-        # local_repo may use variables itself; the others (GIT_*) are then read in it. By
-        # default it is the root of the git repository holding the config, as `fair init`
-        # records it; the script runs there.
+        local_repo may use variables itself; the others (GIT_*) are then read in it. By
+        default it is the root of the git repository holding the config, as `fair init`
+        records it; the script runs there.
+        """
+        meta = data.get("run_metadata") or {}
         self.local_repo = git_root(self.base) or self.base
         if "local_repo" in meta:
             repo_text = self.substitute(
                 meta["local_repo"], self.templater(None), ("run_metadata", "local_repo")
             )
             self.local_repo = _abspath(self.base, repo_text)
-        data = self.substitute(data, self.templater(self.local_repo), ())
+        return self.substitute(data, self.templater(self.local_repo), ())
+
+    def declared_reads(self) -> list[DeclaredRead]:
+        """The read items as `reads` resolves them, up to the point where the registry is
+        asked: patterns are not matched and incrementers stay as written."""
+        meta = self.cfg.data.get("run_metadata") or {}
+        keys = ("local_repo", "default_input_namespace", "default_read_version")
+        data = self.expand(
+            {
+                "run_metadata": {k: meta[k] for k in keys if k in meta},
+                "read": copy.deepcopy(self.cfg.data.get("read") or []),
+            }
+        )
+        items = data["read"]
+        ns_in = self.default_namespaces(
+            data["run_metadata"], {"default_input_namespace": _lacks(items)}
+        ).get("default_input_namespace")
+        read_default = data["run_metadata"].get("default_read_version", DEFAULT_READ_VERSION)
+        out = []
+        for i, item in enumerate(items):
+            basics = self.item_basics("read", i, item, ns_in, read_default)
+            if basics is not None:
+                _, use, ns, name, spec, vpath = basics
+                cache = str(self.local_path(use["cache"])) if use.get("cache") else None
+                out.append(DeclaredRead(i, ns, name, spec, self.cfg.original(vpath), cache))
+        if self.problems:
+            raise ConfigError(format_problems(self.cfg.file, self.problems))
+        return out
+
+    def run(self) -> dict:
+        data = copy.deepcopy(self.cfg.data)
+        for path, message in config_dir_problems(data):
+            self.problem(path, message)
+        data = self.expand(data)
         meta = data.get("run_metadata") or {}
         reads, writes = data.get("read") or [], data.get("write") or []
         registers = data.get("register") or []
-
-        def lacks(items: list, *keys: str) -> bool:
-            for item in items:
-                use = item.get("use") or {}
-                if not any(item.get(k) for k in keys) and not use.get("namespace"):
-                    return True
-            return False
-
         objects = [r for r in registers if "external_object" in r or "data_product" in r]
         needs = {
-            "default_input_namespace": lacks(reads),
-            "default_output_namespace": lacks(writes) or lacks(objects, "namespace_name"),
+            "default_input_namespace": _lacks(reads),
+            "default_output_namespace": _lacks(writes) or _lacks(objects, "namespace_name"),
         }
         run_meta = self.run_metadata(meta, self.local_repo, needs)
         # Consumed here, not copied through, as the reference deletes them.
@@ -703,6 +741,12 @@ def uncommitted_digest(repo: Path) -> str | None:
     that a run recorded as dirty is redone when those changes change."""
     diff = git(repo, "diff", "HEAD", "--no-ext-diff", "--binary")
     return hashlib.sha1(diff.encode("utf-8", "surrogateescape")).hexdigest() if diff else None
+
+
+def declared_reads(cfg: Config, ctx: ResolveContext) -> list[DeclaredRead]:
+    """What cfg's read items ask for, resolved as `resolve` resolves them but without the
+    registry: for deciding what to pull. Raises ConfigError listing every problem."""
+    return _Resolver(cfg, ctx).declared_reads()
 
 
 def resolve(cfg: Config, ctx: ResolveContext) -> dict:

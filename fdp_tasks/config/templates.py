@@ -6,6 +6,7 @@ missing repository is only an error for the configs that need one.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Callable
@@ -210,6 +211,42 @@ class Templater:
         if "${{" in TEMPLATE_RE.sub("", text):
             raise TemplateError("unterminated '${{' (template variables look like ${{CONFIG_DIR}})")
         return out
+
+
+def run_templater(
+    config_path: Path,
+    *,
+    now: datetime,
+    run_id: str,
+    user_name: str | None = None,
+    user_id: str | None = None,
+    repo_dir: Callable[[], Path] | Path | None = None,
+    job_dir: str | Path | None = None,
+    local_token: str | None = None,
+    symbolic: bool = False,
+) -> Templater:
+    """The templater of one run of a config: every part of fdp-tasks that expands a config's
+    ${{...}} asks here, so they all expand it alike.
+
+    `job_dir` becomes ${{CONFIG_DIR}}, with a trailing separator as the reference
+    substitutes it. With `symbolic` the job's variables stay as written (an up-to-date check
+    must not see a new job directory or token as a change); so does ${{LOCAL_TOKEN}} until
+    there is a token.
+    """
+    symbols = set(JOB_VARIABLES) if symbolic else set()
+    if local_token is None:
+        symbols.add("LOCAL_TOKEN")
+    return Templater(
+        config_path=config_path,
+        now=now,
+        run_id=run_id,
+        user_name=user_name,
+        user_id=user_id,
+        repo_dir=repo_dir,
+        config_dir=None if job_dir is None else str(job_dir).rstrip("/\\") + os.sep,
+        local_token=local_token,
+        symbols=frozenset(symbols),
+    )
 
 
 def git_root(start: Path) -> Path | None:

@@ -7,29 +7,29 @@ which key is wrong and what was expected, so every error is rewritten here.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from collections.abc import Iterable, Iterator
-from datetime import date, datetime
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
 from fdp_tasks.config.templates import (
     TEMPLATE_RE,
     VARIABLES,
     TemplateError,
-    Templater,
     check_names,
     config_dir_problems,
     is_templated_version_key,
     is_version_key,
+    run_templater,
 )
 from fdp_tasks.names import namespace_problem, product_name_problem
-from fdp_tasks.resources import schema_path
+from fdp_tasks.resources import read_schema
+from fdp_tasks.scalars import parse_datetime
 from fdp_tasks.versions import INCREMENTERS, incrementer, is_semver
 
 KeyPath = tuple[Any, ...]
@@ -46,11 +46,34 @@ _TYPE_NAMES = {
 }
 
 
+# The schema's version formats, checked by versions.py rather than a second semver pattern;
+# anything but a string is left to the schema's `type`.
+VERSION_FORMATS = FormatChecker(formats=())
+
+
+@VERSION_FORMATS.checks("semver")
+def _semver(value: object) -> bool:
+    return not isinstance(value, str) or is_semver(value)
+
+
+@VERSION_FORMATS.checks("fdp-version")
+def _version(value: object) -> bool:
+    """A semantic version, an incrementer, or a version holding variables (checked once
+    expanded, by version_problems)."""
+    return not isinstance(value, str) or is_semver(value) or "${{" in value
+
+
+@VERSION_FORMATS.checks("fdp-register-version")
+def _register_version(value: object) -> bool:
+    """As fdp-version, but not an incrementer: a register item names one version."""
+    return _version(value) and not incrementer(value)
+
+
 @lru_cache(maxsize=1)
 def config_validator() -> Draft202012Validator:
     """The compiled validator for config.schema.json (loaded once per process)."""
-    schema = json.loads(schema_path("config.schema.json").read_text(encoding="utf-8"))
-    return Draft202012Validator(schema)
+    schema = read_schema("config.schema.json")
+    return Draft202012Validator(schema, format_checker=VERSION_FORMATS)
 
 
 def format_path(path: Iterable[Any]) -> str:
@@ -186,15 +209,6 @@ _RUN_TIME_VARIABLES = {
 }
 
 
-class _ProbeTemplater(Templater):
-    """Sample values for validation; asks no git repository."""
-
-    def value(self, name: str) -> str:
-        if name == "REPO_DIR":
-            return str(self.config_path.parent)
-        return super().value(name)
-
-
 def version_problems(text: str, register: bool = False) -> list[str]:
     """Problems of a version string holding template variables (other than a bare incrementer).
 
@@ -225,29 +239,18 @@ def _probe_expansions(text: str) -> Iterator[tuple[str, str]]:
     if names & _RUN_TIME_VARIABLES:
         return
     for i, now in enumerate(_PROBE_TIMES):
-        probe = _ProbeTemplater(
-            config_path=Path("/project/config.yaml"),
-            now=now,
-            run_id=_PROBE_RUN_ID,
-            user_name=None,
-            user_id=None,
-        )
+        # no repo_dir: ${{REPO_DIR}} is the config's folder, and no git repository is asked
+        probe = run_templater(Path("/project/config.yaml"), now=now, run_id=_PROBE_RUN_ID)
         yield (f" at {now.isoformat()}" if i else ""), probe.substitute(text)
 
 
 def normalise_datetime(value: str) -> str | None:
-    """An ISO 8601 date or date-time (seconds and zone optional) as 'YYYY-MM-DDTHH:MM:SS[zone]'."""
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
+    """A config's date as 'YYYY-MM-DDTHH:MM:SS[zone]': the moment as written (its zone
+    kept, none added), so the working config shows what the user meant; None if no date."""
     try:
-        parsed = datetime.fromisoformat(text)
+        return parse_datetime(value).isoformat(timespec="seconds")
     except ValueError:
-        try:
-            parsed = datetime.combine(date.fromisoformat(text), datetime.min.time())
-        except ValueError:
-            return None
-    return parsed.isoformat(timespec="seconds")
+        return None
 
 
 def release_date_problems(data: dict) -> list[Problem]:

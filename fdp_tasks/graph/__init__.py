@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fdp_tasks.errors import FdpError
+from fdp_tasks.errors import FdpError, configure_logging, error_text
 from fdp_tasks.job import ServeRegistry
 
 
@@ -19,16 +19,20 @@ def load_namespace(
     dirty: bool = False,
     serve: ServeRegistry | None = None,
 ) -> dict[str, Any]:
-    """For dodo.py: the tasks of one config; a bad config ends the process with one line."""
+    """For dodo.py: the tasks of one config; a bad config ends the process with one line.
+
+    doit imports the dodo.py before any of our code runs, so this is where warnings and
+    errors get the form `fdp` gives them."""
     from fdp_tasks.graph.tasks import dodo_namespace
 
+    configure_logging()
     try:
         found = locate_config(str(config_path))
         return dodo_namespace(
             str(found), refresh=refresh, remote=remote, force=force, dirty=dirty, serve=serve
         )
     except FdpError as exc:
-        print(f"fdp: error: {exc}", file=sys.stderr)
+        print(error_text(str(exc)), file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
 
 
@@ -62,10 +66,13 @@ def run_doit(
     dirty: bool = False,
     serve: ServeRegistry | None = None,
 ) -> int:
-    """Run doit on the tasks of `config_path`, as `doit <doit_args>` would in its project."""
+    """Run doit on the tasks of `config_path`, as `doit <doit_args>` would in its project;
+    returns the exit code `fdp` ends with: that of the gravest error a task failed on (1 for
+    any other failure), not doit's own, which says little more than "something failed"."""
     from doit.cmd_base import ModuleTaskLoader
     from doit.doit_cmd import DoitMain
 
+    from fdp_tasks.graph.report import FdpReporter
     from fdp_tasks.graph.tasks import dodo_namespace, preflight_push
 
     namespace = dodo_namespace(
@@ -73,4 +80,9 @@ def run_doit(
     )
     if "push" in doit_args:  # one line, before any item, for what would fail them all
         preflight_push(namespace["plan"], dirty)
-    return DoitMain(ModuleTaskLoader(namespace)).run(doit_args)
+    reporter = FdpReporter(sys.stdout, {})
+    namespace["DOIT_CONFIG"] = {**namespace["DOIT_CONFIG"], "reporter": reporter}
+    result = DoitMain(ModuleTaskLoader(namespace)).run(doit_args)
+    if result == 0:
+        return 0
+    return reporter.exit_code or 1

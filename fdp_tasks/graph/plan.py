@@ -15,9 +15,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from fdp_tasks.catalog.locations import located_intact
 from fdp_tasks.config import Config, ResolveContext, load_config, resolve
-from fdp_tasks.config.resolve import DIRTY, script_paths, uncommitted_digest, warn_once
-from fdp_tasks.config.templates import TemplateError, Templater, git_root
+from fdp_tasks.config.resolve import (
+    DIRTY,
+    declared_reads,
+    script_paths,
+    uncommitted_digest,
+    warn_once,
+)
+from fdp_tasks.config.templates import git_root
 from fdp_tasks.config.validate import format_path
 from fdp_tasks.datastore import DataStore
 from fdp_tasks.errors import ConfigError, FdpError
@@ -30,7 +37,7 @@ from fdp_tasks.store import queries
 from fdp_tasks.store.base import NotFound, Record
 from fdp_tasks.store.cache import CachedRegistry
 from fdp_tasks.store.sql import Store
-from fdp_tasks.versions import incrementer, latest
+from fdp_tasks.versions import latest
 
 
 def script_files(run_metadata: dict[str, Any]) -> dict[str, str]:
@@ -92,7 +99,7 @@ class ReadItem:
 
     namespace: str
     name: str
-    version: str | None
+    version: str
     index: int
     key: str = ""  # the key path the user wrote for it (its version, if given), for messages
 
@@ -196,56 +203,18 @@ class Plan:
 
     @cached_property
     def reads(self) -> list[ReadItem]:
-        """Reads to pull: those not satisfied by a register item of the same config."""
-        meta = self.cfg.data.get("run_metadata") or {}
-        user = self.project.user
-        default_ns = meta.get("default_input_namespace") or (user.input_namespace or user.namespace)
+        """Reads to pull: those neither satisfied by a register item of the same config nor
+        read from a cache file. Resolution says what each asks for."""
         registered = {
             (r.get("namespace_name"), r.get("external_object") or r.get("data_product"))
             for r in self.registers
         }
-        items = []
-        for i, item in enumerate(self.cfg.data.get("read") or []):
-            use = item.get("use") or {}
-            if use.get("cache"):
-                continue
-            namespace = use.get("namespace") or default_ns
-            if not namespace:
-                raise ConfigError(
-                    f"{self.cfg.file}: read[{i}]: no namespace: set use.namespace or "
-                    "run_metadata.default_input_namespace, or run `fdp init --namespace NS`"
-                )
-            name = self._expand(str(use.get("data_product") or item["data_product"]), i)
-            namespace = self._expand(str(namespace), i)
-            if (namespace, name) in registered:
-                continue
-            version = use.get("version") or meta.get("default_read_version")
-            if version and not incrementer(version):
-                version = self._expand(str(version), i)
-            path = ("read", i, "use", "version") if "version" in use else ("read", i)
-            key = format_path(self.cfg.original(path))
-            items.append(ReadItem(namespace, name, str(version) if version else None, i, key))
-        return items
-
-    @cached_property
-    def _templater(self) -> Templater:
-        user = self.project.user
-        return Templater(
-            config_path=self.cfg.path,
-            now=datetime.now(),
-            run_id="",
-            user_name=user.name,
-            user_id=user.identifier,
-        )
-
-    def _expand(self, text: str, index: int) -> str:
-        """Template variables in a read item, as resolution expands them (dated versions)."""
-        if "${{" not in text:
-            return text
-        try:
-            return self._templater.substitute(text)
-        except TemplateError as exc:
-            raise ConfigError(f"{self.cfg.file}: read[{index}]: {exc}") from None
+        declared = declared_reads(self.cfg, self.context(resolve_writes=False, symbolic=True))
+        return [
+            ReadItem(read.namespace, read.name, read.version, read.index, format_path(read.key))
+            for read in declared
+            if read.cache is None and (read.namespace, read.name) not in registered
+        ]
 
     @cached_property
     def local_repo(self) -> Path:
@@ -269,22 +238,16 @@ class Plan:
     def product_intact(self, namespace: str, name: str, version: str) -> bool:
         """The product is registered and its file is in the local store with the right hash."""
         product = queries.find_product(self.store, namespace, name, version)
-        if product is None:
-            return False
-        return self.file_intact(queries.locate(self.store, product))
-
-    def file_intact(self, found: queries.Located) -> bool:
-        if found.location is None or found.root is None or not self.data.holds(found.root["root"]):
-            return False
-        path = self.data.path(found.location["path"])
-        return path.is_file() and self.data.hash(found.location["path"]) == found.hash
+        return product is not None and located_intact(
+            self.data, queries.locate(self.store, product)
+        )
 
     def read_present(self, item: ReadItem) -> bool:
         if item.pinned:
             return self.product_intact(item.namespace, item.name, item.version)
         newest = queries.latest_products(self.store, item.namespace, item.name)
         return bool(newest) and all(
-            self.file_intact(found) for found in queries.locate_many(self.store, newest)
+            located_intact(self.data, found) for found in queries.locate_many(self.store, newest)
         )
 
     def run_inputs(self) -> dict[str, Any]:
@@ -379,7 +342,7 @@ class Plan:
     def outputs_intact(self, run_uuids: list[str]) -> bool:
         """Every output of these code runs is registered, with its file intact."""
         outputs = self.outputs_of(run_uuids)
-        return outputs is not None and all(self.file_intact(o) for o in outputs)
+        return outputs is not None and all(located_intact(self.data, o) for o in outputs)
 
     # ---------------------------------------------------------------- remote
     def remote(self, name: str | None = None, write: bool = False) -> Remote:
@@ -407,7 +370,7 @@ class Plan:
                 except FdpError as exc:
                     if write:
                         raise
-                    warn_once(f"warning: reading remote {spec.name} without a token: {exc}")
+                    warn_once(f"reading remote {spec.name} without a token: {exc}")
                     token = None
                     self._tokenless.add(name)
                 remote = open_remote(spec.name, spec.url, token, readonly=self.readonly)

@@ -28,7 +28,7 @@ from fdp_tasks.catalog.register import item_label, register_item, registered_pro
 from fdp_tasks.datastore import local_root
 from fdp_tasks.errors import FdpError, OutOfSync
 from fdp_tasks.graph.plan import Plan, ReadItem
-from fdp_tasks.graph.report import FdpReporter
+from fdp_tasks.graph.report import FdpReporter, TaskFailure
 from fdp_tasks.job import ServeRegistry, past_runs, refuse_dirty, run_job
 from fdp_tasks.remotes.sync import NonCanonicalName
 from fdp_tasks.store import queries
@@ -38,18 +38,13 @@ log = logging.getLogger(__name__)
 Task = dict[str, Any]
 
 
-def _fail(message: str) -> Any:
-    """A doit action result that fails the task with a one-line reason."""
-    from doit.exceptions import TaskFailed
-
-    return TaskFailed(message)
-
-
 def _guard(func: Any, *args: Any) -> Any:
+    """Run an action; an FdpError, or an OSError such as a full disk, fails the task in one
+    line with its exit code."""
     try:
         func(*args)
-    except FdpError as exc:
-        return _fail(str(exc))
+    except (FdpError, OSError) as exc:
+        return TaskFailure(exc)
     return None
 
 
@@ -75,6 +70,7 @@ def register_tasks(plan: Plan, refresh: bool = False) -> Iterator[Task]:
         yield {
             "basename": "register",
             "name": item_label(item),
+            "doc": f"fetch, hash and record {item_label(item)} in the local registry",
             "actions": [action],
             "uptodate": [
                 lambda item=item: (
@@ -120,7 +116,7 @@ def _pull_one(plan: Plan, item: ReadItem) -> None:
         except NonCanonicalName as exc:
             if item.pinned:
                 raise
-            log.warning("warning: %s", exc)  # a glob matched it: go on with the rest
+            log.warning("%s", exc)  # a glob matched it: go on with the rest
             continue
         fetched += 1
         print(f"pulled {ref} (SHA-1 {found.hash[:12]})")
@@ -139,6 +135,7 @@ def pull_tasks(plan: Plan, refresh: bool = False) -> Iterator[Task]:
         yield {
             "basename": "pull",
             "name": item.label,
+            "doc": f"fetch {item.label} and the records of the run that made it",
             "actions": [lambda item=item: _guard(_pull_one, plan, item)],
             "uptodate": [
                 lambda item=item: (not refresh or item.pinned) and plan.read_present(item)
@@ -173,8 +170,8 @@ def run_task(
                 verify=plan.verify_outputs,
                 serve=serve,
             )
-        except FdpError as exc:
-            return _fail(str(exc))
+        except (FdpError, OSError) as exc:
+            return TaskFailure(exc)
 
     if not plan.has_script:
         return {
@@ -185,7 +182,7 @@ def run_task(
         }
     return {
         "basename": "job",
-        "doc": "run the script with the FDP environment",
+        "doc": "run the script with the FDP environment, if what it depends on changed",
         "actions": [action],
         "task_dep": ["pull"],
         # `force`: modules the script imports are not tracked; this reruns it anyway
@@ -312,6 +309,7 @@ def push_tasks(plan: Plan, dirty: bool = False) -> Iterator[Task]:
         yield {
             "basename": "push",
             "name": str(found.ref),
+            "doc": f"copy {found.ref} and its provenance to the remote",
             "actions": [lambda found=found: _guard(push, found)],
             "uptodate": [lambda found=found: pushed_already(found)],
             "verbosity": 2,
@@ -337,18 +335,32 @@ def dodo_namespace(
     plan.registers  # noqa: B018
     plan.reads  # noqa: B018
 
+    # The docstrings are what `doit list` shows for tasks created later (create_after).
     def task_register() -> Iterator[Task]:
+        """register the config's namespaces, authors and files locally"""
         yield from register_tasks(plan, refresh)
 
     def task_pull() -> Iterator[Task]:
+        """fetch the data products the config reads from the remote"""
         yield from pull_tasks(plan, refresh)
 
     @create_after(executed="pull", creates=["job"])
     def task_job() -> Task:
-        return run_task(plan, force, dirty, serve)
+        """run the script with the FDP environment, if what it depends on changed"""
+        try:
+            return run_task(plan, force, dirty, serve)
+        except FdpError as exc:  # planned after the pulls: fail the task, not doit
+            failure = TaskFailure(exc)
+            return {
+                "basename": "job",
+                "doc": "run the script with the FDP environment, if what it depends on changed",
+                "actions": [lambda: failure],
+                "task_dep": ["pull"],
+            }
 
     @create_after()  # only when asked for: pushing never runs anything first
     def task_push() -> Iterator[Task]:
+        """copy the run's outputs and their provenance to the remote"""
         yield from push_tasks(plan, dirty)
 
     plan.state_dir.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import requests
 
+from fdp_tasks import transfer
 from fdp_tasks.store.base import (
     InvalidRecord,
     NotFound,
@@ -35,18 +36,9 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "1.0.0"
 IDEMPOTENT = {"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}
-RETRY_STATUS = {500, 502, 503, 504}
-REDIRECTS = (301, 302, 303, 307, 308)
 # How a registry says it cannot take files: the upstream without object storage answers 500
 # ('Settings' object has no attribute 'BUCKETS'), one without the endpoint 404 or 405.
 NO_FILE_STORAGE = (404, 405, 500, 501)
-# Small enough that a dropped connection loses little (a short read loses its whole chunk).
-DOWNLOAD_CHUNK = 64 * 1024
-DROPPED = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-)
 
 
 def normalise_api_url(url: str) -> str:
@@ -111,8 +103,7 @@ class HttpRegistry:
         self.page_size = page_size
         self.backoff = backoff
         self._token = token
-        self.session = requests.Session()
-        self.session.headers["Accept"] = f"application/json; version={API_VERSION}"
+        self.session = transfer.new_session({"Accept": f"application/json; version={API_VERSION}"})
         split = urlsplit(self.api_url)
         self._origin = f"{split.scheme}://{split.netloc}"
 
@@ -185,7 +176,8 @@ class HttpRegistry:
                 data = kwargs.get("data")
                 if body_factory is not None and hasattr(data, "close"):
                     data.close()
-            retry = resp.status_code in RETRY_STATUS and resp.status_code not in expected
+            status = resp.status_code
+            retry = status in transfer.RETRY_STATUS and status not in expected
             if retry and idempotent and attempt + 1 < self.retries:
                 log.debug("%s %s answered %s, retrying", method, path, resp.status_code)
                 resp.close()
@@ -477,65 +469,17 @@ class HttpRegistry:
         return info
 
     def download(self, url: str) -> Iterator[bytes]:
-        """Stream a file's bytes; a dropped connection resumes with a Range request.
-
-        Redirects (the upstream sends `<base>/data/<sha1>` to a presigned URL on its object
-        store) are followed here, so the token goes only to the registry; a resumed download
-        asks the redirect's target again, or the registry once more if the target refuses.
-        """
-        done = 0
-        path = urlsplit(url).path
-        failures = 0
-        target = url
-        hops = 0
-        while True:
-            headers = {"Accept": "*/*"}
-            if done:
-                headers["Range"] = f"bytes={done}-"
-            refused = (401, 403) if target != url else ()
-            resp = self.request(
-                "GET",
-                target,
-                ok=(200, 206),
-                expected=(416, *REDIRECTS, *refused),
-                headers=headers,
-                stream=True,
-                allow_redirects=False,
-            )
-            if resp.status_code in REDIRECTS or resp.status_code in refused:
-                resp.close()
-                hops += 1
-                if hops > 10:
-                    raise RegistryError(f"GET {path}: redirected or refused too often")
-                location = resp.headers.get("Location")
-                if resp.status_code in refused or not location:
-                    target = url  # an expired presigned URL: ask the registry again
-                else:
-                    target = urljoin(target, location)
-                continue
-            if resp.status_code == 416:
-                resp.close()
-                return  # nothing left after `done` bytes
-            skip = done if resp.status_code == 200 else 0
-            try:
-                for block in resp.iter_content(DOWNLOAD_CHUNK):
-                    if skip:
-                        cut = min(skip, len(block))
-                        block, skip = block[cut:], skip - cut
-                    if block:
-                        done += len(block)
-                        yield block
-                return
-            except DROPPED as exc:
-                failures += 1
-                if failures >= self.retries:
-                    raise RegistryError(
-                        f"GET {path}: download kept failing after {done} bytes "
-                        f"({type(exc).__name__})"
-                    ) from None
-                time.sleep(self.backoff * 2 ** (failures - 1))
-            finally:
-                resp.close()
+        """Stream a file's bytes, as `transfer.download` does: resumed after a drop, and
+        redirects (the upstream sends `<base>/data/<sha1>` to a presigned URL on its object
+        store) followed without the token, which goes only to this registry."""
+        return transfer.download(
+            url,
+            session=self.session,
+            auth=self._auth,
+            attempts=self.retries,
+            backoff=self.backoff,
+            timeout=self.timeout,
+        )
 
 
 def _one_line(resp: requests.Response, limit: int = 120) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from fdp_tasks.catalog.locations import intact, local_location, placement
 from fdp_tasks.datastore import DataStore, product_path
-from fdp_tasks.errors import FdpError, IntegrityError, OutOfSync
+from fdp_tasks.errors import FdpError, HashMismatch, OutOfSync
 from fdp_tasks.names import namespace_problem, product_name_problem
 from fdp_tasks.remotes.base import Remote
 from fdp_tasks.store import queries
@@ -393,7 +393,6 @@ class Pusher:
         self.active: set[int] = set()
         self.active_runs: set[int] = set()
         self.roots: dict[str, int] = {}
-        self.uploaded = 0
         self.placed: dict[int, tuple[str, str, str]] = {}  # local location -> remote file
         self.storage_ok = False  # the remote has taken a file
         self.no_storage: FdpError | None = None  # why the remote cannot take files
@@ -411,19 +410,17 @@ class Pusher:
             # as in the reference: only public files leave the machine; the record says where
             log.info("not uploading %s: it is not public", location["path"])
             return None
-        rel = location["path"]
-        if not self.store.exists(rel):
-            raise FdpError(
-                f"cannot push {rel}: it is missing from the data store {self.store.root}"
-            )
-        sha1 = self.store.hash(rel)
-        if sha1 != location["hash"]:
-            raise IntegrityError(
-                f"{self.store.path(rel)} has SHA-1 {sha1} but the registry recorded "
-                f"{location['hash']}; not pushing a modified file"
+        rel, sha1 = location["path"], location["hash"]
+        if not intact(self.store, rel, sha1):
+            if not self.store.exists(rel):
+                raise FdpError(
+                    f"cannot push {rel}: it is missing from the data store {self.store.root}"
+                )
+            raise HashMismatch(
+                f"{self.store.path(rel)} has SHA-1 {self.store.hash(rel)} but the registry "
+                f"recorded {sha1}; not pushing a modified file"
             )
         remote_root, remote_path = self.remote.upload(self.store.path(rel), sha1, rel)
-        self.uploaded += 1
         self.storage_ok = True
         self.placed[location["id"]] = (remote_root, remote_path, sha1)
         return self.placed[location["id"]]

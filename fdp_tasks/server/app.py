@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,6 @@ ADMIN = "admin"
 LIST_EXTRAS = {"cursor", "format", "ordering", "page_size"}
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 10000
-FIELD_ERROR_RE = re.compile(r"^(\w+)\.(\w+): (.*)$", re.S)
 JSON_TYPES = {
     "string": "string",
     "text": "string",
@@ -56,25 +54,12 @@ JSON_TYPES = {
 }
 
 
-def prepare_store(store: Store, username: str = "admin", token: str | None = None) -> str:
-    """Make sure `username` exists and return a token for it (the given one, or a new one).
-
-    Tests and the CLI use this to get a working token for a fresh registry.
-    """
-    user = store.ensure_user(username)
-    if token:
-        store.add_token(user["id"], token)
-        return token
-    return store.issue_token(user["id"])
-
-
-def _field_errors(exc: Exception, type_name: str) -> dict[str, list[str]]:
-    """DRF-style `{"field": ["message"]}` from a store error message 'type.field: message'."""
-    text = str(exc)
-    match = FIELD_ERROR_RE.match(text)
-    if match and match.group(1) == type_name:
-        return {match.group(2): [match.group(3)]}
-    return {"non_field_errors": [text]}
+def field_errors(exc: InvalidRecord, type_name: str) -> dict[str, list[str]]:
+    """The DRF-style 400 body for a record the store refused: `{"field": ["message"]}` for
+    a field of the record asked about, else `{"non_field_errors": [...]}`."""
+    if exc.field and exc.type_name == type_name:
+        return {exc.field: [exc.message]}
+    return {"non_field_errors": [str(exc)]}
 
 
 def _ref_id(value: Any, target: str) -> int:
@@ -333,7 +318,7 @@ class RegistryApp:
                     page = ahead[-size:]
                     older, newer = True, len(ahead) > size
         except InvalidRecord as exc:
-            raise ApiError(400, _field_errors(exc, rtype.name)) from None
+            raise ApiError(400, field_errors(exc, rtype.name)) from None
         nxt = _Cursor.encode("b", page[-1]["id"]) if older and page else None
         prev = _Cursor.encode("a", page[0]["id"]) if newer and page else None
         if newer and not page and mark is not None:
@@ -360,7 +345,7 @@ class RegistryApp:
                 body["existing"] = self.record_url(rtype.name, exc.existing["id"])
             raise ApiError(409, body) from None
         except InvalidRecord as exc:
-            raise ApiError(400, _field_errors(exc, rtype.name)) from None
+            raise ApiError(400, field_errors(exc, rtype.name)) from None
         return json_response(self.wire(rtype, rec), 201)
 
     def detail(self, type_name: str, record_id: int) -> flask.Response:
@@ -403,7 +388,7 @@ class RegistryApp:
         except UniqueViolation as exc:
             raise ApiError(409, {"detail": str(exc)}) from None
         except InvalidRecord as exc:
-            raise ApiError(400, _field_errors(exc, rtype.name)) from None
+            raise ApiError(400, field_errors(exc, rtype.name)) from None
         return json_response(self.wire(rtype, rec))
 
     def fetch(self, rtype: RecordType, record_id: int) -> Record:

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 import flask
 
-from fdp_tasks.errors import IntegrityError
+from fdp_tasks.errors import HashMismatch
 from fdp_tasks.files import read_chunks, write_atomically
 from fdp_tasks.server.common import ApiError, json_response
 
@@ -116,6 +116,6 @@ class BlobViews:
             raise ApiError(403, {"detail": "upload URL has expired"})
         try:
             _, size = write_atomically(path, read_chunks(flask.request.stream), expected_sha1=sha1)
-        except IntegrityError as exc:
+        except HashMismatch as exc:
             raise ApiError(400, {"detail": str(exc)}) from None
         return json_response({"path": sha1, "size": size}, 201)

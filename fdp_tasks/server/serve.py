@@ -27,10 +27,12 @@ import requests
 from waitress import wasyncore
 from waitress.server import create_server
 
+from fdp_tasks.errors import BadInput, FdpError
 from fdp_tasks.files import replace_text
 from fdp_tasks.server.app import create_app
 from fdp_tasks.store.base import RegistryError
 from fdp_tasks.store.sql import Store, database_url
+from fdp_tasks.transfer import new_session
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +65,22 @@ def _warn_if_exposed(host: str) -> None:
 def _make_server(app: Any, host: str, port: int, threads: int) -> Any:
     # "Task queue depth" warnings only mean a burst of parallel requests; not for users.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    return create_server(
-        app,
-        host=host,
-        port=port,
-        threads=threads,
-        ident="fdp-registry",
-        clear_untrusted_proxy_headers=True,
-        channel_timeout=300,
-        # Data files can be large; waitress spools bodies to disk, so memory stays flat.
-        max_request_body_size=MAX_UPLOAD_BYTES,
-    )
+    try:
+        return create_server(
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            ident="fdp-registry",
+            clear_untrusted_proxy_headers=True,
+            channel_timeout=300,
+            # Data files can be large; waitress spools bodies to disk, so memory stays flat.
+            max_request_body_size=MAX_UPLOAD_BYTES,
+        )
+    except ValueError as exc:  # waitress: a host name it cannot resolve
+        raise BadInput(f"cannot listen on {host}:{port}: {exc}") from None
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        raise RegistryError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _serve_until(server: Any, stop: threading.Event, grace: float = 5.0) -> None:
@@ -276,9 +283,8 @@ def _cmdline(pid: int) -> str | None:
 
 def _answers(url: str, timeout: float = 2.0) -> bool:
     try:
-        resp = requests.get(
-            f"{url}/api/", timeout=timeout, headers={"Accept": "application/json; version=1.0.0"}
-        )
+        with new_session({"Accept": "application/json; version=1.0.0"}) as session:
+            resp = session.get(f"{url}/api/", timeout=timeout)
     except requests.RequestException:
         return False
     return resp.status_code == 200 and "storage_root" in resp.text
@@ -295,12 +301,14 @@ def _is_ours(info: dict) -> bool:
     return _answers(str(info.get("url", "")))
 
 
-def _log_tail(path: Path, lines: int = 20) -> str:
+def _last_log_line(path: Path) -> str:
+    """What a server that would not start said last: its error, or its traceback's end."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else "(the log is empty)"
 
 
 def background_status(state_dir: Path) -> dict | None:
@@ -373,8 +381,8 @@ def start_background(
         if proc.poll() is not None:
             _children.pop(proc.pid, None)
             raise RegistryError(
-                f"the registry server exited with code {proc.returncode} while starting; "
-                f"last lines of {log_path}:\n{_log_tail(log_path)}"
+                f"the registry server exited with code {proc.returncode} while starting: "
+                f"{_last_log_line(log_path)} (the whole log: {log_path})"
             )
         info = _read_state(state_file)
         if info and info.get("pid") == proc.pid and _answers(str(info["url"]), timeout=1):
@@ -382,8 +390,8 @@ def start_background(
         time.sleep(0.1)
     _terminate(proc.pid)
     raise RegistryError(
-        f"the registry server did not answer within {timeout:.0f} s; "
-        f"last lines of {log_path}:\n{_log_tail(log_path)}"
+        f"the registry server did not answer within {timeout:.0f} s: "
+        f"{_last_log_line(log_path)} (the whole log: {log_path})"
     )
 
 
@@ -437,16 +445,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    serve_forever(
-        args.db,
-        args.blobs,
-        args.host,
-        args.port,
-        args.state_dir,
-        args.public_url,
-        args.threads,
-        on_ready=lambda url: log.info("registry serving on %s/api/", url),
-    )
+    try:
+        serve_forever(
+            args.db,
+            args.blobs,
+            args.host,
+            args.port,
+            args.state_dir,
+            args.public_url,
+            args.threads,
+            on_ready=lambda url: log.info("registry serving on %s/api/", url),
+        )
+    except FdpError as exc:  # one line in the log, which `start_background` reports
+        log.error("%s", exc)
+        return exc.exit_code
     return 0
 
 

@@ -27,9 +27,20 @@ class NotFound(RegistryError):
 
 
 class InvalidRecord(RegistryError):
-    """A record the data model does not allow: a missing field, a bad value, a dangling key."""
+    """A record the data model does not allow: a missing field, a bad value, a dangling key.
+
+    `type_name` and `field` say where, when the problem is one field's, so the server can
+    answer per field without reading the message; the text reads 'type.field: message'.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, type_name: str | None = None, field: str | None = None):
+        where = ".".join(part for part in (type_name, field) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.message = message
+        self.type_name = type_name
+        self.field = field
 
 
 class UniqueViolation(RegistryError):

@@ -6,12 +6,10 @@ so the data model has exactly one definition.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
-SCALAR_KINDS = {"string", "text", "boolean", "integer", "datetime", "uuid"}
+from fdp_tasks.resources import read_schema
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,6 @@ class RecordType:
     lazy: frozenset[str] = frozenset()
     writable: frozenset[str] = frozenset()
     private: bool = False
-    sync: bool = True
     whole_object_component: bool = False
 
     @property
@@ -87,7 +84,6 @@ class RegistrySchema:
                 lazy=frozenset(spec.get("lazy_reverse", [])),
                 writable=frozenset(spec.get("writable", [])),
                 private=spec.get("private", False),
-                sync=spec.get("sync", True),
                 whole_object_component=spec.get("whole_object_component", False),
             )
         self.order: list[str] = self._dependency_order()
@@ -119,14 +115,7 @@ class RegistrySchema:
         return order
 
 
-def _schema_file() -> Path:
-    from fdp_tasks.resources import schema_path
-
-    return schema_path("registry.schema.json")
-
-
 @lru_cache(maxsize=1)
 def load_schema() -> RegistrySchema:
     """The registry schema shipped with fdp-tasks."""
-    with open(_schema_file(), encoding="utf-8") as fh:
-        return RegistrySchema(json.load(fh))
+    return RegistrySchema(read_schema("registry.schema.json"))

@@ -68,7 +68,7 @@ def _check_name(rtype: RecordType, clean: dict[str, Any]) -> None:
         if rtype.name == type_name and clean.get(field_name) is not None:
             problem = rule(clean[field_name])
             if problem:
-                raise InvalidRecord(f"{type_name}.{field_name}: {problem}")
+                raise InvalidRecord(problem, type_name, field_name)
 
 
 def _column(field_name: str, kind: str) -> str:
@@ -257,7 +257,7 @@ class Store:
                 try:
                     coerced = coerce(field, value)
                 except BadValue as exc:
-                    raise InvalidRecord(f"{rtype.name}.{key}: {exc}") from exc
+                    raise InvalidRecord(str(exc), rtype.name, key) from exc
                 conds.append(table.c[key].is_(None) if coerced is None else table.c[key] == coerced)
         return conds, post
 
@@ -381,7 +381,7 @@ class Store:
                 if partial:
                     continue
                 if f.required:
-                    raise InvalidRecord(f"{rtype.name}.{f.name}: this field is required")
+                    raise InvalidRecord("this field is required", rtype.name, f.name)
                 if f.kind == "uuid":
                     clean[f.name] = str(uuidlib.uuid4())
                 elif f.is_m2m:
@@ -391,10 +391,10 @@ class Store:
                 continue
             value = data[f.name]
             if f.required and value is None:
-                raise InvalidRecord(f"{rtype.name}.{f.name}: this field may not be null")
+                raise InvalidRecord("this field may not be null", rtype.name, f.name)
             if f.is_m2m:
                 if not isinstance(value, (list, tuple)):
-                    raise InvalidRecord(f"{rtype.name}.{f.name}: expected a list of ids")
+                    raise InvalidRecord("expected a list of ids", rtype.name, f.name)
                 clean[f.name] = [_as_id(rtype, f.name, v) for v in value]
             elif f.is_fk:
                 clean[f.name] = None if value is None else _as_id(rtype, f.name, value)
@@ -402,7 +402,7 @@ class Store:
                 try:
                     clean[f.name] = coerce(f, value)
                 except BadValue as exc:
-                    raise InvalidRecord(f"{rtype.name}.{f.name}: {exc}") from exc
+                    raise InvalidRecord(str(exc), rtype.name, f.name) from exc
                 if clean[f.name] is None and f.kind == "uuid" and not partial:
                     clean[f.name] = str(uuidlib.uuid4())
         _check_name(rtype, clean)
@@ -418,7 +418,7 @@ class Store:
             missing = wanted - found
             if missing:
                 ids = ", ".join(map(str, sorted(missing)))
-                raise InvalidRecord(f"{rtype.name}.{f.name}: no {f.to} with id {ids}")
+                raise InvalidRecord(f"no {f.to} with id {ids}", rtype.name, f.name)
 
     def _clash(
         self, conn: Connection, rtype: RecordType, clean: dict[str, Any], exclude: int | None = None
@@ -461,7 +461,7 @@ class Store:
                 clash = self._clash(conn, rtype, clean)
                 if clash is None:
                     reason = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
-                    raise InvalidRecord(f"{type_name}: the database refused it: {reason}") from None
+                    raise InvalidRecord(f"the database refused it: {reason}", type_name) from None
                 raise UniqueViolation(type_name, clash[0], self.get(type_name, clash[1])) from None
             for f in rtype.m2ms:
                 clean[f.name] = self._set_links(conn, rtype, f.name, new_id, clean.get(f.name, []))
@@ -516,7 +516,7 @@ class Store:
         rtype = self._type(type_name)
         field = rtype.fields.get(field_name)
         if field is None or not field.is_m2m:
-            raise InvalidRecord(f"{type_name}.{field_name}: not a list of records")
+            raise InvalidRecord("not a list of records", type_name, field_name)
         link = self.links[(type_name, field_name)]
         table = self.tables[type_name]
         with self.transaction() as conn:
@@ -674,11 +674,11 @@ _digest = token_digest
 
 def _as_id(rtype: RecordType, name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise InvalidRecord(f"{rtype.name}.{name}: expected a record id, got {value!r}")
+        raise InvalidRecord(f"expected a record id, got {value!r}", rtype.name, name)
     try:
         return int(value)
     except ValueError:
-        raise InvalidRecord(f"{rtype.name}.{name}: expected a record id, got {value!r}") from None
+        raise InvalidRecord(f"expected a record id, got {value!r}", rtype.name, name) from None
 
 
 def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:

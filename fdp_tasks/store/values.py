@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import uuid as uuidlib
-from datetime import date, datetime, timezone
+from datetime import timezone
 from typing import Any
 
+from fdp_tasks import scalars
 from fdp_tasks.store.schema import Field
 from fdp_tasks.versions import is_semver
-
-TRUE = {"true", "1", "yes", "t", "y"}
-FALSE = {"false", "0", "no", "f", "n"}
 
 
 class BadValue(ValueError):
@@ -18,29 +16,20 @@ class BadValue(ValueError):
 
 
 def parse_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in TRUE | FALSE:
-        return value.strip().lower() in TRUE
-    raise BadValue(f"expected true or false, got {value!r}")
+    """A boolean field's value (scalars.parse_bool's words), or BadValue."""
+    try:
+        return scalars.parse_bool(value)
+    except ValueError as exc:
+        raise BadValue(str(exc)) from None
 
 
 def parse_datetime(value: Any) -> str:
-    """Normalise to ISO 8601 in UTC with seconds ('2021-09-20T12:00:00+00:00')."""
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, date):
-        moment = datetime(value.year, value.month, value.day)
-    elif isinstance(value, str) and value.strip():
-        text = value.strip().replace("Z", "+00:00")
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError as exc:
-            raise BadValue(f"expected an ISO 8601 date or date-time, got {value!r}") from exc
-    else:
-        raise BadValue(f"expected an ISO 8601 date or date-time, got {value!r}")
+    """The stored form of a date-time: ISO 8601 in UTC ('2021-09-20T12:00:00+00:00'), so
+    that equal moments compare equal; a moment without a zone is taken as UTC."""
+    try:
+        moment = scalars.parse_datetime(value)
+    except ValueError as exc:
+        raise BadValue(str(exc)) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc).isoformat()

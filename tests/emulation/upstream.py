@@ -57,12 +57,13 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import flask
 
-from fdp_tasks.project import write_secret
-from fdp_tasks.server.app import JSON_TYPES, prepare_store
+from fdp_tasks.scalars import parse_bool
+from fdp_tasks.server.app import JSON_TYPES, field_errors
 from fdp_tasks.server.serve import _make_server, _serve_until
 from fdp_tasks.store.base import InvalidRecord, NotFound, Record, UniqueViolation
 from fdp_tasks.store.schema import Field, RecordType
 from fdp_tasks.store.sql import Store
+from fdp_tasks.store.tokens import working_token
 from fdp_tasks.store.values import BadValue, parse_datetime
 from fdp_tasks.versions import is_semver
 
@@ -126,8 +127,6 @@ SINGLE_REVERSE = {("data_product", "external_object")}
 WRITABLE = {"issue": {"PATCH", "PUT"}, "data_product": {"PATCH", "PUT"}}
 WRITABLE["code_run"] = {"PATCH", "PUT", "DELETE"}
 DRF_TYPES = JSON_TYPES  # the field types DRF's OPTIONS metadata names, as our server's
-TRUE_TEXT = {"t", "y", "yes", "true", "on", "1"}
-FALSE_TEXT = {"f", "n", "no", "false", "off", "0"}
 ID_SEGMENT = re.compile(r"^\d+$")
 SHA1_SEGMENT = re.compile(r"^[0-9a-fA-F]{40}$")
 
@@ -484,7 +483,7 @@ class UpstreamApp:
         except UniqueViolation as exc:
             raise Answer(400, {"non_field_errors": [str(exc)]}) from None
         except InvalidRecord as exc:
-            raise Answer(400, _field_errors(exc, type_name)) from None
+            raise Answer(400, field_errors(exc, type_name)) from None
         return _json(self.wire(rtype, [record])[0])
 
     def fetch(self, rtype: RecordType, record_id: int) -> Record:
@@ -527,7 +526,7 @@ class UpstreamApp:
         except UniqueViolation as exc:
             raise Answer(409, {"detail": _clash_text(rtype.name, exc.key)}) from None
         except InvalidRecord as exc:
-            raise Answer(400, _field_errors(exc, rtype.name)) from None
+            raise Answer(400, field_errors(exc, rtype.name)) from None
         return _json(self.wire(rtype, [record])[0], 201)
 
     def incoming(self, rtype: RecordType, body: dict[str, Any], partial: bool) -> dict[str, Any]:
@@ -614,7 +613,7 @@ class UpstreamApp:
                 count = len(every)
                 page, more = _window(every, mark, size, forward, ascending)
         except InvalidRecord as exc:
-            raise Answer(400, _field_errors(exc, rtype.name)) from None
+            raise Answer(400, field_errors(exc, rtype.name)) from None
         older = more if forward else mark is not None
         newer = mark is not None if forward else more
         return _json(
@@ -844,11 +843,10 @@ class UpstreamApp:
 def _scalar(type_name: str, f: Field, value: Any) -> Any:
     """A scalar body value checked as the upstream's serializer field would."""
     if f.kind == "boolean":
-        if isinstance(value, bool):
-            return value
-        if str(value).strip().lower() in TRUE_TEXT | FALSE_TEXT:
-            return str(value).strip().lower() in TRUE_TEXT
-        raise BadValue("Must be a valid boolean.")
+        try:
+            return parse_bool(value)  # DRF's BooleanField takes the same words
+        except ValueError:
+            raise BadValue("Must be a valid boolean.") from None
     if f.kind == "integer":
         try:
             return int(str(value))
@@ -886,15 +884,6 @@ def _clash_text(type_name: str, key: tuple[str, ...]) -> str:
     if len(key) == 1:
         return f"Field {key[0]} must be unique"
     return "Field non_field_errors must be unique"
-
-
-def _field_errors(exc: Exception, type_name: str) -> dict[str, list[str]]:
-    text = str(exc)
-    prefix = f"{type_name}."
-    if text.startswith(prefix) and ": " in text:
-        name, _, message = text[len(prefix) :].partition(": ")
-        return {name: [message]}
-    return {"non_field_errors": [text]}
 
 
 def _number(key: str, value: str) -> int:
@@ -1026,9 +1015,8 @@ def start_upstream(
     """
     base.mkdir(parents=True, exist_ok=True)
     store = Store(base / "registry.db")
-    token = prepare_store(store, username=USERNAME)
     token_file = base / "token"
-    write_secret(token_file, token)
+    token = working_token(store, USERNAME, file=token_file)
     bucket = object_store.create_bucket() if object_store else None
     app = UpstreamApp(store, object_store, bucket)
     server = _make_server(app.flask, "127.0.0.1", port, threads)
