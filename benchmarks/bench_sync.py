@@ -146,15 +146,17 @@ class Counters:
         def counting_app(*args: Any, **kwargs: Any) -> Any:
             # The local registry `run` serves for the script: count what reaches it.
             app = create_app(*args, **kwargs)
+            inner = app.wsgi_app  # the Flask app stays what the server configures
 
             def middleware(environ: dict[str, Any], start_response: Any) -> Any:
                 if counters.active:
                     shape = request_shape(environ["REQUEST_METHOD"], environ["PATH_INFO"])
                     with counters.lock:
                         counters.local_server[shape] += 1
-                return app(environ, start_response)
+                return inner(environ, start_response)
 
-            return middleware
+            app.wsgi_app = middleware
+            return app
 
         def count_sql(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
             if counters.active:

@@ -66,7 +66,7 @@ class UpstreamServer:
     def start(self) -> None:
         """Start it and wait for its one line of JSON (address and token file)."""
         self.base.mkdir(parents=True, exist_ok=True)
-        self.log = open(self.base / "server.log", "w", encoding="utf-8")
+        self.log = open(self.base / "server.log", "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, str(EMULATION), "--dir", str(self.base / "registry")],
             stdout=subprocess.PIPE,

@@ -33,6 +33,7 @@ from fdp_tasks.datastore import DataStore, local_root, product_path
 from fdp_tasks.errors import FdpError
 from fdp_tasks.files import sha1_file
 from fdp_tasks.names import glob_matches, is_glob, namespace_problem, product_name_problem
+from fdp_tasks.refs import ProductRef
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Registry
 
@@ -143,11 +144,9 @@ class Session:
             path = Path(use["cache"]).expanduser().resolve()
             self.inputs[data_product] = (path, 0)
             return path
-        namespace = use.get("namespace") or self.run_metadata.get("default_input_namespace")
-        name = use.get("data_product") or item["data_product"]
-        ref = queries.ProductRef(namespace, name, str(use.get("version")))
+        ref = ProductRef.of_read_item(item, self.run_metadata.get("default_input_namespace"))
         found = queries.locate_ref(self.registry, ref)
-        if found is None or found.location is None:
+        if found is None or found.location is None or found.root is None:
             raise FdpError(f"{ref} is not in the local registry; pull it first")
         base = local_root(found.root["root"])
         if base is None or not self.store.holds(found.root["root"]):
@@ -194,7 +193,7 @@ class Session:
         else:
             name = use.get("data_product") or item["data_product"]
         problem = namespace_problem(namespace)
-        if problem:
+        if problem or not isinstance(namespace, str):
             raise FdpError(f"{self.config_path}: write {data_product!r}: {problem}")
         file_type = str(item["file_type"]).lstrip(".")
         folder = self.store.path(f"{namespace}/{name}")

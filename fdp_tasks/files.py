@@ -12,7 +12,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO
 
 from fdp_tasks.errors import HashMismatch
 
@@ -21,7 +21,7 @@ CHUNK = 1024 * 1024
 
 def sha1_file(path: str | Path) -> str:
     """SHA-1 of a file's bytes, read in chunks so memory stays flat."""
-    digest = hashlib.sha1()
+    digest = hashlib.sha1(usedforsecurity=False)
     with open(path, "rb") as fh:
         while block := fh.read(CHUNK):
             digest.update(block)
@@ -41,7 +41,7 @@ def write_atomically(
     the bytes written so far, so that a long transfer can show how far it got.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha1()
+    digest = hashlib.sha1(usedforsecurity=False)
     size = 0
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
@@ -73,7 +73,7 @@ def write_atomically(
     return got, size
 
 
-def replace_text(path: Path, write: Callable[[IO[str]], None], mode: int) -> None:
+def replace_text(path: Path, write: Callable[[IO[str]], object], mode: int) -> None:
     """Write through a fresh temp file (mkstemp: O_EXCL, 0600), then rename over `path`.
 
     A crash never leaves half a file, and nothing planted at a guessable temp name is
@@ -101,6 +101,6 @@ def read_secret(path: Path) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
-def read_chunks(stream: BinaryIO, size: int = CHUNK) -> Iterable[bytes]:
+def read_chunks(stream: IO[bytes], size: int = CHUNK) -> Iterable[bytes]:
     while block := stream.read(size):
         yield block

@@ -8,9 +8,9 @@ from typing import Any
 
 from fdp_tasks.errors import BadInput, FdpError
 from fdp_tasks.project import Project
+from fdp_tasks.refs import PartialRef
 from fdp_tasks.remotes import open_remote
 from fdp_tasks.store import queries
-from fdp_tasks.versions import latest
 
 
 def describe(project: Project, item: str) -> dict[str, Any]:
@@ -59,22 +59,26 @@ def code_runs(project: Project) -> list[dict[str, Any]]:
 
 
 def product_info(store: Any, ref_text: str) -> dict[str, Any]:
-    ref = queries.ProductRef.parse(ref_text)
-    if not ref.namespace:
+    typed = PartialRef.parse(ref_text, "the data product")
+    if not typed.namespace:
         raise BadInput(f"{ref_text}: give the namespace, as namespace:name@version")
-    if not ref.version:
-        versions = queries.product_versions(store, ref.namespace, ref.name)
-        if not versions:
-            raise FdpError(f"{ref_text} is not in the local registry")
-        ref = queries.ProductRef(ref.namespace, ref.name, str(latest(versions)))
-    found = queries.locate_ref(store, ref)
-    if found is None:
+    if not typed.pinned and typed.incrementer != "LATEST":
+        raise BadInput(f"{ref_text}: give a version, or none (or latest) for the newest")
+    versions = [] if typed.pinned else queries.product_versions(store, typed.namespace, typed.name)
+    if not typed.pinned and not versions:
+        raise FdpError(f"{ref_text} is not in the local registry")
+    ref = typed.resolve(None, versions)
+    product = queries.find_product(store, ref.namespace, ref.name, ref.version_text)
+    if product is None:
         raise FdpError(f"{ref} is not in the local registry")
+    found = queries.locate(store, product)
     info: dict[str, Any] = {
         "data_product": str(ref),
         "object_uuid": found.object["uuid"],
         "description": found.object.get("description"),
-        "file": (found.root["root"] + found.location["path"]) if found.location else None,
+        "file": (found.root["root"] + found.location["path"])
+        if found.location and found.root
+        else None,
         "sha1": found.hash,
         "authors": [store.get("author", a)["name"] for a in found.object["authors"]],
     }

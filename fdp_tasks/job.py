@@ -22,10 +22,13 @@ from typing import Any
 
 import yaml
 
+from fdp_tasks.catalog.locations import intact
 from fdp_tasks.config.resolve import dirty_files, job_dir_for, script_paths
-from fdp_tasks.errors import FdpError
+from fdp_tasks.errors import FdpError, HashMismatch
 from fdp_tasks.languages import DEFAULT, command_for, language
 from fdp_tasks.project import Project
+from fdp_tasks.refs import ProductRef
+from fdp_tasks.store import queries
 
 # How a job gets the local registry over HTTP, for the reference language APIs: a context
 # that yields the registry's API URL (`serve.job_registry` behind the commands). Passed in,
@@ -47,6 +50,30 @@ def refuse_dirty(repo: Path, allow_dirty: bool, script: list[Path] | None = None
             f"the git repository {repo} has uncommitted changes ({shown}): commit them, or "
             "run with --dirty (doit: dirty=1) to record the run as dirty"
         )
+
+
+def check_inputs(project: Project, working: dict[str, Any]) -> None:
+    """Every input file of the data store holds the bytes the registry recorded (its
+    SHA-1), before the script starts: a file altered since it was registered or pulled would
+    make the run's recorded inputs a lie."""
+    registry, data = project.store(), project.data_store
+    for item in working.get("read") or []:
+        use = item.get("use") or {}
+        if use.get("cache"):
+            continue  # a file the config names, used as it is: no recorded hash
+        ref = ProductRef.of_read_item(item)
+        found = queries.locate_ref(registry, ref)
+        if found is None or found.location is None or found.root is None:
+            continue  # resolution made sure it is registered; the script's read says the rest
+        if not data.holds(found.root["root"]):
+            continue  # not a file of the data store: the script's read refuses it
+        rel = found.location["path"]
+        if not intact(data, rel, found.hash):
+            state = "is missing" if not data.path(rel).is_file() else "was altered"
+            raise HashMismatch(
+                f"input {ref}: {data.path(rel)} {state}: the registry recorded SHA-1 "
+                f"{found.hash}; pull or register it again (nothing was run)"
+            )
 
 
 def write_script(job: Path, run_metadata: dict[str, Any]) -> Path:
@@ -83,7 +110,8 @@ def run_script(command: list[str], cwd: Path, env: dict[str, str], log_path: Pat
             )
         except FileNotFoundError:
             raise FdpError(f"cannot start {command[0]!r}: not found on PATH") from None
-        assert proc.stdout is not None
+        if proc.stdout is None:  # pragma: no cover - stdout=PIPE always gives one
+            raise FdpError(f"cannot read the output of {command[0]!r}")
         for line in proc.stdout:
             log.write(line)
             sys.stdout.write(line.decode("utf-8", "replace"))
@@ -118,6 +146,7 @@ def run_job(
         meta = working["run_metadata"]
         repo = Path(meta.get("local_repo") or project.root)
         refuse_dirty(repo, allow_dirty, list(script_paths(meta).values()))
+        check_inputs(project, working)
         job.mkdir(parents=True, exist_ok=False)
         script = write_script(job, meta)
         write_working_config(job / "config.yaml", working, script)

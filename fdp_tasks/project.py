@@ -25,7 +25,13 @@ from fdp_tasks.datastore import DataStore
 from fdp_tasks.errors import BadInput, FdpError
 from fdp_tasks.files import read_secret, replace_text
 from fdp_tasks.store.sql import Store, database_url, open_store, token_digest
-from fdp_tasks.store.tokens import working_token
+from fdp_tasks.store.tokens import (
+    check_username,
+    revoke_tokens,
+    rotate_token,
+    token_report,
+    working_token,
+)
 
 SETTINGS_DIR = ".fdp"
 SETTINGS_FILE = "settings.yaml"
@@ -408,15 +414,63 @@ def user_token(db: str, username: str, path: Path | None = None) -> tuple[str, P
     SQLite file, `<user>.token`, mode 0600), as `working_token` hands it out. Returns the
     token and the file."""
     url = database_url(db)
-    if path is None:
-        if not url.startswith("sqlite:///"):
-            raise FdpError("--file is needed with a database URL: where to keep the token")
-        path = Path(url[len("sqlite:///") :]).parent / f"{username}.token"
+    path = _needed_token_file(url, check_username(username, "--user"), path)
     store = Store(url)
     try:
         return working_token(store, username, file=path), path
     finally:
         store.close()
+
+
+def _token_file(url: str, username: str, path: Path | None) -> Path | None:
+    """`path`, else `<user>.token` beside a SQLite database (None for another database)."""
+    if path is not None:
+        return path
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///") :]).parent / f"{username}.token"
+    return None
+
+
+def _needed_token_file(url: str, username: str, path: Path | None) -> Path:
+    file = _token_file(url, username, path)
+    if file is None:
+        raise FdpError("--file is needed with a database URL: where to keep the token")
+    return file
+
+
+def registry_tokens(db: str) -> list[dict[str, Any]]:
+    """The tokens of the registry database `db`: user, day made, day last used."""
+    store = Store(database_url(db))
+    try:
+        return token_report(store)
+    finally:
+        store.close()
+
+
+def revoke_user_tokens(db: str, username: str, path: Path | None = None) -> tuple[int, Path | None]:
+    """Revoke every token of `username` in `db` and remove their token file (`path`, else the
+    one beside a SQLite database); how many tokens, and the file if there was one."""
+    url = database_url(db)
+    path = _token_file(url, check_username(username, "--revoke"), path)
+    existed = path is not None and path.is_file()
+    store = Store(url)
+    try:
+        return revoke_tokens(store, username, path), path if existed else None
+    finally:
+        store.close()
+
+
+def rotate_user_token(db: str, username: str, path: Path | None = None) -> Path:
+    """Give `username` a new token in `db`, kept in `path` (else beside a SQLite database),
+    mode 0600; their older tokens stop working. Returns the file."""
+    url = database_url(db)
+    file = _needed_token_file(url, check_username(username, "--rotate"), path)
+    store = Store(url)
+    try:
+        rotate_token(store, username, file)
+    finally:
+        store.close()
+    return file
 
 
 def config_not_found(name: str, here: Path, example: str) -> BadInput:

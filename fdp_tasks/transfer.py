@@ -54,9 +54,12 @@ def download(
     attempts: int = 5,
     backoff: float = 0.2,
     timeout: float | tuple[float, float] = (10, 60),
+    start: int = 0,
+    end: int | None = None,
 ) -> Iterator[bytes]:
-    """Stream the bytes at `url`; a dropped connection or a 5xx answer is tried again, and
-    what already arrived is not asked for again (Range, checked against Content-Range).
+    """Stream the bytes at `url` (from offset `start` up to, not including, `end` when
+    given); a dropped connection or a 5xx answer is tried again, and what already arrived
+    is not asked for again (Range, checked against Content-Range).
 
     Redirects are followed here, each hop getting only the headers `auth` gives for its
     URL, so a registry's token never reaches the object store it redirects to; a refused
@@ -78,8 +81,9 @@ def download(
 
     while True:
         headers = {"Accept": "*/*", **(auth(target) if auth else {})}
-        if received:
-            headers["Range"] = f"bytes={received}-"
+        offset = start + received
+        if offset or end is not None:
+            headers["Range"] = f"bytes={offset}-{'' if end is None else end - 1}"
         try:
             resp = session.get(
                 target, headers=headers, stream=True, timeout=timeout, allow_redirects=False
@@ -97,29 +101,51 @@ def download(
                 location = resp.headers.get("Location") if moved else None
                 target = urljoin(target, location) if location else url
                 continue
-            if status == 416 and received:
+            if status == 416 and offset:
                 return  # nothing is left after what arrived
             if status in RETRY_STATUS:
                 again(f"the server answered {status}")
                 continue
-            if status not in (200, 206):
-                raise FdpError(f"GET {_safe(target)}: {status} {resp.reason or ''}".rstrip())
-            if status == 206 and not resp.headers.get("Content-Range", "").startswith(
-                f"bytes {received}-"
-            ):
-                raise FdpError(f"GET {_safe(target)}: the server cannot resume at byte {received}")
-            skip = received if status == 200 else 0  # a server that ignores Range
+            wanted = None if end is None else end - start
             try:
-                for block in resp.iter_content(NETWORK_CHUNK):
-                    if skip:
-                        cut = min(skip, len(block))
-                        block, skip = block[cut:], skip - cut
+                for block in _resumed_body(resp, target, offset):
+                    if wanted is not None:
+                        block = block[: wanted - received]
+                    received += len(block)
                     if block:
-                        received += len(block)
                         yield block
+                    if wanted is not None and received >= wanted:
+                        return
                 return
             except DROPPED as exc:
                 again(type(exc).__name__)
+
+
+def _resumed_body(resp: requests.Response, target: str, received: int) -> Iterator[bytes]:
+    """The bytes of an answer that follow the `received` already had: a 206 must start
+    exactly there, and of a 200 (a server that ignores Range) the first bytes are dropped."""
+    status = resp.status_code
+    if status not in (200, 206):
+        raise HttpStatusError(f"GET {_safe(target)}: {status} {resp.reason or ''}".rstrip(), status)
+    if status == 206 and not resp.headers.get("Content-Range", "").startswith(
+        f"bytes {received}-"
+    ):
+        raise FdpError(f"GET {_safe(target)}: the server cannot resume at byte {received}")
+    skip = received if status == 200 else 0
+    for block in resp.iter_content(NETWORK_CHUNK):
+        if skip:
+            cut = min(skip, len(block))
+            block, skip = block[cut:], skip - cut
+        if block:
+            yield block
+
+
+class HttpStatusError(FdpError):
+    """A download answered with a status that no retry changes (404, 403, ...)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
 
 
 def location_url(root: str, path: str) -> str:

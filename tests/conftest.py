@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from postgres import PostgresCluster, postgres_problem
 from support import Mounts, mounting_problem, refused_port
 
 from fdp_tasks.server.serve import RunningServer, start_in_thread
@@ -55,18 +56,84 @@ class LiveRegistry:
         self.running.stop()
 
 
+# The database backends the store and server tests run on.
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster for the session, one per test worker (tests/postgres.py).
+
+    Without PostgreSQL installed, the tests that need it are skipped, saying why; with the
+    environment variable FDP_REQUIRE_POSTGRES=1 (as .ci/run sets) that is a failure."""
+    problem = postgres_problem()
+    if problem:
+        if os.environ.get("FDP_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"FDP_REQUIRE_POSTGRES=1, but {problem}")
+        pytest.skip(problem)
+    cluster = PostgresCluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@dataclass
+class Databases:
+    """Fresh registry databases of one backend for a test: SQLite files under its tmp_path,
+    or databases of the session's PostgreSQL cluster (dropped after the test)."""
+
+    backend: str
+    folder: Path
+    cluster: PostgresCluster | None = None
+    made: list[str] = field(default_factory=list)
+
+    def new(self, name: str = "registry") -> str:
+        """The URL of a new, empty registry database."""
+        if self.cluster is None:
+            return f"sqlite:///{self.folder / f'{name}.db'}"
+        url = self.cluster.new_database()
+        self.made.append(url)
+        return url
+
+    def drop_all(self) -> None:
+        if self.cluster is not None:
+            for url in self.made:
+                self.cluster.drop_database(url)
+
+
+@pytest.fixture(params=BACKENDS)
+def databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databases]:
+    """Makes the test run once on SQLite and once on PostgreSQL (see `Databases`)."""
+    cluster = request.getfixturevalue("postgres") if request.param == "postgresql" else None
+    made = Databases(request.param, tmp_path / "databases", cluster)
+    made.folder.mkdir(parents=True, exist_ok=True)
+    yield made
+    made.drop_all()
+
+
+@pytest.fixture
+def registry_database(databases: Databases) -> str:
+    """The URL of an empty registry database, on each backend in turn."""
+    return databases.new()
+
+
 @pytest.fixture
 def registry_server(tmp_path: Path) -> Iterator[Callable[..., LiveRegistry]]:
-    """Factory: `registry_server(name="registry", public_url=None)` starts a fresh server
-    (own SQLite database and blob directory under tmp_path) on a free port."""
+    """Factory: `registry_server(name="registry", public_url=None, database=None,
+    blobs=None)` starts a fresh server (own database, by default SQLite, and blob directory
+    under tmp_path, or `blobs`: an s3:// URL or a Storage) on a free port."""
     started: list[LiveRegistry] = []
 
-    def start(name: str = "registry", public_url: str | None = None) -> LiveRegistry:
+    def start(
+        name: str = "registry",
+        public_url: str | None = None,
+        database: str | None = None,
+        blobs: Any = None,
+    ) -> LiveRegistry:
         base = tmp_path / name
         base.mkdir(parents=True, exist_ok=True)
-        store = Store(base / "registry.db")
+        store = Store(database or base / "registry.db")
         token = working_token(store, file=base / "token")
-        running = start_in_thread(store, base / "blobs", public_url=public_url)
+        running = start_in_thread(store, blobs or base / "blobs", public_url=public_url)
         live = LiveRegistry(running, store, token, base / "blobs", base / "token")
         started.append(live)
         return live

@@ -349,7 +349,9 @@ def reader(
 # ------------------------------------------------------------------------------ servers
 class CountingRegistry:
     """Our registry server in a thread of the test process, on a port the system picks,
-    behind a WSGI middleware that counts the requests reaching it (by method and path).
+    behind a WSGI middleware that counts the requests reaching it (by method and path), notes
+    them with their status in the order they were answered (`log`), and the client
+    connections they came on (`connections`: one address and port per TCP connection).
     `wrap` puts another middleware in front of the app, to make the server misbehave."""
 
     def __init__(self, base: Path, wrap: Callable[[Any], Any] | None = None):
@@ -364,14 +366,29 @@ class CountingRegistry:
         self.token_file = base / "token"
         self.token = working_token(self.store, file=self.token_file)
         self.requests: Counter[str] = Counter()
+        self.log: list[str] = []
+        self.connections: set[tuple[str, str]] = set()
         lock = threading.Lock()
         app = create_app(self.store, base / "blobs")
         inner = wrap(app) if wrap else app
 
         def counting(environ: dict[str, Any], start_response: Any) -> Any:
+            request = f"{environ['REQUEST_METHOD']} {environ.get('PATH_INFO', '')}"
             with lock:
-                self.requests[f"{environ['REQUEST_METHOD']} {environ.get('PATH_INFO', '')}"] += 1
-            return inner(environ, start_response)
+                self.requests[request] += 1
+                self.connections.add(
+                    (environ.get("REMOTE_ADDR", ""), environ.get("REMOTE_PORT", ""))
+                )
+            statuses: list[str] = []
+
+            def answer(status: str, headers: Any, exc_info: Any = None) -> Any:
+                statuses.append(status.split()[0])
+                return start_response(status, headers, exc_info)
+
+            body = inner(environ, answer)
+            with lock:
+                self.log.append(f"{request} {statuses[0] if statuses else '-'}")
+            return body
 
         server = _make_server(counting, "127.0.0.1", 0, 4)
         self.api_url = f"http://127.0.0.1:{server.effective_port}/api/"

@@ -36,12 +36,6 @@ with Session() as fdp:
 # as it does other failures (the registry store fails to open SQLite in WAL mode in a
 # read-only folder with a SQLAlchemy traceback): this test says what it should do, and fails
 # once it does.
-ONE_LINE_PENDING = pytest.mark.xfail(
-    strict=True,
-    reason="a registry database that cannot be opened is shown as a SQLAlchemy traceback",
-)
-
-
 def register_config(path: str, version: str) -> dict:
     """Register raw/<path> as test:inputs/data@<version>."""
     return register_only("${{REPO_DIR}}/raw/", path, version=version)
@@ -180,7 +174,6 @@ def test_a_data_store_that_takes_no_file_is_one_line_naming_it(
     assert said in line and str(env.data_store) in line
 
 
-@ONE_LINE_PENDING
 def test_a_read_only_registry_is_one_line_naming_it(tmp_path: Path, mounts: Mounts) -> None:
     env = project(tmp_path)
     pull_first(env)

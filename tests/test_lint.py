@@ -57,6 +57,22 @@ def test_layers_hold() -> None:
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
+@pytest.mark.timeout(600)
+def test_types_check(tmp_path: Path) -> None:
+    """mypy, as configured in pyproject.toml ([tool.mypy]), finds no error in fdp_tasks.
+
+    A cache of its own, so that a run beside another mypy never reads a half-written one."""
+    mypy = shutil.which("mypy", path=str(Path(sys.executable).parent))
+    assert mypy, "mypy is a test dependency"
+    proc = subprocess.run(
+        [mypy, "--cache-dir", str(tmp_path / "mypy-cache")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+
+
 # -- one owner for each rule ------------------------------------------------------------------
 # Each rule below is written once, in the module named, so that no two copies can come to
 # disagree. A finding names the rule and the owner to call instead.
@@ -83,42 +99,59 @@ def _dotted(node: ast.expr) -> str:
     return node.id if isinstance(node, ast.Name) else ""
 
 
+# Calls that define an owned rule, by the called name's last part.
+CALL_RULES = {
+    "iter_content": "a download loop (iter_content)",
+    "fromisoformat": "a date-time parser (fromisoformat)",
+    "Templater": "a Templater made directly",
+    "add_token": "a token registered directly (add_token)",
+}
+
+
+def _constant_rule(node: ast.Constant) -> str | None:
+    if not isinstance(node.value, str):
+        return None
+    if "0|[1-9]" in node.value:
+        return "a semver pattern"
+    return "a script command (Rscript)" if node.value == "Rscript" else None
+
+
+def _collection_rule(node: ast.Set | ast.List | ast.Tuple) -> str | None:
+    words = {
+        e.value.strip().lower()
+        for e in node.elts
+        if isinstance(e, ast.Constant) and isinstance(e.value, str)
+    }
+    if words & {"yes", "on"} and len(words & BOOLEAN_WORDS) > 1:
+        return "a set of boolean words"
+    return None
+
+
+def _call_rule(node: ast.Call) -> str | None:
+    name = _dotted(node.func)
+    last = name.rpartition(".")[2]
+    if name in ("requests.Session", "requests.sessions.Session"):
+        return "a requests.Session"
+    if last.endswith("Validator") and last.startswith("Draft"):
+        return "a JSON schema validator"
+    return CALL_RULES.get(last)
+
+
+def _node_rule(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Constant):
+        return _constant_rule(node)
+    if isinstance(node, (ast.Set, ast.List, ast.Tuple)):
+        return _collection_rule(node)
+    if isinstance(node, ast.ImportFrom) and node.module == "requests":
+        return "a requests.Session" if any(a.name == "Session" for a in node.names) else None
+    return _call_rule(node) if isinstance(node, ast.Call) else None
+
+
 def rule_findings(source: str) -> list[tuple[str, int]]:
     """(rule, line) for every definition of an owned rule in Python source."""
     found = []
     for node in ast.walk(ast.parse(source)):
-        rule = None
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if "0|[1-9]" in node.value:
-                rule = "a semver pattern"
-            elif node.value == "Rscript":
-                rule = "a script command (Rscript)"
-        elif isinstance(node, (ast.Set, ast.List, ast.Tuple)):
-            words = {
-                e.value.strip().lower()
-                for e in node.elts
-                if isinstance(e, ast.Constant) and isinstance(e.value, str)
-            }
-            if words & {"yes", "on"} and len(words & BOOLEAN_WORDS) > 1:
-                rule = "a set of boolean words"
-        elif isinstance(node, ast.ImportFrom) and node.module == "requests":
-            if any(alias.name == "Session" for alias in node.names):
-                rule = "a requests.Session"
-        elif isinstance(node, ast.Call):
-            name = _dotted(node.func)
-            last = name.rpartition(".")[2]
-            if name in ("requests.Session", "requests.sessions.Session"):
-                rule = "a requests.Session"
-            elif last == "iter_content":
-                rule = "a download loop (iter_content)"
-            elif last == "fromisoformat":
-                rule = "a date-time parser (fromisoformat)"
-            elif last == "Templater":
-                rule = "a Templater made directly"
-            elif last == "add_token":
-                rule = "a token registered directly (add_token)"
-            elif last.endswith("Validator") and last.startswith("Draft"):
-                rule = "a JSON schema validator"
+        rule = _node_rule(node)
         if rule:
             found.append((rule, getattr(node, "lineno", 0)))
     return found

@@ -133,12 +133,18 @@ def test_setuptools_is_told_every_package() -> None:
 
 def test_every_imported_distribution_is_a_dependency() -> None:
     """What fdp_tasks imports (inside functions too), but the standard library, is declared,
-    so that a plain `pip install` brings it."""
+    so that a plain `pip install` brings it, or an extra that installs a feature (`s3`),
+    whose code imports it only when that feature is used."""
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    features = {
+        extra: specs
+        for extra, specs in project["project"].get("optional-dependencies", {}).items()
+        if extra not in ("test", "example")
+    }
     declared = {
         re.split(r"[\[<>=!~ ;]", spec, maxsplit=1)[0].lower().replace("_", "-")
-        for spec in project["project"]["dependencies"]
+        for spec in [*project["project"]["dependencies"], *sum(features.values(), [])]
     }
     imported: set[str] = set()
     for path in (REPO / "fdp_tasks").rglob("*.py"):

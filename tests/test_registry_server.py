@@ -1,4 +1,5 @@
-"""The registry REST server, spoken to over real HTTP as the reference clients speak to it."""
+"""The registry REST server, spoken to over real HTTP as the reference clients speak to it,
+on a SQLite and on a PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ needs_dpa = pytest.mark.skipif(fdp_utils is None, reason="data-pipeline-api not 
 
 
 @pytest.fixture
-def reg(registry_server):
-    return registry_server()
+def reg(registry_server, registry_database):
+    """A fresh server, on SQLite and on PostgreSQL in turn."""
+    return registry_server(database=registry_database)
 
 
 def post(reg, type_name, data, token="", slash=True):

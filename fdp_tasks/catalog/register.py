@@ -20,6 +20,7 @@ from fdp_tasks.catalog.locations import (
 from fdp_tasks.datastore import DataStore, local_root, product_path, safe_relative
 from fdp_tasks.errors import FdpError, HashMismatch, OutOfSync
 from fdp_tasks.files import sha1_file
+from fdp_tasks.refs import PartialRef
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Record, Registry
 from fdp_tasks.transfer import open_location
@@ -36,7 +37,8 @@ def item_label(item: dict[str, Any]) -> str:
     kind = item_kind(item)
     if kind in ("namespace", "author"):
         return f"{kind}:{item[kind]}"
-    return str(queries.ProductRef(item.get("namespace_name"), item[kind], item.get("version")))
+    # the namespace is missing when neither the item nor the config names one
+    return str(PartialRef(item.get("namespace_name"), item[kind], item.get("version") or None))
 
 
 def register_problem(local: Registry, store: DataStore, item: dict[str, Any]) -> str | None:

@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def handler(args: argparse.Namespace) -> int:
     from fdp_tasks.graph.plan import Plan
 
-    plan = Plan(config_path(args), readonly=True)
+    plan = Plan(config_path(args))  # reads the local registry as it is: creates nothing
     working = plan.working(registry_url="(local registry)", resolve_writes=not args.no_writes)
     yaml.safe_dump(working, sys.stdout, sort_keys=False)
     return 0

@@ -297,7 +297,7 @@ class _Normaliser:
                 k: item.pop(k) for k in ("namespace_full_name", "namespace_website") if k in item
             }
             if inline:
-                use = item.get("use") if isinstance(item.get("use"), dict) else {}
+                use = given if isinstance(given := item.get("use"), dict) else {}
                 name = item.get("namespace_name") or use.get("namespace") or self.default_ns
                 if not name:
                     self.problems.append(

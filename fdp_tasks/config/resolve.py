@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,6 +37,7 @@ from fdp_tasks.errors import ConfigError
 from fdp_tasks.languages import DEFAULT as DEFAULT_LANGUAGE
 from fdp_tasks.languages import language_for_path
 from fdp_tasks.names import glob_matches
+from fdp_tasks.refs import PartialRef
 from fdp_tasks.versions import (
     VersionError,
     increment,
@@ -147,6 +149,12 @@ class DeclaredRead:
     version: str
     key: KeyPath  # the key path the user wrote (its version's, if given), for messages
     cache: str | None = None
+
+    @property
+    def ref(self) -> PartialRef:
+        """What the read asks for: its namespace is known, its version and name may still
+        wait for the registry (an incrementer, a pattern)."""
+        return PartialRef(self.namespace, self.name, self.version)
 
 
 def _git_trouble(repo: Path) -> str:
@@ -462,7 +470,7 @@ class _Resolver:
                 for match in matches:
                     version = self.read_version(vpath, ns, match, spec, check=True)
                     if version is not None:
-                        new = {"data_product": match}
+                        new: dict[str, Any] = {"data_product": match}
                         if "description" in item:
                             new["description"] = item["description"]
                         new["use"] = {
@@ -476,11 +484,11 @@ class _Resolver:
             version = self.read_version(vpath, ns, name, spec, check=check and not cache)
             if version is None:
                 continue
-            new = {"data_product": item["data_product"]}
+            read: dict[str, Any] = {"data_product": item["data_product"]}
             if "description" in item:
-                new["description"] = item["description"]
-            new["use"] = {"data_product": name, "namespace": ns, "version": version, **extra}
-            out.append(new)
+                read["description"] = item["description"]
+            read["use"] = {"data_product": name, "namespace": ns, "version": version, **extra}
+            out.append(read)
         return out
 
     def write_version(
@@ -548,7 +556,7 @@ class _Resolver:
                 version = self.write_version(
                     vpath,
                     spec,
-                    lambda ns=ns, name=name: list(self.ctx.registry.versions(ns, name)),
+                    partial(self.ctx.registry.versions, ns, name),
                     f"{ns}:{name}",
                 )
                 if version is not None:
@@ -563,10 +571,10 @@ class _Resolver:
                     continue  # the item naming it says how it is written
                 versions = list(self.ctx.registry.versions(ns, match))
                 every += versions
-                version = self.write_version(vpath, spec, lambda v=versions: v, f"{ns}:{match}")
+                version = self.write_version(vpath, spec, partial(list, versions), f"{ns}:{match}")
                 if version is not None:
                     out.append({**entry(item, match, use, ns, version), "data_product": match})
-            version = self.write_version(vpath, spec, lambda e=every: e, f"{ns}:{name}")
+            version = self.write_version(vpath, spec, partial(list, every), f"{ns}:{name}")
             if version is not None:
                 out.append(entry(item, name, use, ns, version))
         return out
@@ -740,7 +748,9 @@ def uncommitted_digest(repo: Path) -> str | None:
     """A digest of the uncommitted changes to tracked files (None when there are none), so
     that a run recorded as dirty is redone when those changes change."""
     diff = git(repo, "diff", "HEAD", "--no-ext-diff", "--binary")
-    return hashlib.sha1(diff.encode("utf-8", "surrogateescape")).hexdigest() if diff else None
+    return hashlib.sha1(
+        diff.encode("utf-8", "surrogateescape"), usedforsecurity=False
+    ).hexdigest() if diff else None
 
 
 def declared_reads(cfg: Config, ctx: ResolveContext) -> list[DeclaredRead]:

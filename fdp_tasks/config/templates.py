@@ -162,48 +162,43 @@ class Templater:
             return self._cache[name]
         if name in self.symbols:
             return symbol(name)
-        if name == "DATE":
-            out = self.now.strftime("%Y%m%d")
-        elif name == "DATETIME":
-            out = self.now.strftime("%Y-%m-%dT%H:%M:%S")
-        elif name.startswith("DATETIME-"):
+        if name.startswith("DATETIME-"):
             out = self.now.strftime(name[len("DATETIME-") :])
-        elif name == "USER":
-            if not self.user_name:
-                raise TemplateError("${{USER}} has no value: no user name is configured")
-            out = str(self.user_name)
-        elif name == "USER_ID":
-            if not self.user_id:
-                raise TemplateError("${{USER_ID}} has no value: no user identifier is configured")
-            out = str(self.user_id)
-        elif name == "CONFIG_DIR":
-            if self.config_dir is None:
-                raise TemplateError(
-                    "${{CONFIG_DIR}} has no value here: it is the job directory, made when "
-                    "a run starts"
-                )
-            out = self.config_dir
-        elif name == "LOCAL_TOKEN":
-            if self.local_token is None:
-                raise TemplateError("${{LOCAL_TOKEN}} has no value here: only a job has a token")
-            out = self.local_token
-        elif name == "SOURCE_CONFIG":
-            out = self.config_path.name
-        elif name == "RUN_ID":
-            out = self.run_id
-        elif name == "REPO_DIR":
-            out = str(self.repo_dir())
-        elif name == "GIT_BRANCH":
-            out = self._git(name, "rev-parse", "--abbrev-ref", "HEAD")
-        elif name == "GIT_REMOTE":
-            out = self._git(name, "remote", "get-url", "origin")
-        elif name == "GIT_TAG":
-            out = self._git(name, "describe", "--tags", "--abbrev=0")
+        elif name in self._computers:
+            out = self._computers[name](self)
         else:
             problems = check_names(f"${{{{{name}}}}}")
             raise TemplateError(problems[0] if problems else f"cannot substitute ${{{{{name}}}}}")
         self._cache[name] = out
         return out
+
+    def _given(self, name: str, value: object, why: str) -> str:
+        """`value` as text, or the error saying why the variable has none here."""
+        if value is None or value == "":
+            raise TemplateError(f"${{{{{name}}}}} has no value{why}")
+        return str(value)
+
+    # How each named variable is computed (DATETIME-<format> aside): one entry per variable.
+    _computers: dict[str, Callable[[Templater], str]] = {
+        "DATE": lambda t: t.now.strftime("%Y%m%d"),
+        "DATETIME": lambda t: t.now.strftime("%Y-%m-%dT%H:%M:%S"),
+        "USER": lambda t: t._given("USER", t.user_name, ": no user name is configured"),
+        "USER_ID": lambda t: t._given("USER_ID", t.user_id, ": no user identifier is configured"),
+        "CONFIG_DIR": lambda t: t._given(
+            "CONFIG_DIR",
+            t.config_dir,
+            " here: it is the job directory, made when a run starts",
+        ),
+        "LOCAL_TOKEN": lambda t: t._given(
+            "LOCAL_TOKEN", t.local_token, " here: only a job has a token"
+        ),
+        "SOURCE_CONFIG": lambda t: t.config_path.name,
+        "RUN_ID": lambda t: t.run_id,
+        "REPO_DIR": lambda t: str(t.repo_dir()),
+        "GIT_BRANCH": lambda t: t._git("GIT_BRANCH", "rev-parse", "--abbrev-ref", "HEAD"),
+        "GIT_REMOTE": lambda t: t._git("GIT_REMOTE", "remote", "get-url", "origin"),
+        "GIT_TAG": lambda t: t._git("GIT_TAG", "describe", "--tags", "--abbrev=0"),
+    }
 
     def substitute(self, text: str) -> str:
         """text with every ${{VAR}} replaced; raise TemplateError for the first bad one."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -121,63 +121,76 @@ def _json_type(value: Any) -> str:
     return describe(value)
 
 
+def _missing_keys(path: KeyPath, schema: dict, required: Any, value: Any) -> list[Problem]:
+    props = schema.get("properties", {})
+    out = []
+    for key in required:
+        if isinstance(value, dict) and key not in value:
+            hint = props.get(key, {}).get("x-hint")
+            message = f"required key missing ({hint})" if hint else "required key missing"
+            out.append((path + (key,), message))
+    return out
+
+
+def _missing_companions(
+    path: KeyPath, _schema: dict, dependencies: Any, value: Any
+) -> list[Problem]:
+    out = []
+    for key, deps in dependencies.items():
+        if isinstance(value, dict) and key in value:
+            out += [
+                (path + (d,), f"required key missing (needed with {key})")
+                for d in deps
+                if d not in value
+            ]
+    return out
+
+
+def _unknown_keys(path: KeyPath, schema: dict, _allowed: Any, value: Any) -> list[Problem]:
+    allowed = list(schema.get("properties", {}))
+    out = []
+    for key in value:
+        if key in allowed:
+            continue
+        close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else "expected one of " + ", ".join(allowed)
+        out.append((path + (key,), f"unknown key ({hint})"))
+    return out
+
+
+# Validators whose problems are per key: one line for each key missing or unknown.
+_KEYED_PROBLEMS: dict[str, Callable[[KeyPath, dict, Any, Any], list[Problem]]] = {
+    "required": _missing_keys,
+    "dependentRequired": _missing_companions,
+    "additionalProperties": _unknown_keys,
+}
+
+
 def _error_problems(error: ValidationError) -> list[Problem]:
     path = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}
-    kind = error.validator
+    kind = error.validator if isinstance(error.validator, str) else ""
+    allowed: Any = error.validator_value  # what the schema keyword says: its shape varies
     value = error.instance
     custom = schema.get("x-messages", {}).get(kind)
     if custom:
         return [(path, custom.replace("{value}", str(value)).replace("{type}", _json_type(value)))]
     if kind in ("not", "anyOf", "oneOf") and schema.get("x-error"):
         return [(path, schema["x-error"])]
-    if kind == "required":
-        props = schema.get("properties", {})
-        out = []
-        for key in error.validator_value:
-            if isinstance(value, dict) and key not in value:
-                hint = props.get(key, {}).get("x-hint")
-                out.append(
-                    (
-                        path + (key,),
-                        f"required key missing ({hint})" if hint else "required key missing",
-                    )
-                )
-        return out
-    if kind == "dependentRequired":
-        out = []
-        for key, deps in error.validator_value.items():
-            if isinstance(value, dict) and key in value:
-                out += [
-                    (path + (d,), f"required key missing (needed with {key})")
-                    for d in deps
-                    if d not in value
-                ]
-        return out
-    if kind == "additionalProperties":
-        allowed = list(schema.get("properties", {}))
-        out = []
-        for key in value:
-            if key in allowed:
-                continue
-            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-            hint = (
-                f"did you mean {close[0]!r}?" if close else "expected one of " + ", ".join(allowed)
-            )
-            out.append((path + (key,), f"unknown key ({hint})"))
-        return out
+    keyed = _KEYED_PROBLEMS.get(kind)
+    if keyed is not None:
+        return keyed(path, schema, allowed, value)
     if kind == "type":
-        types = error.validator_value
-        types = [types] if isinstance(types, str) else types
+        types = [allowed] if isinstance(allowed, str) else allowed
         want = " or ".join(_TYPE_NAMES.get(t, t) for t in types)
         return [(path, f"expected {want}, got {describe(value)}")]
     if kind == "enum":
-        return [(path, f"{value!r} is not one of " + ", ".join(map(str, error.validator_value)))]
+        return [(path, f"{value!r} is not one of " + ", ".join(map(str, allowed)))]
     if kind == "minLength":
         return [(path, "must not be empty")]
     if kind == "pattern":
         return [(path, f"{value!r} does not have the expected form")]
-    if kind is False or kind == "false":
+    if kind == "false":
         return [(path, "not allowed here")]
     return [(path, error.message)]
 
@@ -470,12 +483,12 @@ def name_problems(data: dict) -> list[Problem]:
         for key in ("default_input_namespace", "default_output_namespace"):
             check(("run_metadata", key), meta.get(key), "namespace")
     for path, item in section("read") + section("write"):
-        use = item.get("use") if isinstance(item.get("use"), dict) else {}
+        use = given if isinstance(given := item.get("use"), dict) else {}
         check(path + ("data_product",), item.get("data_product"), "pattern")
         check(path + ("use", "data_product"), use.get("data_product"), "pattern")
         check(path + ("use", "namespace"), use.get("namespace"), "namespace")
     for path, item in section("register"):
-        use = item.get("use") if isinstance(item.get("use"), dict) else {}
+        use = given if isinstance(given := item.get("use"), dict) else {}
         if "external_object" in item or "data_product" in item:
             check(path + ("external_object",), item.get("external_object"), "name")
             check(path + ("data_product",), item.get("data_product"), "name")
@@ -492,7 +505,7 @@ def duplicate_write_problems(data: dict) -> list[Problem]:
     writes = data.get("write")
     if not isinstance(writes, list):
         return []
-    meta = data.get("run_metadata") if isinstance(data.get("run_metadata"), dict) else {}
+    meta = given if isinstance(given := data.get("run_metadata"), dict) else {}
     ns_default = meta.get("default_output_namespace")
     version_default = meta.get("default_write_version") or "${{PATCH}}"
     seen: dict[tuple, int] = {}
@@ -500,7 +513,7 @@ def duplicate_write_problems(data: dict) -> list[Problem]:
     for i, item in enumerate(writes):
         if not isinstance(item, dict):
             continue
-        use = item.get("use") if isinstance(item.get("use"), dict) else {}
+        use = given if isinstance(given := item.get("use"), dict) else {}
         name = use.get("data_product") or item.get("data_product")
         ns = use.get("namespace") or ns_default
         version = use.get("version") or version_default

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from pathlib import Path
@@ -28,12 +29,16 @@ def load_namespace(
     configure_logging()
     try:
         found = locate_config(str(config_path))
-        return dodo_namespace(
+        namespace = dodo_namespace(
             str(found), refresh=refresh, remote=remote, force=force, dirty=dirty, serve=serve
         )
     except FdpError as exc:
         print(error_text(str(exc)), file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
+    # doit runs the tasks after this returns, and says nothing when it is done: the
+    # session's connections are closed as the process ends.
+    atexit.register(namespace["session"].close)
+    return namespace
 
 
 def locate_config(text: str) -> Path:
@@ -78,11 +83,12 @@ def run_doit(
     namespace = dodo_namespace(
         str(config_path), refresh=refresh, remote=remote, force=force, dirty=dirty, serve=serve
     )
-    if "push" in doit_args:  # one line, before any item, for what would fail them all
-        preflight_push(namespace["plan"], dirty)
-    reporter = FdpReporter(sys.stdout, {})
-    namespace["DOIT_CONFIG"] = {**namespace["DOIT_CONFIG"], "reporter": reporter}
-    result = DoitMain(ModuleTaskLoader(namespace)).run(doit_args)
+    with namespace["session"] as session:
+        if "push" in doit_args:  # one line, before any item, for what would fail them all
+            preflight_push(session, dirty)
+        reporter = FdpReporter(sys.stdout, {})
+        namespace["DOIT_CONFIG"] = {**namespace["DOIT_CONFIG"], "reporter": reporter}
+        result = DoitMain(ModuleTaskLoader(namespace)).run(doit_args)
     if result == 0:
         return 0
     return reporter.exit_code or 1

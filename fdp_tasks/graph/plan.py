@@ -1,7 +1,10 @@
 """What a config asks for, worked out against the local registry: the facts tasks are made of.
 
 The plan answers the questions the task graph and `fdp status` ask (which items are there,
-what the run's inputs are, whether outputs are intact) without doing any of the work.
+what the run's inputs are, whether outputs are intact) without doing any of the work. It
+holds facts only: no connection, no remote, nothing it learns from one, and it is not
+changed once made. Carrying a plan out (remotes, pullers and pushers, the local user's
+identity) is the job of a `graph.session.SyncSession`.
 """
 
 from __future__ import annotations
@@ -22,22 +25,17 @@ from fdp_tasks.config.resolve import (
     declared_reads,
     script_paths,
     uncommitted_digest,
-    warn_once,
 )
 from fdp_tasks.config.templates import git_root
 from fdp_tasks.config.validate import format_path
 from fdp_tasks.datastore import DataStore
-from fdp_tasks.errors import ConfigError, FdpError
+from fdp_tasks.errors import ConfigError
 from fdp_tasks.files import sha1_file
-from fdp_tasks.names import glob_matches
 from fdp_tasks.project import Project
-from fdp_tasks.remotes import Remote, open_remote
-from fdp_tasks.remotes.sync import Puller, Pusher
+from fdp_tasks.refs import PartialRef, ProductRef
 from fdp_tasks.store import queries
-from fdp_tasks.store.base import NotFound, Record
-from fdp_tasks.store.cache import CachedRegistry
+from fdp_tasks.store.base import NotFound
 from fdp_tasks.store.sql import Store
-from fdp_tasks.versions import latest
 
 
 def script_files(run_metadata: dict[str, Any]) -> dict[str, str]:
@@ -108,36 +106,46 @@ class ReadItem:
         return bool(self.version) and "${{" not in self.version
 
     @property
+    def ref(self) -> PartialRef:
+        """What the read asks for, as the config states it."""
+        return PartialRef(self.namespace, self.name, self.version)
+
+    @property
     def label(self) -> str:
-        return str(
-            queries.ProductRef(self.namespace, self.name, self.version if self.pinned else None)
-        )
+        return str(PartialRef(self.namespace, self.name, self.version if self.pinned else None))
+
+    def product(self, name: str, version: str) -> ProductRef:
+        """One data product this read takes: itself when pinned, else a name it matches at
+        a version found for it."""
+        return ProductRef.of(self.namespace, name, version)
 
 
 class Plan:
-    """A config, the project it belongs to, and the local registry and data store."""
+    """A config, the project it belongs to, and the local registry and data store.
+
+    Made once and not changed after: what it works out (the resolved items, the state
+    folder) is worked out from the config and the project alone, on first use.
+    """
 
     def __init__(
         self,
-        config_path: str | Path,
+        config: str | Path | Config,
         project: Project | None = None,
-        remote_name: str | None = None,
-        readonly: bool = False,
+        store: Store | None = None,
     ):
-        """`readonly`: for commands that only look (status, resolve): nothing is created,
-        not even the local registry."""
-        self.cfg: Config = load_config(config_path)
-        self.remote_name = remote_name
-        self.readonly = readonly
-        self.project = project or Project.find(self.cfg.path.parent)
-        self.store: Store = self.project.read_store() if readonly else self.project.store()
+        """`store`: the local registry to read (a command that writes passes the one it
+        writes to); by default it is read as it is, and one that does not exist reads as
+        empty, so that making a plan creates nothing."""
+        self.cfg: Config = config if isinstance(config, Config) else load_config(config)
+        self.project: Project = project or Project.find(self.cfg.path.parent)
+        self.store: Store = store if store is not None else self.project.read_store()
         self.data: DataStore = self.project.data_store
-        self._remotes: dict[str | None, Remote] = {}
-        self._pullers: dict[str, Puller] = {}
-        self._pushers: dict[str, Pusher] = {}
-        self._tokenless: set[str | None] = set()  # remotes opened without their token file
-        self.push_checked = False  # preflight_push has run for this command
-        self._remote_index: dict[tuple[str, str], dict[tuple[str, str], Record]] = {}
+        self._sealed = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if getattr(self, "_sealed", False):
+            raise AttributeError(f"a Plan is not changed once made (setting {name})")
+        super().__setattr__(name, value)
 
     @cached_property
     def state_dir(self) -> Path:
@@ -229,22 +237,33 @@ class Plan:
                 pass
         return git_root(self.cfg.dir) or self.cfg.dir
 
+    @cached_property
+    def config_remote_url(self) -> str | None:
+        """The remote the config itself names (run_metadata.remote_data_registry_url): a
+        URL as written, a relative directory from the config's folder; None without one."""
+        meta = self.cfg.data.get("run_metadata") or {}
+        url = meta.get("remote_data_registry_url")
+        if not url:
+            return None
+        url = str(url)
+        if "://" not in url and not Path(url).is_absolute():
+            url = str((self.cfg.dir / url).resolve())
+        return url
+
     @property
     def has_script(self) -> bool:
         meta = self.cfg.data.get("run_metadata") or {}
         return bool(meta.get("script") or meta.get("script_path"))
 
     # ---------------------------------------------------------------- checks
-    def product_intact(self, namespace: str, name: str, version: str) -> bool:
+    def product_intact(self, ref: ProductRef) -> bool:
         """The product is registered and its file is in the local store with the right hash."""
-        product = queries.find_product(self.store, namespace, name, version)
-        return product is not None and located_intact(
-            self.data, queries.locate(self.store, product)
-        )
+        found = queries.locate_ref(self.store, ref)
+        return found is not None and located_intact(self.data, found)
 
     def read_present(self, item: ReadItem) -> bool:
         if item.pinned:
-            return self.product_intact(item.namespace, item.name, item.version)
+            return self.product_intact(item.product(item.name, item.version))
         newest = queries.latest_products(self.store, item.namespace, item.name)
         return bool(newest) and all(
             located_intact(self.data, found) for found in queries.locate_many(self.store, newest)
@@ -260,17 +279,13 @@ class Plan:
         # code is often in modules its script imports), and so do other uncommitted changes.
         if str(meta.get("latest_commit", "")).endswith(DIRTY):
             meta["uncommitted"] = uncommitted_digest(self.local_repo)
-        inputs = {}
+        inputs: dict[str, str | None] = {}
         for item in working.get("read") or []:
             use = item.get("use") or {}
             if use.get("cache"):
                 inputs[f"cache:{use['cache']}"] = None
                 continue
-            ref = queries.ProductRef(
-                use.get("namespace"),
-                use.get("data_product") or item["data_product"],
-                str(use.get("version")),
-            )
+            ref = ProductRef.of_read_item(item)
             found = queries.locate_ref(self.store, ref)
             inputs[str(ref)] = found.hash if found else None
         # a pinned version is part of what is asked; an incrementer stays as written
@@ -288,7 +303,7 @@ class Plan:
 
     def run_signature(self, parts: dict[str, Any] | None = None) -> str:
         blob = json.dumps(parts or self.run_inputs(), sort_keys=True)
-        return hashlib.sha1(blob.encode()).hexdigest()
+        return hashlib.sha1(blob.encode(), usedforsecurity=False).hexdigest()
 
     def outputs_of(self, run_uuids: list[str]) -> list[queries.Located] | None:
         """The products the given code runs wrote, or None if any run or output is gone."""
@@ -308,111 +323,10 @@ class Plan:
             return None
         return queries.locate_many(self.store, [products[i] for i in sorted(products)])
 
-    def verify_outputs(self, run_uuids: list[str]) -> None:
-        """Refuse code runs whose outputs another run made: a script that looked up a name
-        its config does not list can be linked to someone else's product (data-pipeline-api
-        falls back to the first write item, which may be a write pattern), and such a run
-        must not be taken for what made them."""
-        for run_uuid in run_uuids:
-            rows = self.store.find("code_run", {"uuid": run_uuid}, limit=1)
-            for component in rows[0]["outputs"] if rows else []:
-                others = [
-                    r["uuid"]
-                    for r in self.store.find("code_run", {"outputs": component})
-                    if r["uuid"] != run_uuid
-                ]
-                if others:
-                    obj = self.store.get(
-                        "object", self.store.get("object_component", component)["object"]
-                    )
-                    made = [
-                        str(f.ref)
-                        for f in queries.locate_many(
-                            self.store,
-                            [self.store.get("data_product", p) for p in obj["data_products"]],
-                        )
-                    ]
-                    raise FdpError(
-                        f"code run {run_uuid} lists as its output {', '.join(made) or 'an object'}"
-                        f", which code run {others[0]} made: the script wrote under a name its "
-                        "config does not list (data-pipeline-api takes the first write item "
-                        "for such a name); list every output as a write item"
-                    )
-
     def outputs_intact(self, run_uuids: list[str]) -> bool:
         """Every output of these code runs is registered, with its file intact."""
         outputs = self.outputs_of(run_uuids)
         return outputs is not None and all(located_intact(self.data, o) for o in outputs)
-
-    # ---------------------------------------------------------------- remote
-    def remote(self, name: str | None = None, write: bool = False) -> Remote:
-        """The remote to pull from or push to: a named one, origin, or the config's URL.
-
-        Opened once per process and kept, with a cache in front of its registry, so that
-        every task of a command shares one connection and what has been looked up. Reading
-        needs no token: a token file that is missing or not private only stops a `write`.
-        """
-        name = name or self.remote_name
-        if write and name in self._remotes and name in self._tokenless:
-            self.project.remote(name).token()  # says why there is no token to write with
-        if name not in self._remotes:
-            remotes = self.project.remotes
-            meta = self.cfg.data.get("run_metadata") or {}
-            if name is None and not remotes and meta.get("remote_data_registry_url"):
-                url = str(meta["remote_data_registry_url"])
-                if "://" not in url and not Path(url).is_absolute():
-                    url = str((self.cfg.dir / url).resolve())
-                remote = open_remote("origin", url, readonly=self.readonly)
-            else:
-                spec = self.project.remote(name)
-                try:
-                    token = spec.token()
-                except FdpError as exc:
-                    if write:
-                        raise
-                    warn_once(f"reading remote {spec.name} without a token: {exc}")
-                    token = None
-                    self._tokenless.add(name)
-                remote = open_remote(spec.name, spec.url, token, readonly=self.readonly)
-            remote.registry = CachedRegistry(remote.registry)
-            self._remotes[name] = remote
-        return self._remotes[name]
-
-    def puller(self, remote: Remote) -> Puller:
-        """One Puller per remote and command, so shared provenance is copied once."""
-        if remote.url not in self._pullers:
-            self._pullers[remote.url] = Puller(remote, self.store, self.data)
-        return self._pullers[remote.url]
-
-    def pusher(self, remote: Remote) -> Pusher:
-        """One Pusher per remote and command, so a closure shared by many products is sent
-        once, and what the remote said (it cannot take files, say) is remembered."""
-        if remote.url not in self._pushers:
-
-            def listed(other: queries.ProductRef) -> Record | None:
-                return self.remote_products(remote, str(other.namespace)).get(
-                    (other.name, other.version)
-                )
-
-            self._pushers[remote.url] = Pusher(self.store, self.data, remote, lookup=listed)
-        return self._pushers[remote.url]
-
-    def remote_newest(self, remote: Remote, item: ReadItem) -> dict[str, str]:
-        """The newest version on the remote of every product name an unpinned read matches."""
-        versions: dict[str, list[str]] = {}
-        for name, version in self.remote_products(remote, item.namespace):
-            if name == item.name or glob_matches(item.name, name):
-                versions.setdefault(name, []).append(version)
-        return {name: str(latest(found)) for name, found in sorted(versions.items())}
-
-    def remote_products(self, remote: Remote, namespace: str) -> dict[tuple[str, str], Record]:
-        """The remote's data products in a namespace, by (name, version): one listing."""
-        key = (remote.url, namespace)
-        if key not in self._remote_index:
-            ns = queries.namespace_id(remote.registry, namespace)
-            rows = remote.registry.find("data_product", {"namespace": ns}) if ns else []
-            self._remote_index[key] = {(r["name"], r["version"]): r for r in rows}
-        return self._remote_index[key]
 
 
 def _short(commit: object) -> str:

@@ -1,7 +1,8 @@
 """What `doit` would do for each task of a config, and why, without doing any of it.
 
 The rows use exactly the tasks' own up-to-date checks, so `fdp status` and `fdp run` always
-agree; nothing is created or remembered (a remote that is not there reads as empty).
+agree; nothing is created or remembered (a remote that is not there reads as empty). The plan
+says what is here; a read-only session asks the remote what it holds.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 from fdp_tasks.catalog.register import item_label, register_problem
 from fdp_tasks.config.resolve import script_paths
 from fdp_tasks.errors import ConfigError, FdpError
-from fdp_tasks.graph.plan import Plan, explain_change
+from fdp_tasks.graph.plan import Plan, ReadItem, explain_change
+from fdp_tasks.graph.session import SyncSession
 from fdp_tasks.graph.tasks import PushLedger, on_remote, pushable
 from fdp_tasks.job import past_runs, refuse_dirty
 from fdp_tasks.store import queries
@@ -52,27 +54,31 @@ def job_row(plan: Plan, reads_ok: bool, dirty: bool = False) -> dict[str, Any]:
     return _row("job", False, reason)
 
 
-def newer_on_remote(plan: Plan, read: Any) -> str | None:
+def newer_on_remote(session: SyncSession, read: ReadItem) -> str | None:
     """For an unpinned read: what the remote has that is newer than the local copy."""
     local = {
         p["name"]: Version.parse(p["version"])
-        for p in queries.latest_products(plan.store, read.namespace, read.name)
+        for p in queries.latest_products(session.plan.store, read.namespace, read.name)
     }
     newer = [
         f"{name}@{version}"
-        for name, version in plan.remote_newest(plan.remote(), read).items()
+        for name, version in session.remote_newest(session.remote(), read).items()
         if name not in local or local[name] < Version.parse(version)
     ]
     return f"the remote has {', '.join(newer)}" if newer else None
 
 
 def missing_read(
-    plan: Plan, read: Any, row: dict[str, Any], ask: bool, remote_error: str | None
+    session: SyncSession,
+    read: ReadItem,
+    row: dict[str, Any],
+    ask: bool,
+    remote_error: str | None,
 ) -> str | None:
     """A read that is not here: will it fail (no remote, or a pinned version the remote
     lacks)? Returns the remote's error, once it has one, so it is not asked again."""
     try:
-        remote = plan.remote()
+        remote = session.remote()
     except FdpError as exc:
         row.update(
             state="will-fail",
@@ -82,7 +88,7 @@ def missing_read(
     if not (ask and read.pinned and remote_error is None):
         return remote_error
     try:
-        listed = plan.remote_products(remote, read.namespace)
+        listed = session.remote_products(remote, read.namespace)
     except FdpError as exc:
         return str(exc).splitlines()[0]
     if (read.name, read.version) not in listed:
@@ -97,7 +103,13 @@ def collect(
     path: Path, remote: bool = True, remote_name: str | None = None, dirty: bool = False
 ) -> list[dict[str, Any]]:
     """One row per task of the config; reads only (nothing is created or remembered)."""
-    plan = Plan(path, remote_name=remote_name, readonly=True)
+    with SyncSession.for_config(path, remote_name=remote_name, readonly=True) as session:
+        return task_rows(session, remote, dirty)
+
+
+def task_rows(session: SyncSession, remote: bool, dirty: bool) -> list[dict[str, Any]]:
+    """The rows of `collect`, from the plan and, if `remote`, what the remote holds."""
+    plan = session.plan
     rows = []
     for item in plan.registers:
         problem = register_problem(plan.store, plan.data, item)
@@ -112,10 +124,10 @@ def collect(
         reads_ok &= ok
         row = _row(f"pull:{read.label}", ok, "" if ok else "not in the local registry")
         if not ok:
-            remote_error = missing_read(plan, read, row, remote, remote_error)
+            remote_error = missing_read(session, read, row, remote, remote_error)
         elif remote and not read.pinned and remote_error is None:
             try:
-                newer = newer_on_remote(plan, read)
+                newer = newer_on_remote(session, read)
             except FdpError as exc:
                 remote_error = str(exc).splitlines()[0]
                 newer = None
@@ -133,16 +145,13 @@ def collect(
             row["state"], row["reason"] = "unknown", remote_error
         else:
             try:
-                if on_remote(plan, found, ledger):
+                if on_remote(session, found, ledger):
                     row["state"] = "pushed"
                 else:
                     row["state"] = "local-only"
-                    ref = found.ref
-                    theirs = plan.remote_products(plan.remote(), ref.namespace).get(
-                        (ref.name, ref.version)
-                    )
+                    theirs = session.remote_product(session.remote(), found.ref)
                     if theirs is not None:
-                        their_hash = queries.locate(plan.remote().registry, theirs).hash
+                        their_hash = queries.locate(session.remote().registry, theirs).hash
                         row["state"] = "conflict"
                         row["reason"] = (
                             f"the remote holds other content (SHA-1 {their_hash}): "

@@ -11,10 +11,15 @@ callables, so a second `doit` does nothing and deleting an entry or a file redoe
 is by then; `push` tasks are created only when asked for and depend on nothing: pushing sends
 what earlier runs made, and never runs anything first. (doit keeps the name `run` for its own
 command, hence `job`.)
+
+Tasks are made of two things: the `Plan` (facts: what the config asks for, what is here) and
+the command's `SyncSession` (remotes, pullers, pushers, identity), which they reach through
+the `session` callable `dodo_namespace` makes, so every task of a command shares one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterator
@@ -29,6 +34,7 @@ from fdp_tasks.datastore import local_root
 from fdp_tasks.errors import FdpError, OutOfSync
 from fdp_tasks.graph.plan import Plan, ReadItem
 from fdp_tasks.graph.report import FdpReporter, TaskFailure
+from fdp_tasks.graph.session import SessionFor, SyncSession
 from fdp_tasks.job import ServeRegistry, past_runs, refuse_dirty, run_job
 from fdp_tasks.remotes.sync import NonCanonicalName
 from fdp_tasks.store import queries
@@ -49,7 +55,7 @@ def _guard(func: Any, *args: Any) -> Any:
 
 
 # -------------------------------------------------------------------- register
-def register_tasks(plan: Plan, refresh: bool = False) -> Iterator[Task]:
+def register_tasks(plan: Plan, session: SessionFor, refresh: bool = False) -> Iterator[Task]:
     """One task per register item. `refresh` (`fdp pull`, `doit refresh=1`) fetches network
     sources again to compare, as the reference's pull does; local sources are always
     compared."""
@@ -62,8 +68,9 @@ def register_tasks(plan: Plan, refresh: bool = False) -> Iterator[Task]:
 
         def action(item: dict[str, Any] = item) -> Any:
             def work() -> None:
-                author = plan.project.author_id()
-                print(f"registered {register_item(plan.store, plan.data, item, author)}")
+                doing = session()
+                author = doing.author_id()
+                print(f"registered {register_item(doing.store, plan.data, item, author)}")
 
             return _guard(work)
 
@@ -83,48 +90,48 @@ def register_tasks(plan: Plan, refresh: bool = False) -> Iterator[Task]:
 
 
 # ------------------------------------------------------------------------ pull
-def _pull_one(plan: Plan, item: ReadItem) -> None:
-    plan.project.ensure_identity()
+def _pull_one(plan: Plan, session: SyncSession, item: ReadItem) -> None:
+    session.ensure_identity()
     try:
-        remote = plan.remote()
+        remote = session.remote()
     except FdpError as exc:
         raise FdpError(
             f"{plan.cfg.file}: {item.key}: {item.label} is not in the local registry, and "
             f"there is no remote to pull it from: {exc}"
         ) from None
-    listing = plan.remote_products(remote, item.namespace)
+    listing = session.remote_products(remote, item.namespace)
     if item.pinned:
-        wanted = [queries.ProductRef(item.namespace, item.name, item.version)]
+        wanted = {item.name: item.version}
     else:
-        newest = plan.remote_newest(remote, item)
-        if not newest:
+        wanted = session.remote_newest(remote, item)
+        if not wanted:
             raise FdpError(
                 f"{plan.cfg.file}: {item.key}: {item.label} matches nothing on remote {remote.name}"
             )
-        wanted = [queries.ProductRef(item.namespace, n, v) for n, v in newest.items()]
     fetched = 0
-    for ref in wanted:
-        if plan.product_intact(ref.namespace, ref.name, ref.version):
+    for name, version in wanted.items():
+        ref = item.product(name, version)
+        if plan.product_intact(ref):
             continue  # already here: asking the remote was only about newer versions
-        product = listing.get((ref.name, ref.version))
+        product = listing.get((ref.name, ref.version_text))
         if product is None:
             raise FdpError(
                 f"{plan.cfg.file}: {item.key}: {ref} is not on remote {remote.name} ({remote.url})"
             )
         try:
-            found = plan.puller(remote).pull(ref, product)
+            found = session.puller(remote).pull(ref, product)
         except NonCanonicalName as exc:
             if item.pinned:
                 raise
             log.warning("%s", exc)  # a glob matched it: go on with the rest
             continue
         fetched += 1
-        print(f"pulled {ref} (SHA-1 {found.hash[:12]})")
+        print(f"pulled {ref} (SHA-1 {str(found.hash)[:12]})")
     if not fetched:
         print(f"{item.label}: nothing newer on {remote.name}")
 
 
-def pull_tasks(plan: Plan, refresh: bool = False) -> Iterator[Task]:
+def pull_tasks(plan: Plan, session: SessionFor, refresh: bool = False) -> Iterator[Task]:
     yield {
         "basename": "pull",
         "name": None,
@@ -136,7 +143,7 @@ def pull_tasks(plan: Plan, refresh: bool = False) -> Iterator[Task]:
             "basename": "pull",
             "name": item.label,
             "doc": f"fetch {item.label} and the records of the run that made it",
-            "actions": [lambda item=item: _guard(_pull_one, plan, item)],
+            "actions": [lambda item=item: _guard(lambda: _pull_one(plan, session(), item))],
             "uptodate": [
                 lambda item=item: (not refresh or item.pinned) and plan.read_present(item)
             ],
@@ -154,7 +161,11 @@ def _outputs_intact(plan: Plan) -> Any:
 
 
 def run_task(
-    plan: Plan, force: bool = False, dirty: bool = False, serve: ServeRegistry | None = None
+    plan: Plan,
+    session: SessionFor,
+    force: bool = False,
+    dirty: bool = False,
+    serve: ServeRegistry | None = None,
 ) -> Task:
     parts = plan.run_inputs() if plan.has_script else {}
     signature = plan.run_signature(parts) if plan.has_script else None
@@ -167,7 +178,7 @@ def run_task(
                 plan.job_working,
                 {"signature": signature, "depends_on": parts},
                 allow_dirty=dirty,
-                verify=plan.verify_outputs,
+                verify=lambda runs: session().verify_outputs(runs),
                 serve=serve,
             )
         except (FdpError, OSError) as exc:
@@ -234,40 +245,40 @@ class PushLedger:
             fh.write(json.dumps({"remote": remote, "ref": ref, "sha1": sha1}) + "\n")
 
 
-def on_remote(plan: Plan, found: queries.Located, ledger: PushLedger) -> bool:
+def on_remote(session: SyncSession, found: queries.Located, ledger: PushLedger) -> bool:
     """The remote holds this data product, with the same SHA-1."""
-    remote = plan.remote()
+    remote = session.remote()
     ref = found.ref
-    theirs = plan.remote_products(remote, ref.namespace).get((ref.name, ref.version))
+    theirs = session.remote_product(remote, ref)
     if theirs is None:
         return False
     if ledger.pushed(remote.url, str(ref)) == found.hash:
         return True
     if queries.locate(remote.registry, theirs).hash != found.hash:
         return False
-    ledger.record(remote.url, str(ref), found.hash)
+    if found.hash is not None:
+        ledger.record(remote.url, str(ref), found.hash)
     return True
 
 
-def preflight_push(plan: Plan, dirty: bool = False) -> None:
+def preflight_push(session: SyncSession, dirty: bool = False) -> None:
     """What would fail every item, found once before any item is sent: uncommitted changes
     (as the reference, no push from a dirty tree), a remote that cannot be reached, or one
     that cannot take files. A conflict of one item is that item's own failure."""
-    if plan.push_checked:
+    if session.push_checked:
         return
+    plan = session.plan
     refuse_dirty(plan.local_repo, dirty)
     ledger = PushLedger(plan.state_dir / "pushed.jsonl")
-    todo = [found for found in pushable(plan) if not on_remote(plan, found, ledger)]
+    todo = [found for found in pushable(plan) if not on_remote(session, found, ledger)]
     if todo:
-        plan.project.ensure_identity()
-        try:
-            plan.pusher(plan.remote(write=True)).preflight(todo[0].product["id"])
-        except OutOfSync:
-            pass
-    plan.push_checked = True
+        session.ensure_identity()
+        with contextlib.suppress(OutOfSync):  # the push task itself reports the conflict
+            session.pusher(session.remote(write=True)).preflight(todo[0].product["id"])
+    session.push_checked = True
 
 
-def push_tasks(plan: Plan, dirty: bool = False) -> Iterator[Task]:
+def push_tasks(plan: Plan, session: SessionFor, dirty: bool = False) -> Iterator[Task]:
     yield {
         "basename": "push",
         "name": None,
@@ -280,7 +291,7 @@ def push_tasks(plan: Plan, dirty: bool = False) -> Iterator[Task]:
         if broken:
             return False
         try:
-            return on_remote(plan, found, ledger)
+            return on_remote(session(), found, ledger)
         except FdpError as exc:
             broken.append(str(exc))
             return False
@@ -288,22 +299,23 @@ def push_tasks(plan: Plan, dirty: bool = False) -> Iterator[Task]:
     def push(found: queries.Located) -> None:
         if broken:
             raise FdpError(broken[0])
+        doing = session()
         try:
-            preflight_push(plan, dirty)
+            preflight_push(doing, dirty)
         except FdpError as exc:
             broken.append(str(exc))
             raise
-        remote = plan.remote(write=True)
+        remote = doing.remote(write=True)
         ref = found.ref
-        pushed = plan.pusher(remote).push_product(found.product["id"])
-        for other, record in pushed:
-            plan.remote_products(remote, other.namespace)[(other.name, other.version)] = record
+        pushed = doing.pusher(remote).push_product(found.product["id"])
+        doing.note_pushed(remote, pushed)
         more = len(pushed) - 1
         print(
             f"pushed {ref} to {remote.name}"
             + (f", with {more} other product(s) of the same runs" if more > 0 else "")
         )
-        ledger.record(remote.url, str(ref), found.hash)
+        if found.hash is not None:
+            ledger.record(remote.url, str(ref), found.hash)
 
     for found in pushable(plan):
         yield {
@@ -328,8 +340,15 @@ def dodo_namespace(
     """Everything a dodo.py needs: DOIT_CONFIG and the task generators for one config.
 
     `dirty` lets the job run, and push send, from a repository with uncommitted changes
-    (the run is then recorded as dirty)."""
-    plan = Plan(config_path, remote_name=remote)
+    (the run is then recorded as dirty). The namespace holds the command's `session` too:
+    whoever runs doit on it closes it when doit is done."""
+    opened = SyncSession.for_config(config_path, remote_name=remote)
+    plan = opened.plan
+
+    def session() -> SyncSession:
+        """The one session every task of this command shares."""
+        return opened
+
     # Resolved now, so that a config problem ends the command with one line, not in a
     # task generator's traceback.
     plan.registers  # noqa: B018
@@ -338,17 +357,17 @@ def dodo_namespace(
     # The docstrings are what `doit list` shows for tasks created later (create_after).
     def task_register() -> Iterator[Task]:
         """register the config's namespaces, authors and files locally"""
-        yield from register_tasks(plan, refresh)
+        yield from register_tasks(plan, session, refresh)
 
     def task_pull() -> Iterator[Task]:
         """fetch the data products the config reads from the remote"""
-        yield from pull_tasks(plan, refresh)
+        yield from pull_tasks(plan, session, refresh)
 
     @create_after(executed="pull", creates=["job"])
     def task_job() -> Task:
         """run the script with the FDP environment, if what it depends on changed"""
         try:
-            return run_task(plan, force, dirty, serve)
+            return run_task(plan, session, force, dirty, serve)
         except FdpError as exc:  # planned after the pulls: fail the task, not doit
             failure = TaskFailure(exc)
             return {
@@ -361,7 +380,7 @@ def dodo_namespace(
     @create_after()  # only when asked for: pushing never runs anything first
     def task_push() -> Iterator[Task]:
         """copy the run's outputs and their provenance to the remote"""
-        yield from push_tasks(plan, dirty)
+        yield from push_tasks(plan, session, dirty)
 
     plan.state_dir.mkdir(parents=True, exist_ok=True)
     return {
@@ -377,4 +396,5 @@ def dodo_namespace(
         "task_job": task_job,
         "task_push": task_push,
         "plan": plan,
+        "session": opened,
     }

@@ -1,7 +1,8 @@
-"""Remotes: somewhere else to pull from and push to, each a registry plus a data store.
+"""Remotes: somewhere else to pull from and push to, each a registry plus a storage.
 
-Every kind of remote (a directory, an HTTP registry, later object storage) implements
-`Remote`, so pull, push and the task graph never ask which kind they hold.
+Every kind of remote (a directory, an HTTP registry) implements `Remote`, pairing a registry
+with a `fdp_tasks.storage.Storage` for the bytes, so pull, push and the task graph never ask
+which kind they hold.
 """
 
 from __future__ import annotations

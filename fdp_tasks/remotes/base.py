@@ -1,4 +1,9 @@
-"""The remote interface: what pull, push and the task graph ask of any remote."""
+"""The remote interface: what pull, push and the task graph ask of any remote.
+
+A remote is a registry (the records: what exists, where its bytes are) plus a storage (the
+bytes, `fdp_tasks.storage`); uploads and downloads of files the storage holds go through it,
+so a new kind of storage needs no new kind of remote.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +11,39 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
+from fdp_tasks.storage import Storage
 from fdp_tasks.store.base import Registry
 
 
 class Remote(ABC):
-    """A registry and the data store its files live in."""
+    """A registry and the storage its files live in."""
 
     name: str
     url: str
     registry: Registry
+    storage: Storage
 
     @abstractmethod
     def upload(self, source: Path, sha1: str, path_hint: str) -> tuple[str, str]:
-        """Put a local file into the remote data store; returns (storage_root, path) of it."""
+        """Put a local file into the remote's storage; returns (storage_root, path) of it,
+        what the remote's storage location is to say."""
+
+    def holds(self, root: str) -> bool:
+        """Whether files under storage root `root` are in this remote's storage."""
+        return root == self.storage.url
 
     def download(self, root: str, path: str) -> Iterator[bytes]:
-        """The bytes of the file at storage root `root` + `path`, streamed."""
+        """The bytes of the file at storage root `root` + `path`, streamed: from the remote's
+        storage when it holds them, else from wherever the root says."""
+        if self.holds(root):
+            return self.storage.open(path)
         from fdp_tasks.transfer import open_location
 
         return open_location(root, path)
 
-    def close(self) -> None:  # noqa: B027 - most remotes hold nothing to release
+    def close(self) -> None:
         """Release connections and handles."""
+        self.storage.close()
 
     def __enter__(self) -> Remote:
         return self

@@ -11,7 +11,9 @@ them silently).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
@@ -22,6 +24,9 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 import requests
 
 from fdp_tasks import transfer
+from fdp_tasks.errors import HashMismatch
+from fdp_tasks.storage.base import NoFileStorage  # noqa: F401 - sync catches it from here
+from fdp_tasks.storage.upstream import UpstreamDataStorage
 from fdp_tasks.store.base import (
     InvalidRecord,
     NotFound,
@@ -36,9 +41,6 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "1.0.0"
 IDEMPOTENT = {"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}
-# How a registry says it cannot take files: the upstream without object storage answers 500
-# ('Settings' object has no attribute 'BUCKETS'), one without the endpoint 404 or 405.
-NO_FILE_STORAGE = (404, 405, 500, 501)
 
 
 def normalise_api_url(url: str) -> str:
@@ -79,10 +81,6 @@ def _detail(resp: requests.Response) -> str:
     return str(body)[:500]
 
 
-class NoFileStorage(RegistryError):
-    """The registry cannot take files: pushing anything public to it is pointless."""
-
-
 class HttpRegistry:
     """A registry reached over HTTP, with the same record shape as `Store`."""
 
@@ -104,6 +102,9 @@ class HttpRegistry:
         self.backoff = backoff
         self._token = token
         self.session = transfer.new_session({"Accept": f"application/json; version={API_VERSION}"})
+        self._blobs: UpstreamDataStorage | None = None
+        # Records created inside open transaction() blocks, per thread: what an undo deletes.
+        self._undo = threading.local()
         split = urlsplit(self.api_url)
         self._origin = f"{split.scheme}://{split.netloc}"
 
@@ -117,6 +118,8 @@ class HttpRegistry:
         self.close()
 
     def close(self) -> None:
+        if self._blobs is not None:
+            self._blobs.close()
         self.session.close()
 
     # ------------------------------------------------------------ plumbing
@@ -173,9 +176,9 @@ class HttpRegistry:
                     continue
                 break
             finally:
-                data = kwargs.get("data")
-                if body_factory is not None and hasattr(data, "close"):
-                    data.close()
+                close = getattr(kwargs.get("data"), "close", None)
+                if body_factory is not None and close is not None:
+                    close()
             status = resp.status_code
             retry = status in transfer.RETRY_STATUS and status not in expected
             if retry and idempotent and attempt + 1 < self.retries:
@@ -257,9 +260,9 @@ class HttpRegistry:
             if f is None:
                 continue
             if f.is_fk:
-                out[key] = None if value is None else self._ref_url(f.to, value)
+                out[key] = None if value is None else self._ref_url(f.target, value)
             elif f.is_m2m:
-                out[key] = [self._ref_url(f.to, v) for v in value or []]
+                out[key] = [self._ref_url(f.target, v) for v in value or []]
             elif isinstance(value, (datetime, date)):
                 out[key] = value.isoformat()
             else:
@@ -342,17 +345,17 @@ class HttpRegistry:
             for f in rtype.fields.values()
             if f.default is not None and not f.is_relation
         }
-        for key, value in data.items():
-            f = rtype.fields.get(key)
+        for name, value in data.items():
+            f = rtype.fields.get(name)
             if f is not None:
-                probe[key] = _ref(value) if f.is_fk else value
+                probe[name] = _ref(value) if f.is_fk else value
         keys = rtype.natural_keys(probe)
         if hint:
             try:
-                rec = self.get(rtype.name, id_from_url(hint))
+                hinted = self.get(rtype.name, id_from_url(hint))
                 for key in keys:
-                    if all(_same(rec.get(k), probe[k]) for k in key):
-                        return key, rec
+                    if all(_same(hinted.get(k), probe[k]) for k in key):
+                        return key, hinted
             except RegistryError:
                 pass
         for key in keys:
@@ -383,7 +386,11 @@ class HttpRegistry:
                 pass
             key, existing = self._existing(rtype, data, hint)
             raise UniqueViolation(type_name, key, existing)
-        return self.from_wire(rtype, resp.json())
+        record = self.from_wire(rtype, resp.json())
+        created = getattr(self._undo, "created", None)
+        if created is not None:
+            created.append((type_name, record["id"]))
+        return record
 
     def patch(self, type_name: str, record_id: int, data: dict[str, Any]) -> Record:
         rtype = self._type(type_name)
@@ -402,8 +409,69 @@ class HttpRegistry:
         return create_or_existing(lambda: self.create(type_name, data))
 
     def delete(self, type_name: str, record_id: int) -> None:
+        """DELETE one record; InvalidRecord while others refer to it (our server's 409)."""
         self._type(type_name)
-        self.request("DELETE", self.url_for(type_name, record_id), ok=(200, 202, 204))
+        try:
+            resp = self.request(
+                "DELETE", self.url_for(type_name, record_id), ok=(200, 202, 204), expected=(409,)
+            )
+        except NotFound:
+            raise NotFound(type_name, f"id {record_id}") from None
+        if resp.status_code == 409:
+            raise InvalidRecord(f"{type_name} {record_id}: {_detail(resp)}")
+
+    def count(self, type_name: str, filters: dict[str, Any] | None = None) -> int:
+        """The listing's `count`, from a one-record page (filters on null are checked here,
+        so those count by listing)."""
+        rtype = self._type(type_name)
+        if any(v is None for v in (filters or {}).values()):
+            return len(self.find(type_name, filters))
+        params = self._query(rtype, filters or {})
+        params["page_size"] = "1"
+        return int(self._get_json(self.url_for(type_name), params)["count"])
+
+    def get_many(self, type_name: str, ids: list[int]) -> dict[int, Record]:
+        """Records by id, one GET each (the REST API has no filter on ids)."""
+        return {i: self.get(type_name, i) for i in dict.fromkeys(ids)}
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[HttpRegistry]:
+        """The REST API has no transactions; this undoes what it can. Records created inside
+        the block are deleted, newest first, when it raises; the exception then goes on.
+        Changes made by `patch` are not undone (the API keeps no history), and a record the
+        registry will not delete (the upstream deletes only code runs; our server keeps
+        provenance such as objects) stays, with one warning naming what stayed. Nested
+        blocks join the outer one."""
+        if getattr(self._undo, "created", None) is not None:
+            yield self
+            return
+        self._undo.created = []
+        try:
+            yield self
+        except BaseException:
+            created, self._undo.created = self._undo.created, None
+            self._remove(created)
+            raise
+        finally:
+            self._undo.created = None
+
+    def _remove(self, created: list[tuple[str, int]]) -> None:
+        kept: list[str] = []
+        for type_name, record_id in reversed(created):
+            try:
+                self.delete(type_name, record_id)
+            except NotFound:
+                continue
+            except RegistryError:
+                kept.append(f"{type_name} {record_id}")
+        if kept:
+            log.warning(
+                "%s: %d record(s) made before the failure stay (the registry would not "
+                "delete them): %s",
+                self.api_url,
+                len(kept),
+                ", ".join(kept[:10]) + (" ..." if len(kept) > 10 else ""),
+            )
 
     # ------------------------------------------------------------- other
     def whoami(self) -> str:
@@ -419,54 +487,30 @@ class HttpRegistry:
         """
         return urljoin(self.api_url, "../data/")
 
-    def upload_blob(self, path: Path, sha1: str) -> dict[str, Any]:
-        """Put a file into the registry's file storage, unless it already holds it.
-
-        Our server answers the upload request with `{url, storage_root, path, exists}`; the
-        upstream registry with only `{url}` (a presigned PUT on its object store), or 409 when
-        it already holds the file, and leaves it to the client to record the file under
-        `data_root()` with path = SHA-1. Returns `{storage_root, path, exists, uploaded}`.
-        Raises NoFileStorage when the registry cannot take files at all.
-        """
-        where = f"{self.api_url}data/{sha1}"
-        # Asking for an upload URL changes nothing, so it is retried like a read.
-        resp = self.request(
-            "POST", where, ok=(200, 201), expected=(409, *NO_FILE_STORAGE), idempotent=True
-        )
-        if resp.status_code in NO_FILE_STORAGE:
-            reason = _one_line(resp)
-            raise NoFileStorage(
-                f"the registry at {self.api_url} has no file storage: it cannot take files "
-                f"(POST {urlsplit(where).path[: -len(sha1)]}<sha1> answered "
-                f"{resp.status_code}{': ' + reason if reason else ''}); nothing was pushed: "
-                "ask its administrators to configure object storage, or push to another "
-                "remote"
+    @property
+    def blobs(self) -> UpstreamDataStorage:
+        """The registry's file storage (its `/data/` protocol), sharing this client's
+        session, token and retry settings."""
+        if self._blobs is None:
+            self._blobs = UpstreamDataStorage(
+                self.api_url,
+                self._token,
+                session=self.session,
+                timeout=self.timeout,
+                retries=self.retries,
+                backoff=self.backoff,
             )
-        stored = resp.status_code == 409
-        info: dict[str, Any] = {"storage_root": self.data_root(), "path": sha1, "exists": stored}
-        if not stored:
-            try:
-                body = resp.json()
-            except ValueError:
-                body = None
-            if not isinstance(body, dict) or not body.get("url"):
-                raise RegistryError(f"POST {urlsplit(where).path}: no upload URL in the answer")
-            info.update({k: v for k, v in body.items() if v is not None})
-        if info["exists"]:
-            return info
-        size = path.stat().st_size
-        # An object store signs exactly what its URL allows: no content type of our own, and
-        # an empty file as no bytes (an empty stream would go chunked, without a length).
-        ours = self._origin_of(info["url"]) == self._origin
-        self.request(
-            "PUT",
-            info["url"],
-            ok=(200, 201, 204),
-            body_factory=lambda: open(path, "rb") if size else b"",
-            headers={"Content-Type": "application/octet-stream"} if ours else {},
-        )
-        info["uploaded"] = True
-        return info
+        return self._blobs
+
+    def upload_blob(self, path: Path, sha1: str) -> dict[str, Any]:
+        """Put a file into the registry's file storage, unless it already holds it: returns
+        `{storage_root, path, exists, uploaded}` (see `UpstreamDataStorage.upload`). Raises
+        NoFileStorage when the registry cannot take files at all, InvalidRecord when it
+        refuses these bytes as not hashing to `sha1`."""
+        try:
+            return self.blobs.upload(path, sha1)
+        except HashMismatch as exc:
+            raise InvalidRecord(str(exc)) from None
 
     def download(self, url: str) -> Iterator[bytes]:
         """Stream a file's bytes, as `transfer.download` does: resumed after a drop, and
@@ -480,12 +524,6 @@ class HttpRegistry:
             backoff=self.backoff,
             timeout=self.timeout,
         )
-
-
-def _one_line(resp: requests.Response, limit: int = 120) -> str:
-    """The answer's text when it is one short line (not an error page), else nothing."""
-    text = _detail(resp)
-    return text if text and "\n" not in text and "<" not in text and len(text) <= limit else ""
 
 
 def _same(a: Any, b: Any) -> bool:

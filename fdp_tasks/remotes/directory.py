@@ -1,4 +1,4 @@
-"""A remote that is a directory: a SQLite registry and a data store side by side.
+"""A remote that is a directory: a SQLite registry and a folder storage side by side.
 
 Handy on a shared file system, for a USB disk, and in tests; the same store code as the
 local registry.
@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from fdp_tasks.datastore import DataStore
 from fdp_tasks.errors import OutOfSync
-from fdp_tasks.files import sha1_file
 from fdp_tasks.remotes.base import Remote
+from fdp_tasks.storage.local import LocalStorage
 from fdp_tasks.store.sql import open_store
 
 
@@ -23,6 +22,8 @@ def directory_of(url: str) -> Path:
 
 
 class DirectoryRemote(Remote):
+    storage: LocalStorage
+
     def __init__(self, name: str, url: str, readonly: bool = False):
         """`readonly`: for commands that only look; a remote that does not exist yet reads
         as an empty one and is not created."""
@@ -35,14 +36,18 @@ class DirectoryRemote(Remote):
         else:
             self.path.mkdir(parents=True, exist_ok=True)
             self.registry = open_store(f"sqlite:///{db}")
-        self.data = DataStore(self.path / "data")
+        self.storage = LocalStorage(self.path / "data", create=False)
 
     def upload(self, source: Path, sha1: str, path_hint: str) -> tuple[str, str]:
-        target = self.data.path(path_hint)
-        if target.is_file():
-            existing = sha1_file(target)
+        """Files keep their data-store paths here; one already there must hold these bytes
+        (someone else's file under that name means the remote moved on)."""
+        if self.storage.exists(path_hint):
+            existing = self.storage.sha1(path_hint)
             if existing != sha1:
                 raise OutOfSync.different_content(f"{self.url}: {path_hint}", existing, sha1)
         else:
-            self.data.put_file(path_hint, source, expected_sha1=sha1)
-        return self.data.uri, path_hint
+            self.storage.put(source, path_hint, sha1=sha1)
+        return self.storage.url, path_hint
+
+    def holds(self, root: str) -> bool:
+        return self.storage.data.holds(root)

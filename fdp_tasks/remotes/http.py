@@ -1,7 +1,8 @@
 """A remote that is a FAIR Data Pipeline registry reached over its REST API.
 
-Files go to the registry's data endpoint (upload by SHA-1 to a presigned URL) and come back
-from wherever the registry says they are stored.
+Its storage is the registry's `/data/` protocol (`fdp_tasks.storage.upstream`): files go up
+by SHA-1 to the presigned URL the registry hands out, and come back from wherever the
+registry says they are stored.
 """
 
 from __future__ import annotations
@@ -11,23 +12,33 @@ from pathlib import Path
 
 from fdp_tasks.remotes.base import Remote
 from fdp_tasks.remotes.client import HttpRegistry
+from fdp_tasks.storage.upstream import UpstreamDataStorage
 from fdp_tasks.transfer import location_url
 
 
 class HttpRemote(Remote):
+    registry: HttpRegistry
+    storage: UpstreamDataStorage
+
     def __init__(self, name: str, url: str, token: str | None = None):
         self.name = name
         self.registry = HttpRegistry(url, token=token)
         self.url = self.registry.api_url
+        self.storage = self.registry.blobs
 
     def upload(self, source: Path, sha1: str, path_hint: str) -> tuple[str, str]:
-        info = self.registry.upload_blob(source, sha1)
+        """By content: the registry says where the file is to be recorded (its data root and
+        the SHA-1 as path); `path_hint` has no say."""
+        info = self.storage.upload(source, sha1)
         return info["storage_root"], info["path"]
 
     def download(self, root: str, path: str) -> Iterator[bytes]:
+        """Any http(s) root goes through the storage's session (the token only to the
+        registry itself); other roots as the base class reads them."""
         if root.startswith(("http://", "https://")):
-            return self.registry.download(location_url(root, path))
+            return self.storage.read_url(location_url(root, path))
         return super().download(root, path)
 
     def close(self) -> None:
+        self.storage.close()
         self.registry.close()

@@ -17,6 +17,7 @@ from fdp_tasks.catalog.locations import intact, local_location, placement
 from fdp_tasks.datastore import DataStore, product_path
 from fdp_tasks.errors import FdpError, HashMismatch, OutOfSync
 from fdp_tasks.names import namespace_problem, product_name_problem
+from fdp_tasks.refs import ProductRef
 from fdp_tasks.remotes.base import Remote
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Record, Registry, RegistryError, UniqueViolation
@@ -89,18 +90,21 @@ class Copier:
                 continue
             value = record.get(field.name)
             if field.is_fk:
-                data[field.name] = None if value is None else self.copy(field.to, value)
+                data[field.name] = None if value is None else self.copy(field.target, value)
             elif field.is_m2m:
-                data[field.name] = [self.copy(field.to, v) for v in value or []]
+                data[field.name] = [self.copy(field.target, v) for v in value or []]
             elif value is not None:
                 data[field.name] = value
         return data
 
     def _known(self, key: tuple[str, int], record: Record) -> bool:
         """Whether the destination id is known without asking the destination."""
-        if key not in self.ids and record.get("whole_object"):
-            # a new object's whole_object component: creating it again could only answer 409
-            if record.get("object") in self.whole_objects:
+        # a new object's whole_object component: creating it again could only answer 409
+        if (
+            key not in self.ids
+            and record.get("whole_object")
+            and record.get("object") in self.whole_objects
+        ):
                 self.ids[key] = self.whole_objects[record["object"]]
         return key in self.ids
 
@@ -148,11 +152,11 @@ class Puller:
         self.skipped: set[str] = set()  # non-canonical names already warned about
         self.provenance = True  # until the remote shows it cannot answer
 
-    def _skip(self, ref: queries.ProductRef, problem: str) -> None:
+    def _skip(self, what: str, problem: str) -> None:
         """Warn once per name, then go on with the rest."""
-        if str(ref) not in self.skipped:
-            self.skipped.add(str(ref))
-            log.warning("skipping %s on remote %s: %s", ref, self.remote.name, problem)
+        if what not in self.skipped:
+            self.skipped.add(what)
+            log.warning("skipping %s on remote %s: %s", what, self.remote.name, problem)
 
     def _pull_provenance(self, obj: Record) -> None:
         """Record that the runs which made `obj` made its local copy too.
@@ -234,16 +238,13 @@ class Puller:
         obj = src.get("object", src.get("object_component", component_id)["object"])
         for product_id in obj.get("data_products") or []:
             product = src.get("data_product", product_id)
-            ref = queries.ProductRef(
-                src.get("namespace", product["namespace"])["name"],
-                product["name"],
-                product["version"],
-            )
-            problem = name_problem(ref.namespace or "", ref.name)
+            namespace = src.get("namespace", product["namespace"])["name"]
+            problem = name_problem(namespace, product["name"])
             if problem:
-                self._skip(ref, problem)
+                self._skip(f"{namespace}:{product['name']}@{product['version']}", problem)
                 continue
-            mine = queries.find_product(self.local, ref.namespace or "", ref.name, ref.version)
+            ref = ProductRef.of(namespace, product["name"], product["version"])
+            mine = queries.find_product(self.local, ref.namespace, ref.name, ref.version_text)
             if mine is None:
                 self.copier.copy("data_product", product_id)
                 # what the input was registered from (a DOI, say), as for a pulled product
@@ -261,14 +262,14 @@ class Puller:
                 )
         return self.copier.copy("object_component", component_id)
 
-    def pull(self, ref: queries.ProductRef, product: Record | None = None) -> queries.Located:
+    def pull(self, ref: ProductRef, product: Record | None = None) -> queries.Located:
         """Fetch one data product's file and records into the local registry.
 
         `product` is the remote's record when the caller already listed it. A name that is
         not canonical raises NonCanonicalName before anything is copied: a caller pulling
         what a glob listed warns and goes on with the rest.
         """
-        problem = name_problem(ref.namespace or "", product["name"] if product else ref.name)
+        problem = name_problem(ref.namespace, product["name"] if product else ref.name)
         if problem:
             raise NonCanonicalName(f"skipping {ref} on remote {self.remote.name}: {problem}")
         registry = self.remote.registry
@@ -378,12 +379,14 @@ class Pusher:
         local: Registry,
         store: DataStore,
         remote: Remote,
-        lookup: Callable[[queries.ProductRef], Record | None] | None = None,
+        lookup: Callable[[ProductRef], Record | None] | None = None,
     ):
         """`lookup` finds a data product on the remote (default: one query per product)."""
         self.local = CachedRegistry(local)  # nothing writes to it while pushing
         self.lookup = lookup or (
-            lambda ref: queries.find_product(remote.registry, ref.namespace, ref.name, ref.version)
+            lambda ref: queries.find_product(
+                remote.registry, ref.namespace, ref.name, ref.version_text
+            )
         )
         self.store = store
         self.remote = remote
@@ -445,7 +448,7 @@ class Pusher:
         )
         return loc["id"]
 
-    def push_product(self, product_id: int) -> list[tuple[queries.ProductRef, Record]]:
+    def push_product(self, product_id: int) -> list[tuple[ProductRef, Record]]:
         """Push one data product after everything it came from.
 
         The data product record is created last, so its presence on the remote means the
@@ -469,14 +472,14 @@ class Pusher:
             for ext_id in product.get("external_object") or []:
                 self.copier.copy("external_object", ext_id)
             namespace = self.local.get("namespace", product["namespace"])["name"]
-            ref = queries.ProductRef(namespace, product["name"], product["version"])
+            ref = ProductRef.of(namespace, product["name"], product["version"])
             pushed.append((ref, self.remote.registry.get("data_product", theirs)))
             self.done_products.add(product_id)
             return pushed
         finally:
             self.active.discard(product_id)
 
-    def push_run(self, run_id: int) -> list[tuple[queries.ProductRef, Record]]:
+    def push_run(self, run_id: int) -> list[tuple[ProductRef, Record]]:
         """Push a code run: its inputs first, then the run, then its other outputs."""
         if run_id in self.done_runs or run_id in self.active_runs:
             return []
@@ -565,7 +568,7 @@ class Pusher:
                     yield self.local.get("storage_location", location)
 
     def _products(self, component_ids: list[int]) -> list[int]:
-        out = []
+        out: list[int] = []
         for component_id in component_ids:
             component = self.local.get("object_component", component_id)
             out += self.local.get("object", component["object"]).get("data_products") or []

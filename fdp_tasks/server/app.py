@@ -30,18 +30,26 @@ import flask
 from werkzeug.exceptions import HTTPException
 
 from fdp_tasks.server.blobs import BlobViews
-from fdp_tasks.server.common import ApiError, json_response
+from fdp_tasks.server.common import ADMIN, ApiError, json_response
+from fdp_tasks.server.leftovers import sweep_lost_push
+from fdp_tasks.storage import Storage
 from fdp_tasks.store.base import InvalidRecord, NotFound, Record, UniqueViolation
 from fdp_tasks.store.schema import Field, RecordType
 from fdp_tasks.store.sql import Store
-from fdp_tasks.store.values import BadValue, parse_bool
+from fdp_tasks.store.values import BadValue, coerce, parse_bool
 
 log = logging.getLogger(__name__)
 
-ADMIN = "admin"
 LIST_EXTRAS = {"cursor", "format", "ordering", "page_size"}
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 10000
+# What a PATCH or PUT may never change: published data stays the bytes it was published with.
+FROZEN_FIELDS = {
+    "data_product": ("object", "namespace", "name", "version"),
+    "storage_location": ("path", "hash", "public", "storage_root"),
+}
+# Record ids are 64-bit signed integers in every database: a larger one names no record.
+MAX_ID = 2**63 - 1
 JSON_TYPES = {
     "string": "string",
     "text": "string",
@@ -68,18 +76,29 @@ def _ref_id(value: Any, target: str) -> int:
     if isinstance(value, bool):
         raise BadValue(f"expected a {target} URL or id, got {value!r}")
     if isinstance(value, int):
-        return value
+        return _in_range(value, target)
     if isinstance(value, str):
         text = value.strip()
         if text.isdigit():
-            return int(text)
+            return _in_range(int(text), target)
         parts = [p for p in urlsplit(text).path.split("/") if p]
         if len(parts) >= 2 and parts[-1].isdigit() and parts[-2] == target:
-            return int(parts[-1])
+            return _in_range(int(parts[-1]), target)
     raise BadValue(
         f"Invalid hyperlink - expected a {target} URL such as <registry>/api/{target}/<id>/, "
         f"got {value!r}"
     )
+
+
+def _in_range(record_id: int, target: str) -> int:
+    if not 0 <= record_id <= MAX_ID:
+        raise BadValue(f"no {target} has the id {record_id}: ids are at most {MAX_ID}")
+    return record_id
+
+
+def _holds_all(key: str, wanted: set[int]) -> Callable[[Record], bool]:
+    """A check the store cannot express: the record's `key` list holds every id wanted."""
+    return lambda record: wanted <= set(record.get(key) or [])
 
 
 def _ref_list(value: Any, target: str) -> list[int]:
@@ -109,7 +128,7 @@ class _Cursor:
             direction, number = raw[0], int(raw[1:])
         except (ValueError, IndexError, UnicodeDecodeError):
             raise ApiError(404, {"detail": "Invalid cursor"}) from None
-        if direction not in "ab":
+        if direction not in ("a", "b") or not 0 <= number <= MAX_ID:
             raise ApiError(404, {"detail": "Invalid cursor"})
         return direction, number
 
@@ -131,6 +150,9 @@ class RegistryApp:
         self.store = store
         self.schema = store.schema
         self.public_url = public_url.rstrip("/") if public_url else None
+        self.blob_storage: Storage | None = None  # set by create_app: a lost push's files go
+        # set by create_app: refuses a storage location naming bytes the server has not hashed
+        self.check_location: Callable[[dict[str, Any], int | None], None] | None = None
         store.ensure_user("admin")
 
     # ------------------------------------------------------------ helpers
@@ -158,6 +180,8 @@ class RegistryApp:
         if scheme.lower() in ("token", "bearer") and token.strip():
             user = self.store.user_for_token(token.strip())
         flask.g.fdp_user = user
+        if user is not None:  # for the access log
+            flask.request.environ["REMOTE_USER"] = user["username"]
         return user
 
     def require_user(self) -> Record:
@@ -174,9 +198,9 @@ class RegistryApp:
         for f in rtype.fields.values():
             value = rec.get(f.name)
             if f.is_fk:
-                out[f.name] = self.record_url(f.to, value)
+                out[f.name] = self.record_url(f.target, value)
             elif f.is_m2m:
-                out[f.name] = [self.record_url(f.to, v) for v in value or []]
+                out[f.name] = [self.record_url(f.target, v) for v in value or []]
             else:
                 out[f.name] = value
         for rname, (other, _via) in rtype.reverse.items():
@@ -197,18 +221,20 @@ class RegistryApp:
                 continue
             try:
                 if f.is_fk:
-                    data[name] = None if value is None else _ref_id(value, f.to)
+                    data[name] = None if value is None else _ref_id(value, f.target)
                 elif f.is_m2m:
                     if not isinstance(value, (list, tuple)):
                         kind = type(value).__name__
                         raise BadValue(f'Expected a list of items but got type "{kind}".')
-                    data[name] = [_ref_id(v, f.to) for v in value]
+                    data[name] = [_ref_id(v, f.target) for v in value]
                 else:
                     data[name] = value
             except BadValue as exc:
                 errors[name] = [str(exc)]
         if errors:
             raise ApiError(400, errors)
+        if rtype.name == "storage_location" and self.check_location is not None:
+            self.check_location(data, (flask.request.view_args or {}).get("record_id"))
         return data
 
     def filters(self, rtype: RecordType) -> tuple[dict[str, Any], list[Callable[[Record], bool]]]:
@@ -235,16 +261,15 @@ class RegistryApp:
             try:
                 if f.is_fk:
                     filters[key] = (
-                        None if value.lower() in ("none", "null") else _ref_id(value, f.to)
+                        None if value.lower() in ("none", "null") else _ref_id(value, f.target)
                     )
                 elif f.is_m2m:
-                    ids = _ref_list(value, f.to)
+                    ids = _ref_list(value, f.target)
                     if not ids:
                         continue
                     filters[key] = ids[0]
                     if len(ids) > 1:
-                        wanted = set(ids)
-                        post.append(lambda r, k=key, w=wanted: w <= set(r.get(k) or []))
+                        post.append(_holds_all(key, set(ids)))
                 elif f.kind == "boolean":
                     filters[key] = parse_bool(value)
                 elif self.literal_names and key in rtype.glob and "*" in value:
@@ -293,6 +318,7 @@ class RegistryApp:
 
     def listing(self, rtype: RecordType) -> flask.Response:
         filters, post = self.filters(rtype)
+        self.hide_private(rtype, filters)
         size = self.page_size()
         cursor = flask.request.args.get("cursor")
         direction, mark = _Cursor.decode(cursor) if cursor else ("b", None)
@@ -337,16 +363,176 @@ class RegistryApp:
         if rtype.private:
             raise ApiError(405, {"detail": 'Method "POST" not allowed.'}, {"Allow": "GET"})
         data = self.incoming(rtype, self.body())
+        self.require_member(rtype, data, user)
         try:
             rec = self.store.create(rtype.name, data, user_id=user["id"])
         except UniqueViolation as exc:
+            self.after_clash(rtype, data, user, exc)
             body: dict[str, Any] = {"detail": str(exc)}
             if exc.existing:
                 body["existing"] = self.record_url(rtype.name, exc.existing["id"])
             raise ApiError(409, body) from None
         except InvalidRecord as exc:
             raise ApiError(400, field_errors(exc, rtype.name)) from None
+        if rtype.name == "storage_location":
+            self.store.claim_file(rec["hash"], user["id"], published=bool(rec["public"]))
         return json_response(self.wire(rtype, rec), 201)
+
+    # ------------------------------------------------------- who may write what
+    def require_member(self, rtype: RecordType, data: dict[str, Any], user: Record) -> None:
+        """A data product (a new version too) or an external object goes into a namespace
+        only from one of its members, or admin: nobody publishes under another's name."""
+        namespace_id = None
+        if rtype.name == "data_product":
+            namespace_id = data.get("namespace")
+        elif rtype.name == "external_object" and isinstance(data.get("data_product"), int):
+            product = self.store.find_one("data_product", {"id": data["data_product"]})
+            namespace_id = product["namespace"] if product else None
+        if not isinstance(namespace_id, int) or user["username"] == ADMIN:
+            return
+        namespace = self.store.find_one("namespace", {"id": namespace_id})
+        if namespace is None or self.store.is_member(namespace_id, user["id"]):
+            return  # a dangling reference is the store's to refuse
+        raise ApiError(
+            403,
+            {
+                "detail": f"{user['username']} is not a member of namespace "
+                f"{namespace['name']}: only its members write there; ask one of them, or "
+                "admin, to add you"
+            },
+        )
+
+    def after_clash(
+        self, rtype: RecordType, data: dict[str, Any], user: Record, exc: UniqueViolation
+    ) -> None:
+        """A storage location that exists already is claimed by this user too (a push of
+        theirs is about to name its bytes); a data product that exists already with other
+        bytes means this push lost the race for its name, and what this user wrote that no
+        data product needs goes (see server/leftovers.py)."""
+        if rtype.name == "storage_location" and exc.existing is not None:
+            found = exc.existing
+            self.store.claim_file(found["hash"], user["id"], published=bool(found["public"]))
+            return
+        existing = exc.existing
+        posted = data.get("object")
+        if rtype.name != "data_product" or existing is None or not isinstance(posted, int):
+            return
+        if posted == existing["object"]:
+            return
+        if self.object_hash(posted) == self.object_hash(existing["object"]):
+            return  # the same bytes: the client goes on with the existing product
+        if self.blob_storage is None:
+            return
+        swept = sweep_lost_push(self.store, self.blob_storage, user["id"])
+        if swept.total or swept.hashes:
+            log.info(
+                "a push by %s lost the race for a data product: swept %s and %d file(s)",
+                user["username"],
+                ", ".join(f"{n} {t}" for t, n in swept.records.items() if n) or "no records",
+                len(swept.hashes),
+            )
+
+    def object_hash(self, object_id: int) -> str | None:
+        obj = self.store.find_one("object", {"id": object_id})
+        if obj is None or obj.get("storage_location") is None:
+            return None
+        location = self.store.find_one("storage_location", {"id": obj["storage_location"]})
+        return location["hash"] if location else None
+
+    def refuse_repointing(self, rtype: RecordType, current: Record, data: dict[str, Any]) -> None:
+        """Published data stays what it was: a data product's name, version, namespace and
+        object, and a storage location's file, never change (a correction is a new
+        version); an object may move only to a location holding the same bytes (a pull
+        does that)."""
+        for name in FROZEN_FIELDS.get(rtype.name, ()):
+            if name not in data:
+                continue
+            wanted = data[name]
+            field = rtype.fields[name]
+            if not field.is_relation:
+                try:
+                    wanted = coerce(field, wanted)
+                except BadValue:
+                    continue  # the store refuses it, saying why
+            if wanted != current.get(name):
+                raise ApiError(
+                    400,
+                    {
+                        name: [
+                            f"a {rtype.name}'s {name} never changes once created: publish "
+                            "a new version instead"
+                        ]
+                    },
+                )
+        if rtype.name == "object" and isinstance(data.get("storage_location"), int):
+            before = current.get("storage_location")
+            after = data["storage_location"]
+            if before is not None and after != before:
+                old = self.store.find_one("storage_location", {"id": before})
+                new = self.store.find_one("storage_location", {"id": after})
+                if old and new and old["hash"] != new["hash"]:
+                    raise ApiError(
+                        400,
+                        {
+                            "storage_location": [
+                                "an object moves only to a location of the same bytes "
+                                f"(SHA-1 {old['hash']}, not {new['hash']}): publish a new "
+                                "version instead"
+                            ]
+                        },
+                    )
+
+    def hide_private(self, rtype: RecordType, filters: dict[str, Any]) -> None:
+        """Private storage locations are listed to token holders only."""
+        if rtype.name != "storage_location" or self.user() is not None:
+            return
+        if filters.get("public") is False:
+            raise ApiError(403, {"detail": "Listing private storage locations needs a token."})
+        filters["public"] = True
+
+    # ---------------------------------------------------------- namespace members
+    def member_list(self, namespace: Record) -> dict[str, Any]:
+        return {
+            "namespace": self.record_url("namespace", namespace["id"]),
+            "name": namespace["name"],
+            "members": [u["username"] for u in self.store.members(namespace["id"])],
+        }
+
+    def may_manage(self, namespace: Record, user: Record) -> None:
+        if user["username"] != ADMIN and not self.store.is_member(namespace["id"], user["id"]):
+            raise ApiError(
+                403,
+                {"detail": f"only members of namespace {namespace['name']}, or admin, do that"},
+            )
+
+    def members(self, record_id: int) -> flask.Response:
+        """`GET` lists a namespace's members; `POST {"username": ...}` adds one (admin or a
+        member)."""
+        user = self.require_user()
+        namespace = self.fetch(self.rtype("namespace"), record_id)
+        if flask.request.method == "GET":
+            return json_response(self.member_list(namespace))
+        self.may_manage(namespace, user)
+        body = self.body()
+        username = body.get("username") if isinstance(body, dict) else None
+        if not isinstance(username, str) or not username:
+            raise ApiError(400, {"username": ["This field is required."]})
+        other = self.store.find_one("users", {"username": username})
+        if other is None:
+            raise ApiError(400, {"username": [f"no user {username!r} on this registry"]})
+        added = self.store.add_member(namespace["id"], other["id"])
+        return json_response(self.member_list(namespace), 201 if added else 200)
+
+    def member(self, record_id: int, username: str) -> flask.Response:
+        """`DELETE` takes a member's right to write in the namespace away (admin or a
+        member)."""
+        user = self.require_user()
+        namespace = self.fetch(self.rtype("namespace"), record_id)
+        self.may_manage(namespace, user)
+        other = self.store.find_one("users", {"username": username})
+        if other is None or not self.store.remove_member(namespace["id"], other["id"]):
+            raise ApiError(404, {"detail": "Not found."})
+        return flask.Response(status=204)
 
     def detail(self, type_name: str, record_id: int) -> flask.Response:
         rtype = self.rtype(type_name)
@@ -375,6 +561,7 @@ class RegistryApp:
                 raise ApiError(409, {"detail": str(exc)}) from None
             return flask.Response(status=204)
         data = self.incoming(rtype, self.body())
+        self.refuse_repointing(rtype, current, data)
         if method == "PUT":
             missing = {
                 f.name: ["This field is required."]
@@ -392,16 +579,28 @@ class RegistryApp:
         return json_response(self.wire(rtype, rec))
 
     def fetch(self, rtype: RecordType, record_id: int) -> Record:
+        if record_id > MAX_ID:
+            raise ApiError(404, {"detail": "Not found."})
         try:
             return self.store.get(rtype.name, record_id, full=True)
         except NotFound:
             raise ApiError(404, {"detail": "Not found."}) from None
 
     def body(self) -> Any:
+        """The request's JSON. Nesting too deep for the parser, and strings no database can
+        hold (lone UTF-16 surrogates), are bad input like any other malformed JSON."""
         try:
-            return json.loads(flask.request.get_data(cache=False) or b"{}")
+            body = json.loads(flask.request.get_data(cache=False) or b"{}")
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except RecursionError:
+            raise ApiError(400, {"detail": "JSON parse error - nested too deeply"}) from None
+        except UnicodeEncodeError:
+            raise ApiError(
+                400, {"detail": "JSON parse error - a string holds a lone surrogate"}
+            ) from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, {"detail": f"JSON parse error - {exc}"}) from None
+        return body
 
     def options(self, rtype: RecordType, detail: bool) -> flask.Response:
         """DRF-style metadata, so clients that ask OPTIONS for writable fields keep working.
@@ -446,6 +645,14 @@ class RegistryApp:
         }
         return json_response(body, headers={"Allow": ", ".join(methods)})
 
+    def health(self) -> flask.Response:
+        """200 when the database answers, else 503: for load balancers and monitoring."""
+        problem = self.store.ping()
+        if problem:
+            log.warning("health check: the database does not answer: %s", problem)
+            return json_response({"status": "unavailable"}, 503)
+        return json_response({"status": "ok"})
+
     # -------------------------------------------------------------- hooks
     def check_accept(self) -> flask.Response | None:
         """Refuse an API version other than the schema's, like DRF's Accept versioning."""
@@ -467,14 +674,20 @@ class RegistryApp:
 
 
 def create_app(
-    store: Store, blob_dir: Path, public_url: str | None = None, literal_names: bool = False
+    store: Store,
+    blob_dir: Path | str | Storage,
+    public_url: str | None = None,
+    literal_names: bool = False,
 ) -> flask.Flask:
-    """The WSGI app for `store`; blobs go to `blob_dir`. URLs use `public_url` if given,
-    else the Host header of each request."""
+    """The WSGI app for `store`; blobs go to `blob_dir` (a folder, an s3:// URL or a
+    Storage). URLs use `public_url` if given, else the Host header of each request."""
     views = RegistryApp(store, public_url, literal_names)
-    blobs = BlobViews(views, Path(blob_dir))
+    blobs = BlobViews(views, blob_dir)
+    views.blob_storage = blobs.storage
+    views.check_location = blobs.check_location
     app = flask.Flask(__name__)
     app.config["fdp_registry"] = views
+    app.config["fdp_signed_upload"] = blobs.signed_upload  # see server/limits.py
     app.url_map.strict_slashes = False
     app.before_request(views.check_accept)
 
@@ -488,9 +701,12 @@ def create_app(
             provide_automatic_options=False,
         )
 
+    route("/health", views.health, ["GET"], "health")
     route("/api/", views.index, ["GET"], "index")
     route("/api/username/", views.username, ["GET"], "username")
     route("/api/data/<sha1>/", blobs.presign, ["POST"], "presign")
+    route("/api/namespace/<int:record_id>/members/", views.members, ["GET", "POST"], "members")
+    route("/api/namespace/<int:record_id>/members/<username>/", views.member, ["DELETE"], "member")
     route("/data/<sha1>", blobs.blob, ["GET", "PUT"], "blob")
     route("/api/<type_name>/", views.collection, ["GET", "POST", "OPTIONS"], "collection")
     route(

@@ -1,27 +1,45 @@
 """The registry server as a file store: presigned uploads in, streamed downloads out.
 
 `POST /api/data/<sha1>` hands out a presigned upload URL, `PUT /data/<sha1>?expires=..&
-signature=..` streams the bytes in (hash checked), and `GET /data/<sha1>` streams them out
-with Range support, to anyone once a public storage location names them.
+user=..&signature=..` streams the bytes in (hash checked), and `GET /data/<sha1>` streams them
+out with Range support.
+
+Who may read a file follows who sent it. The uploader of each file is noted (the URL is signed
+for the token's user). Bytes are public once a user who uploaded them records (or, answered
+409, reuses) a public storage location naming them; until then only the users who uploaded
+them and recorded a storage location naming them (and admin) may read them. A public location
+recorded by anyone else, for bytes someone else sent privately, is kept as a record but
+publishes nothing: the bytes stay private. Knowing a SHA-1 is not holding the bytes.
+
+The bytes live in a `Storage` (`--blobs DIR` or `--blobs s3://bucket/prefix`), under
+`<sha1[:2]>/<sha1>`. A folder takes uploads through this server, hashed on the way in. A
+storage that presigns (S3) takes them directly: the upload URL is the object store's, for a
+key of the uploader's own under `incoming/`, so bytes never pass through this process. Those
+bytes are trusted only once hashed: before a storage location under this server's data root
+may name them, or when they are first read, the server streams them once, and only if they
+hash to their SHA-1 does the object store copy them to their final key (wrong bytes are
+deleted). Nothing is ever served, or named, from `incoming/`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import flask
 
 from fdp_tasks.errors import HashMismatch
-from fdp_tasks.files import read_chunks, write_atomically
-from fdp_tasks.server.common import ApiError, json_response
+from fdp_tasks.server.common import ADMIN, ApiError, json_response
+from fdp_tasks.server.signing import KEY_FILE, signing_key
+from fdp_tasks.storage import Storage, storage_for
+from fdp_tasks.storage.local import LocalStorage
+from fdp_tasks.store.base import NotFound
 
 UPLOAD_URL_LIFETIME = 3600
 SHA1_RE = re.compile(r"^[0-9a-fA-F]{40}$")
@@ -29,33 +47,61 @@ SHA1_RE = re.compile(r"^[0-9a-fA-F]{40}$")
 
 def blob_path(blob_dir: Path, sha1: str) -> Path:
     """Where a blob lives: <blob_dir>/<sha1[:2]>/<sha1>, so no directory grows huge."""
+    return Path(blob_dir) / blob_key(sha1)
+
+
+def blob_key(sha1: str) -> str:
+    """The key of a blob (verified bytes) in the server's storage."""
     sha1 = sha1.lower()
-    return Path(blob_dir) / sha1[:2] / sha1
+    return f"{sha1[:2]}/{sha1}"
 
 
-def _load_secret(blob_dir: Path) -> bytes:
-    """The per-server HMAC key for presigned URLs, created once with mode 0600."""
-    blob_dir.mkdir(parents=True, exist_ok=True)
-    path = blob_dir / ".secret"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as fh:
-        key = secrets.token_hex(32).encode("ascii")
-        fh.write(key)
-    return key
+def staged_key(sha1: str, user_id: int) -> str:
+    """Where a user's direct upload lands, to be hashed before it becomes a blob."""
+    return f"incoming/{int(user_id)}/{sha1.lower()}"
+
+
+def blob_storage(blobs: Path | str | Storage) -> Storage:
+    """The server's blob storage: a Storage as it is, an s3:// URL, or a folder."""
+    if isinstance(blobs, Storage):
+        return blobs
+    if str(blobs).startswith("s3://"):
+        return storage_for(str(blobs))
+    return LocalStorage(Path(blobs))
+
+
+def blobs_location(value: str | Path | Storage) -> Path | str | Storage:
+    """What `--blobs` names: an s3:// URL (or a Storage) as it is, else a folder (made
+    absolute, so that a background server started elsewhere finds the same one)."""
+    if isinstance(value, Storage):
+        return value
+    text = str(value)
+    if text.startswith("s3://"):
+        return text
+    return Path(text).expanduser().resolve()
+
+
+def presigns(storage: Storage) -> bool:
+    """Whether the storage hands out its own upload URLs (then uploads bypass the server)."""
+    return type(storage).presign is not Storage.presign
 
 
 class BlobViews:
     """The file endpoints of one registry server, beside its record views (`views`), whose
     store says which files are public and whose users may upload."""
 
-    def __init__(self, views: Any, blob_dir: Path):
+    def __init__(self, views: Any, blobs: Path | str | Storage):
         self.views = views
         self.store = views.store
-        self.blob_dir = Path(blob_dir)
-        self.secret = _load_secret(self.blob_dir)
+        self.storage = blob_storage(blobs)
+        self.direct = presigns(self.storage)
+        if isinstance(self.storage, LocalStorage):
+            self.blob_dir = self.storage.root
+            self.secret = signing_key(self.blob_dir / KEY_FILE)
+        else:
+            self.blob_dir = Path(str(blobs))
+            # a storage that presigns signs its own URLs; this key then signs nothing
+            self.secret = secrets.token_bytes(32)
 
     def base(self) -> str:
         return self.views.base()
@@ -63,9 +109,33 @@ class BlobViews:
     def require_user(self) -> Any:
         return self.views.require_user()
 
-    def signature(self, sha1: str, expires: int) -> str:
-        msg = f"PUT\n{sha1}\n{expires}".encode("ascii")
+    def signature(self, sha1: str, expires: int, uploader: str = "") -> str:
+        """Signs an upload of `sha1` until `expires`, by the user with id `uploader` (who
+        then holds the bytes: see `presign`)."""
+        msg = f"PUT\n{sha1}\n{expires}\n{uploader}".encode("ascii")
         return hmac.new(self.secret, msg, hashlib.sha256).hexdigest()
+
+    def valid_signature(self, sha1: str, expires: int, signature: str, uploader: str = "") -> bool:
+        """Whether `signature` signs an upload of `sha1` that has not expired yet."""
+        good = hmac.compare_digest(signature, self.signature(sha1, expires, uploader))
+        return good and expires >= time.time()
+
+    def signed_upload(self, method: str, path: str, query: str) -> bool:
+        """Whether a request, known by its head only, is an upload with a valid signature:
+        the one kind of request whose body may be large (see server/limits.py)."""
+        parts = path.split("/")
+        if self.direct or method != "PUT" or len(parts) != 3 or parts[:2] != ["", "data"]:
+            return False
+        if not SHA1_RE.match(parts[2]):
+            return False
+        args = parse_qs(query)
+        try:
+            expires = int(args["expires"][-1])
+            signature = args["signature"][-1]
+        except (KeyError, IndexError, ValueError):
+            return False
+        uploader = (args.get("user") or [""])[-1]
+        return self.valid_signature(parts[2].lower(), expires, signature, uploader)
 
     def blob_sha1(self, sha1: str) -> str:
         if not SHA1_RE.match(sha1):
@@ -73,49 +143,139 @@ class BlobViews:
         return sha1.lower()
 
     def presign(self, sha1: str) -> flask.Response:
-        self.require_user()
+        """An upload URL for the token's user. The bytes count as there already only when
+        they are public, or this user sent them before: anyone else proves they hold private
+        bytes by sending them (hash checked), so knowing a SHA-1 opens nothing. The request
+        is noted as a claim on the bytes, which keeps a sweep from dropping them meanwhile."""
+        user = self.require_user()
         sha1 = self.blob_sha1(sha1)
+        self.store.claim_file(sha1, user["id"])
         expires = int(time.time()) + UPLOAD_URL_LIFETIME
-        query = urlencode({"expires": expires, "signature": self.signature(sha1, expires)})
-        exists = blob_path(self.blob_dir, sha1).is_file()
+        uploader = str(user["id"])
+        signature = self.signature(sha1, expires, uploader)
+        query = urlencode({"expires": expires, "user": uploader, "signature": signature})
+        exists = self.storage.exists(blob_key(sha1)) and (
+            self.store.file_claimants(sha1).get(user["id"], False)
+            or self.store.file_published(sha1)
+        )
         body = {
             "url": f"{self.base()}/data/{sha1}?{query}",
             "storage_root": f"{self.base()}/data/",
             "path": sha1,
             "exists": exists,
         }
+        if self.direct:
+            # straight to the object store, under a key of this user's: never the blob itself
+            body["url"] = self.storage.presign(
+                staged_key(sha1, user["id"]), "PUT", UPLOAD_URL_LIFETIME
+            )
+            if exists:
+                del body["url"]  # stored and verified: no upload URL for it
         return json_response(body, 200 if exists else 201)
 
     def blob(self, sha1: str) -> flask.Response:
         sha1 = self.blob_sha1(sha1)
-        path = blob_path(self.blob_dir, sha1)
         if flask.request.method == "PUT":
-            return self.receive(sha1, path)
-        if not path.is_file():
+            if self.direct:
+                raise ApiError(405, {"detail": "uploads go to the URL POST /api/data/<sha1> gives"})
+            return self.receive(sha1)
+        if not self.holds(sha1):
             raise ApiError(404, {"detail": "Not found."})
-        if not self.store.find_one("storage_location", {"hash": sha1, "public": True}):
-            self.require_user()  # not (yet) a public file: only for token holders
+        if not self.store.file_published(sha1):
+            # private bytes: for the users who sent them and recorded a location naming them
+            user = self.require_user()
+            if user["username"] != ADMIN and not self.store.may_read_file(sha1, user["id"]):
+                raise ApiError(404, {"detail": "Not found."})
+        if self.direct:
+            # the bytes come from the object store, not through this process
+            url = self.storage.presign(blob_key(sha1), "GET", UPLOAD_URL_LIFETIME)
+            return flask.Response(status=302, headers={"Location": url})
         return flask.send_file(
-            path,
+            blob_path(self.blob_dir, sha1),
             mimetype="application/octet-stream",
             conditional=True,
             etag=sha1,
             max_age=31536000,
         )
 
-    def receive(self, sha1: str, path: Path) -> flask.Response:
+    def receive(self, sha1: str) -> flask.Response:
         args = flask.request.args
         try:
             expires = int(args.get("expires", ""))
         except ValueError:
             raise ApiError(403, {"detail": "missing or malformed upload signature"}) from None
-        good = hmac.compare_digest(args.get("signature", ""), self.signature(sha1, expires))
+        uploader = args.get("user", "")
+        good = hmac.compare_digest(
+            args.get("signature", ""), self.signature(sha1, expires, uploader)
+        )
         if not good:
             raise ApiError(403, {"detail": "bad upload signature"})
         if expires < time.time():
             raise ApiError(403, {"detail": "upload URL has expired"})
         try:
-            _, size = write_atomically(path, read_chunks(flask.request.stream), expected_sha1=sha1)
+            # hashed as it streams to a temporary file, renamed into place only if it matches
+            size = self.storage.put(flask.request.stream, blob_key(sha1), sha1=sha1).size
         except HashMismatch as exc:
             raise ApiError(400, {"detail": str(exc)}) from None
+        if uploader.isdigit():
+            self.store.claim_file(sha1, int(uploader), uploaded=True)
         return json_response({"path": sha1, "size": size}, 201)
+
+    # ---------------------------------------------------------------- verification
+    def holds(self, sha1: str) -> bool:
+        """Whether verified bytes of `sha1` are stored; with direct uploads, the requesting
+        user's upload of them is verified first if there is one."""
+        if self.storage.exists(blob_key(sha1)):
+            return True
+        user = self.views.user()
+        return user is not None and self.adopt(sha1, user["id"])
+
+    def adopt(self, sha1: str, user_id: int) -> bool:
+        """Hash a user's direct upload of `sha1` (streamed from the object store once) and
+        make it the blob if it hashes right; wrong bytes are deleted, never named or served.
+        Returns whether it was adopted."""
+        if not self.direct:
+            return False
+        if not self.storage.promote(staged_key(sha1, user_id), blob_key(sha1), sha1):
+            return False
+        self.store.claim_file(sha1, user_id, uploaded=True)
+        return True
+
+    def check_location(self, data: dict[str, Any], record_id: int | None) -> None:
+        """Refuse (400, one line) a storage location under this server's own data root that
+        would name bytes the server has not verified: it must have path = hash = a SHA-1 of
+        stored, hashed bytes. `data` is the request's, over the record `record_id` for a
+        PATCH/PUT. Locations elsewhere are not this server's to check."""
+        merged = dict(self.store.get("storage_location", record_id)) if record_id else {}
+        merged.update(data)
+        root_id = merged.get("storage_root")
+        if root_id is None:
+            return
+        try:
+            root = self.store.get("storage_root", int(root_id))
+        except (NotFound, TypeError, ValueError):
+            return  # the store refuses it with its own words
+        if str(root.get("root")) != f"{self.base()}/data/":
+            return
+        digest = str(merged.get("hash") or "")
+        if not SHA1_RE.match(digest):
+            raise ApiError(
+                400,
+                {"hash": [f"a file under {root['root']} needs its SHA-1 as hash, got {digest!r}"]},
+            )
+        sha1 = digest.lower()
+        if str(merged.get("path") or "").lower() != sha1:
+            raise ApiError(
+                400, {"path": [f"a file under {root['root']} has its SHA-1 ({sha1}) as path"]}
+            )
+        user = self.views.user()
+        if user is not None and self.adopt(sha1, user["id"]):
+            return
+        if not self.storage.exists(blob_key(sha1)):
+            raise ApiError(
+                400,
+                {
+                    "detail": f"no verified file with SHA-1 {sha1} in this registry's storage: "
+                    "upload it first (POST /api/data/<sha1>), with bytes that hash to it"
+                },
+            )

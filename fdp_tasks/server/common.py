@@ -7,6 +7,9 @@ from typing import Any
 
 import flask
 
+# The registry's operator: may change any record, read any file, and add namespace members.
+ADMIN = "admin"
+
 
 class ApiError(Exception):
     """An error answer: status code plus a JSON body, raised anywhere inside a view."""

@@ -8,6 +8,7 @@ can move records between registries by translating ids.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from fdp_tasks.errors import FdpError
@@ -17,6 +18,11 @@ Record = dict[str, Any]
 
 class RegistryError(FdpError):
     """A registry refused or failed a request."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry's database cannot be opened, read or written (a read-only or full disk,
+    a file or server that is not there, a lock held too long)."""
 
 
 class NotFound(RegistryError):
@@ -67,16 +73,72 @@ def create_or_existing(create: Callable[[], Record]) -> tuple[Record, bool]:
 
 
 class Registry(Protocol):
-    """The operations sync, graph and api rely on. Implemented by Store and HttpRegistry."""
+    """What every registry offers: `Store` (SQLite, PostgreSQL) and `HttpRegistry` (our server,
+    the upstream FDP registry). Sync, graph, api and catalog rely on nothing else, and
+    tests/test_registry_conformance.py holds every implementation to the same answers.
 
-    def get(self, type_name: str, record_id: int) -> Record: ...
+    `type_name` is a type of the data model (schemas/registry.schema.json); an unknown one
+    raises NotFound("type", ...). Records are as the module docstring says.
+    """
+
+    def get(self, type_name: str, record_id: int) -> Record:
+        """The record with this id; NotFound if there is none."""
+        ...
 
     def find(
         self, type_name: str, filters: dict[str, Any] | None = None, limit: int | None = None
-    ) -> list[Record]: ...
+    ) -> list[Record]:
+        """Records whose fields equal the filters, newest (highest id) first, at most `limit`.
 
-    def create(self, type_name: str, data: dict[str, Any]) -> Record: ...
+        Filter keys are field names; values are compared as the field's kind reads them
+        (booleans, date-times, ids of foreign keys, one id of a many-to-many field: the
+        records linking to it), None matching a missing value. On a field the schema names
+        as a glob field, a value with `*` is a pattern anchored at both ends, each `*` any
+        run of characters, case-sensitive. A filter the type does not have raises
+        InvalidRecord.
+        """
+        ...
 
-    def patch(self, type_name: str, record_id: int, data: dict[str, Any]) -> Record: ...
+    def find_one(self, type_name: str, filters: dict[str, Any]) -> Record | None:
+        """The newest record `find` would return, or None."""
+        ...
 
-    def get_or_create(self, type_name: str, data: dict[str, Any]) -> tuple[Record, bool]: ...
+    def count(self, type_name: str, filters: dict[str, Any] | None = None) -> int:
+        """How many records `find` would return without a limit."""
+        ...
+
+    def get_many(self, type_name: str, ids: list[int]) -> dict[int, Record]:
+        """Records by id (repeats asked once), batched where the registry can; NotFound
+        naming a missing id if any is missing."""
+        ...
+
+    def create(self, type_name: str, data: dict[str, Any]) -> Record:
+        """A new record from `data` (fields the type lacks are ignored, like the reference
+        registry does; a uuid field left out gets a new uuid; an object gets its
+        whole_object component). InvalidRecord for a missing or bad field or a dangling
+        reference; UniqueViolation, carrying the existing record where it can be found,
+        when a unique key of the type is taken."""
+        ...
+
+    def get_or_create(self, type_name: str, data: dict[str, Any]) -> tuple[Record, bool]:
+        """(the record with the same unique key, False), or (a new record, True); calling it
+        again with the same data gives the same record."""
+        ...
+
+    def patch(self, type_name: str, record_id: int, data: dict[str, Any]) -> Record:
+        """Change the given fields of one record (a many-to-many field is replaced whole)
+        and return it as it is now. NotFound, InvalidRecord or UniqueViolation as for
+        create; a registry may refuse types it keeps immutable (RegistryError)."""
+        ...
+
+    def delete(self, type_name: str, record_id: int) -> None:
+        """Remove one record; NotFound if there is none, InvalidRecord while other records
+        refer to it; a registry may refuse types it keeps (RegistryError)."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A block whose writes all happen or none do: leaving it with an exception undoes
+        them. Blocks nest (an inner one joins the outer). `Store` gives a database
+        transaction; over HTTP, where the REST API has none, `HttpRegistry` undoes what it
+        can (see HttpRegistry.transaction)."""
+        ...

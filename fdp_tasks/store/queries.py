@@ -6,35 +6,12 @@ They work the same on the local SQL store and on a remote HTTP registry.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
+from fdp_tasks.refs import ProductRef
 from fdp_tasks.store.base import Record, Registry
-
-REF = re.compile(r"^(?:(?P<ns>[^:@]+):)?(?P<name>[^@]+?)(?:@(?P<version>[^@]+))?$")
-
-
-@dataclass(frozen=True)
-class ProductRef:
-    """namespace:name@version, the way data products are named on the command line."""
-
-    namespace: str | None
-    name: str
-    version: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> ProductRef:
-        m = REF.match(text.strip())
-        if not m:
-            raise ValueError(f"{text!r} is not of the form namespace:name@version")
-        return cls(m["ns"], m["name"], m["version"])
-
-    def __str__(self) -> str:
-        ns = f"{self.namespace}:" if self.namespace else ""
-        ver = f"@{self.version}" if self.version else ""
-        return f"{ns}{self.name}{ver}"
 
 
 @dataclass
@@ -53,7 +30,7 @@ class Located:
 
     @property
     def ref(self) -> ProductRef:
-        return ProductRef(self.namespace["name"], self.product["name"], self.product["version"])
+        return ProductRef.of(self.namespace["name"], self.product["name"], self.product["version"])
 
 
 def namespace_id(registry: Registry, name: str) -> int | None:
@@ -134,16 +111,15 @@ def locate_many(registry: Registry, products: list[Record]) -> list[Located]:
     out = []
     for product in products:
         obj = objects[product["object"]]
-        location = locations.get(obj.get("storage_location"))
+        location_id = obj.get("storage_location")
+        location = locations.get(location_id) if location_id is not None else None
         root = roots.get(location["storage_root"]) if location else None
         out.append(Located(product, namespaces[product["namespace"]], obj, location, root))
     return out
 
 
 def locate_ref(registry: Registry, ref: ProductRef) -> Located | None:
-    if ref.namespace is None or ref.version is None:
-        raise ValueError(f"{ref} needs a namespace and a version")
-    product = find_product(registry, ref.namespace, ref.name, ref.version)
+    product = find_product(registry, ref.namespace, ref.name, ref.version_text)
     return locate(registry, product) if product else None
 
 

@@ -33,6 +33,13 @@ class Field:
     def is_relation(self) -> bool:
         return self.kind in ("fk", "m2m")
 
+    @property
+    def target(self) -> str:
+        """The record type a relation points to (a schema without one is refused here)."""
+        if self.to is None:
+            raise ValueError(f"registry schema: relation {self.name} names no target type")
+        return self.to
+
 
 @dataclass(frozen=True)
 class RecordType:
@@ -105,8 +112,8 @@ class RegistrySchema:
                 raise ValueError(f"registry schema has a reference cycle through {name}")
             visiting.add(name)
             for f in self.types[name].fields.values():
-                if f.is_relation and f.to != name:
-                    visit(f.to)
+                if f.is_relation and f.target != name:
+                    visit(f.target)
             visiting.discard(name)
             order.append(name)
 

@@ -1,9 +1,11 @@
 """The registry store: the FAIR Data Pipeline data model in SQL, through SQLAlchemy.
 
-Tables are built from the declared schema. A database URL selects the backend: SQLite
-(the embedded default, in WAL mode with a busy timeout so several processes can share it)
-or any other SQLAlchemy URL. Every write runs in a transaction, so a failure leaves nothing
-half-written.
+Tables are described from the declared schema and created or changed only by the migrations
+in `store/migrations` (run when a Store opens its database). A database URL selects the
+backend: SQLite (the embedded default, in WAL mode with a busy timeout so several processes
+can share it) or PostgreSQL (`postgresql+psycopg://...`). Every write runs in a transaction,
+so a failure leaves nothing half-written; what SQLite gets from its whole-database write
+lock, PostgreSQL gets from row locks (`SELECT ... FOR UPDATE`) and unique constraints.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import hashlib
 import secrets
 import threading
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,22 +25,49 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from fdp_tasks.names import namespace_problem, product_name_problem
+from fdp_tasks.store import migrations
 from fdp_tasks.store.base import (
     InvalidRecord,
     NotFound,
     Record,
+    RegistryError,
+    RegistryUnavailable,
     UniqueViolation,
     create_or_existing,
 )
 from fdp_tasks.store.schema import RecordType, RegistrySchema, load_schema
-from fdp_tasks.store.values import BadValue, coerce
+from fdp_tasks.store.values import BadValue, coerce, parse_moment
 
-SQL_TYPES = {
+
+class UtcDateTime(sa.types.TypeDecorator):
+    """A moment kept as a timestamp (`timestamptz` on PostgreSQL, UTC text on SQLite) that
+    records carry, in and out, as ISO 8601 text in UTC, exactly as `values.parse_datetime`
+    writes it: the wire and every record look the same whatever the database."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        moment = parse_moment(value)
+        # SQLite's DATETIME drops the zone: hand it the UTC wall clock.
+        return moment.replace(tzinfo=None) if dialect.name == "sqlite" else moment
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> str | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return str(value.astimezone(timezone.utc).isoformat())
+
+
+SQL_TYPES: dict[str, Any] = {
     "string": sa.Text,
     "text": sa.Text,
     "boolean": sa.Boolean,
     "integer": sa.Integer,
-    "datetime": sa.String(40),
+    "datetime": UtcDateTime,
     "uuid": sa.String(36),
 }
 
@@ -92,12 +121,14 @@ class Store:
             self._configure_sqlite()
         else:
             self.engine = sa.create_engine(self.url, pool_pre_ping=True)
+        self.is_postgresql = self.engine.dialect.name == "postgresql"
         self.meta = sa.MetaData()
         self.tables: dict[str, sa.Table] = {}
         self.links: dict[tuple[str, str], sa.Table] = {}
         self._build_tables()
         self._local = threading.local()
-        self.meta.create_all(self.engine)
+        with self.unavailable_as_error():
+            migrations.upgrade(self.engine)
 
     # ----------------------------------------------------------------- set-up
     def _configure_sqlite(self) -> None:
@@ -118,6 +149,7 @@ class Store:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
     def _build_tables(self) -> None:
+        """The tables as the queries see them (the migrations create and change them)."""
         for name in self.schema.order:
             rtype = self.schema[name]
             cols: list[Any] = [sa.Column("id", sa.Integer, primary_key=True, autoincrement=True)]
@@ -134,7 +166,7 @@ class Store:
                     )
                 elif not f.is_m2m:
                     cols.append(sa.Column(f.name, SQL_TYPES[f.kind], nullable=not f.required))
-            cols.append(sa.Column("last_updated", sa.String(40)))
+            cols.append(sa.Column("last_updated", UtcDateTime))
             cols.append(sa.Column("updated_by_id", sa.Integer, nullable=True))
             for key in rtype.unique:
                 cols.append(
@@ -167,7 +199,29 @@ class Store:
             self.meta,
             sa.Column("digest", sa.String(64), primary_key=True),
             sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
-            sa.Column("created", sa.String(40), nullable=False),
+            sa.Column("created", UtcDateTime, nullable=False),
+            sa.Column("last_used", UtcDateTime, nullable=True),  # noted once a day at most
+        )
+        # Who may write in a namespace (not part of the FDP wire model): its creator, and
+        # whom an admin or a member adds.
+        self.namespace_members = sa.Table(
+            "namespace_member",
+            self.meta,
+            sa.Column("namespace_id", sa.Integer, sa.ForeignKey("namespace.id"), primary_key=True),
+            sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), primary_key=True),
+            sa.Column("added", UtcDateTime, nullable=False),
+        )
+        # Who asked to keep a file's bytes on this registry, whether they sent them
+        # (`uploaded`, hash checked), and whether they asked for a public storage location
+        # of them (`published`): bytes are public once someone who sent them published them.
+        self.file_claims = sa.Table(
+            "file_claim",
+            self.meta,
+            sa.Column("hash", sa.String(64), primary_key=True),
+            sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), primary_key=True),
+            sa.Column("uploaded", sa.Boolean, nullable=False),
+            sa.Column("published", sa.Boolean, nullable=False),
+            sa.Column("created", UtcDateTime, nullable=False),
         )
 
     # ----------------------------------------------------------- transactions
@@ -179,13 +233,22 @@ class Store:
             with current.begin_nested():
                 yield current
             return
-        with self.engine.connect() as conn:
-            with conn.begin():
-                self._local.conn = conn
-                try:
-                    yield conn
-                finally:
-                    self._local.conn = None
+        with self.unavailable_as_error(), self.engine.connect() as conn, conn.begin():
+            self._local.conn = conn
+            try:
+                yield conn
+            finally:
+                self._local.conn = None
+
+    @contextlib.contextmanager
+    def unavailable_as_error(self) -> Iterator[None]:
+        """A database the process cannot use, said in one line naming it, not a traceback."""
+        try:
+            yield
+        except sa.exc.OperationalError as exc:
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            where = sa.engine.make_url(self.url).render_as_string(hide_password=True)
+            raise RegistryUnavailable(f"the registry {where}: {reason}") from None
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Connection]:
@@ -193,7 +256,7 @@ class Store:
         if current is not None:
             yield current
             return
-        with self.engine.connect() as conn:
+        with self.unavailable_as_error(), self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = conn.execution_options(sqlite_begin="DEFERRED")
             yield conn
@@ -245,6 +308,8 @@ class Store:
                     table.c.id.in_(sa.select(link.c.owner_id).where(link.c.target_id == int(value)))
                 )
             elif key in rtype.glob and isinstance(value, str) and "*" in value:
+                if "\x00" in value:
+                    raise InvalidRecord("expected text without NUL characters", rtype.name, key)
                 pattern = (
                     value.replace("\\", "\\\\")
                     .replace("%", "\\%")
@@ -413,12 +478,21 @@ class Store:
             if not f.is_relation or clean.get(f.name) in (None, []):
                 continue
             wanted = set(clean[f.name]) if f.is_m2m else {clean[f.name]}
-            table = self.tables[f.to]
+            table = self.tables[f.target]
             found = set(conn.execute(sa.select(table.c.id).where(table.c.id.in_(wanted))).scalars())
             missing = wanted - found
             if missing:
                 ids = ", ".join(map(str, sorted(missing)))
-                raise InvalidRecord(f"no {f.to} with id {ids}", rtype.name, f.name)
+                raise InvalidRecord(f"no {f.target} with id {ids}", rtype.name, f.name)
+
+    @staticmethod
+    def _lock_row(conn: Connection, table: sa.Table, record_id: int) -> int | None:
+        """The row's id, locked until the transaction ends, so that writers of one record
+        take turns on PostgreSQL as SQLite's database-wide write lock makes them; None if
+        there is no such row. (SQLite, holding that lock already, ignores FOR UPDATE.)"""
+        query = sa.select(table.c.id).where(table.c.id == record_id).with_for_update()
+        found = conn.execute(query).scalar()
+        return None if found is None else int(found)
 
     def _clash(
         self, conn: Connection, rtype: RecordType, clean: dict[str, Any], exclude: int | None = None
@@ -452,9 +526,12 @@ class Store:
             values["updated_by_id"] = user_id
             try:
                 with conn.begin_nested():
-                    new_id = conn.execute(
+                    inserted = conn.execute(
                         self.tables[type_name].insert().values(**values)
-                    ).inserted_primary_key[0]
+                    ).inserted_primary_key
+                    if inserted is None:  # every table here has an autoincrement id
+                        raise RegistryError(f"the database gave the new {type_name} no id")
+                    new_id = inserted[0]
             except sa.exc.IntegrityError as exc:
                 # Lost a race with another writer between the check and the insert, or the
                 # database refused the row for a reason of its own.
@@ -472,6 +549,8 @@ class Store:
             record.update({name: [] for name in rtype.reverse if name not in rtype.lazy})
             record["last_updated"] = values["last_updated"]
             record["updated_by"] = user_id
+            if type_name == "namespace" and user_id is not None:
+                self._add_member(conn, new_id, user_id)  # its creator, in the same transaction
             if rtype.whole_object_component:
                 component = self.create(
                     "object_component",
@@ -520,7 +599,7 @@ class Store:
         link = self.links[(type_name, field_name)]
         table = self.tables[type_name]
         with self.transaction() as conn:
-            if conn.execute(sa.select(table.c.id).where(table.c.id == record_id)).scalar() is None:
+            if self._lock_row(conn, table, record_id) is None:
                 raise NotFound(type_name, f"id {record_id}")
             wanted = list(dict.fromkeys(_as_id(rtype, field_name, t) for t in targets))
             mine = link.c.owner_id == record_id
@@ -556,6 +635,7 @@ class Store:
         rtype = self._type(type_name)
         clean = self._clean(rtype, data, partial=True)
         with self.transaction() as conn:
+            self._lock_row(conn, self.tables[type_name], record_id)
             current = self.get(type_name, record_id)
             self._check_refs(conn, rtype, clean)
             merged = {**current, **clean}
@@ -628,11 +708,15 @@ class Store:
                 sa.select(self.tokens.c.digest).where(self.tokens.c.digest == _digest(token))
             ).scalar()
             if exists is None:
-                conn.execute(
-                    self.tokens.insert().values(
-                        digest=_digest(token), user_id=user_id, created=_now()
-                    )
-                )
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            self.tokens.insert().values(
+                                digest=_digest(token), user_id=user_id, created=_now()
+                            )
+                        )
+                except sa.exc.IntegrityError:
+                    pass  # registered meanwhile by another process (PostgreSQL's row locks)
 
     def revoke_token(self, token: str) -> None:
         """Forget a token: requests carrying it are refused from now on."""
@@ -644,11 +728,196 @@ class Store:
             conn.execute(self.tokens.delete().where(self.tokens.c.digest == digest))
 
     def user_for_token(self, token: str) -> Record | None:
+        """The user a token authenticates, noting the day it was used (one write a day)."""
+        digest = _digest(token)
         with self._reading() as conn:
-            user_id = conn.execute(
-                sa.select(self.tokens.c.user_id).where(self.tokens.c.digest == _digest(token))
-            ).scalar()
-        return None if user_id is None else self.get("users", user_id)
+            row = conn.execute(
+                sa.select(self.tokens.c.user_id, self.tokens.c.last_used).where(
+                    self.tokens.c.digest == digest
+                )
+            ).first()
+        if row is None:
+            return None
+        today = _now()[:10]
+        if row.last_used is None or str(row.last_used)[:10] != today:
+            with self.transaction() as conn:
+                conn.execute(
+                    self.tokens.update()
+                    .where(self.tokens.c.digest == digest)
+                    .values(last_used=_now())
+                )
+        return self.get("users", row.user_id)
+
+    def tokens_of(self, user_id: int | None = None) -> list[dict[str, Any]]:
+        """Every token (or a user's) as `{digest, username, created, last_used}`, oldest
+        first: what an operator needs to find and revoke tokens; never a token itself."""
+        users = self.tables["users"]
+        query = (
+            sa.select(
+                self.tokens.c.digest,
+                users.c.username,
+                self.tokens.c.created,
+                self.tokens.c.last_used,
+            )
+            .join(users, users.c.id == self.tokens.c.user_id)
+            .order_by(self.tokens.c.created, self.tokens.c.digest)
+        )
+        if user_id is not None:
+            query = query.where(self.tokens.c.user_id == user_id)
+        with self._reading() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def revoke_tokens_of(self, user_id: int, keep: str | None = None) -> int:
+        """Forget every token of a user but `keep` (a token); how many were forgotten."""
+        where = self.tokens.c.user_id == user_id
+        if keep is not None:
+            where = sa.and_(where, self.tokens.c.digest != _digest(keep))
+        with self.transaction() as conn:
+            return conn.execute(self.tokens.delete().where(where)).rowcount or 0
+
+    # ------------------------------------------------------ namespace members
+    def members(self, namespace_id: int) -> list[Record]:
+        """The users who may write in a namespace, in the order they were added."""
+        with self._reading() as conn:
+            ids = conn.execute(
+                sa.select(self.namespace_members.c.user_id)
+                .where(self.namespace_members.c.namespace_id == namespace_id)
+                .order_by(self.namespace_members.c.added, self.namespace_members.c.user_id)
+            ).scalars()
+            wanted = list(ids)
+        users = self.get_many("users", wanted) if wanted else {}
+        return [users[i] for i in wanted]
+
+    def is_member(self, namespace_id: int, user_id: int) -> bool:
+        with self._reading() as conn:
+            found = conn.execute(
+                sa.select(self.namespace_members.c.user_id).where(
+                    self.namespace_members.c.namespace_id == namespace_id,
+                    self.namespace_members.c.user_id == user_id,
+                )
+            ).first()
+        return found is not None
+
+    def _add_member(self, conn: Connection, namespace_id: int, user_id: int) -> bool:
+        table = self.namespace_members
+        present = conn.execute(
+            sa.select(table.c.user_id).where(
+                table.c.namespace_id == namespace_id, table.c.user_id == user_id
+            )
+        ).first()
+        if present is not None:
+            return False
+        conn.execute(
+            table.insert().values(namespace_id=namespace_id, user_id=user_id, added=_now())
+        )
+        return True
+
+    def add_member(self, namespace_id: int, user_id: int) -> bool:
+        """Let a user write in a namespace; False if they already could."""
+        with self.transaction() as conn:
+            self.get("namespace", namespace_id)
+            self.get("users", user_id)
+            return self._add_member(conn, namespace_id, user_id)
+
+    def remove_member(self, namespace_id: int, user_id: int) -> bool:
+        """Take a user's right to write in a namespace away; False if they had none."""
+        with self.transaction() as conn:
+            gone = conn.execute(
+                self.namespace_members.delete().where(
+                    self.namespace_members.c.namespace_id == namespace_id,
+                    self.namespace_members.c.user_id == user_id,
+                )
+            )
+            return bool(gone.rowcount)
+
+    # ------------------------------------------------------------ file claims
+    def lock_files(self, conn: Connection, hashes: Iterable[str]) -> None:
+        """Serialise, until the transaction ends, what claims these bytes and what sweeps
+        them: PostgreSQL takes an advisory lock per SHA-1 (in one order, so two callers never
+        wait on each other); SQLite's whole-database write lock does that already."""
+        if not self.is_postgresql:
+            return
+        for text in sorted(set(hashes)):
+            digest = hashlib.sha256(text.encode("utf-8")).digest()
+            key = int.from_bytes(digest[:8], "big", signed=True)
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+    def claim_file(
+        self, sha1: str, user_id: int, uploaded: bool = False, published: bool = False
+    ) -> None:
+        """Note that a user asked to keep these bytes here (`uploaded`: and sent them;
+        `published`: and asked for a public storage location of them). Flags only ever
+        turn on."""
+        claims = self.file_claims
+        mine = (claims.c.hash == sha1, claims.c.user_id == user_id)
+        with self.transaction() as conn:
+            self.lock_files(conn, [sha1])
+            row = conn.execute(
+                sa.select(claims.c.uploaded, claims.c.published).where(*mine)
+            ).first()
+            if row is None:
+                conn.execute(
+                    claims.insert().values(
+                        hash=sha1,
+                        user_id=user_id,
+                        uploaded=uploaded,
+                        published=published,
+                        created=_now(),
+                    )
+                )
+            elif (uploaded and not row[0]) or (published and not row[1]):
+                conn.execute(
+                    claims.update()
+                    .where(*mine)
+                    .values(uploaded=bool(row[0] or uploaded), published=bool(row[1] or published))
+                )
+
+    def file_claimants(self, sha1: str) -> dict[int, bool]:
+        """Users who claimed these bytes, each with whether they uploaded them."""
+        claims = self.file_claims
+        with self._reading() as conn:
+            rows = conn.execute(
+                sa.select(claims.c.user_id, claims.c.uploaded).where(claims.c.hash == sha1)
+            )
+            return {user: bool(uploaded) for user, uploaded in rows}
+
+    def file_published(self, sha1: str) -> bool:
+        """Whether a public storage location names these bytes, asked for by a user who sent
+        them (or written by the registry's operator, with no user): a public location asked
+        for by anyone else publishes nothing."""
+        loc, claims = self.tables["storage_location"], self.file_claims
+        publisher = sa.exists().where(
+            claims.c.hash == sha1, claims.c.uploaded.is_(True), claims.c.published.is_(True)
+        )
+        query = (
+            sa.select(loc.c.id)
+            .where(
+                loc.c.hash == sha1,
+                loc.c.public.is_(True),
+                sa.or_(loc.c.updated_by_id.is_(None), publisher),
+            )
+            .limit(1)
+        )
+        with self._reading() as conn:
+            return conn.execute(query).first() is not None
+
+    def may_read_file(self, sha1: str, user_id: int) -> bool:
+        """Whether a user may read private bytes: they uploaded them and made a storage
+        location naming them."""
+        if not self.file_claimants(sha1).get(user_id):
+            return False
+        return self.find_one("storage_location", {"hash": sha1, "updated_by": user_id}) is not None
+
+    def ping(self) -> str | None:
+        """None when the database answers a query on one of its tables, else why not (one
+        line, without the URL)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.select(self.tokens.c.digest).limit(1)).all()
+        except sa.exc.SQLAlchemyError as exc:
+            text = str(getattr(exc, "orig", None) or exc).strip()
+            return text.splitlines()[0] if text else type(exc).__name__
+        return None
 
 
 _stores: dict[str, Store] = {}

@@ -667,33 +667,45 @@ class UpstreamApp:
                 moment = _moment(key, value)
                 checks.append(lambda r, m=moment: r.get("last_updated") == m)
                 continue
-            f = rtype.fields[key]
-            if f.is_fk:
-                filters[key] = _number(key, value)
-            elif f.is_m2m:
-                wanted = {self.choice(key, f.to or "", v) for v in values}
-                checks.append(lambda r, k=key, w=wanted: bool(w & set(r.get(k) or [])))
-            elif f.kind == "boolean":
-                text = value.strip().lower()
-                if text in ("true", "1", "false", "0"):
-                    filters[key] = text in ("true", "1")
-            elif f.kind == "integer":
-                filters[key] = _number(key, value)
-            elif f.kind == "uuid":
-                try:
-                    filters[key] = str(uuidlib.UUID(value))
-                except ValueError:
-                    raise Answer(400, {key: ["Enter a valid UUID."]}) from None
-            elif f.kind == "datetime":
-                filters[key] = _moment(key, value)
-            elif (rtype.name, key) in NAME_FIELDS and any(c in value for c in "?["):
-                pattern = re.compile(r"\A" + fnmatch.translate(value))
-                checks.append(lambda r, k=key, p=pattern: bool(p.match(r.get(k) or "")))
-            elif (rtype.name, key) not in NAME_FIELDS and "*" in value and key in rtype.glob:
-                checks.append(lambda r, k=key, v=value: r.get(k) == v)  # exact upstream
-            else:
-                filters[key] = value
+            self.field_filter(rtype, key, values, filters, checks)
         return filters, checks
+
+    def field_filter(
+        self,
+        rtype: RecordType,
+        key: str,
+        values: list[str],
+        filters: dict[str, Any],
+        checks: list[Callable[[Record], bool]],
+    ) -> None:
+        """One model field's filter, into `filters` (for the store) or `checks`."""
+        value = values[-1]
+        f = rtype.fields[key]
+        if f.is_fk:
+            filters[key] = _number(key, value)
+        elif f.is_m2m:
+            wanted = {self.choice(key, f.to or "", v) for v in values}
+            checks.append(lambda r, k=key, w=wanted: bool(w & set(r.get(k) or [])))
+        elif f.kind == "boolean":
+            text = value.strip().lower()
+            if text in ("true", "1", "false", "0"):
+                filters[key] = text in ("true", "1")
+        elif f.kind == "integer":
+            filters[key] = _number(key, value)
+        elif f.kind == "uuid":
+            try:
+                filters[key] = str(uuidlib.UUID(value))
+            except ValueError:
+                raise Answer(400, {key: ["Enter a valid UUID."]}) from None
+        elif f.kind == "datetime":
+            filters[key] = _moment(key, value)
+        elif (rtype.name, key) in NAME_FIELDS and any(c in value for c in "?["):
+            pattern = re.compile(r"\A" + fnmatch.translate(value))
+            checks.append(lambda r, k=key, p=pattern: bool(p.match(r.get(k) or "")))
+        elif (rtype.name, key) not in NAME_FIELDS and "*" in value and key in rtype.glob:
+            checks.append(lambda r, k=key, v=value: r.get(k) == v)  # exact upstream
+        else:
+            filters[key] = value
 
     def choice(self, key: str, target: str, value: str) -> int:
         """A many-to-many filter value: the id of an existing record, or a 400."""

@@ -1,0 +1,236 @@
+"""What a command holds open while it carries out a plan: connections and what they learned.
+
+A `Plan` says what a config asks for; a `SyncSession` is where the work happens. It opens
+each remote once (with a cache in front of its registry) and keeps the remote's product
+listings, one Puller and one Pusher per remote, the push checks done, which remotes were
+opened without their token, the local registry handle that tasks write to, and the local
+user's identity. Every task of one command shares it, in doit's worker threads too, so a
+command talks to a remote over one connection and looks each thing up once.
+
+A read-only session (`fdp status`, which only compares) creates nothing: it reads the
+registry the plan reads, and opens remotes without creating them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from fdp_tasks.config import load_config
+from fdp_tasks.config.resolve import warn_once
+from fdp_tasks.errors import FdpError
+from fdp_tasks.graph.plan import Plan, ReadItem
+from fdp_tasks.names import glob_matches
+from fdp_tasks.project import Project
+from fdp_tasks.refs import ProductRef
+from fdp_tasks.remotes import Remote, open_remote
+from fdp_tasks.remotes.sync import Puller, Pusher
+from fdp_tasks.store import queries
+from fdp_tasks.store.base import Record
+from fdp_tasks.store.cache import CachedRegistry
+from fdp_tasks.store.sql import Store
+from fdp_tasks.versions import latest
+
+# What the doit tasks are given: the command's one session, however often it is asked for.
+SessionFor = Callable[[], "SyncSession"]
+
+# A remote's data products in one namespace, by (name, version)
+Listing = dict[tuple[str, str], Record]
+
+
+class SyncSession:
+    """The connections, caches and identity of one command carrying out `plan`."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        store: Store | None = None,
+        remote_name: str | None = None,
+        readonly: bool = False,
+    ):
+        """`store`: the local registry the command writes (default: the one the plan reads);
+        `remote_name`: the remote used when none is named (default: the project's);
+        `readonly`: nothing is created, not even a directory remote."""
+        self.plan = plan
+        self.project: Project = plan.project
+        self.store: Store = store if store is not None else plan.store
+        self.remote_name = remote_name
+        self.readonly = readonly
+        self.push_checked = False  # preflight_push has run for this command
+        self._lock = threading.RLock()  # doit's worker threads share the session
+        self._remotes: dict[str | None, Remote] = {}
+        self._tokenless: set[str | None] = set()  # remotes opened without their token file
+        self._pullers: dict[str, Puller] = {}
+        self._pushers: dict[str, Pusher] = {}
+        self._listings: dict[tuple[str, str], Listing] = {}
+        self._author_id: int | None = None
+
+    @classmethod
+    def for_config(
+        cls, config_path: str | Path, remote_name: str | None = None, readonly: bool = False
+    ) -> SyncSession:
+        """The plan of a config, and the session that carries it out. A command that writes
+        gets the local registry created here if it is missing; a read-only one reads it as
+        it is (one that does not exist reads as empty)."""
+        cfg = load_config(config_path)
+        project = Project.find(cfg.path.parent)
+        store = project.read_store() if readonly else project.store()
+        return cls(Plan(cfg, project, store), store, remote_name=remote_name, readonly=readonly)
+
+    # ------------------------------------------------------------- lifetime
+    def close(self) -> None:
+        """Close the remotes this session opened. The local registry stays open: the
+        process shares it (see store.sql.open_store)."""
+        with self._lock:
+            remotes = list(self._remotes.values())
+            self._remotes.clear()
+            self._pullers.clear()
+            self._pushers.clear()
+            self._listings.clear()
+        for remote in remotes:
+            remote.close()
+
+    def __enter__(self) -> SyncSession:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _writing(self, what: str) -> None:
+        if self.readonly:
+            raise RuntimeError(f"a read-only session cannot {what}")
+
+    # -------------------------------------------------------------- identity
+    def ensure_identity(self) -> None:
+        """The local user and its author in place before anything is recorded; once."""
+        self.author_id()
+
+    def author_id(self) -> int:
+        """The author the local user's records are made by (set up on first use)."""
+        self._writing("record the local user")
+        with self._lock:
+            if self._author_id is None:
+                self._author_id = self.project.author_id()
+            return self._author_id
+
+    # ---------------------------------------------------------------- remote
+    def remote(self, name: str | None = None, write: bool = False) -> Remote:
+        """The remote to pull from or push to: a named one, origin, or the config's URL.
+
+        Opened once per session and kept, with a cache in front of its registry, so that
+        every task of a command shares one connection and what has been looked up. Reading
+        needs no token: a token file that is missing or not private only stops a `write`.
+        """
+        name = name or self.remote_name
+        with self._lock:
+            if write and name in self._remotes and name in self._tokenless:
+                self.project.remote(name).token()  # says why there is no token to write with
+            if name not in self._remotes:
+                remote = self._open(name, write)
+                remote.registry = CachedRegistry(remote.registry)
+                self._remotes[name] = remote
+            return self._remotes[name]
+
+    def _open(self, name: str | None, write: bool) -> Remote:
+        url = self.plan.config_remote_url
+        if name is None and url is not None and not self.project.remotes:
+            return open_remote("origin", url, readonly=self.readonly)
+        spec = self.project.remote(name)
+        try:
+            token = spec.token()
+        except FdpError as exc:
+            if write:
+                raise
+            warn_once(f"reading remote {spec.name} without a token: {exc}")
+            token = None
+            self._tokenless.add(name)
+        return open_remote(spec.name, spec.url, token, readonly=self.readonly)
+
+    def remote_products(self, remote: Remote, namespace: str) -> Listing:
+        """The remote's data products in a namespace, by (name, version): one listing."""
+        key = (remote.url, namespace)
+        with self._lock:
+            if key not in self._listings:
+                ns = queries.namespace_id(remote.registry, namespace)
+                rows = remote.registry.find("data_product", {"namespace": ns}) if ns else []
+                self._listings[key] = {(r["name"], r["version"]): r for r in rows}
+            return self._listings[key]
+
+    def remote_product(self, remote: Remote, ref: ProductRef) -> Record | None:
+        """The remote's record of one data product, from its namespace's listing."""
+        return self.remote_products(remote, ref.namespace).get((ref.name, ref.version_text))
+
+    def remote_newest(self, remote: Remote, item: ReadItem) -> dict[str, str]:
+        """The newest version on the remote of every product name an unpinned read matches."""
+        versions: dict[str, list[str]] = {}
+        for name, version in self.remote_products(remote, item.namespace):
+            if name == item.name or glob_matches(item.name, name):
+                versions.setdefault(name, []).append(version)
+        return {name: str(latest(found)) for name, found in sorted(versions.items())}
+
+    def note_pushed(self, remote: Remote, pushed: list[tuple[ProductRef, Record]]) -> None:
+        """Products a push created or found on the remote: listed from now on."""
+        for ref, record in pushed:
+            listing = self.remote_products(remote, ref.namespace)
+            with self._lock:
+                listing[(ref.name, ref.version_text)] = record
+
+    def puller(self, remote: Remote) -> Puller:
+        """One Puller per remote and command, so shared provenance is copied once."""
+        self._writing("pull")
+        with self._lock:
+            if remote.url not in self._pullers:
+                self._pullers[remote.url] = Puller(remote, self.store, self.plan.data)
+            return self._pullers[remote.url]
+
+    def pusher(self, remote: Remote) -> Pusher:
+        """One Pusher per remote and command, so a closure shared by many products is sent
+        once, and what the remote said (it cannot take files, say) is remembered."""
+        self._writing("push")
+        with self._lock:
+            if remote.url not in self._pushers:
+
+                def listed(other: ProductRef) -> Record | None:
+                    return self.remote_product(remote, other)
+
+                self._pushers[remote.url] = Pusher(
+                    self.store, self.plan.data, remote, lookup=listed
+                )
+            return self._pushers[remote.url]
+
+    # ---------------------------------------------------------------- checks
+    def verify_outputs(self, run_uuids: list[str]) -> None:
+        """Refuse code runs whose outputs another run made: a script that looked up a name
+        its config does not list can be linked to someone else's product (data-pipeline-api
+        falls back to the first write item, which may be a write pattern), and such a run
+        must not be taken for what made them."""
+        store = self.store
+        for run_uuid in run_uuids:
+            rows = store.find("code_run", {"uuid": run_uuid}, limit=1)
+            for component in rows[0]["outputs"] if rows else []:
+                others = [
+                    r["uuid"]
+                    for r in store.find("code_run", {"outputs": component})
+                    if r["uuid"] != run_uuid
+                ]
+                if others:
+                    obj = store.get("object", store.get("object_component", component)["object"])
+                    made = [
+                        str(f.ref)
+                        for f in queries.locate_many(
+                            store, [store.get("data_product", p) for p in obj["data_products"]]
+                        )
+                    ]
+                    raise FdpError(
+                        f"code run {run_uuid} lists as its output {', '.join(made) or 'an object'}"
+                        f", which code run {others[0]} made: the script wrote under a name its "
+                        "config does not list (data-pipeline-api takes the first write item "
+                        "for such a name); list every output as a write item"
+                    )
