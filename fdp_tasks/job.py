@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -112,11 +113,36 @@ def run_script(command: list[str], cwd: Path, env: dict[str, str], log_path: Pat
             raise FdpError(f"cannot start {command[0]!r}: not found on PATH") from None
         if proc.stdout is None:  # pragma: no cover - stdout=PIPE always gives one
             raise FdpError(f"cannot read the output of {command[0]!r}")
-        for line in proc.stdout:
-            log.write(line)
-            sys.stdout.write(line.decode("utf-8", "replace"))
-        sys.stdout.flush()
-        return proc.wait()
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                sys.stdout.write(line.decode("utf-8", "replace"))
+            sys.stdout.flush()
+            return proc.wait()
+        except KeyboardInterrupt:
+            stop_script(proc)
+            raise
+
+
+# How long a script has to end after Ctrl-C before it is terminated, then killed.
+INTERRUPT_GRACE = 5.0
+
+
+def stop_script(proc: subprocess.Popen) -> None:
+    """End an interrupted script. Ctrl-C reaches it with fdp when both are in the terminal's
+    process group, but a signal can arrive between two of a shell script's commands and be
+    lost to the next one: the interrupt is passed on, then the script terminated, then
+    killed, so that fdp never waits out a script the user asked to stop."""
+    def interrupt() -> None:
+        if os.name == "posix":  # elsewhere a console's Ctrl-C is the only interrupt
+            proc.send_signal(signal.SIGINT)
+
+    for send in (interrupt, proc.terminate, proc.kill):
+        if proc.poll() is not None:
+            return
+        send()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=INTERRUPT_GRACE)
 
 
 WorkingFor = Callable[[str, Path, str], dict[str, Any]]

@@ -204,9 +204,18 @@ def test_a_warning_says_so_once(tmp_path: Path) -> None:
         assert "warning: warning" not in result.stderr.lower()
 
 
-def test_ctrl_c_ends_fdp_with_130_and_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "script",
+    [
+        "touch started && sleep 60",
+        # a script that does not stop on Ctrl-C (as one that lost it between two commands)
+        "trap '' INT; echo $$ > script.pid; touch started; sleep 30",
+    ],
+    ids=["stops", "ignores-ctrl-c"],
+)
+def test_ctrl_c_ends_fdp_with_130_and_one_line(tmp_path: Path, script: str) -> None:
     env = Env(tmp_path)
-    script_config(env, "touch started && sleep 60")
+    script_config(env, script)
     proc = env.start_fdp(
         "run", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -219,6 +228,18 @@ def test_ctrl_c_ends_fdp_with_130_and_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 130, out + err
     assert "Traceback" not in out + err
     assert err.splitlines()[-1] == "fdp: error: interrupted"
+    pid_file = env.project / "script.pid"
+    if pid_file.exists():  # the script fdp was running does not outlive it
+        assert not running(int(pid_file.read_text())), "the interrupted script still runs"
+
+
+def running(pid: int) -> bool:
+    """Whether a process runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 def test_every_task_says_what_it_does(tmp_path: Path) -> None:
