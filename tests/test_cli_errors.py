@@ -217,7 +217,13 @@ def test_ctrl_c_ends_fdp_with_130_and_one_line(tmp_path: Path, script: str) -> N
     env = Env(tmp_path)
     script_config(env, script)
     proc = env.start_fdp(
-        "run", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        "run",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        # as from a terminal: a test worker may ignore SIGINT, and its children inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not (env.project / "started").exists():

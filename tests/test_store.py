@@ -99,5 +99,12 @@ def test_concurrent_writers_agree(databases) -> None:
         with ThreadPoolExecutor(6) as pool:
             list(pool.map(add, outputs))
         assert sorted(store.get("code_run", run["id"])["outputs"]) == sorted(outputs)
+
+        # the same member added by several requests at once: one membership, no key clash
+        bob = store.ensure_user("bob")["id"]
+        namespace = got[0][0]["id"]
+        with ThreadPoolExecutor(8) as pool:
+            added = list(pool.map(lambda _: store.add_member(namespace, bob), range(16)))
+        assert sum(added) == 1
     finally:
         store.close()

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as sa_postgresql
+from sqlalchemy.dialects import sqlite as sa_sqlite
 from sqlalchemy.engine import Connection
 
 from fdp_tasks.names import namespace_problem, product_name_problem
@@ -799,18 +801,16 @@ class Store:
         return found is not None
 
     def _add_member(self, conn: Connection, namespace_id: int, user_id: int) -> bool:
-        table = self.namespace_members
-        present = conn.execute(
-            sa.select(table.c.user_id).where(
-                table.c.namespace_id == namespace_id, table.c.user_id == user_id
-            )
-        ).first()
-        if present is not None:
-            return False
-        conn.execute(
-            table.insert().values(namespace_id=namespace_id, user_id=user_id, added=_now())
+        """Insert the membership unless it is there: one statement, so two requests adding
+        the same member at once cannot clash on the key (PostgreSQL has no database lock)."""
+        dialect = sa_postgresql if self.is_postgresql else sa_sqlite
+        added = conn.execute(
+            dialect.insert(self.namespace_members)
+            .values(namespace_id=namespace_id, user_id=user_id, added=_now())
+            .on_conflict_do_nothing()
+            .returning(self.namespace_members.c.user_id)
         )
-        return True
+        return added.first() is not None
 
     def add_member(self, namespace_id: int, user_id: int) -> bool:
         """Let a user write in a namespace; False if they already could."""
