@@ -91,7 +91,8 @@ def test_parallel_push_shares_one_connection_per_remote(
 @pytest.mark.xfail(
     strict=True,
     reason="parallel push tasks share one Pusher without ordering: a task whose run another "
-    "task is sending creates its product before the run (a later sync issue)",
+    "task is sending creates its product before the run, until a push sends all bytes first "
+    "and then the records in foreign-key order",
 )
 def test_parallel_push_creates_products_only_after_their_code_run(
     tmp_path: Path, counting_registry: Callable[..., CountingRegistry]
