@@ -34,6 +34,7 @@ from bench_sync import (
     RemoteServer,
     breakdown_text,
     check_products,
+    free_port,
     machine_info,
     make_consumer,
     make_producer,
@@ -53,12 +54,6 @@ sys.path.insert(0, str(REPO / "tests"))
 # moto takes any credentials; these only have to be there, as real ones would be
 ACCESS_KEY = "fdp-bench"
 SECRET_KEY = "fdp-bench-secret"  # noqa: S105
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class S3Server:

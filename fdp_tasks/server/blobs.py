@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 import time
 from pathlib import Path
@@ -38,11 +37,11 @@ from fdp_tasks.errors import HashMismatch
 from fdp_tasks.server.common import ADMIN, ApiError, json_response
 from fdp_tasks.server.signing import KEY_FILE, signing_key
 from fdp_tasks.storage import Storage, storage_for
+from fdp_tasks.storage.base import is_sha1
 from fdp_tasks.storage.local import LocalStorage
 from fdp_tasks.store.base import NotFound
 
 UPLOAD_URL_LIFETIME = 3600
-SHA1_RE = re.compile(r"^[0-9a-fA-F]{40}$")
 
 
 def blob_path(blob_dir: Path, sha1: str) -> Path:
@@ -126,7 +125,7 @@ class BlobViews:
         parts = path.split("/")
         if self.direct or method != "PUT" or len(parts) != 3 or parts[:2] != ["", "data"]:
             return False
-        if not SHA1_RE.match(parts[2]):
+        if not is_sha1(parts[2]):
             return False
         args = parse_qs(query)
         try:
@@ -138,7 +137,7 @@ class BlobViews:
         return self.valid_signature(parts[2].lower(), expires, signature, uploader)
 
     def blob_sha1(self, sha1: str) -> str:
-        if not SHA1_RE.match(sha1):
+        if not is_sha1(sha1):
             raise ApiError(404, {"detail": "Not found."})
         return sha1.lower()
 
@@ -258,7 +257,7 @@ class BlobViews:
         if str(root.get("root")) != f"{self.base()}/data/":
             return
         digest = str(merged.get("hash") or "")
-        if not SHA1_RE.match(digest):
+        if not is_sha1(digest):
             raise ApiError(
                 400,
                 {"hash": [f"a file under {root['root']} needs its SHA-1 as hash, got {digest!r}"]},

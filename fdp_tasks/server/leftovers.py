@@ -20,8 +20,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from fdp_tasks.server.blobs import SHA1_RE, blob_key, blob_storage
+from fdp_tasks.server.blobs import blob_key, blob_storage
 from fdp_tasks.storage import Storage
+from fdp_tasks.storage.base import is_sha1
 from fdp_tasks.store.sql import Store
 from fdp_tasks.store.sweep import Swept, drop_unnamed, stale_claims, sweep
 
@@ -34,7 +35,7 @@ def _dropper(storage: Storage) -> Callable[[list[str]], None]:
 
     def drop(hashes: list[str]) -> None:
         for sha1 in hashes:
-            if SHA1_RE.match(sha1):
+            if is_sha1(sha1):
                 storage.delete(blob_key(sha1))
 
     return drop

@@ -35,6 +35,7 @@ from typing import IO, BinaryIO
 
 from fdp_tasks.datastore import safe_relative
 from fdp_tasks.errors import FdpError, HashMismatch, UnsafePathError
+from fdp_tasks.files import read_chunks, sha1_file
 
 # Called with the number of bytes moved so far (not the increment), from the thread that
 # moves them; a progress bar shared by several transfers must lock on its own.
@@ -125,14 +126,11 @@ def source_size(source: Source) -> int | None:
 
 def sha1_of(source: Source, chunk: int = 1 << 20) -> str:
     """SHA-1 of a file, or of a seekable stream from where it stands (then rewound there)."""
-    digest = hashlib.sha1(usedforsecurity=False)
     if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as fh:
-            while block := fh.read(chunk):
-                digest.update(block)
-        return digest.hexdigest()
+        return sha1_file(source)
+    digest = hashlib.sha1(usedforsecurity=False)
     here = source.tell()
-    while block := source.read(chunk):
+    for block in read_chunks(source, chunk):
         digest.update(block)
     source.seek(here)
     return digest.hexdigest()
