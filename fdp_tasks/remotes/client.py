@@ -26,7 +26,7 @@ import requests
 from fdp_tasks import transfer
 from fdp_tasks.errors import HashMismatch
 from fdp_tasks.storage.base import NoFileStorage  # noqa: F401 - sync catches it from here
-from fdp_tasks.storage.upstream import UpstreamDataStorage
+from fdp_tasks.storage.upstream import UpstreamDataStorage, api_root, origin
 from fdp_tasks.store.base import (
     InvalidRecord,
     NotFound,
@@ -43,12 +43,8 @@ API_VERSION = "1.0.0"
 IDEMPOTENT = {"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
-def normalise_api_url(url: str) -> str:
-    """`http://h:8000`, `http://h:8000/api` and `http://h:8000/api/` all become the last."""
-    text = url.strip().rstrip("/")
-    if not text.endswith("/api"):
-        text += "/api"
-    return text + "/"
+# `http://h:8000`, `http://h:8000/api` and `http://h:8000/api/` all become the last.
+normalise_api_url = api_root
 
 
 def id_from_url(url: str) -> int:
@@ -105,8 +101,7 @@ class HttpRegistry:
         self._blobs: UpstreamDataStorage | None = None
         # Records created inside open transaction() blocks, per thread: what an undo deletes.
         self._undo = threading.local()
-        split = urlsplit(self.api_url)
-        self._origin = f"{split.scheme}://{split.netloc}"
+        self._origin = origin(self.api_url)
 
     def __repr__(self) -> str:
         return f"HttpRegistry({self.api_url!r})"
@@ -131,7 +126,7 @@ class HttpRegistry:
 
     def _auth(self, url: str) -> dict[str, str]:
         # The token goes only to this registry, never to presigned or third-party URLs.
-        if self._token and self._origin_of(url) == self._origin:
+        if self._token and origin(url) == self._origin:
             return {"Authorization": f"token {self._token}"}
         return {}
 
@@ -189,17 +184,12 @@ class HttpRegistry:
         if resp is None:
             reason = type(last).__name__ if last else "no response"
             raise RegistryError(
-                f"{method} {path}: no answer from the registry at {self._origin_of(url)} "
+                f"{method} {path}: no answer from the registry at {origin(url)} "
                 f"({reason} after {attempt + 1} attempt(s))"
             )
         if resp.status_code in ok or resp.status_code in expected:
             return resp
         self._raise(method, path, resp)
-
-    @staticmethod
-    def _origin_of(url: str) -> str:
-        split = urlsplit(url)
-        return f"{split.scheme}://{split.netloc}"
 
     def _raise(self, method: str, path: str, resp: requests.Response) -> NoReturn:
         status = resp.status_code
