@@ -1,19 +1,26 @@
 #!/usr/bin/env python
-"""Large files through a registry server: throughput and peak memory of upload and download.
+"""One large file pushed to and pulled from a registry server: throughput and peak memory.
 
-Files are streamed end to end (hashed while they move, written through temp files), so peak
-memory of client and server must stay flat however large the file is. This measures it, and
-compares throughput with a plain copy + SHA-1 of the same file on the same disk.
+Files stream end to end (hashed as they move, written through part files, uploaded in
+resumable pieces), so the peak memory of the `fdp` process and of the server must not grow
+with the file's size. For each size this runs, as separate processes on the same disk:
 
-    python benchmarks/bench_large.py [--mb 512] [--files 1]
+- `cp` + `sha1sum` of the file: what the disk and one hash cost, the anchor of the ratios;
+- `fdp push`: the file (checked against its recorded SHA-1 first) and its records to a
+  registry server on loopback (`python -m fdp_tasks.server.serve`);
+- `fdp pull` into a fresh project: the file from the server into its data store, hashed.
+
+It prints seconds, MiB/s, the ratio to the anchor and the peak RSS of the `fdp` process
+(its own, from wait4) and of the server (VmHWM), one row per size and step.
+
+    python benchmarks/bench_large.py [--sizes 256,1024] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import resource
+import platform
 import shutil
 import subprocess
 import sys
@@ -21,119 +28,187 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
+import yaml
+from bench_sync import NAMESPACE, RemoteServer
 
-from fdp_tasks.datastore import DataStore
-from fdp_tasks.files import read_chunks, sha1_file
-from fdp_tasks.remotes.client import HttpRegistry
-from fdp_tasks.store.sql import Store
-from fdp_tasks.store.tokens import working_token
+import fdp_tasks.server.serve as serve_module
 
-CHUNK = 1024 * 1024
+REPO = Path(__file__).resolve().parent.parent
+MiB = 1024 * 1024
+
+# The model copies the prepared file to its output: the benchmark is about moving it.
+COPY_MODEL = """\
+import shutil, sys
+from fdp_tasks.api import Session
+
+with Session() as fdp:
+    shutil.copyfile(sys.argv[1], fdp.write("results/large"))
+"""
 
 
 def make_file(path: Path, megabytes: int) -> None:
-    block = os.urandom(CHUNK)
+    """Incompressible bytes, each MiB different, written without holding the file in memory."""
+    block = os.urandom(MiB)
     with open(path, "wb") as out:
         for i in range(megabytes):
             out.write(block[:-8] + i.to_bytes(8, "big"))
 
 
-def peak_rss_mb(pid: int | None = None) -> float:
-    """Peak resident memory: of this process, or of another one from /proc."""
-    if pid is None:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+def timed(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Run a command; its wall seconds and its own peak RSS in MiB (wait4's rusage)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{output[-3000:]!r}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def server_peak_mb(server: RemoteServer) -> float:
+    info = serve_module.background_status(server.base / "state")
+    if not info:
+        return float("nan")
+    for line in Path(f"/proc/{info['pid']}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def start_server(base: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fdp_tasks.server.serve",
-            "--db",
-            str(base / "registry.db"),
-            "--blobs",
-            str(base / "blobs"),
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+def project(root: Path, config: dict) -> dict[str, str]:
+    """A project folder with `config` as config.yaml; the environment of its own FDP_HOME."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    env = dict(os.environ)
+    env["FDP_HOME"] = str(root.parent / f"{root.name}-home")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env["FDP_PROGRESS"] = "never"
+    return env
+
+
+def fdp(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fdp_tasks.cli.main", *args]
+
+
+def one_size(base: Path, megabytes: int) -> list[tuple[str, float, float, float]]:
+    """(step, seconds, fdp peak MiB, server peak MiB) for one file of `megabytes` MiB."""
+    base.mkdir(parents=True)
+    source = base / "source.bin"
+    make_file(source, megabytes)
+
+    copy = base / "copy.bin"
+    start = time.perf_counter()
+    subprocess.run(["cp", str(source), str(copy)], check=True)
+    subprocess.run(["sha1sum", str(copy)], check=True, stdout=subprocess.DEVNULL)
+    anchor = time.perf_counter() - start
+    copy.unlink()
+
+    producer = base / "producer"
+    producer.mkdir()
+    (producer / "model.py").write_text(COPY_MODEL, encoding="utf-8")
+    producer_env = project(
+        producer,
+        {
+            "run_metadata": {
+                "description": "one large output",
+                "default_input_namespace": NAMESPACE,
+                "default_output_namespace": NAMESPACE,
+                "script": f"python3 ${{{{REPO_DIR}}}}/model.py {source}",
+            },
+            "write": [
+                {"data_product": "results/large", "description": "large", "file_type": "bin"}
+            ],
+        },
     )
-    for _ in range(200):
-        try:
-            requests.get(f"http://127.0.0.1:{port}/api/", timeout=1)
-            return proc
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError("server did not start")
+    subprocess.run(
+        fdp("run", "config.yaml"),
+        cwd=producer,
+        env=producer_env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    source.unlink()  # the data store holds its copy: keep the disk's footprint down
+
+    server = RemoteServer(base / "server")
+    server.start()
+    try:
+        url = server.api_url
+        token = ["--token-file", str(server.token_file)]
+        subprocess.run(
+            fdp("remote", "add", "origin", url, *token),
+            cwd=producer,
+            env=producer_env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        push_s, push_rss = timed(fdp("push"), producer, producer_env)
+        after_push = server_peak_mb(server)
+
+        consumer = base / "consumer"
+        consumer_env = project(
+            consumer,
+            {
+                "run_metadata": {"description": "reader", "default_input_namespace": NAMESPACE},
+                "read": [{"data_product": "results/large"}],
+            },
+        )
+        subprocess.run(
+            fdp("remote", "add", "origin", url),
+            cwd=consumer,
+            env=consumer_env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        pull_s, pull_rss = timed(fdp("pull"), consumer, consumer_env)
+        after_pull = server_peak_mb(server)
+    finally:
+        server.stop()
+    return [
+        ("cp + sha1sum", anchor, float("nan"), float("nan")),
+        ("fdp push", push_s, push_rss, after_push),
+        ("fdp pull", pull_s, pull_rss, after_pull),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mb", type=int, default=512, help="size of each file in MiB")
-    parser.add_argument("--files", type=int, default=1)
+    parser.add_argument("--sizes", default="256,1024", help="file sizes in MiB, comma-separated")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
     args = parser.parse_args(argv)
+    sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
     base = Path(tempfile.mkdtemp(prefix="fdp-bench-large-"))
+    rows = []
     try:
-        sources = []
-        for i in range(args.files):
-            sources.append(base / f"source-{i}.bin")
-            make_file(sources[-1], args.mb)
-        total_mb = args.mb * args.files
-
-        start = time.perf_counter()
-        for src in sources:
-            digest = hashlib.sha1()
-            with open(src, "rb") as fh, open(base / "copy.bin", "wb") as out:
-                for block in read_chunks(fh):
-                    digest.update(block)
-                    out.write(block)
-                out.flush()
-                os.fsync(out.fileno())
-        raw = time.perf_counter() - start
-
-        store = Store(base / "server" / "registry.db")
-        token = working_token(store)
-        store.close()
-        port = 20000 + os.getpid() % 20000
-        server = start_server(base / "server", port)
-        try:
-            client = HttpRegistry(f"http://127.0.0.1:{port}/api/", token=token)
-            hashes = [sha1_file(src) for src in sources]
-            start = time.perf_counter()
-            infos = [client.upload_blob(src, sha) for src, sha in zip(sources, hashes, strict=True)]
-            upload = time.perf_counter() - start
-            local = DataStore(base / "pulled")
-            start = time.perf_counter()
-            for info, sha in zip(infos, hashes, strict=True):
-                url = info["storage_root"] + info["path"]
-                local.put_stream(f"{sha}.bin", client.download(url), expected_sha1=sha)
-            download = time.perf_counter() - start
-            server_rss = peak_rss_mb(server.pid)
-        finally:
-            server.terminate()
-            server.wait()
-        print(
-            f"{args.files} file(s) of {args.mb} MiB, {total_mb} MiB in all, "
-            f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
-        )
-        print("| step | seconds | MiB/s |")
-        print("|---|---:|---:|")
-        for name, seconds in (
-            ("copy + SHA-1 (raw disk)", raw),
-            ("upload (hash-checked)", upload),
-            ("download (hash-checked)", download),
-        ):
-            print(f"| {name} | {seconds:.2f} | {total_mb / seconds:.0f} |")
-        print(f"peak memory: client {peak_rss_mb():.0f} MiB, server {server_rss:.0f} MiB")
+        for megabytes in sizes:
+            for step, seconds, rss, server_rss in one_size(base / f"{megabytes}", megabytes):
+                rows.append((megabytes, step, seconds, rss, server_rss))
+            if not args.keep:
+                shutil.rmtree(base / f"{megabytes}", ignore_errors=True)
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+    print(
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"files under {tempfile.gettempdir()}"
+    )
+    print(
+        "| MiB | step | seconds | MiB/s | ratio to cp + sha1sum | fdp peak RSS MiB | "
+        "server peak RSS MiB |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    anchors = {mb: seconds for mb, step, seconds, _, _ in rows if step == "cp + sha1sum"}
+    for megabytes, step, seconds, rss, server_rss in rows:
+        ratio = seconds / anchors[megabytes]
+        shown = [f"{value:.0f}" if value == value else "-" for value in (rss, server_rss)]
+        print(
+            f"| {megabytes} | {step} | {seconds:.2f} | {megabytes / seconds:.0f} | "
+            f"{ratio:.2f} | {shown[0]} | {shown[1]} |"
+        )
     return 0
 
 

@@ -8,7 +8,10 @@ remote server and the model script runs in this process, which is what lets the 
 requests without touching fdp_tasks.
 
     python benchmarks/bench_sync.py [--products 100] [--size 1024] [--json out.json]
-                                    [--breakdown] [--remotes http,dir] [--keep]
+                                    [--breakdown] [--remotes http,dir] [--jobs 1,8] [--keep]
+
+`--jobs 1,8` adds a push and a pull to a registry server of their own for each count of
+parallel transfers, side by side in the same run.
 """
 
 from __future__ import annotations
@@ -293,13 +296,14 @@ class BenchProject:
             project.settings["default_remote"] = default
             project.save_settings()
 
-    def doit(self, *args: str) -> None:
-        """`doit run <args>` in this project, in this process; output shown only on failure."""
+    def doit(self, *args: str, jobs: int | None = None) -> None:
+        """`doit run <args>` in this project, in this process; output shown only on failure.
+        `jobs`: files moved at once (default: the project's setting, else the default)."""
         # doit's reporter writes to the stream bound when doit was imported, hence -o.
         log = self.root / "doit-report.log"
         out = io.StringIO()
         with self.active(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            code = run_doit(self.config, ["run", "-o", str(log), *args])
+            code = run_doit(self.config, ["run", "-o", str(log), *args], jobs=jobs)
         if code != 0:
             report = log.read_text(encoding="utf-8") if log.is_file() else ""
             raise RuntimeError(
@@ -425,8 +429,44 @@ def remote_products(server: RemoteServer) -> int:
         store.close()
 
 
-def benchmark(base: Path, n: int, size: int, kinds: list[str]) -> list[Measurement]:
-    """Run once, then for each remote kind: push, push again, pull fresh, pull again."""
+def jobs_rows(base: Path, producer: BenchProject, n: int, jobs: int) -> list[Measurement]:
+    """Push to a registry server of its own, then pull into a fresh project, moving `jobs`
+    files at once (`--jobs`)."""
+    server = RemoteServer(base / f"server-jobs-{jobs}")
+    server.start()
+    try:
+        name = f"jobs{jobs}"
+        producer.set_remotes(
+            {name: {"url": server.api_url, "token_file": str(server.token_file)}}, name
+        )
+        label = f"--jobs {jobs}"
+        rows = [
+            measure(f"push {label}", "http", n, server, lambda: producer.doit("push", jobs=jobs))
+        ]
+        if remote_products(server) < n:
+            raise RuntimeError(f"push {label}: the remote registry is missing data products")
+        consumer = make_consumer(base, f"consumer-jobs-{jobs}")
+        consumer.set_remotes({name: {"url": server.api_url}}, name)
+        rows.append(
+            measure(
+                f"pull {label}",
+                "http",
+                n,
+                server,
+                lambda: consumer.doit("register", "pull", jobs=jobs),
+            )
+        )
+        check_products(consumer, n, f"pull {label}")
+        return rows
+    finally:
+        server.stop()
+
+
+def benchmark(
+    base: Path, n: int, size: int, kinds: list[str], jobs: list[int] | None = None
+) -> list[Measurement]:
+    """Run once, then for each remote kind: push, push again, pull fresh, pull again; then
+    a push and a pull for each count of parallel transfers in `jobs`."""
     results: list[Measurement] = []
     server = RemoteServer(base / "remote-server") if "http" in kinds else None
     if server:
@@ -460,6 +500,8 @@ def benchmark(base: Path, n: int, size: int, kinds: list[str]) -> list[Measureme
             results.append(
                 measure("pull (no-op)", kind, n, srv, lambda c=consumer: c.doit("register", "pull"))
             )
+        for count in jobs or []:
+            results += jobs_rows(base, producer, n, count)
     finally:
         if server:
             server.stop()
@@ -566,9 +608,21 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="print the requests of each phase by method and path",
     )
+    parser.add_argument(
+        "--jobs",
+        default="1,8",
+        help="comma-separated counts of parallel transfers to push and pull with, each to a "
+        "registry server of its own ('' for none)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.remotes.split(",") if k.strip()]
+    try:
+        jobs = [int(j) for j in args.jobs.split(",") if j.strip()]
+    except ValueError:
+        parser.error("--jobs takes comma-separated positive integers")
+    if any(j < 1 for j in jobs):
+        parser.error("--jobs takes comma-separated positive integers")
     if not kinds or set(kinds) - {"http", "dir"}:
         parser.error("--remotes takes http and/or dir")
     if args.products < 1 or args.size < 1:
@@ -583,7 +637,9 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     results, total = timed_in_tempdir(
-        "fdp-bench-", args.keep, lambda base: benchmark(base, args.products, args.size, kinds)
+        "fdp-bench-",
+        args.keep,
+        lambda base: benchmark(base, args.products, args.size, kinds, jobs),
     )
     rss = peak_rss_mb()
 

@@ -11,7 +11,14 @@
 Outputs are written under a temporary name and renamed to `<namespace>/<name>/<version>.<ext>`
 only when the session finalises, so a crashed script leaves nothing registered and no file
 under a final name. With direct access to the local registry (FDP_LOCAL_DB) everything the
-session records is one transaction; otherwise it talks to the registry's REST API.
+session records is one transaction; otherwise it talks to the registry's REST API. Under
+`fdp run` the records are provisional until the job exits 0 (the job's token says whose
+they are), and the finalise says how far it is through the pipe FDP_PROGRESS_FD names;
+outside fdp neither applies.
+
+A file of the data store is never overwritten with other bytes: a path that holds bytes the
+registry does not name (the registry was lost, say) moves the output to the next free patch
+version, and one the registry names is an error.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import sys
 import uuid as uuidlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,8 +44,11 @@ from fdp_tasks.names import glob_matches, is_glob, namespace_problem, product_na
 from fdp_tasks.refs import ProductRef
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Registry
+from fdp_tasks.versions import increment
 
 LOCAL_USER = "admin"
+PROGRESS_FD_ENV = "FDP_PROGRESS_FD"  # a pipe the job runner reads the finalise's progress from
+JOB_ENV = "FDP_JOB"  # set by `fdp run`: what the session records belongs to a running job
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
 
 
@@ -256,7 +267,7 @@ class Session:
         hashes = {n: sha1_file(o.temp) for n, o in self.outputs.items()}
         placed: list[tuple[Path, Path]] = []
         try:
-            with self._transaction():
+            with self._transaction(), self._provisional():
                 moves = self._record(hashes)
                 # Files go into place, and the run into coderuns.txt, before the records
                 # commit: a crash in between leaves files nothing refers to (the next run
@@ -292,6 +303,64 @@ class Session:
         else:
             with begin():
                 yield
+
+    @contextlib.contextmanager
+    def _provisional(self) -> Iterator[None]:
+        """Under a job, what is recorded is the job's, provisional until it exits 0: the
+        store notes it by the job's token (over HTTP the server does the same)."""
+        token = os.environ.get("FDP_LOCAL_TOKEN")
+        mark = getattr(self.registry, "provisional_as", None)
+        if not token or mark is None:
+            yield
+            return
+        from fdp_tasks.store.sql import token_digest
+
+        # under `fdp run` (FDP_JOB set) the job must still be running to record anything
+        with mark(token_digest(token), required=bool(os.environ.get(JOB_ENV))):
+            yield
+
+    def _report(self, line: str) -> None:
+        """Tell the job runner how far the finalise is, if it listens (FDP_PROGRESS_FD)."""
+        fd = os.environ.get(PROGRESS_FD_ENV, "")
+        if not fd.isdigit():
+            return
+        with contextlib.suppress(OSError, ValueError):
+            os.write(int(fd), (line + "\n").encode("ascii"))
+
+    def _free_target(self, out: _Output, sha1: str) -> tuple[str, str, bool]:
+        """The version, path and whether the bytes still need writing, for an output: its
+        own version, unless that path holds other bytes. Bytes the registry names there are
+        an error; bytes it does not (a lost registry, a file put there by hand) are never
+        overwritten: the output takes the next patch version whose path is free."""
+        version = out.version
+        while True:
+            rel = product_path(out.namespace, out.name, version, out.file_type)
+            target, needs_write = placement(self.registry, self.store, rel, sha1, out.public)
+            final = self.store.path(target)
+            if target != rel or not final.exists() or sha1_file(final) == sha1:
+                return version, target, needs_write
+            if self._referenced(rel):
+                raise FdpError(f"{final} already exists with other content; not overwriting it")
+            following = increment("PATCH", [version])
+            while self._registered(out, following):
+                following = increment("PATCH", [following])
+            print(
+                f"warning: {final} holds other bytes than {out.namespace}:{out.name}@{version} "
+                f"and the registry does not name them; keeping them and writing "
+                f"{out.name}@{following}",
+                file=sys.stderr,
+            )
+            version = following
+
+    def _registered(self, out: _Output, version: str) -> bool:
+        ns = self._namespace(out.namespace)["id"]
+        return bool(
+            self.registry.find(
+                "data_product",
+                {"namespace": ns, "name": out.name, "version": version},
+                limit=1,
+            )
+        )
 
     def _referenced(self, rel: str) -> bool:
         """Whether the registry points at this file (else it is left over from a crash)."""
@@ -370,17 +439,10 @@ class Session:
         )
         repo_obj = self._code_repo(authors)
         outputs: dict[str, int] = {}
+        self._report(f"outputs {len(self.outputs)}")
         for name, out in self.outputs.items():
-            rel = product_path(out.namespace, out.name, out.version, out.file_type)
-            target, needs_write = placement(reg, self.store, rel, hashes[name], out.public)
+            out.version, target, needs_write = self._free_target(out, hashes[name])
             final = self.store.path(target)
-            if (
-                target == rel
-                and final.exists()
-                and sha1_file(final) != hashes[name]
-                and self._referenced(rel)
-            ):
-                raise FdpError(f"{final} already exists with other content; not overwriting it")
             moves.append((out.temp, final if needs_write else None))
             ns = self._namespace(out.namespace)
             location = local_location(reg, self.store, target, hashes[name], out.public)
@@ -408,6 +470,7 @@ class Session:
                 )[0]["id"]
             else:
                 outputs[name] = queries.whole_object_component(reg, obj)
+            self._report("done 1")
         reg.create(
             "code_run",
             {

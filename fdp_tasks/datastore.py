@@ -13,7 +13,7 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 from fdp_tasks.errors import UnsafePathError
-from fdp_tasks.files import read_chunks, sha1_file, write_atomically
+from fdp_tasks.files import read_chunks, sha1_file, write_atomically, write_resumably
 
 
 def product_path(namespace: str, name: str, version: str, extension: str) -> str:
@@ -108,6 +108,18 @@ class DataStore:
         """Write a file from chunks; returns (sha1, size). `progress` is called with the
         bytes written so far after each chunk."""
         return write_atomically(self.path(rel), chunks, expected_sha1, progress)
+
+    def put_resumable(
+        self,
+        rel: str,
+        fetch: Callable[[int], Iterable[bytes]],
+        expected_sha1: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[str, int]:
+        """Write a file from `fetch(offset)`, the bytes from `offset` on; a download killed
+        before the end leaves a part file that the next call continues from
+        (`files.write_resumably`). Returns (sha1, size)."""
+        return write_resumably(self.path(rel), fetch, expected_sha1, progress)
 
     def put_file(
         self, rel: str, source: str | Path, expected_sha1: str | None = None

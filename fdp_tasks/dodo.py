@@ -3,13 +3,14 @@
 doit imports dodo.py after it has read `config=...` and `refresh=1` from its command line, so
 this module can read them with `get_var` when it is imported. `remote=NAME` picks a remote;
 `force=1` runs the job even when it looks up to date; `dirty=1` runs and pushes from a git
-repository with uncommitted changes (the run is recorded as dirty).
+repository with uncommitted changes (the run is recorded as dirty); `wait=1` waits for a job
+of the same config that another process runs, instead of refusing.
 """
 
 from doit import get_var
 
 from fdp_tasks.entry import load_namespace
-from fdp_tasks.scalars import parse_bool
+from fdp_tasks.scalars import parse_bool, positive_int
 
 
 def _flag(name: str) -> bool:
@@ -21,12 +22,25 @@ def _flag(name: str) -> bool:
         raise SystemExit(f"fdp: error: {name}={text}: {exc}") from None
 
 
+def _jobs() -> int | None:
+    """`jobs=N`: files a push or pull moves at once (default: the `jobs` setting)."""
+    text = get_var("jobs", "")
+    if not text:
+        return None
+    try:
+        return positive_int(text)
+    except ValueError as exc:
+        raise SystemExit(f"fdp: error: jobs={text}: {exc}") from None
+
+
 _namespace = load_namespace(
     get_var("config", "config.yaml"),
     refresh=_flag("refresh"),
     remote=get_var("remote", None),
     force=_flag("force"),
     dirty=_flag("dirty"),
+    wait=_flag("wait"),
+    jobs=_jobs(),
 )
 globals().update(_namespace)
 __all__ = list(_namespace)

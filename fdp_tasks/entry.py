@@ -5,7 +5,7 @@ the callable passed in here.)"""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,14 @@ from fdp_tasks.server import serve
 
 
 @contextlib.contextmanager
-def loopback_registry(project: Project) -> Iterator[str]:
-    """The local registry's API URL for the length of a job."""
-    with serve.job_registry(project.store(), project.server_dir, project.registry_db) as url:
+def loopback_registry(
+    project: Project, on_record: Callable[[], None] | None = None
+) -> Iterator[str]:
+    """The local registry's API URL for the length of a job; `on_record` hears of each
+    record the job's script creates there."""
+    with serve.job_registry(
+        project.store(), project.server_dir, project.registry_db, on_record=on_record
+    ) as url:
         yield url
 
 

@@ -55,7 +55,8 @@ class OutOfSync(FdpError):
         return cls(
             f"{what} already exists there with different content (SHA-1 {theirs}, ours "
             f"{ours}): the remote changed since you last pulled. Nothing was overwritten; "
-            "pull, then write your result as a new version"
+            "pull, then write your result as a new version, then push it (`fdp pull`, a run "
+            "that writes a new version, `fdp push`)"
         )
 
 

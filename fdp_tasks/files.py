@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -71,6 +71,90 @@ def write_atomically(
             raise OSError(exc.errno, exc.strerror, str(dest)) from exc
         raise
     return got, size
+
+
+def write_resumably(
+    dest: Path,
+    fetch: Callable[[int], Iterable[bytes]],
+    expected_sha1: str,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[str, int]:
+    """Like `write_atomically`, for bytes fetched from the network that may stop midway:
+    they gather in `.<name>.<sha1>.part` beside `dest`, which a later call (after a dropped
+    connection, a kill) continues with `fetch(offset)` instead of fetching it all again.
+    What is there is hashed first; bytes that do not end up hashing to `expected_sha1` are
+    deleted, so the next try starts afresh. One writer at a time per part (a lock on it);
+    `progress` gets the bytes written by this call so far."""
+    made = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.parent / f".{dest.name}.{expected_sha1.lower()}.part"
+    try:
+        return _fill_part(part, dest, fetch, expected_sha1, progress)
+    except BaseException:
+        # a fetch refused before its first byte leaves nothing behind, not even folders
+        with contextlib.suppress(OSError):
+            if part.stat().st_size == 0:
+                part.unlink()
+                for folder in made:  # deepest first
+                    folder.rmdir()
+        raise
+
+
+def _fill_part(
+    part: Path,
+    dest: Path,
+    fetch: Callable[[int], Iterable[bytes]],
+    expected_sha1: str,
+    progress: Callable[[int], None] | None,
+) -> tuple[str, int]:
+    with _locked_part(part) as out:
+        digest = hashlib.sha1(usedforsecurity=False)
+        out.seek(0)
+        held = 0
+        while block := out.read(CHUNK):
+            digest.update(block)
+            held += len(block)
+        written = 0
+        for block in fetch(held):
+            if not block:
+                continue
+            out.write(block)
+            digest.update(block)
+            written += len(block)
+            if progress:
+                progress(written)
+        out.flush()
+        os.fsync(out.fileno())
+        got = digest.hexdigest()
+        if got != expected_sha1.lower():
+            part.unlink(missing_ok=True)
+            raise HashMismatch(
+                f"{dest.name}: SHA-1 {got} does not match the expected {expected_sha1}"
+            )
+        os.chmod(part, 0o644)
+        os.replace(part, dest)
+    return got, held + written
+
+
+@contextlib.contextmanager
+def _locked_part(part: Path) -> Iterator[IO[bytes]]:
+    """The part file opened for reading and appending, locked for this writer alone; if
+    another writer renamed it into place meanwhile, a new one is opened."""
+    import fcntl
+
+    while True:
+        handle = open(part, "a+b")  # noqa: SIM115 - closed below
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                same = os.fstat(handle.fileno()).st_ino == os.stat(part).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                yield handle
+                return
+        finally:
+            handle.close()
 
 
 def replace_text(path: Path, write: Callable[[IO[str]], object], mode: int) -> None:

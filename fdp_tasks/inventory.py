@@ -8,6 +8,7 @@ from typing import Any
 
 from fdp_tasks.errors import BadInput, FdpError
 from fdp_tasks.project import Project
+from fdp_tasks.provenance import walk_product
 from fdp_tasks.refs import PartialRef
 from fdp_tasks.remotes import open_remote
 from fdp_tasks.store import queries
@@ -95,17 +96,11 @@ def product_info(store: Any, ref_text: str) -> dict[str, Any]:
             )
             if ext.get(k) is not None
         }
-    made_by = []
-    for component in found.object["components"]:
-        made_by += [run["uuid"] for run in store.find("code_run", {"outputs": component})]
-    info["made_by"] = made_by
-    info["read_by"] = sorted(
-        {
-            run["uuid"]
-            for component in found.object["components"]
-            for run in store.find("code_run", {"inputs": component})
-        }
-    )
+    # the runs that made it and those that read it, as the provenance walk finds them
+    made = walk_product(store, found.product["id"])
+    info["made_by"] = [run.uuid for run in made.activities.values()]
+    read = walk_product(store, found.product["id"], downstream=True)
+    info["read_by"] = sorted(run.uuid for run in read.activities.values())
     return info
 
 

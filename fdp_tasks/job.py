@@ -16,10 +16,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -27,14 +28,24 @@ from fdp_tasks.catalog.locations import intact
 from fdp_tasks.config.resolve import dirty_files, job_dir_for, script_paths
 from fdp_tasks.errors import FdpError, HashMismatch
 from fdp_tasks.languages import DEFAULT, command_for, language
+from fdp_tasks.locks import job_lock, project_lock
+from fdp_tasks.progress import Bar
 from fdp_tasks.project import Project
 from fdp_tasks.refs import ProductRef
 from fdp_tasks.store import queries
 
-# How a job gets the local registry over HTTP, for the reference language APIs: a context
-# that yields the registry's API URL (`serve.job_registry` behind the commands). Passed in,
-# so that running a job does not depend on the server.
-ServeRegistry = Callable[[Project], contextlib.AbstractContextManager[str]]
+PROGRESS_FD_ENV = "FDP_PROGRESS_FD"  # the pipe `fdp_tasks.api` reports a finalise through
+
+
+class ServeRegistry(Protocol):
+    """How a job gets the local registry over HTTP, for the reference language APIs: a
+    context that yields the registry's API URL (`serve.job_registry` behind the commands),
+    calling `on_record` for each record the job's script creates there. Passed in, so that
+    running a job does not depend on the server."""
+
+    def __call__(
+        self, project: Project, on_record: Callable[[], None] | None = None
+    ) -> contextlib.AbstractContextManager[str]: ...
 
 
 def refuse_dirty(repo: Path, allow_dirty: bool, script: list[Path] | None = None) -> None:
@@ -102,15 +113,30 @@ def write_working_config(path: Path, working: dict[str, Any], script: Path) -> N
         yaml.safe_dump(out, fh, sort_keys=False)
 
 
-def run_script(command: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> int:
-    """Run the script, echoing its output and keeping it in the job log."""
+def run_script(
+    command: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    log_path: Path,
+    progress: FinaliseProgress | None = None,
+) -> int:
+    """Run the script, echoing its output and keeping it in the job log; `progress` hears
+    from the script's finalise through a pipe of its own."""
     with open(log_path, "wb") as log:
         try:
             proc = subprocess.Popen(
-                command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                command,
+                cwd=cwd,
+                env={**env, **(progress.child_env() if progress else {})},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=progress.child_fds() if progress else (),
             )
         except FileNotFoundError:
             raise FdpError(f"cannot start {command[0]!r}: not found on PATH") from None
+        finally:
+            if progress is not None:
+                progress.started()
         if proc.stdout is None:  # pragma: no cover - stdout=PIPE always gives one
             raise FdpError(f"cannot read the output of {command[0]!r}")
         try:
@@ -145,6 +171,84 @@ def stop_script(proc: subprocess.Popen) -> None:
             proc.wait(timeout=INTERRUPT_GRACE)
 
 
+class FinaliseProgress:
+    """How far the script's finalise is, drawn as a `Bar` (on a terminal only): what
+    `fdp_tasks.api` says through a pipe named by FDP_PROGRESS_FD (`outputs N`, then `done 1`
+    per output registered), and each record reaching the loopback server (`on_record`,
+    which travels to the server through the `ServeRegistry` callable)."""
+
+    def __init__(self) -> None:
+        self._bar: Bar | None = None
+        self._lock = threading.Lock()
+        self._read_fd: int | None = None
+        self._write_fd: int | None = None
+        self._reader: threading.Thread | None = None
+        if os.name == "posix":  # a pipe passed to the script by its number
+            self._read_fd, self._write_fd = os.pipe()
+            self._reader = threading.Thread(target=self._read, name="fdp-progress", daemon=True)
+            self._reader.start()
+
+    def _open(self, unit: str, total: int | None = None) -> Bar:
+        with self._lock:
+            if self._bar is None:
+                self._bar = Bar("finalise", total=total, unit=unit)
+            return self._bar
+
+    def on_record(self) -> None:
+        """A record of the job reached the local registry."""
+        self._open("record").step()
+
+    def _read(self) -> None:
+        if self._read_fd is None:  # pragma: no cover - started only with a pipe
+            return
+        with os.fdopen(self._read_fd, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                word, _, number = line.strip().partition(" ")
+                if not number.isdigit():
+                    continue
+                if word == "outputs":
+                    self._open("output", int(number)).set_total(int(number))
+                elif word == "done":
+                    self._open("output").step(int(number))
+
+    def child_env(self) -> dict[str, str]:
+        return {PROGRESS_FD_ENV: str(self._write_fd)} if self._write_fd is not None else {}
+
+    def child_fds(self) -> tuple[int, ...]:
+        return (self._write_fd,) if self._write_fd is not None else ()
+
+    def started(self) -> None:
+        """The script has its end of the pipe (or never started): ours is closed, so the
+        reader ends when the script does."""
+        if self._write_fd is not None:
+            os.close(self._write_fd)
+            self._write_fd = None
+
+    def close(self) -> None:
+        self.started()
+        if self._reader is not None:
+            self._reader.join(timeout=2)  # a child the script left running may hold the pipe
+        with self._lock:
+            if self._bar is not None:
+                self._bar.close()
+
+    def __enter__(self) -> FinaliseProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _ran_meanwhile(runs_log: Path, seen: int, note: dict[str, Any] | None) -> dict | None:
+    """The run another process finished while this one waited for the lock, if it ran
+    what this one would (the same signature): running it again would change nothing."""
+    runs = past_runs(runs_log)
+    if len(runs) <= seen or not note or not note.get("signature"):
+        return None
+    last = runs[-1]
+    return last if last.get("signature") == note["signature"] else None
+
+
 WorkingFor = Callable[[str, Path, str], dict[str, Any]]
 
 
@@ -156,6 +260,8 @@ def run_job(
     allow_dirty: bool = False,
     verify: Callable[[list[str]], None] | None = None,
     serve: ServeRegistry | None = None,
+    wait: bool = False,
+    runs_seen: int | None = None,
 ) -> dict[str, Any]:
     """Resolve, run the script, and report the code runs it recorded.
 
@@ -163,50 +269,62 @@ def run_job(
     is called once the local registry is reachable. `note` is kept in the runs log entry.
     `verify(code_runs)` may refuse what the script recorded (raising FdpError); `serve`
     serves the local registry over HTTP while the script runs.
+
+    One job of a config runs at a time (the lock in its state folder, beside `runs_log`):
+    another is refused at once, naming the process that runs it, or with `wait` waits for
+    it. A run that another process logged since the caller found the job out of date (when
+    the runs log held `runs_seen` runs), with what this one would run, makes this one
+    nothing to do. What the script records stays provisional until it exits 0, and is
+    deleted if it does not.
     """
     if serve is None:
         raise FdpError("no way to serve the local registry to the script was given")
-    with project.job_token() as token, serve(project) as api_url:
-        job = job_dir_for(project.data_store.root, datetime.now())
-        working = working_for(api_url, job, token)
-        meta = working["run_metadata"]
-        repo = Path(meta.get("local_repo") or project.root)
-        refuse_dirty(repo, allow_dirty, list(script_paths(meta).values()))
-        check_inputs(project, working)
-        job.mkdir(parents=True, exist_ok=False)
-        script = write_script(job, meta)
-        write_working_config(job / "config.yaml", working, script)
-        env = {
-            **os.environ,
-            "FDP_CONFIG_DIR": str(job),
-            "FDP_CONFIG_NAME": "config.yaml",
-            "FDP_DATA_STORE": str(project.data_store.root),
-            "FDP_SCRIPT": str(script),
-            "FDP_LOCAL_TOKEN": token,
-            "FDP_LOCAL_REPO": str(repo),
-            "FDP_LOCAL_DB": project.registry_db,
-            "FDP_REGISTRY_URL": api_url,
-            # `python3` in an inline script is the interpreter fdp-tasks runs under
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-            # as the reference: modules of the repository import from the script
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (os.environ.get("PYTHONPATH", ""), str(repo)) if p
-            ),
-        }
-        code = run_script(
-            command_for(meta.get("shell") or DEFAULT, script), repo, env, job / "job.log"
-        )
-    if code != 0:
-        raise FdpError(f"the script exited with status {code}; its output is in {job / 'job.log'}")
-    runs_file = job / "coderuns.txt"
-    runs = runs_file.read_text().split() if runs_file.is_file() else []
-    if working.get("write") and not runs:
-        raise FdpError(
-            "the script finished but recorded no code run: did it finalise its session? "
-            f"(output in {job / 'job.log'})"
-        )
-    if verify is not None:
-        verify(runs)  # before the runs log names them: what it names gets pushed
+    state = runs_log.parent
+    configs = project.state_dir / "configs"
+    name = state.relative_to(configs).as_posix() if state.is_relative_to(configs) else state.name
+    seen = len(past_runs(runs_log)) if runs_seen is None else runs_seen
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    with (
+        job_lock(state, name, wait, on_wait=say),
+        project_lock(project.state_dir, wait=True, shared=True, on_wait=say),
+    ):
+        done = _ran_meanwhile(runs_log, seen, note)
+        if done is not None:
+            print(f"job: up to date (another process ran it meanwhile: {done.get('job')})")
+            return done
+        return _run_locked(project, runs_log, working_for, note, allow_dirty, verify, serve)
+
+
+def _run_locked(
+    project: Project,
+    runs_log: Path,
+    working_for: WorkingFor,
+    note: dict[str, Any] | None,
+    allow_dirty: bool,
+    verify: Callable[[list[str]], None] | None,
+    serve: ServeRegistry,
+) -> dict[str, Any]:
+    with project.job_token() as token:
+        with FinaliseProgress() as progress, serve(project, on_record=progress.on_record) as url:
+            job, working, code = _start(project, working_for, allow_dirty, token, url, progress)
+        if code != 0:
+            raise FdpError(
+                f"the script exited with status {code}; its output is in {job / 'job.log'}"
+            )
+        runs_file = job / "coderuns.txt"
+        runs = runs_file.read_text().split() if runs_file.is_file() else []
+        if working.get("write") and not runs:
+            raise FdpError(
+                "the script finished but recorded no code run: did it finalise its session? "
+                f"(output in {job / 'job.log'})"
+            )
+        if verify is not None:
+            verify(runs)  # before the runs log names them: what it names gets pushed
+        kept = project.keep_job_records(token)
+    if kept:
+        print(f"finalise: {kept} records")
     record = {
         **(note or {}),
         "job": str(job),
@@ -217,6 +335,53 @@ def run_job(
     with open(runs_log, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
     return record
+
+
+def _start(
+    project: Project,
+    working_for: WorkingFor,
+    allow_dirty: bool,
+    token: str,
+    api_url: str,
+    progress: FinaliseProgress,
+) -> tuple[Path, dict[str, Any], int]:
+    """Make the job directory and run the script in it: the directory, the working config
+    and the script's exit status."""
+    job = job_dir_for(project.data_store.root, datetime.now())
+    working = working_for(api_url, job, token)
+    meta = working["run_metadata"]
+    repo = Path(meta.get("local_repo") or project.root)
+    refuse_dirty(repo, allow_dirty, list(script_paths(meta).values()))
+    check_inputs(project, working)
+    job.mkdir(parents=True, exist_ok=False)
+    script = write_script(job, meta)
+    write_working_config(job / "config.yaml", working, script)
+    env = {
+        **os.environ,
+        "FDP_CONFIG_DIR": str(job),
+        "FDP_CONFIG_NAME": "config.yaml",
+        "FDP_DATA_STORE": str(project.data_store.root),
+        "FDP_SCRIPT": str(script),
+        "FDP_LOCAL_TOKEN": token,
+        "FDP_LOCAL_REPO": str(repo),
+        "FDP_LOCAL_DB": project.registry_db,
+        "FDP_REGISTRY_URL": api_url,
+        "FDP_JOB": "1",  # what the script records is provisional, for a job that runs
+        # `python3` in an inline script is the interpreter fdp-tasks runs under
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        # as the reference: modules of the repository import from the script
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (os.environ.get("PYTHONPATH", ""), str(repo)) if p
+        ),
+    }
+    code = run_script(
+        command_for(meta.get("shell") or DEFAULT, script),
+        repo,
+        env,
+        job / "job.log",
+        progress,
+    )
+    return job, working, code
 
 
 def past_runs(path: Path) -> list[dict[str, Any]]:

@@ -18,16 +18,18 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import IO, Any
 
+from fdp_tasks.scalars import FALSE_WORDS, TRUE_WORDS
+
 PROGRESS_ENV = "FDP_PROGRESS"
 
 
 def bars_wanted(stream: IO[str] | None = None) -> bool:
     """Whether a bar is drawn on `stream` (default stderr)."""
     choice = os.environ.get(PROGRESS_ENV, "auto").strip().lower()
-    if choice in ("always", "1", "yes", "true"):
-        return True
-    if choice in ("never", "0", "no", "false"):
-        return False
+    if choice in ("always", "never"):
+        return choice == "always"
+    if choice in TRUE_WORDS | FALSE_WORDS:
+        return choice in TRUE_WORDS
     stream = stream or sys.stderr
     try:
         return stream.isatty()

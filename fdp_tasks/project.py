@@ -24,6 +24,8 @@ from fdp_tasks.config.templates import git_root
 from fdp_tasks.datastore import DataStore
 from fdp_tasks.errors import BadInput, FdpError
 from fdp_tasks.files import read_secret, replace_text
+from fdp_tasks.scalars import positive_int
+from fdp_tasks.store import provisional
 from fdp_tasks.store.sql import Store, database_url, open_store, token_digest
 from fdp_tasks.store.tokens import (
     check_username,
@@ -36,6 +38,8 @@ from fdp_tasks.store.tokens import (
 SETTINGS_DIR = ".fdp"
 SETTINGS_FILE = "settings.yaml"
 LOCAL_USER = "admin"  # the reference language APIs look this user up on the local registry
+DEFAULT_GC_RETENTION_DAYS = 7.0
+_swept: set[str] = set()  # registries whose killed jobs' records this process deleted
 
 
 def fdp_home() -> Path:
@@ -111,6 +115,20 @@ def check_settings(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
             value, str
         ):
             raise BadInput(f"{path}: {key}: expected a string")
+        if key == "gc_retention_days" and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+        ):
+            raise BadInput(
+                f"{path}: gc_retention_days: expected a number of days, 0 or more, not {value!r}"
+            )
+        if key == "jobs":  # files a push or pull moves at once
+            try:
+                positive_int(value)
+            except ValueError:
+                raise BadInput(
+                    f"{path}: jobs: expected a positive integer (files moved at once), "
+                    f"not {value!r}"
+                ) from None
     return settings
 
 
@@ -222,6 +240,13 @@ class Project:
     def server_dir(self) -> Path:
         return server_dir_for(self.registry_db, self.home)
 
+    @property
+    def gc_retention_days(self) -> float:
+        """How old an unreferenced file or job folder must be before `fdp gc` deletes it
+        (`gc_retention_days` in the settings)."""
+        value = self.settings.get("gc_retention_days")
+        return DEFAULT_GC_RETENTION_DAYS if value is None else float(value)
+
     def state_dir_for(self, config: Path) -> Path:
         """Per-config state (doit's database, the runs log, the push ledger), keyed by the
         config's path relative to the project root: two `config.yaml` files in different
@@ -277,16 +302,22 @@ class Project:
     # --------------------------------------------------------------- registry
     def store(self) -> Store:
         """The local registry, created if missing. Who the user is gets recorded only by
-        `ensure_identity`, which commands that write the registry call."""
-        return open_store(self.registry_db)
+        `ensure_identity`, which commands that write the registry call. Records of jobs
+        whose process is gone (killed mid-run) are deleted on the first opening."""
+        store = open_store(self.registry_db)
+        if store.url not in _swept:
+            _swept.add(store.url)
+            provisional.drop_dead(store)
+        return store
 
     def read_store(self) -> Store:
-        """The local registry for commands that only read: nothing is created. A registry
-        that does not exist yet reads as an empty one."""
+        """The local registry for commands that only read: nothing is created, and records
+        of running or killed jobs are not seen. A registry that does not exist yet reads as
+        an empty one."""
         url = self.registry_db
         if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
             return open_store("sqlite://")
-        return open_store(url)
+        return open_store(url, settled_only=True)
 
     def ensure_identity(self) -> Store:
         """The local registry, with the local user and its author in place."""
@@ -345,16 +376,25 @@ class Project:
         pending.mkdir(parents=True, exist_ok=True)
         for note in pending.glob("*.pid"):
             if not _alive(note.read_text(encoding="utf-8").strip()):
+                provisional.drop(store, note.stem)
                 store.revoke_digest(note.stem)
                 note.unlink(missing_ok=True)
         token = store.issue_token(user["id"])
         note = pending / f"{token_digest(token)}.pid"
         note.write_text(str(os.getpid()), encoding="utf-8")
+        # What the job writes with this token stays provisional until `keep_job_records`;
+        # whatever is still provisional when the job ends (a failure) is deleted.
+        provisional.begin(store, token_digest(token))
         try:
             yield token
         finally:
+            provisional.drop(store, token_digest(token))
             store.revoke_token(token)
             note.unlink(missing_ok=True)
+
+    def keep_job_records(self, token: str) -> int:
+        """The job of `token` succeeded: what it wrote is for good; how many records."""
+        return provisional.keep(self.store(), token_digest(token))
 
     def local_token(self) -> str:
         """The token for writing to the local registry over HTTP, kept in the token file;

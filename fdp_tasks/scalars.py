@@ -30,6 +30,16 @@ def parse_bool(value: Any) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def positive_int(value: Any) -> int:
+    """A count of at least 1 (`--jobs 4`, `jobs=4`, `jobs: 4`); ValueError for anything
+    else, booleans included."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(f"expected a positive integer, got {value!r}")
+
+
 def parse_datetime(value: Any) -> datetime:
     """An ISO 8601 date or date-time (seconds, fraction and zone optional, 'Z' for UTC) as a
     datetime, without a zone when none is written; ValueError for anything else.

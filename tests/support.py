@@ -390,7 +390,9 @@ class CountingRegistry:
                 self.log.append(f"{request} {statuses[0] if statuses else '-'}")
             return body
 
-        server = _make_server(counting, "127.0.0.1", 0, 4)
+        # signed uploads may be large, as on a server `fdp registry serve` starts
+        large = app.config["fdp_signed_upload"]
+        server = _make_server(counting, "127.0.0.1", 0, 4, large_body=large)
         self.api_url = f"http://127.0.0.1:{server.effective_port}/api/"
         self._stop = threading.Event()
         self._thread = threading.Thread(

@@ -83,6 +83,7 @@ OWNERS: dict[str, str] = {
     "a script command (Rscript)": "fdp_tasks/languages.py",
     "a requests.Session": "fdp_tasks/transfer.py",
     "a download loop (iter_content)": "fdp_tasks/transfer.py",
+    "a retry loop (backoff, RETRY_STATUS)": "fdp_tasks/transfer.py",
     "a Templater made directly": "fdp_tasks/config/templates.py",
     "a token registered directly (add_token)": "fdp_tasks/store/tokens.py",
     "a JSON schema validator": "fdp_tasks/config/validate.py",
@@ -137,7 +138,43 @@ def _call_rule(node: ast.Call) -> str | None:
     return CALL_RULES.get(last)
 
 
+RETRY_LOOP = "a retry loop (backoff, RETRY_STATUS)"
+
+
+def _names_backoff(node: ast.AST) -> bool:
+    return any(
+        "backoff" in (n.id if isinstance(n, ast.Name) else n.attr).lower()
+        for n in ast.walk(node)
+        if isinstance(n, (ast.Name, ast.Attribute))
+    )
+
+
+def _retry_rule(node: ast.AST) -> str | None:
+    """Retrying by hand: the list of statuses worth a retry, a wait that grows by powers or
+    is named backoff, slept on: transfer.send and its RetryPolicy are the one place for it."""
+    if isinstance(node, ast.Name) and node.id == "RETRY_STATUS":
+        return RETRY_LOOP
+    if isinstance(node, ast.Attribute) and node.attr == "RETRY_STATUS":
+        return RETRY_LOOP
+    if isinstance(node, ast.Call) and _dotted(node.func).rpartition(".")[2] == "sleep":
+        waits = [n for arg in node.args for n in ast.walk(arg)]
+        if any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow) for n in waits):
+            return RETRY_LOOP
+        if any(_names_backoff(arg) for arg in node.args):
+            return RETRY_LOOP
+    if (
+        isinstance(node, ast.BinOp)
+        and isinstance(node.op, ast.Mult)
+        and (_names_backoff(node.left) or _names_backoff(node.right))
+    ):
+        return RETRY_LOOP
+    return None
+
+
 def _node_rule(node: ast.AST) -> str | None:
+    retry = _retry_rule(node)
+    if retry:
+        return retry
     if isinstance(node, ast.Constant):
         return _constant_rule(node)
     if isinstance(node, (ast.Set, ast.List, ast.Tuple)):
@@ -207,6 +244,7 @@ def test_the_owner_check_finds_second_copies() -> None:
         "a script command (Rscript)": 'cmd = ["Rscript", script]',
         "a requests.Session": "from requests import Session",
         "a download loop (iter_content)": "for b in resp.iter_content(1024): pass",
+        "a retry loop (backoff, RETRY_STATUS)": "time.sleep(0.2 * 2 ** attempt)",
         "a Templater made directly": "t = templates.Templater(config_path=p)",
         "a token registered directly (add_token)": "store.add_token(1, token)",
         "a JSON schema validator": "v = jsonschema.Draft7Validator(schema)",
@@ -214,6 +252,13 @@ def test_the_owner_check_finds_second_copies() -> None:
     for rule, source in copies.items():
         assert (rule, 1) in rule_findings(source), rule
     assert rule_findings('ok = ("true", "1", "false", "0")\nname = "Session"') == []
+    for retrying in (
+        "if resp.status_code in transfer.RETRY_STATUS: pass",
+        "time.sleep(self.backoff)",
+        "wait = self.backoff * 2",
+    ):
+        assert (RETRY_LOOP, 1) in rule_findings(retrying), retrying
+    assert rule_findings("time.sleep(0.05)") == []  # polling for a port is no retry policy
 
 
 def test_the_schema_names_the_script_languages() -> None:

@@ -68,6 +68,8 @@ def test_a_user_install_of_the_wheel_finds_its_schemas(tmp_path: Path) -> None:
         "schemas/config.schema.json",
         "schemas/registry.schema.json",
         "data/file_formats.json",
+        "server/web/templates/web/product.html",  # the web view's pages and style
+        "server/web/static/web.css",
     ):
         assert f"fdp_tasks/{data}" in names
     packages = {n.rpartition("/")[0].replace("/", ".") for n in names if n.endswith("/__init__.py")}

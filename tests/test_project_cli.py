@@ -241,8 +241,12 @@ def test_a_crash_while_finalising_leaves_no_records_and_a_rerun_completes(tmp_pa
     assert store.count("data_product") == 0 and store.count("code_run") == 0
     assert (env.data_store / "x/out/0.0.1.txt").read_text() == "first"  # unreferenced
     env.file("model.py", CRASHING_MODEL.format(content="second", crash=False))
-    assert env.doit().executed == ["job"]
-    info = env.fdp("info", "x:out@0.0.1").stdout
-    assert (env.data_store / "x/out/0.0.1.txt").read_text() == "second"
+    rerun = env.doit()
+    assert rerun.executed == ["job"]
+    # the file nothing refers to is never overwritten: the rerun takes the next version
+    assert (env.data_store / "x/out/0.0.1.txt").read_text() == "first"
+    assert "keeping them and writing out@0.0.2" in rerun.output
+    info = env.fdp("info", "x:out@0.0.2").stdout
+    assert (env.data_store / "x/out/0.0.2.txt").read_text() == "second"
     assert hashlib.sha1(b"second").hexdigest() in info
     assert env.doit().executed == []

@@ -44,6 +44,7 @@ STATE_EXIT_CODES = {
     "will-run": 1,
     "remote-newer": 1,
     "local-only": 1,
+    "staged": 1,
     "will-fail": ConfigError.exit_code,
     "conflict": OutOfSync.exit_code,
 }
@@ -78,7 +79,8 @@ def print_status(
         return rows
     for row in rows:
         reason = f"  ({row['reason']})" if row.get("reason") else ""
-        print(f"{row['state']:<12} {row['task']}{reason}")
+        staged = "  [staged]" if row.get("staged") and row["state"] != "staged" else ""
+        print(f"{row['state']:<12} {row['task']}{staged}{reason}")
     if not rows:
         print("nothing to do: the config registers, reads, runs and pushes nothing")
     return rows

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 
 from fdp_tasks.cli.common import add_config_argument, config_path
+from fdp_tasks.scalars import positive_int
 
 
 def doit_command(
@@ -22,12 +23,25 @@ def doit_command(
         parser.add_argument(
             "--remote", metavar="NAME", help="the remote to use (default: origin, or the only one)"
         )
+        parser.add_argument(
+            "--jobs",
+            metavar="N",
+            type=jobs_count,
+            help="files to upload or download at once (default: the `jobs` setting of "
+            ".fdp/settings.yaml, else 4 per core, at most 8)",
+        )
         if "job" in tasks:
             parser.add_argument(
                 "--force",
                 action="store_true",
                 help="run the job even if it looks up to date (modules a script imports are "
                 "not tracked)",
+            )
+            parser.add_argument(
+                "--wait",
+                action="store_true",
+                help="wait for a job of this config that another process runs, instead of "
+                "refusing",
             )
         if "job" in tasks or "push" in tasks:
             parser.add_argument(
@@ -55,4 +69,22 @@ def handler(args: argparse.Namespace, tasks: list[str], keep_going: bool, refres
     doit_args = ["run", *(["--continue"] if keep_going else []), *tasks]
     force = getattr(args, "force", False)
     dirty = getattr(args, "dirty", False)
-    return run_doit(path, doit_args, refresh=refresh, remote=args.remote, force=force, dirty=dirty)
+    wait = getattr(args, "wait", False)
+    return run_doit(
+        path,
+        doit_args,
+        refresh=refresh,
+        remote=args.remote,
+        force=force,
+        dirty=dirty,
+        wait=wait,
+        jobs=args.jobs,
+    )
+
+
+def jobs_count(text: str) -> int:
+    """`--jobs N`: a positive integer, else argparse's one-line error naming the flag."""
+    try:
+        return positive_int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -24,7 +24,7 @@ exit status (the same for every command):
   130  interrupted (Ctrl-C)
 
 `fdp status --exit-code` exits 0 when nothing would run, 1 when something would run
-(will-run, remote-newer, local-only), 2 when something would fail (will-fail), 3 on a
+(will-run, remote-newer, local-only, staged), 2 when something would fail (will-fail), 3 on a
 conflict; the highest applies."""
 
 
@@ -45,10 +45,19 @@ COMMANDS = [
     "run",
     "push",
     "status",
+    "add",
+    "unstage",
+    "reset",
+    "commit",
+    "update",
     "list",
     "info",
+    "prov",
     "remote",
     "registry",
+    "verify",
+    "gc",
+    "delete",
 ]
 
 

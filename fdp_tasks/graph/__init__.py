@@ -19,6 +19,8 @@ def load_namespace(
     force: bool = False,
     dirty: bool = False,
     serve: ServeRegistry | None = None,
+    wait: bool = False,
+    jobs: int | None = None,
 ) -> dict[str, Any]:
     """For dodo.py: the tasks of one config; a bad config ends the process with one line.
 
@@ -30,7 +32,14 @@ def load_namespace(
     try:
         found = locate_config(str(config_path))
         namespace = dodo_namespace(
-            str(found), refresh=refresh, remote=remote, force=force, dirty=dirty, serve=serve
+            str(found),
+            refresh=refresh,
+            remote=remote,
+            force=force,
+            dirty=dirty,
+            serve=serve,
+            wait=wait,
+            jobs=jobs,
         )
     except FdpError as exc:
         print(error_text(str(exc)), file=sys.stderr)
@@ -70,6 +79,8 @@ def run_doit(
     force: bool = False,
     dirty: bool = False,
     serve: ServeRegistry | None = None,
+    wait: bool = False,
+    jobs: int | None = None,
 ) -> int:
     """Run doit on the tasks of `config_path`, as `doit <doit_args>` would in its project;
     returns the exit code `fdp` ends with: that of the gravest error a task failed on (1 for
@@ -81,7 +92,14 @@ def run_doit(
     from fdp_tasks.graph.tasks import dodo_namespace, preflight_push
 
     namespace = dodo_namespace(
-        str(config_path), refresh=refresh, remote=remote, force=force, dirty=dirty, serve=serve
+        str(config_path),
+        refresh=refresh,
+        remote=remote,
+        force=force,
+        dirty=dirty,
+        serve=serve,
+        wait=wait,
+        jobs=jobs,
     )
     with namespace["session"] as session:
         if "push" in doit_args:  # one line, before any item, for what would fail them all

@@ -9,14 +9,28 @@ command talks to a remote over one connection and looks each thing up once.
 
 A read-only session (`fdp status`, which only compares) creates nothing: it reads the
 registry the plan reads, and opens remotes without creating them.
+
+doit's process runner (`-P process`) forks its workers: a connection, a database handle or a
+lock inherited from the parent is not the worker's to use. So a worker gets a session of its
+own (`for_process`), and what must not interleave (the records of one push closure, the
+records of one pull) is serialised by `records_lock`, across threads and processes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import IO
+
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): doit's process runner spawns there, threads lock
+    fcntl = None  # type: ignore[assignment]
 
 from fdp_tasks.config import load_config
 from fdp_tasks.config.resolve import warn_once
@@ -39,6 +53,11 @@ SessionFor = Callable[[], "SyncSession"]
 # A remote's data products in one namespace, by (name, version)
 Listing = dict[tuple[str, str], Record]
 
+# The session of each (config, remote) in this process; one made before a fork is not used
+# after it (SyncSession.pid says whose it is).
+_BY_PROCESS: dict[tuple[str, str | None], SyncSession] = {}
+_PROCESS_LOCK = threading.Lock()
+
 
 class SyncSession:
     """The connections, caches and identity of one command carrying out `plan`."""
@@ -59,6 +78,7 @@ class SyncSession:
         self.remote_name = remote_name
         self.readonly = readonly
         self.push_checked = False  # preflight_push has run for this command
+        self.push_broken: str | None = None  # why the remote cannot take this push, if so
         self._lock = threading.RLock()  # doit's worker threads share the session
         self._remotes: dict[str | None, Remote] = {}
         self._tokenless: set[str | None] = set()  # remotes opened without their token file
@@ -66,6 +86,55 @@ class SyncSession:
         self._pushers: dict[str, Pusher] = {}
         self._listings: dict[tuple[str, str], Listing] = {}
         self._author_id: int | None = None
+        self._records_locks: dict[str, tuple[threading.Lock, IO[str] | None]] = {}
+        self.pid = os.getpid()
+
+    @classmethod
+    def for_process(
+        cls, config_path: str | Path, remote_name: str | None = None
+    ) -> SyncSession:
+        """The session of a command's config in this process: the one the command opened
+        (`share`), or in a worker doit's process runner forked, one of its own, opened on
+        first use and kept for the worker's other tasks."""
+        key = (str(config_path), remote_name)
+        with _PROCESS_LOCK:
+            found = _BY_PROCESS.get(key)
+            if found is not None and found.pid == os.getpid():
+                return found
+            session = cls.for_config(config_path, remote_name=remote_name)
+            _BY_PROCESS[key] = session
+            return session
+
+    def share(self, config_path: str | Path) -> None:
+        """Be the session `for_process` hands out for this config in this process."""
+        with _PROCESS_LOCK:
+            _BY_PROCESS[(str(config_path), self.remote_name)] = self
+
+    @contextlib.contextmanager
+    def records_lock(self, target: str) -> Iterator[None]:
+        """Held while one closure's records are written to `target` (a remote's URL, or
+        "local"), so no two workers interleave theirs: a lock for this process's threads,
+        and a lock file under the project's state for the processes of doit's process
+        runner (each opens its own, since a descriptor inherited through fork would be
+        the same lock as its parent's)."""
+        with self._lock:
+            if target not in self._records_locks:
+                handle: IO[str] | None = None
+                if fcntl is not None:
+                    digest = hashlib.sha256(target.encode("utf-8")).hexdigest()[:16]
+                    folder = self.project.state_dir / "locks"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    handle = open(folder / f"records-{digest}.lock", "a")  # noqa: SIM115
+                self._records_locks[target] = (threading.Lock(), handle)
+            lock, handle = self._records_locks[target]
+        with lock:
+            if handle is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                if handle is not None:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     @classmethod
     def for_config(
@@ -89,8 +158,12 @@ class SyncSession:
             self._pullers.clear()
             self._pushers.clear()
             self._listings.clear()
+            handles = [handle for _, handle in self._records_locks.values() if handle]
+            self._records_locks.clear()
         for remote in remotes:
             remote.close()
+        for handle in handles:
+            handle.close()
 
     def __enter__(self) -> SyncSession:
         return self

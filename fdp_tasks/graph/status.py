@@ -15,7 +15,7 @@ from fdp_tasks.config.resolve import script_paths
 from fdp_tasks.errors import ConfigError, FdpError
 from fdp_tasks.graph.plan import Plan, ReadItem, explain_change
 from fdp_tasks.graph.session import SyncSession
-from fdp_tasks.graph.tasks import PushLedger, on_remote, pushable
+from fdp_tasks.graph.tasks import PushLedger, on_remote, pushable, staged_for_push
 from fdp_tasks.job import past_runs, refuse_dirty
 from fdp_tasks.store import queries
 from fdp_tasks.versions import Version
@@ -61,7 +61,7 @@ def newer_on_remote(session: SyncSession, read: ReadItem) -> str | None:
         for p in queries.latest_products(session.plan.store, read.namespace, read.name)
     }
     newer = [
-        f"{name}@{version}"
+        f"{read.namespace}:{name}@{version}"
         for name, version in session.remote_newest(session.remote(), read).items()
         if name not in local or local[name] < Version.parse(version)
     ]
@@ -132,33 +132,68 @@ def task_rows(session: SyncSession, remote: bool, dirty: bool) -> list[dict[str,
                 remote_error = str(exc).splitlines()[0]
                 newer = None
             if newer:
-                row.update(state="remote-newer", reason=f"{newer}: `fdp pull` fetches it")
+                row.update(state="remote-newer", reason=f"{newer}: `fdp update` moves to it")
         rows.append(row)
     if plan.has_script:
         rows.append(job_row(plan, reads_ok, dirty))
+    rows += push_rows(session, remote, remote_error)
+    return rows
+
+
+def push_rows(session: SyncSession, remote: bool, remote_error: str | None) -> list[dict[str, Any]]:
+    """One row per item a push sends: the config's outputs and what is staged (marked
+    `staged`), each pushed, local-only or in conflict with the remote."""
+    plan = session.plan
     ledger = PushLedger(plan.state_dir / "pushed.jsonl", readonly=True)
+    staged = staged_for_push(plan)
+    rows = []
     for found in pushable(plan):
-        row = {"task": f"push:{found.ref}", "hash": found.hash}
+        row: dict[str, Any] = {"task": f"push:{found.ref}", "hash": found.hash}
+        if str(found.ref) in staged.staged:
+            row["staged"] = True
         if not remote:
             row["state"] = "unknown"
         elif remote_error:
             row["state"], row["reason"] = "unknown", remote_error
         else:
             try:
-                if on_remote(session, found, ledger):
-                    row["state"] = "pushed"
-                else:
-                    row["state"] = "local-only"
-                    theirs = session.remote_product(session.remote(), found.ref)
-                    if theirs is not None:
-                        their_hash = queries.locate(session.remote().registry, theirs).hash
-                        row["state"] = "conflict"
-                        row["reason"] = (
-                            f"the remote holds other content (SHA-1 {their_hash}): "
-                            "pull, then write a new version"
-                        )
+                row.update(push_state(session, found, ledger))
             except FdpError as exc:  # no remote, or one that cannot be reached
                 remote_error = str(exc).splitlines()[0]
                 row["state"], row["reason"] = "unknown", remote_error
-        rows.append(row)
+        rows.append(staged_state(row))
+    for run_uuid in staged.runs:
+        row = {"task": f"push:run:{run_uuid}", "staged": True, "state": "unknown"}
+        if remote and not remote_error:
+            try:
+                there = session.remote().registry.find("code_run", {"uuid": run_uuid}, limit=1)
+                row["state"] = "pushed" if there else "local-only"
+            except FdpError as exc:
+                remote_error = str(exc).splitlines()[0]
+                row["reason"] = remote_error
+        rows.append(staged_state(row))
     return rows
+
+
+def push_state(session: SyncSession, found: queries.Located, ledger: PushLedger) -> dict[str, str]:
+    """Whether the remote holds this product: with our content (pushed), with other
+    content (conflict: the push refuses it), or not at all (local-only)."""
+    if on_remote(session, found, ledger):
+        return {"state": "pushed"}
+    theirs = session.remote_product(session.remote(), found.ref)
+    if theirs is None:
+        return {"state": "local-only"}
+    their_hash = queries.locate(session.remote().registry, theirs).hash
+    return {
+        "state": "conflict",
+        "reason": f"the remote holds other content (SHA-1 {their_hash}, ours {found.hash}): "
+        "`fdp pull`, write a new version, then push",
+    }
+
+
+def staged_state(row: dict[str, Any]) -> dict[str, Any]:
+    """A staged item the next push sends (not on the remote, or not asked) reads `staged`."""
+    if row.get("staged") and row["state"] in ("local-only", "unknown"):
+        row["state"] = "staged"
+        row.setdefault("reason", "staged: `fdp push` sends it, `fdp unstage` takes it back")
+    return row

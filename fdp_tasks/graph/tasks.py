@@ -4,6 +4,7 @@
     pull:<item>       copy a data product from the remote    target: the registry entry + file
     job               run the script with the FDP env        target: the code run's outputs
     push:<item>       copy an output and its provenance      target: the remote's entry
+    prov:<item>       an output's PROV-JSON and svg          target: files under the state folder
 
 Targets are registry entries and data-store files, checked by hash through `uptodate`
 callables, so a second `doit` does nothing and deleting an entry or a file redoes just that.
@@ -22,36 +23,61 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from doit import create_after
 from doit.tools import config_changed
 
+from fdp_tasks import staging
 from fdp_tasks.catalog.register import item_label, register_item, registered_product
+from fdp_tasks.config.resolve import warn_once
 from fdp_tasks.datastore import local_root
 from fdp_tasks.errors import FdpError, OutOfSync
 from fdp_tasks.graph.plan import Plan, ReadItem
-from fdp_tasks.graph.report import FdpReporter, TaskFailure
+from fdp_tasks.graph.prov_tasks import prov_tasks
+from fdp_tasks.graph.report import (
+    CARRIED,
+    PULLED,
+    PUSHED,
+    REPORT,
+    FdpReporter,
+    TaskFailure,
+)
 from fdp_tasks.graph.session import SessionFor, SyncSession
 from fdp_tasks.job import ServeRegistry, past_runs, refuse_dirty, run_job
+from fdp_tasks.progress import Bar
+from fdp_tasks.refs import ProductRef
+from fdp_tasks.remotes import Remote
 from fdp_tasks.remotes.sync import NonCanonicalName
 from fdp_tasks.store import queries
+from fdp_tasks.store.base import Record
+from fdp_tasks.upkeep.gc import clean_config
+from fdp_tasks.versions import Version, latest
 
 log = logging.getLogger(__name__)
 
 Task = dict[str, Any]
 
+# The bytes phase of a pull and of a push: one task each, which the items depend on. Hidden
+# (doit lists and reports no task whose name starts with `_`): an item is what a user asked
+# for, and the summary line counts items.
+PULL_FILES = "_pull_files"
+PUSH_FILES = "_push_files"
+
 
 def _guard(func: Any, *args: Any) -> Any:
     """Run an action; an FdpError, or an OSError such as a full disk, fails the task in one
-    line with its exit code."""
+    line with its exit code. What it returns (a dict: what the reporter says and counts)
+    is the task's values."""
     try:
-        func(*args)
+        return func(*args)
     except (FdpError, OSError) as exc:
         return TaskFailure(exc)
-    return None
 
 
 # -------------------------------------------------------------------- register
@@ -90,15 +116,20 @@ def register_tasks(plan: Plan, session: SessionFor, refresh: bool = False) -> It
 
 
 # ------------------------------------------------------------------------ pull
-def _pull_one(plan: Plan, session: SyncSession, item: ReadItem) -> None:
-    session.ensure_identity()
+def _pull_remote(plan: Plan, session: SyncSession, item: ReadItem) -> Remote:
     try:
-        remote = session.remote()
+        return session.remote()
     except FdpError as exc:
         raise FdpError(
             f"{plan.cfg.file}: {item.key}: {item.label} is not in the local registry, and "
             f"there is no remote to pull it from: {exc}"
         ) from None
+
+
+def _to_pull(
+    plan: Plan, session: SyncSession, remote: Remote, item: ReadItem
+) -> Iterator[tuple[ProductRef, Record]]:
+    """The remote's products a read item fetches: those not here intact."""
     listing = session.remote_products(remote, item.namespace)
     if item.pinned:
         wanted = {item.name: item.version}
@@ -108,7 +139,6 @@ def _pull_one(plan: Plan, session: SyncSession, item: ReadItem) -> None:
             raise FdpError(
                 f"{plan.cfg.file}: {item.key}: {item.label} matches nothing on remote {remote.name}"
             )
-    fetched = 0
     for name, version in wanted.items():
         ref = item.product(name, version)
         if plan.product_intact(ref):
@@ -118,35 +148,95 @@ def _pull_one(plan: Plan, session: SyncSession, item: ReadItem) -> None:
             raise FdpError(
                 f"{plan.cfg.file}: {item.key}: {ref} is not on remote {remote.name} ({remote.url})"
             )
+        yield ref, product
+
+
+def _pull_one(session: SyncSession, item: ReadItem) -> dict[str, Any]:
+    """Copy the records of one read item's products (their files are in place already when
+    `_pull_files` fetched them); what the reporter says and counts."""
+    plan = session.plan
+    session.ensure_identity()
+    remote = _pull_remote(plan, session, item)
+    report: list[str] = []
+    for ref, product in list(_to_pull(plan, session, remote, item)):
         try:
-            found = session.puller(remote).pull(ref, product)
+            with session.records_lock("local"):
+                found = session.puller(remote).pull(ref, product)
         except NonCanonicalName as exc:
             if item.pinned:
                 raise
             log.warning("%s", exc)  # a glob matched it: go on with the rest
             continue
-        fetched += 1
-        print(f"pulled {ref} (SHA-1 {str(found.hash)[:12]})")
-    if not fetched:
-        print(f"{item.label}: nothing newer on {remote.name}")
+        report.append(f"pulled {ref} (SHA-1 {str(found.hash)[:12]})")
+    pulled = len(report)
+    if not pulled:
+        report.append(f"{item.label}: nothing newer on {remote.name}")
+    return {REPORT: report, PULLED: pulled}
 
 
-def pull_tasks(plan: Plan, session: SessionFor, refresh: bool = False) -> Iterator[Task]:
+def _read_fresh(plan: Plan, item: ReadItem, refresh: bool) -> bool:
+    """A read item's up-to-date check: here, and (when refreshing) pinned."""
+    return (not refresh or item.pinned) and plan.read_present(item)
+
+
+def _pull_files(session: SyncSession, refresh: bool, jobs: int) -> dict[str, Any]:
+    """The bytes phase of a pull: every file the read items will fetch, downloaded on `jobs`
+    threads into the data store (each checked against its SHA-1, renamed into place whole)
+    before any record is copied. What fails here is said by the item that needs it."""
+    plan = session.plan
+    wanted: list[tuple[ProductRef, Record]] = []
+    try:
+        session.ensure_identity()
+        for item in plan.reads:
+            if _read_fresh(plan, item, refresh):
+                continue
+            remote = _pull_remote(plan, session, item)
+            with contextlib.suppress(FdpError):  # the item's own task says why
+                wanted += _to_pull(plan, session, remote, item)
+        if not wanted:
+            return {}
+        puller = session.puller(remote)
+        files, _ = puller.download_plan(wanted)
+    except (FdpError, OSError) as exc:
+        log.debug("pull_files: %s", exc)  # every item fails with it, in its own words
+        return {}
+    with Bar("downloading", total=len(files)) as bar:
+        failed = puller.download_files(files, jobs, bar.bytes_callback(), bar.step)
+    for file, why in failed.items():
+        log.debug("download of %s failed: %s", file.product, why)
+    return {}
+
+
+def pull_tasks(
+    plan: Plan, session: SessionFor, refresh: bool = False, jobs: int = 1
+) -> Iterator[Task]:
     yield {
         "basename": "pull",
         "name": None,
-        "task_dep": ["register"],
+        "task_dep": ["register", *([PULL_FILES] if plan.reads else [])],
         "doc": "fetch the data products the config reads from the remote",
     }
+
+    def fresh(item: ReadItem) -> bool:
+        return _read_fresh(plan, item, refresh)
+
+    if plan.reads:
+        yield {
+            "basename": PULL_FILES,
+            "doc": "download the files of what the config reads, in parallel",
+            "actions": [lambda: _guard(_pull_files, session(), refresh, jobs)],
+            "task_dep": ["register"],
+            "uptodate": [lambda: all(fresh(item) for item in plan.reads)],
+            "verbosity": 2,
+        }
     for item in plan.reads:
         yield {
             "basename": "pull",
             "name": item.label,
             "doc": f"fetch {item.label} and the records of the run that made it",
-            "actions": [lambda item=item: _guard(lambda: _pull_one(plan, session(), item))],
-            "uptodate": [
-                lambda item=item: (not refresh or item.pinned) and plan.read_present(item)
-            ],
+            "actions": [lambda item=item: _guard(_pull_one, session(), item)],
+            "task_dep": [PULL_FILES],
+            "uptodate": [lambda item=item: fresh(item)],
             "verbosity": 2,
         }
 
@@ -166,9 +256,12 @@ def run_task(
     force: bool = False,
     dirty: bool = False,
     serve: ServeRegistry | None = None,
+    wait: bool = False,
 ) -> Task:
+    """The job task; `wait`: wait for another job of the config to end, not refuse."""
     parts = plan.run_inputs() if plan.has_script else {}
     signature = plan.run_signature(parts) if plan.has_script else None
+    runs_seen = len(past_runs(plan.runs_log))  # as the up-to-date check finds them
 
     def action() -> Any:
         try:
@@ -180,6 +273,8 @@ def run_task(
                 allow_dirty=dirty,
                 verify=lambda runs: session().verify_outputs(runs),
                 serve=serve,
+                wait=wait,
+                runs_seen=runs_seen,
             )
         except (FdpError, OSError) as exc:
             return TaskFailure(exc)
@@ -198,18 +293,187 @@ def run_task(
         "task_dep": ["pull"],
         # `force`: modules the script imports are not tracked; this reruns it anyway
         "uptodate": [config_changed(signature), _outputs_intact(plan), not force],
+        "clean": [_clean_job(plan)],
         "verbosity": 2,
     }
 
 
+def _clean_job(plan: Plan) -> Any:
+    """`doit clean`: `fdp gc` for this config (its output folders, the job folders of its
+    runs); `doit clean -n` only lists."""
+
+    def clean(dryrun: bool = False) -> None:
+        working = plan.working(resolve_writes=False, symbolic=True)
+        outputs = [
+            (str((item.get("use") or {}).get("namespace")), str(item["data_product"]))
+            for item in working.get("write") or []
+        ]
+        clean_config(plan.project, outputs, plan.runs_log, dryrun)
+
+    return clean
+
+
 # ------------------------------------------------------------------------ push
 def pushable(plan: Plan) -> list[queries.Located]:
-    """The outputs of every run this project made, newest version of each name last."""
+    """The outputs of every run of this config, newest version of each name last, then what
+    the project has staged (`fdp add`, `fdp commit`): data products, and the outputs of
+    staged code runs."""
     seen: dict[str, queries.Located] = {}
     for record in past_runs(plan.runs_log):
         for found in plan.outputs_of(record.get("code_runs") or []) or []:
             seen[str(found.ref)] = found
+    for ref, found in staged_for_push(plan).products.items():
+        seen.setdefault(ref, found)
     return list(seen.values())
+
+
+@dataclass
+class StagedPush:
+    """What the staging list adds to a push, found in the local registry."""
+
+    products: dict[str, queries.Located] = field(default_factory=dict)  # by ns:name@version
+    runs: list[str] = field(default_factory=list)  # code runs that wrote no data product
+    staged: set[str] = field(default_factory=set)  # every data product pushed for an entry
+
+
+def staged_for_push(plan: Plan) -> StagedPush:
+    """The staged data products, and the outputs of staged code runs; a staged code run
+    that wrote nothing is pushed as a record of its own."""
+    out = StagedPush()
+    for entry in staging.staged(plan.project):
+        if entry.kind == staging.PRODUCT:
+            found = queries.locate_ref(plan.store, entry.ref)
+            outputs = None if found is None else [found]
+        else:
+            outputs = plan.outputs_of([entry.key])
+            if outputs == []:
+                out.runs.append(entry.key)
+        if outputs is None:
+            warn_once(
+                f"{entry} is staged, but it (or an output of it) is no longer in the local "
+                f"registry; `fdp unstage {entry.key}` takes it back"
+            )
+            continue
+        for found in outputs:
+            out.products.setdefault(str(found.ref), found)
+            out.staged.add(str(found.ref))
+    return out
+
+
+def unstage_pushed(
+    plan: Plan, remote_url: str, ledger: PushLedger, refs: list[ProductRef]
+) -> None:
+    """After a push item: the staged data products the remote now holds (`refs`, found or
+    created with this content), and staged code runs all of whose outputs it holds, leave
+    the staging list. Costs one stat when nothing is staged."""
+    now = {str(ref) for ref in refs}
+
+    def done(entry: staging.Staged) -> bool:
+        if entry.kind == staging.PRODUCT:
+            return entry.key in now
+        outputs = plan.outputs_of([entry.key])
+        return bool(outputs) and all(
+            str(o.ref) in now or (o.hash and ledger.pushed(remote_url, str(o.ref)) == o.hash)
+            for o in outputs or []
+        )
+
+    staging.drop(plan.project, done)
+
+
+def staged_run_tasks(
+    plan: Plan, remote_name: str | None, dirty: bool = False
+) -> Iterator[Task]:
+    """One task per staged code run that wrote no data product: its record (with its
+    config, script, code repository and inputs) is pushed on its own, since no product's
+    push carries it."""
+    config = str(plan.cfg.path)
+    for run_uuid in staged_for_push(plan).runs:
+        yield {
+            "basename": "push",
+            "name": f"run:{run_uuid}",
+            "doc": f"copy the staged code run {run_uuid} and its provenance to the remote",
+            "actions": [(push_staged_run, [config, remote_name, dirty, run_uuid])],
+            "task_dep": [PUSH_FILES],
+            "verbosity": 2,
+        }
+
+
+def push_staged_run(config: str, remote_name: str | None, dirty: bool, run_uuid: str) -> Any:
+    """A staged code run's push item (a module function with plain arguments, as doit's
+    process runner needs): the run's record after its inputs, then off the staging list."""
+    return _guard(_push_run, SyncSession.for_process(config, remote_name), dirty, run_uuid)
+
+
+def _push_run(doing: SyncSession, dirty: bool, run_uuid: str) -> dict[str, Any]:
+    remote = _push_checked(doing, dirty)
+    mine = doing.store.find("code_run", {"uuid": run_uuid}, limit=1)
+    if not mine:
+        raise FdpError(f"code run {run_uuid} is staged but not in the local registry")
+    said: dict[str, Any] = {REPORT: [f"code run {run_uuid} is on {remote.name} already"]}
+    if not remote.registry.find("code_run", {"uuid": run_uuid}, limit=1):
+        with doing.records_lock(remote.url):
+            pushed = doing.pusher(remote).push_run(mine[0]["id"])
+        doing.note_pushed(remote, pushed)
+        said = {REPORT: [f"pushed code run {run_uuid} to {remote.name}"], PUSHED: 1}
+    staging.drop(doing.plan.project, lambda entry: entry.key == run_uuid)
+    return said
+
+
+def warn_newer_reads(session: SyncSession, todo: list[queries.Located]) -> None:
+    """A warning line per input of the runs about to be pushed that the remote holds in a
+    newer version: the push goes on. A remote that does not answer is the items' to say."""
+    if not todo:
+        return
+    with contextlib.suppress(FdpError):
+        for line in newer_than_read(session, todo):
+            log.warning("%s", line)
+
+
+def newer_than_read(session: SyncSession, todo: list[queries.Located]) -> list[str]:
+    """One line per data product that the runs about to be pushed read, of which the remote
+    holds a newer version than the newest they read: not a conflict, but worth knowing."""
+    plan, store = session.plan, session.store
+    remote = session.remote()
+    wanted = {c for found in todo for c in found.object.get("components") or []}
+    runs: dict[int, Any] = {}
+    uuids = [u for record in past_runs(plan.runs_log) for u in record.get("code_runs") or []]
+    uuids += [e.key for e in staging.staged(plan.project) if e.kind == staging.RUN]
+    for run_uuid in dict.fromkeys(uuids):
+        for run in store.find("code_run", {"uuid": run_uuid}, limit=1):
+            runs[run["id"]] = run
+    staged_products = staged_for_push(plan).staged
+    for found in todo:
+        if str(found.ref) in staged_products:  # made by a run of another config, maybe
+            for component in found.object.get("components") or []:
+                runs.update((r["id"], r) for r in store.find("code_run", {"outputs": component}))
+    inputs = [c for run in runs.values() if wanted & set(run["outputs"]) for c in run["inputs"]]
+    components = queries.get_many(store, "object_component", inputs)
+    objects = queries.get_many(store, "object", [c["object"] for c in components.values()])
+    products = queries.get_many(
+        store, "data_product", [p for o in objects.values() for p in o["data_products"]]
+    )
+    read: dict[tuple[str, str], Version] = {}
+    for found in queries.locate_many(store, list(products.values())):
+        ref = found.ref
+        key = (ref.namespace, ref.name)
+        read[key] = max(read.get(key, ref.version), ref.version)
+    pinned = {(r.namespace, r.name): r for r in plan.reads if r.pinned}
+    lines = []
+    for (namespace, name), version in sorted(read.items()):
+        there = [v for (n, v) in session.remote_products(remote, namespace) if n == name]
+        top = latest(there)
+        newest = Version.parse(top) if top else None
+        if newest is None or newest <= version:
+            continue
+        if (namespace, name) in pinned:
+            then = f"it is pinned in {plan.cfg.file} ({pinned[(namespace, name)].key})"
+        else:
+            then = "fdp update moves to it"
+        lines.append(
+            f"remote {remote.name} has {namespace}:{name}@{newest}, newer than the {version} "
+            f"this run read; {then}"
+        )
+    return lines
 
 
 class PushLedger:
@@ -225,6 +489,7 @@ class PushLedger:
         self.path = path
         self.readonly = readonly
         self.entries: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()  # push items record from doit's worker threads
         if path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
@@ -237,12 +502,28 @@ class PushLedger:
         return self.entries.get((remote, ref))
 
     def record(self, remote: str, ref: str, sha1: str) -> None:
-        if self.entries.get((remote, ref)) == sha1 or self.readonly:
-            return
-        self.entries[(remote, ref)] = sha1
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"remote": remote, "ref": ref, "sha1": sha1}) + "\n")
+        """One whole line per entry, appended (O_APPEND), so the lines of doit's worker
+        processes never mix."""
+        with self._lock:
+            if self.entries.get((remote, ref)) == sha1 or self.readonly:
+                return
+            self.entries[(remote, ref)] = sha1
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"remote": remote, "ref": ref, "sha1": sha1}) + "\n")
+
+
+_LEDGERS: dict[tuple[int, Path], PushLedger] = {}
+_LEDGERS_LOCK = threading.Lock()
+
+
+def push_ledger(plan: Plan) -> PushLedger:
+    """The push ledger of a config, read once per process."""
+    key = (os.getpid(), plan.state_dir / "pushed.jsonl")
+    with _LEDGERS_LOCK:
+        if key not in _LEDGERS:
+            _LEDGERS[key] = PushLedger(key[1])
+        return _LEDGERS[key]
 
 
 def on_remote(session: SyncSession, found: queries.Located, ledger: PushLedger) -> bool:
@@ -269,7 +550,7 @@ def preflight_push(session: SyncSession, dirty: bool = False) -> None:
         return
     plan = session.plan
     refuse_dirty(plan.local_repo, dirty)
-    ledger = PushLedger(plan.state_dir / "pushed.jsonl")
+    ledger = push_ledger(plan)
     todo = [found for found in pushable(plan) if not on_remote(session, found, ledger)]
     if todo:
         session.ensure_identity()
@@ -278,57 +559,136 @@ def preflight_push(session: SyncSession, dirty: bool = False) -> None:
     session.push_checked = True
 
 
-def push_tasks(plan: Plan, session: SessionFor, dirty: bool = False) -> Iterator[Task]:
+def _push_checked(session: SyncSession, dirty: bool) -> Remote:
+    """The remote to push to, once what would fail every item is ruled out; a remote that
+    cannot be used fails every later item of this process at once, with the same words."""
+    if session.push_broken:
+        raise FdpError(session.push_broken)
+    try:
+        preflight_push(session, dirty)
+        return session.remote(write=True)
+    except FdpError as exc:
+        session.push_broken = str(exc)
+        raise
+
+
+def push_files(config: str, remote_name: str | None, dirty: bool, jobs: int) -> Any:
+    """The bytes phase of a push (the `_push_files` task's action): every file the items
+    that are not on the remote need, uploaded on `jobs` threads before any record is
+    written. Content addressing makes a second upload of the same bytes harmless. A file
+    that fails here fails the items that need it, each in its own task."""
+    doing = SyncSession.for_process(config, remote_name)
+    try:
+        remote = _push_checked(doing, dirty)
+        ledger = push_ledger(doing.plan)
+        waiting = [found for found in pushable(doing.plan) if not on_remote(doing, found, ledger)]
+        warn_newer_reads(doing, waiting)  # here: the one task of a push that runs once
+        pusher = doing.pusher(remote)
+        files = pusher.files(pusher.without_conflicts([f.product["id"] for f in waiting]))
+    except (FdpError, OSError) as exc:
+        log.debug("push_files: %s", exc)  # every item fails with it, in its own words
+        return None
+    with Bar("uploading", total=len(files)) as bar:
+        failed = pusher.upload_files(files, jobs, bar.bytes_callback(), bar.step)
+    for location_id, why in failed.items():
+        log.debug("upload of storage location %s failed: %s", location_id, why)
+    return None
+
+
+def push_item(
+    config: str, remote_name: str | None, dirty: bool, product_id: int, sha1: str | None
+) -> Any:
+    """A push item's action: the records of one data product's closure, in foreign-key
+    order with the data product last, while holding the remote's records lock. A module
+    function with plain arguments, so doit's process runner can hand it to a worker."""
+    return _guard(_push_one, SyncSession.for_process(config, remote_name), dirty, product_id, sha1)
+
+
+def _push_one(
+    doing: SyncSession, dirty: bool, product_id: int, sha1: str | None
+) -> dict[str, Any]:
+    remote = _push_checked(doing, dirty)
+    with doing.records_lock(remote.url):
+        pushed = doing.pusher(remote).push_product(product_id)
+    doing.note_pushed(remote, pushed)
+    plan = doing.plan
+    ref = queries.locate(doing.store, doing.store.get("data_product", product_id)).ref
+    others = [str(other) for other, _ in pushed if other != ref]
+    more = len(others)
+    ledger = push_ledger(plan)
+    if sha1 is not None:
+        ledger.record(remote.url, str(ref), sha1)
+    unstage_pushed(plan, remote.url, ledger, [ref, *(other for other, _ in pushed)])
+    line = f"pushed {ref} to {remote.name}" + (
+        f", with {more} other product(s) of the same runs" if more > 0 else ""
+    )
+    return {REPORT: [line], PUSHED: 1, CARRIED: others}
+
+
+def push_tasks(
+    plan: Plan, session: SessionFor, dirty: bool = False, jobs: int = 1
+) -> Iterator[Task]:
     yield {
         "basename": "push",
         "name": None,
         "doc": "copy the run's outputs and their provenance to the remote",
+        "task_dep": [PUSH_FILES],  # first, so the items then run in the order listed
     }
-    ledger = PushLedger(plan.state_dir / "pushed.jsonl")
-    broken: list[str] = []  # why the remote cannot be used: every item fails fast with it
+    ledger = push_ledger(plan)
+    doing = session()
+    config, remote_name = str(plan.cfg.path), doing.remote_name
 
     def pushed_already(found: queries.Located) -> bool:
-        if broken:
+        if doing.push_broken:
             return False
         try:
-            return on_remote(session(), found, ledger)
+            there = on_remote(doing, found, ledger)
         except FdpError as exc:
-            broken.append(str(exc))
+            doing.push_broken = str(exc)
             return False
+        if there:  # staged, and on the remote already: it leaves the staging list
+            unstage_pushed(plan, doing.remote().url, ledger, [found.ref])
+        return there
 
-    def push(found: queries.Located) -> None:
-        if broken:
-            raise FdpError(broken[0])
-        doing = session()
-        try:
-            preflight_push(doing, dirty)
-        except FdpError as exc:
-            broken.append(str(exc))
-            raise
-        remote = doing.remote(write=True)
-        ref = found.ref
-        pushed = doing.pusher(remote).push_product(found.product["id"])
-        doing.note_pushed(remote, pushed)
-        more = len(pushed) - 1
-        print(
-            f"pushed {ref} to {remote.name}"
-            + (f", with {more} other product(s) of the same runs" if more > 0 else "")
-        )
-        if found.hash is not None:
-            ledger.record(remote.url, str(ref), found.hash)
-
-    for found in pushable(plan):
+    items = pushable(plan)
+    yield {
+        "basename": PUSH_FILES,
+        "doc": "upload the files of what is to be pushed, in parallel, before any record",
+        "actions": [(push_files, [config, remote_name, dirty, jobs])],
+        "uptodate": [lambda: all(pushed_already(found) for found in items)],
+        "verbosity": 2,
+    }
+    yield from staged_run_tasks(plan, remote_name, dirty)
+    for found in items:
         yield {
             "basename": "push",
             "name": str(found.ref),
             "doc": f"copy {found.ref} and its provenance to the remote",
-            "actions": [lambda found=found: _guard(push, found)],
+            "actions": [
+                (push_item, [config, remote_name, dirty, found.product["id"], found.hash])
+            ],
+            "task_dep": [PUSH_FILES],
             "uptodate": [lambda found=found: pushed_already(found)],
             "verbosity": 2,
         }
 
 
 # ----------------------------------------------------------------- the module
+def default_jobs() -> int:
+    """Files a push or pull moves at once when nothing says: transfers wait on the
+    network, not the processor, so a few per core, and at most 8."""
+    return min(8, 4 * (os.cpu_count() or 1))
+
+
+def transfer_jobs(plan: Plan, jobs: int | None = None) -> int:
+    """`--jobs` (or `doit jobs=N`) if given, else the project's `jobs` setting (checked
+    when the settings were read), else `default_jobs()`."""
+    if jobs is not None:
+        return jobs
+    setting = plan.project.settings.get("jobs")
+    return int(setting) if setting else default_jobs()
+
+
 def dodo_namespace(
     config_path: str,
     refresh: bool = False,
@@ -336,18 +696,26 @@ def dodo_namespace(
     force: bool = False,
     dirty: bool = False,
     serve: ServeRegistry | None = None,
+    wait: bool = False,
+    jobs: int | None = None,
 ) -> dict[str, Any]:
     """Everything a dodo.py needs: DOIT_CONFIG and the task generators for one config.
 
     `dirty` lets the job run, and push send, from a repository with uncommitted changes
-    (the run is then recorded as dirty). The namespace holds the command's `session` too:
-    whoever runs doit on it closes it when doit is done."""
+    (the run is then recorded as dirty). `jobs`: files moved at once by a push or pull
+    (default: the `jobs` setting, else `default_jobs()`). The namespace holds the
+    command's `session` too: whoever runs doit on it closes it when doit is done."""
     opened = SyncSession.for_config(config_path, remote_name=remote)
     plan = opened.plan
+    opened.share(plan.cfg.path)
+    transfers = transfer_jobs(plan, jobs)
 
     def session() -> SyncSession:
-        """The one session every task of this command shares."""
-        return opened
+        """The one session every task of this command shares (in each worker of doit's
+        process runner, the worker's own)."""
+        if opened.pid == os.getpid():
+            return opened
+        return SyncSession.for_process(plan.cfg.path, remote)
 
     # Resolved now, so that a config problem ends the command with one line, not in a
     # task generator's traceback.
@@ -361,13 +729,15 @@ def dodo_namespace(
 
     def task_pull() -> Iterator[Task]:
         """fetch the data products the config reads from the remote"""
-        yield from pull_tasks(plan, session, refresh)
+        yield from pull_tasks(plan, session, refresh, transfers)
 
-    @create_after(executed="pull", creates=["job"])
+    # No `creates`: `doit run` still makes the job after the pulls, while `doit clean` and
+    # `doit list` make it at once, so that its `clean` runs (a placeholder has none).
+    @create_after(executed="pull")
     def task_job() -> Task:
         """run the script with the FDP environment, if what it depends on changed"""
         try:
-            return run_task(plan, session, force, dirty, serve)
+            return run_task(plan, session, force, dirty, serve, wait)
         except FdpError as exc:  # planned after the pulls: fail the task, not doit
             failure = TaskFailure(exc)
             return {
@@ -377,10 +747,16 @@ def dodo_namespace(
                 "task_dep": ["pull"],
             }
 
-    @create_after()  # only when asked for: pushing never runs anything first
+    # only when asked for: pushing never runs anything first
+    @create_after()
     def task_push() -> Iterator[Task]:
         """copy the run's outputs and their provenance to the remote"""
-        yield from push_tasks(plan, session, dirty)
+        yield from push_tasks(plan, session, dirty, transfers)
+
+    @create_after(creates=["prov"])  # only when asked for, as push
+    def task_prov() -> Iterator[Task]:
+        """write the provenance of the config's outputs (PROV-JSON, svg) under .fdp"""
+        yield from prov_tasks(plan)
 
     plan.state_dir.mkdir(parents=True, exist_ok=True)
     return {
@@ -395,6 +771,7 @@ def dodo_namespace(
         "task_pull": task_pull,
         "task_job": task_job,
         "task_push": task_push,
+        "task_prov": task_prov,
         "plan": plan,
         "session": opened,
     }

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fdp_tasks.storage import Storage
+from fdp_tasks.storage.base import Progress
 from fdp_tasks.store.base import Registry
 
 
@@ -24,22 +25,26 @@ class Remote(ABC):
     storage: Storage
 
     @abstractmethod
-    def upload(self, source: Path, sha1: str, path_hint: str) -> tuple[str, str]:
+    def upload(
+        self, source: Path, sha1: str, path_hint: str, progress: Progress | None = None
+    ) -> tuple[str, str]:
         """Put a local file into the remote's storage; returns (storage_root, path) of it,
-        what the remote's storage location is to say."""
+        what the remote's storage location is to say. `progress` is told the bytes sent so
+        far, as a storage's put tells it."""
 
     def holds(self, root: str) -> bool:
         """Whether files under storage root `root` are in this remote's storage."""
         return root == self.storage.url
 
-    def download(self, root: str, path: str) -> Iterator[bytes]:
-        """The bytes of the file at storage root `root` + `path`, streamed: from the remote's
-        storage when it holds them, else from wherever the root says."""
+    def download(self, root: str, path: str, start: int = 0) -> Iterator[bytes]:
+        """The bytes of the file at storage root `root` + `path` from offset `start` on,
+        streamed: from the remote's storage when it holds them, else from wherever the root
+        says."""
         if self.holds(root):
-            return self.storage.open(path)
+            return self.storage.open(path, start)
         from fdp_tasks.transfer import open_location
 
-        return open_location(root, path)
+        return open_location(root, path, start=start)
 
     def close(self) -> None:
         """Release connections and handles."""

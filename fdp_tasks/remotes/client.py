@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from pathlib import Path
@@ -40,7 +39,6 @@ from fdp_tasks.store.schema import RecordType, RegistrySchema, load_schema
 log = logging.getLogger(__name__)
 
 API_VERSION = "1.0.0"
-IDEMPOTENT = {"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 # `http://h:8000`, `http://h:8000/api` and `http://h:8000/api/` all become the last.
@@ -89,13 +87,22 @@ class HttpRegistry:
         page_size: int = 1000,
         schema: RegistrySchema | None = None,
         backoff: float = 0.2,
+        label: str | None = None,
+        breaker: transfer.CircuitBreaker | None = None,
     ):
+        """`label` names the registry in messages (`remote origin`); `breaker` is shared
+        with other clients of the same remote, if given."""
         self.api_url = normalise_api_url(api_url)
         self.schema = schema or load_schema()
         self.timeout = timeout
         self.retries = max(1, retries)
         self.page_size = page_size
         self.backoff = backoff
+        self.policy = transfer.RetryPolicy(attempts=self.retries, backoff=backoff)
+        # one per remote, shared with its file storage: a dead remote fails everything fast
+        self.breaker = breaker or transfer.CircuitBreaker(
+            f"{label or 'the registry'} ({self.api_url})"
+        )
         self._token = token
         self.session = transfer.new_session({"Accept": f"application/json; version={API_VERSION}"})
         self._blobs: UpstreamDataStorage | None = None
@@ -141,52 +148,38 @@ class HttpRegistry:
         idempotent: bool | None = None,
         **kwargs: Any,
     ) -> requests.Response:
-        """One HTTP call with retries; a status in `ok` or `expected` is returned, others raise.
+        """One HTTP call under the retry policy of `transfer.send`; a status in `ok` or
+        `expected` is returned, others raise.
 
-        Retried: connection errors always (a POST from sync carries a client-made uuid,
-        so a repeat gets a 409); timeouts and 500/502/503/504 only for idempotent methods
-        (`idempotent` overrides what the method says), and never a status in `expected`.
+        A request that may have reached the server is sent again only when it is safe to
+        run twice: idempotent methods, or a POST whose caller says so (`idempotent`). A
+        status in `expected` is never retried. Once the remote stopped answering (the
+        circuit breaker this client shares with its file storage), every call fails at once.
         """
         path = urlsplit(url).path
         headers = {**self._auth(url), **kwargs.pop("headers", {})}
-        idempotent = method in IDEMPOTENT if idempotent is None else idempotent
-        last: Exception | None = None
-        resp: requests.Response | None = None
-        for attempt in range(self.retries):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            resp = None
-            if body_factory is not None:
-                kwargs["data"] = body_factory()
-            try:
-                resp = self.session.request(
-                    method, url, headers=headers, timeout=self.timeout, **kwargs
-                )
-            except requests.ConnectionError as exc:
-                last = exc
-                continue
-            except requests.Timeout as exc:
-                last = exc
-                if idempotent:
-                    continue
-                break
-            finally:
-                close = getattr(kwargs.get("data"), "close", None)
-                if body_factory is not None and close is not None:
-                    close()
-            status = resp.status_code
-            retry = status in transfer.RETRY_STATUS and status not in expected
-            if retry and idempotent and attempt + 1 < self.retries:
-                log.debug("%s %s answered %s, retrying", method, path, resp.status_code)
-                resp.close()
-                continue
-            break
-        if resp is None:
-            reason = type(last).__name__ if last else "no response"
+        try:
+            resp = transfer.send(
+                self.session,
+                method,
+                url,
+                policy=self.policy,
+                breaker=self.breaker,
+                retry_safe=idempotent,
+                expected=expected,
+                body=body_factory,
+                headers=headers,
+                timeout=self.timeout,
+                **kwargs,
+            )
+        except transfer.NoAnswer as exc:
             raise RegistryError(
                 f"{method} {path}: no answer from the registry at {origin(url)} "
-                f"({reason} after {attempt + 1} attempt(s))"
-            )
+                f"({exc.why} after {exc.attempts} attempt(s))"
+            ) from None
+        except transfer.RemoteUnavailable as exc:
+            why = f"no answer from the registry at {origin(url)} ({exc.why})"
+            raise transfer.RemoteUnavailable(exc.label, why) from None
         if resp.status_code in ok or resp.status_code in expected:
             return resp
         self._raise(method, path, resp)
@@ -357,14 +350,18 @@ class HttpRegistry:
                 return key, rec
         return (keys[0] if keys else ()), None
 
-    def create(self, type_name: str, data: dict[str, Any]) -> Record:
-        """POST one record; on 409 raise UniqueViolation carrying the existing record."""
+    def create(self, type_name: str, data: dict[str, Any], *, retry_safe: bool = False) -> Record:
+        """POST one record; on 409 raise UniqueViolation carrying the existing record.
+
+        `retry_safe`: the POST may be sent again after a drop or a 5xx, because the caller
+        takes a clash (409: the first attempt got through) as the record it wanted."""
         rtype = self._type(type_name)
         resp = self.request(
             "POST",
             self.url_for(type_name),
             ok=(201, 200),
             expected=(409,),
+            idempotent=retry_safe,
             json=self.to_wire(rtype, data),
         )
         if resp.status_code == 409:
@@ -395,8 +392,9 @@ class HttpRegistry:
         return self.from_wire(rtype, resp.json())
 
     def get_or_create(self, type_name: str, data: dict[str, Any]) -> tuple[Record, bool]:
-        """The existing record with the same unique key, or a new one (one POST if new)."""
-        return create_or_existing(lambda: self.create(type_name, data))
+        """The existing record with the same unique key, or a new one (one POST if new).
+        The POST is safe to repeat: a repeat that clashes with the first finds its record."""
+        return create_or_existing(lambda: self.create(type_name, data, retry_safe=True))
 
     def delete(self, type_name: str, record_id: int) -> None:
         """DELETE one record; InvalidRecord while others refer to it (our server's 409)."""
@@ -489,6 +487,7 @@ class HttpRegistry:
                 timeout=self.timeout,
                 retries=self.retries,
                 backoff=self.backoff,
+                breaker=self.breaker,
             )
         return self._blobs
 
@@ -510,8 +509,8 @@ class HttpRegistry:
             url,
             session=self.session,
             auth=self._auth,
-            attempts=self.retries,
-            backoff=self.backoff,
+            policy=self.policy,
+            breaker=self.breaker,
             timeout=self.timeout,
         )
 

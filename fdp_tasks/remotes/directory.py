@@ -11,6 +11,7 @@ from urllib.parse import unquote, urlparse
 
 from fdp_tasks.errors import OutOfSync
 from fdp_tasks.remotes.base import Remote
+from fdp_tasks.storage.base import Progress
 from fdp_tasks.storage.local import LocalStorage
 from fdp_tasks.store.sql import open_store
 
@@ -38,7 +39,9 @@ class DirectoryRemote(Remote):
             self.registry = open_store(f"sqlite:///{db}")
         self.storage = LocalStorage(self.path / "data", create=False)
 
-    def upload(self, source: Path, sha1: str, path_hint: str) -> tuple[str, str]:
+    def upload(
+        self, source: Path, sha1: str, path_hint: str, progress: Progress | None = None
+    ) -> tuple[str, str]:
         """Files keep their data-store paths here; one already there must hold these bytes
         (someone else's file under that name means the remote moved on)."""
         if self.storage.exists(path_hint):
@@ -46,7 +49,7 @@ class DirectoryRemote(Remote):
             if existing != sha1:
                 raise OutOfSync.different_content(f"{self.url}: {path_hint}", existing, sha1)
         else:
-            self.storage.put(source, path_hint, sha1=sha1)
+            self.storage.put(source, path_hint, sha1=sha1, progress=progress)
         return self.storage.url, path_hint
 
     def holds(self, root: str) -> bool:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fdp_tasks.remotes.base import Remote
 from fdp_tasks.remotes.client import HttpRegistry
+from fdp_tasks.storage.base import Progress
 from fdp_tasks.storage.upstream import UpstreamDataStorage
 from fdp_tasks.transfer import location_url
 
@@ -22,22 +23,24 @@ class HttpRemote(Remote):
 
     def __init__(self, name: str, url: str, token: str | None = None):
         self.name = name
-        self.registry = HttpRegistry(url, token=token)
+        self.registry = HttpRegistry(url, token=token, label=f"remote {name}")
         self.url = self.registry.api_url
         self.storage = self.registry.blobs
 
-    def upload(self, source: Path, sha1: str, path_hint: str) -> tuple[str, str]:
+    def upload(
+        self, source: Path, sha1: str, path_hint: str, progress: Progress | None = None
+    ) -> tuple[str, str]:
         """By content: the registry says where the file is to be recorded (its data root and
         the SHA-1 as path); `path_hint` has no say."""
-        info = self.storage.upload(source, sha1)
+        info = self.storage.upload(source, sha1, progress)
         return info["storage_root"], info["path"]
 
-    def download(self, root: str, path: str) -> Iterator[bytes]:
+    def download(self, root: str, path: str, start: int = 0) -> Iterator[bytes]:
         """Any http(s) root goes through the storage's session (the token only to the
         registry itself); other roots as the base class reads them."""
         if root.startswith(("http://", "https://")):
-            return self.storage.read_url(location_url(root, path))
-        return super().download(root, path)
+            return self.storage.read_url(location_url(root, path), start)
+        return super().download(root, path, start)
 
     def close(self) -> None:
         self.storage.close()

@@ -9,7 +9,10 @@ lands in another.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,50 @@ from fdp_tasks.store.schema import RegistrySchema, load_schema
 log = logging.getLogger(__name__)
 
 Relocate = Callable[[Record], int | None]
+
+
+def counting_into(add: Callable[[int], None] | None) -> Callable[[int], None] | None:
+    """A storage's progress callback (bytes of one transfer so far) that adds what is new
+    to `add` (a bar's byte count, shared by every transfer). A retry that starts over
+    adds nothing until it has passed what was counted."""
+    if add is None:
+        return None
+    counted = 0
+
+    def moved(so_far: int) -> None:
+        nonlocal counted
+        if so_far > counted:
+            add(so_far - counted)
+            counted = so_far
+
+    return moved
+
+
+def in_parallel(
+    work: Callable[[Any], object], items: Iterable[Any], jobs: int, done: Callable[[], None]
+) -> dict[Any, FdpError | OSError]:
+    """`work(item)` for every item on `jobs` threads; `done()` after each. Returns why items
+    failed, by item: one failure never stops the others (a rerun redoes just those)."""
+    failed: dict[Any, FdpError | OSError] = {}
+    lock = threading.Lock()
+
+    def one(item: Any) -> None:
+        try:
+            work(item)
+        except (FdpError, OSError) as exc:
+            with lock:
+                failed[item] = exc
+        finally:
+            done()
+
+    todo = list(items)
+    if jobs <= 1 or len(todo) <= 1:
+        for item in todo:
+            one(item)
+        return failed
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="fdp-transfer") as pool:
+        list(pool.map(one, todo))
+    return failed
 
 
 class Copier:
@@ -73,6 +120,10 @@ class Copier:
                 f"{type_name} clashes with a different record on the remote: {exc}"
             ) from None
         self._check_same(type_name, data, created)
+        if type_name == "data_product" and created["object"] != data["object"]:
+            # the same content is there under this name already (another project registered
+            # the same source, or pushed it first): what links to ours links to that one
+            self._adopt(record["object"], created["object"])
         self.ids[key] = created["id"]
         if is_new and rtype.whole_object_component and len(created.get("components") or []) == 1:
             # the registry made the object's whole_object component with it
@@ -107,6 +158,15 @@ class Copier:
         ):
                 self.ids[key] = self.whole_objects[record["object"]]
         return key in self.ids
+
+    def _adopt(self, src_object: int, dst_object: int) -> None:
+        """Let the destination's `dst_object` stand for the source's `src_object`: the
+        source object's components are copied again, onto it, when next met, so a code run
+        that read the product names the product's own object."""
+        self.ids[("object", src_object)] = dst_object
+        self.whole_objects.pop(src_object, None)
+        for component in self.src.get("object", src_object).get("components") or []:
+            self.ids.pop(("object_component", component), None)
 
     def _check_same(self, type_name: str, wanted: dict[str, Any], got: Record) -> None:
         """An existing data product must point at an object holding the same file."""
@@ -262,13 +322,51 @@ class Puller:
                 )
         return self.copier.copy("object_component", component_id)
 
-    def pull(self, ref: ProductRef, product: Record | None = None) -> queries.Located:
-        """Fetch one data product's file and records into the local registry.
+    def download_plan(
+        self, wanted: Iterable[tuple[ProductRef, Record | None]]
+    ) -> tuple[list[FileToFetch], dict[ProductRef, FdpError]]:
+        """The files a pull of these products still needs in the data store, each once,
+        and why products cannot be pulled (said again by their own pull)."""
+        files: dict[str, FileToFetch] = {}
+        refused: dict[ProductRef, FdpError] = {}
+        for ref, product in wanted:
+            try:
+                _, file, needs_download = self._where(ref, product)
+            except FdpError as exc:
+                refused[ref] = exc
+                continue
+            if needs_download:
+                files.setdefault(file.rel, file)
+        return list(files.values()), refused
 
-        `product` is the remote's record when the caller already listed it. A name that is
-        not canonical raises NonCanonicalName before anything is copied: a caller pulling
-        what a glob listed warns and goes on with the rest.
-        """
+    def download_files(
+        self,
+        files: list[FileToFetch],
+        jobs: int,
+        on_bytes: Callable[[int], None] | None = None,
+        on_file: Callable[[], None] = lambda: None,
+    ) -> dict[FileToFetch, FdpError | OSError]:
+        """Download files into the data store on `jobs` threads, each checked against its
+        SHA-1 and renamed into place only when whole; returns why files failed. Records
+        are copied afterwards, by `pull`, which finds the files in place."""
+        return in_parallel(lambda f: self._fetch(f, counting_into(on_bytes)), files, jobs, on_file)
+
+    def _fetch(self, file: FileToFetch, progress: Callable[[int], None] | None = None) -> None:
+        if intact(self.store, file.rel, file.sha1):
+            return
+        # a download killed before the end continues from its part file, not from zero
+        self.store.put_resumable(
+            file.rel,
+            lambda start: self.remote.download(file.root, file.path, start),
+            expected_sha1=file.sha1,
+            progress=progress,
+        )
+
+    def _where(
+        self, ref: ProductRef, product: Record | None
+    ) -> tuple[queries.Located, FileToFetch, bool]:
+        """A remote product, the data-store path its file goes to and whether it still needs
+        fetching, or why it cannot be pulled (nothing is changed)."""
         problem = name_problem(ref.namespace, product["name"] if product else ref.name)
         if problem:
             raise NonCanonicalName(f"skipping {ref} on remote {self.remote.name}: {problem}")
@@ -302,15 +400,31 @@ class Puller:
             found.hash,
             public,
         )
-        if needs_download and not intact(self.store, rel, found.hash):
-            self.store.put_stream(
-                rel,
-                self.remote.download(found.root["root"], found.location["path"]),
-                expected_sha1=found.hash,
-            )
-        here = local_location(self.local, self.store, rel, found.hash, public)
-        self.moved[found.location["id"]] = here
-        self.copier.ids[("storage_location", found.location["id"])] = here
+        file = FileToFetch(
+            str(ref),
+            rel,
+            found.root["root"],
+            found.location["path"],
+            found.hash,
+            public,
+            found.location["id"],
+        )
+        return found, file, needs_download
+
+    def pull(self, ref: ProductRef, product: Record | None = None) -> queries.Located:
+        """Fetch one data product's file and records into the local registry.
+
+        `product` is the remote's record when the caller already listed it. A name that is
+        not canonical raises NonCanonicalName before anything is copied: a caller pulling
+        what a glob listed warns and goes on with the rest. A file that `download_files`
+        put in place already is not fetched again.
+        """
+        found, file, needs_download = self._where(ref, product)
+        if needs_download:
+            self._fetch(file)
+        here = local_location(self.local, self.store, file.rel, file.sha1, file.public)
+        self.moved[file.location_id] = here
+        self.copier.ids[("storage_location", file.location_id)] = here
         self.copier.copy("data_product", found.product["id"])
         mine = self.local.get("object", self.copier.ids[("object", found.object["id"])])
         if mine.get("storage_location") != here:
@@ -323,6 +437,20 @@ class Puller:
             self.local,
             self.local.get("data_product", self.copier.ids[("data_product", found.product["id"])]),
         )
+
+
+@dataclass(frozen=True)
+class FileToFetch:
+    """A remote file a pull puts into the data store: what it is for, where it goes (`rel`),
+    where it is (storage root and path) and the SHA-1 it must have."""
+
+    product: str
+    rel: str
+    root: str
+    path: str
+    sha1: str
+    public: bool = True
+    location_id: int = 0  # the remote's storage location record
 
 
 class NonCanonicalName(FdpError):
@@ -397,15 +525,58 @@ class Pusher:
         self.active_runs: set[int] = set()
         self.roots: dict[str, int] = {}
         self.placed: dict[int, tuple[str, str, str]] = {}  # local location -> remote file
+        self._placing = threading.Lock()  # `placed` is filled by the upload threads
         self.storage_ok = False  # the remote has taken a file
         self.no_storage: FdpError | None = None  # why the remote cannot take files
 
-    def _upload(self, location: Record) -> tuple[str, str, str] | None:
+    # ------------------------------------------------------------ bytes phase
+    def files(self, product_ids: Iterable[int]) -> list[Record]:
+        """The storage locations a push of these products uploads (their provenance
+        closures' files that are ours and public), each once, in the order a push meets
+        them. Reads only the local registry: called before the upload threads start, so
+        they find every record they need in the cache."""
+        wanted: dict[int, Record] = {}
+        seen: set[int] = set()
+        for product_id in product_ids:
+            if product_id in seen or product_id in self.done_products:
+                continue
+            closure = self.closure(product_id)
+            seen.update(closure)
+            for location in self._locations(closure):
+                if location["id"] in wanted or location["id"] in self.placed:
+                    continue
+                root = self.local.get("storage_root", location["storage_root"])
+                if self.store.holds(root["root"]) and location.get("public", True):
+                    wanted[location["id"]] = location
+        return list(wanted.values())
+
+    def upload_files(
+        self,
+        locations: list[Record],
+        jobs: int,
+        on_bytes: Callable[[int], None] | None = None,
+        on_file: Callable[[], None] = lambda: None,
+    ) -> dict[int, FdpError | OSError]:
+        """Upload files on `jobs` threads before any record is written; returns why files
+        failed, by location id. A file that failed is tried again by the push of a product
+        that needs it, which then fails with the reason; the others go on."""
+        by_id = {location["id"]: location for location in locations}
+        return in_parallel(
+            lambda lid: self._upload(by_id[lid], counting_into(on_bytes)),
+            list(by_id),
+            jobs,
+            on_file,
+        )
+
+    def _upload(
+        self, location: Record, progress: Callable[[int], None] | None = None
+    ) -> tuple[str, str, str] | None:
         """Put a file of the data store into the remote's, once per location: returns its
         (storage root, path, SHA-1) there, or None when its record is copied as it is (not a
         file of ours, or not public)."""
-        if location["id"] in self.placed:
-            return self.placed[location["id"]]
+        with self._placing:
+            if location["id"] in self.placed:
+                return self.placed[location["id"]]
         root = self.local.get("storage_root", location["storage_root"])
         if not self.store.holds(root["root"]):
             return None  # not a file of ours (a code repo, an original source): copy the record
@@ -423,10 +594,13 @@ class Pusher:
                 f"{self.store.path(rel)} has SHA-1 {self.store.hash(rel)} but the registry "
                 f"recorded {sha1}; not pushing a modified file"
             )
-        remote_root, remote_path = self.remote.upload(self.store.path(rel), sha1, rel)
-        self.storage_ok = True
-        self.placed[location["id"]] = (remote_root, remote_path, sha1)
-        return self.placed[location["id"]]
+        remote_root, remote_path = self.remote.upload(
+            self.store.path(rel), sha1, rel, progress=progress
+        )
+        with self._placing:
+            self.storage_ok = True
+            self.placed[location["id"]] = (remote_root, remote_path, sha1)
+            return self.placed[location["id"]]
 
     def _relocate(self, location: Record) -> int | None:
         placed = self._upload(location)
@@ -454,6 +628,10 @@ class Pusher:
         The data product record is created last, so its presence on the remote means the
         whole closure is there; an interrupted push is finished by the next one. Returns
         every data product this call created or found on the remote (siblings included).
+
+        Records are copied one closure at a time: callers on several threads or processes
+        hold the remote's records lock (`SyncSession.records_lock`) around this call, so a
+        product never reaches the remote while another caller is still sending its run.
         """
         if product_id in self.done_products or product_id in self.active:
             return []
@@ -524,6 +702,12 @@ class Pusher:
         if self.no_storage is not None:
             raise self.no_storage  # said once by the remote; not asked again for every item
         products = self.closure(product_id)
+        self.check_conflicts(products)
+        self._probe_storage([pid for pid in products if pid not in self.done_products])
+
+    def check_conflicts(self, products: list[int]) -> None:
+        """Raise OutOfSync if the remote holds one of these products under its name and
+        version with other content (what the push would put there)."""
         for pid in products:
             if pid in self.done_products:
                 continue
@@ -534,7 +718,18 @@ class Pusher:
             their_hash = queries.locate(self.remote.registry, theirs).hash
             if their_hash != mine.hash:
                 raise OutOfSync.different_content(str(mine.ref), their_hash, mine.hash)
-        self._probe_storage([pid for pid in products if pid not in self.done_products])
+
+    def without_conflicts(self, product_ids: list[int]) -> list[int]:
+        """The products whose closure the remote holds nothing different of: only their
+        files are uploaded, so a refused item leaves not even bytes on the remote."""
+        kept = []
+        for pid in product_ids:
+            try:
+                self.check_conflicts(self.closure(pid))
+            except OutOfSync:
+                continue
+            kept.append(pid)
+        return kept
 
     def _probe_storage(self, products: list[int]) -> None:
         """Upload the push's first public file before any record is written, so a remote that
@@ -545,6 +740,9 @@ class Pusher:
         if self.storage_ok:
             return
         for location in self._locations(products):
+            root = self.local.get("storage_root", location["storage_root"])["root"]
+            if not intact(self.store, location["path"], location["hash"], root=root):
+                continue  # not ours, or missing or modified: the push of its product says so
             try:
                 if self._upload(location) is not None:
                     return

@@ -29,13 +29,17 @@ from urllib.parse import urlencode, urlsplit
 import flask
 from werkzeug.exceptions import HTTPException
 
-from fdp_tasks.server.blobs import BlobViews
+from fdp_tasks.server.blobs import BlobViews, blob_key
 from fdp_tasks.server.common import ADMIN, ApiError, json_response
 from fdp_tasks.server.leftovers import sweep_lost_push
+from fdp_tasks.server.prov_routes import register_prov_routes
+from fdp_tasks.server.web import register_web
 from fdp_tasks.storage import Storage
+from fdp_tasks.storage.base import is_sha1
 from fdp_tasks.store.base import InvalidRecord, NotFound, Record, UniqueViolation
+from fdp_tasks.store.prune import InUse, NotOwner, in_use_message, retire_product
 from fdp_tasks.store.schema import Field, RecordType
-from fdp_tasks.store.sql import Store
+from fdp_tasks.store.sql import Store, token_digest
 from fdp_tasks.store.values import BadValue, coerce, parse_bool
 
 log = logging.getLogger(__name__)
@@ -183,6 +187,13 @@ class RegistryApp:
         if user is not None:  # for the access log
             flask.request.environ["REMOTE_USER"] = user["username"]
         return user
+
+    def token_digest(self) -> str | None:
+        """The digest of the request's token (how the store knows a job's token), if any."""
+        scheme, _, token = flask.request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() in ("token", "bearer") and token.strip():
+            return token_digest(token.strip())
+        return None
 
     def require_user(self) -> Record:
         user = self.user()
@@ -365,7 +376,9 @@ class RegistryApp:
         data = self.incoming(rtype, self.body())
         self.require_member(rtype, data, user)
         try:
-            rec = self.store.create(rtype.name, data, user_id=user["id"])
+            # under a running job's token the record is provisional until the job ends
+            with self.store.provisional_as(self.token_digest()):
+                rec = self.store.create(rtype.name, data, user_id=user["id"])
         except UniqueViolation as exc:
             self.after_clash(rtype, data, user, exc)
             body: dict[str, Any] = {"detail": str(exc)}
@@ -544,6 +557,8 @@ class RegistryApp:
                 self.require_user()
             return json_response(self.wire(rtype, self.fetch(rtype, record_id)))
         user = self.require_user()
+        if method == "DELETE" and rtype.name == "data_product":
+            return self.delete_product(record_id, user)
         if method not in rtype.writable:
             allowed = ", ".join(["GET", *sorted(rtype.writable)])
             raise ApiError(405, {"detail": f'Method "{method}" not allowed.'}, {"Allow": allowed})
@@ -577,6 +592,36 @@ class RegistryApp:
         except InvalidRecord as exc:
             raise ApiError(400, field_errors(exc, rtype.name)) from None
         return json_response(self.wire(rtype, rec))
+
+    def delete_product(self, record_id: int, user: Record) -> flask.Response:
+        """`DELETE` of a data product version: with the provenance only it needs, in one
+        transaction (`store.prune`): 403 when it, or its object, is another user's (admin
+        excepted), 409 naming the code runs or issues that use it. Records of others that it
+        shares stay, and so do files anyone else asked to keep."""
+        self.fetch(self.rtype("data_product"), record_id)
+        try:
+            retire_product(
+                self.store,
+                record_id,
+                user_id=user["id"],
+                admin=user["username"] == ADMIN,
+                drop_files=self.drop_blobs,
+            )
+        except NotOwner as exc:
+            raise ApiError(403, {"detail": str(exc)}) from None
+        except InUse as exc:
+            raise ApiError(409, in_use_message(exc)) from None
+        except InvalidRecord as exc:
+            raise ApiError(409, {"detail": str(exc)}) from None
+        return flask.Response(status=204)
+
+    def drop_blobs(self, hashes: list[str]) -> None:
+        """Delete the files of these SHA-1s from the blob storage (if the server has one)."""
+        if self.blob_storage is None:
+            return
+        for sha1 in hashes:
+            if is_sha1(sha1):
+                self.blob_storage.delete(blob_key(sha1))
 
     def fetch(self, rtype: RecordType, record_id: int) -> Record:
         if record_id > MAX_ID:
@@ -629,7 +674,9 @@ class RegistryApp:
         methods = ["GET", "OPTIONS"]
         actions: dict[str, Any] = {}
         if detail:
-            methods += sorted(rtype.writable)
+            # a data product version is deleted with what only it needs (delete_product)
+            deletable = {"DELETE"} if rtype.name == "data_product" else set()
+            methods += sorted(rtype.writable | deletable)
             if "PUT" in rtype.writable:
                 actions["PUT"] = fields
         elif not rtype.private:
@@ -715,6 +762,8 @@ def create_app(
         ["GET", "PATCH", "PUT", "DELETE", "OPTIONS"],
         "detail",
     )
+    register_web(app, views)  # the read-only HTML pages, under /ui/
+    register_prov_routes(app, views, blobs)  # prov-report and RO-Crates, as upstream has them
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> flask.Response:

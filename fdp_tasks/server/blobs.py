@@ -11,6 +11,16 @@ them and recorded a storage location naming them (and admin) may read them. A pu
 recorded by anyone else, for bytes someone else sent privately, is kept as a record but
 publishes nothing: the bytes stay private. Knowing a SHA-1 is not holding the bytes.
 
+Large uploads to a folder resume: the upload URL also takes the file in pieces, each a `PUT`
+with `Content-Range: bytes <first>-<last>/<size>`, appended to a part file of the uploader's
+(`.uploads/<user>-<sha1>.part` in the blob folder) and answered `308` with `Upload-Offset`,
+the bytes held so far; `Content-Range: bytes */<size>` with no body asks for that offset, and
+a piece that does not start there is answered `409` with it. The piece that completes the
+file has it hashed and renamed into place (201), or deleted when it does not hash to its
+SHA-1 (400), as a whole upload is. `POST /api/data/<sha1>` says `resumable` and the `offset`
+already held, so a client killed mid-upload continues where the server stopped, not from
+zero. A presigned PUT to an object store is one request and cannot resume.
+
 The bytes live in a `Storage` (`--blobs DIR` or `--blobs s3://bucket/prefix`), under
 `<sha1[:2]>/<sha1>`. A folder takes uploads through this server, hashed on the way in. A
 storage that presigns (S3) takes them directly: the upload URL is the object store's, for a
@@ -23,10 +33,14 @@ deleted). Nothing is ever served, or named, from `incoming/`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import os
+import re
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -42,6 +56,10 @@ from fdp_tasks.storage.local import LocalStorage
 from fdp_tasks.store.base import NotFound
 
 UPLOAD_URL_LIFETIME = 3600
+# where the pieces of resumable uploads gather (a dot folder: not a blob, never listed)
+PARTS = ".uploads"
+PIECE_BLOCK = 1 << 20
+CONTENT_RANGE = re.compile(r"^bytes (?:(\d+)-(\d+)|\*)/(\d+)$")
 
 
 def blob_path(blob_dir: Path, sha1: str) -> Path:
@@ -163,6 +181,10 @@ class BlobViews:
             "path": sha1,
             "exists": exists,
         }
+        if not self.direct and not exists:
+            part = self.part_path(sha1, uploader)
+            body["resumable"] = True
+            body["offset"] = part.stat().st_size if part is not None and part.is_file() else 0
         if self.direct:
             # straight to the object store, under a key of this user's: never the blob itself
             body["url"] = self.storage.presign(
@@ -211,6 +233,8 @@ class BlobViews:
             raise ApiError(403, {"detail": "bad upload signature"})
         if expires < time.time():
             raise ApiError(403, {"detail": "upload URL has expired"})
+        if flask.request.headers.get("Content-Range"):
+            return self.receive_piece(sha1, uploader, flask.request.headers["Content-Range"])
         try:
             # hashed as it streams to a temporary file, renamed into place only if it matches
             size = self.storage.put(flask.request.stream, blob_key(sha1), sha1=sha1).size
@@ -218,6 +242,52 @@ class BlobViews:
             raise ApiError(400, {"detail": str(exc)}) from None
         if uploader.isdigit():
             self.store.claim_file(sha1, int(uploader), uploaded=True)
+        return json_response({"path": sha1, "size": size}, 201)
+
+    # ---------------------------------------------------------------- resumable uploads
+    def part_path(self, sha1: str, uploader: str) -> Path | None:
+        """The part file of `uploader`'s resumable upload of `sha1` (None: the storage is
+        not a folder, so uploads do not resume here)."""
+        if not isinstance(self.storage, LocalStorage) or not uploader.isdigit():
+            return None
+        return self.storage.path(f"{PARTS}/{int(uploader)}-{sha1}.part")
+
+    def receive_piece(self, sha1: str, uploader: str, content_range: str) -> flask.Response:
+        """A piece of a resumable upload (or, `bytes */<size>`, the question how much of it
+        is here): appended if it starts where the part file ends; the file is verified and
+        kept once the last piece is in. One writer at a time per part file (a lock file)."""
+        match = CONTENT_RANGE.match(content_range.strip())
+        part = self.part_path(sha1, uploader)
+        if part is None:
+            raise ApiError(400, {"detail": "this server takes uploads in one piece only"})
+        if match is None:
+            raise ApiError(
+                400, {"detail": "Content-Range: expected bytes <first>-<last>/<size> or */<size>"}
+            )
+        size = int(match[3])
+        first, last = (None, None) if match[1] is None else (int(match[1]), int(match[2]))
+        if first is not None and last is not None and not first <= last < size:
+            raise ApiError(400, {"detail": f"Content-Range: {content_range} is not a range"})
+        part.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(part.with_suffix(".lock")):
+            held = part.stat().st_size if part.is_file() else 0
+            if held > size:  # pieces of something else: start again
+                part.unlink()
+                held = 0
+            if first is not None and first != held:
+                return _offset_answer(409, held)
+            if first is not None and last is not None:
+                held += _append(part, flask.request.stream, last - first + 1)
+            if held < size:
+                return _offset_answer(308, held)
+            key = f"{PARTS}/{part.name}"
+            with open(part, "rb+") as whole:
+                os.fsync(whole.fileno())
+            if not self.storage.promote(key, blob_key(sha1), sha1):
+                raise ApiError(
+                    400, {"detail": f"the {size} bytes received do not have SHA-1 {sha1}"}
+                )
+        self.store.claim_file(sha1, int(uploader), uploaded=True)
         return json_response({"path": sha1, "size": size}, 201)
 
     # ---------------------------------------------------------------- verification
@@ -278,3 +348,41 @@ class BlobViews:
                     "upload it first (POST /api/data/<sha1>), with bytes that hash to it"
                 },
             )
+
+
+def _offset_answer(status: int, held: int) -> flask.Response:
+    """How much of a resumable upload the server holds: `Upload-Offset`, and `Range` as
+    resumable-upload clients of object stores read it."""
+    headers = {"Upload-Offset": str(held)}
+    if held:
+        headers["Range"] = f"bytes=0-{held - 1}"
+    return json_response({"offset": held}, status, headers=headers)
+
+
+def _append(part: Path, stream: Any, length: int) -> int:
+    """Append up to `length` bytes of `stream` to `part`; returns how many arrived (a piece
+    cut short keeps what came, to be continued from)."""
+    written = 0
+    with open(part, "ab") as out:
+        while written < length:
+            block = stream.read(min(PIECE_BLOCK, length - written))
+            if not block:
+                break
+            out.write(block)
+            written += len(block)
+    # not synced piece by piece: the offset a client resumes from is the file's size, and
+    # the whole file is synced and hashed before it becomes a blob
+    return written
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (made if missing), across threads and processes."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

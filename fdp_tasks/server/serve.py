@@ -232,16 +232,20 @@ def start_in_thread(
     trusted_proxies: int = 0,
     max_body: int = MAX_BODY_BYTES,
     access_log: Any = None,
+    on_created: Callable[[], None] | None = None,
 ) -> RunningServer:
     """Serve `store` from a daemon thread; returns once the port accepts connections.
 
     Port 0 picks a free port. Used by tests and by `fdp run` for the script's registry
-    (with `literal_names`: see RegistryApp). `access_log`: a stream for access lines.
+    (with `literal_names`: see RegistryApp). `access_log`: a stream for access lines;
+    `on_created`: called for each record a request creates.
     """
     _warn_if_exposed(host, trusted_proxies)
     app, large_body = _wsgi(
         store, blobs_location(blob_dir), public_url, literal_names, trusted_proxies, access_log
     )
+    if on_created is not None:
+        app = CreatedCounter(app, on_created)
     server = _make_server(
         app,
         host,
@@ -262,16 +266,46 @@ def start_in_thread(
     return RunningServer(f"http://{url_host}:{real_port}", store, stop, thread)
 
 
+class CreatedCounter:
+    """WSGI middleware calling `on_created` for each record a POST creates (a 201): how a
+    job shows the finalise of a script it only knows through HTTP."""
+
+    def __init__(self, app: Any, on_created: Callable[[], None]):
+        self.app = app
+        self.on_created = on_created
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("REQUEST_METHOD") != "POST":
+            return self.app(environ, start_response)
+
+        def starting(status: str, headers: Any, *rest: Any) -> Any:
+            if status.startswith("201"):
+                with contextlib.suppress(Exception):  # progress never fails a request
+                    self.on_created()
+            return start_response(status, headers, *rest)
+
+        return self.app(environ, starting)
+
+
 @contextlib.contextmanager
-def job_registry(store: Store, server_dir: Path, db_url: str) -> Iterator[str]:
+def job_registry(
+    store: Store,
+    server_dir: Path,
+    db_url: str,
+    on_record: Callable[[], None] | None = None,
+) -> Iterator[str]:
     """The API URL of a local registry for a job's script: the background server of that
     database if `fdp registry start` runs one, else one in a thread of this process for as
-    long as the job runs. A `*` in a name filter is literal there (see RegistryApp)."""
+    long as the job runs. A `*` in a name filter is literal there (see RegistryApp).
+
+    What the script creates there under the job's token is provisional (see
+    store/provisional.py) on either server; `on_record` hears of each record created on
+    the server in this process."""
     status = background_status(server_dir)
     if status and status.get("db") == db_url:
         yield str(status["url"]).rstrip("/") + "/api/"
         return
-    running = start_in_thread(store, server_dir / "blobs", literal_names=True)
+    running = start_in_thread(store, server_dir / "blobs", literal_names=True, on_created=on_record)
     try:
         yield running.api_url
     finally:

@@ -11,6 +11,11 @@ Large files go up in parts (`part_size`, `concurrency` parts at a time), so memo
 bounded by part_size x concurrency whatever the size; an S3 object appears only once its
 single or final multipart request completes, which is what makes a put atomic. A boto3
 client is thread-safe, so one `S3Storage` serves many threads.
+
+A multipart upload of a file that fails or is killed is not aborted: the next put of the
+same key finds it (`list_multipart_uploads`), keeps the parts S3 holds whose size and MD5
+(the part's ETag) match the file's bytes there (`list_parts`), and sends only the others. A
+bucket lifecycle rule (AbortIncompleteMultipartUpload) clears uploads nobody resumes.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -107,6 +113,8 @@ class S3Storage(Storage):
                 ),
             )
         self.client = client
+        self.part_size = part_size
+        self.concurrency = concurrency
         self.transfer_config = TransferConfig(
             multipart_threshold=part_size,
             multipart_chunksize=part_size,
@@ -170,7 +178,9 @@ class S3Storage(Storage):
         size = source_size(source)
         callback = _Cumulative(progress) if progress else None
         try:
-            if isinstance(source, (str, os.PathLike)):
+            if isinstance(source, (str, os.PathLike)) and size and size > self.part_size:
+                self._upload_parts(os.fspath(source), name, size, callback)
+            elif isinstance(source, (str, os.PathLike)):
                 self.client.upload_file(
                     os.fspath(source),
                     self.bucket,
@@ -187,6 +197,85 @@ class S3Storage(Storage):
         if size is None:
             size = int(self.client.head_object(Bucket=self.bucket, Key=name)["ContentLength"])
         return Stored(check_key(key, self.url), size)
+
+    def _upload_parts(
+        self, path: str, name: str, size: int, progress: Callable[[int], None] | None
+    ) -> None:
+        """A multipart upload that resumes an unfinished one of the same key (see the
+        module docstring), `concurrency` parts at a time, then completes it."""
+        count = -(-size // self.part_size)
+        upload_id, etags = self._unfinished(path, name, size)
+        if upload_id is None:
+            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=name)[
+                "UploadId"
+            ]
+
+        from s3transfer.utils import ReadFileChunk, signal_not_transferring, signal_transferring
+
+        # as boto3's own uploads do: progress counts bytes on the wire, not checksum reads
+        events = self.client.meta.events
+        events.register_first(
+            "request-created.s3", signal_not_transferring, unique_id="s3upload-not-transferring"
+        )
+        events.register_last(
+            "request-created.s3", signal_transferring, unique_id="s3upload-transferring"
+        )
+
+        def moved(bytes_transferred: int, **_: object) -> None:
+            if progress is not None:
+                progress(bytes_transferred)
+
+        def send(number: int) -> tuple[int, str]:
+            body = ReadFileChunk.from_filename(
+                path,
+                (number - 1) * self.part_size,
+                self.part_size,
+                callbacks=[moved],
+                enable_callbacks=False,
+            )
+            with body:
+                answer = self.client.upload_part(
+                    Bucket=self.bucket, Key=name, UploadId=upload_id, PartNumber=number, Body=body
+                )
+            return number, str(answer["ETag"])
+
+        todo = [n for n in range(1, count + 1) if n not in etags]
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+            etags.update(pool.map(send, todo))
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=name,
+            UploadId=upload_id,
+            MultipartUpload={
+                "Parts": [{"PartNumber": n, "ETag": etags[n]} for n in range(1, count + 1)]
+            },
+        )
+
+    def _unfinished(self, path: str, name: str, size: int) -> tuple[str | None, dict[int, str]]:
+        """The newest unfinished multipart upload of `name`, with the parts of it that hold
+        this file's bytes (number -> ETag); (None, {}) when there is none."""
+        listing = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=name)
+        uploads = [u for u in listing.get("Uploads", []) if u.get("Key") == name]
+        if not uploads:
+            return None, {}
+        newest = max(uploads, key=lambda u: u.get("Initiated") or 0)
+        upload_id = str(newest["UploadId"])
+        kept: dict[int, str] = {}
+        pages = self.client.get_paginator("list_parts").paginate(
+            Bucket=self.bucket, Key=name, UploadId=upload_id
+        )
+        for page in pages:
+            for part in page.get("Parts", []):
+                number, etag = int(part["PartNumber"]), str(part["ETag"])
+                expected = min(self.part_size, size - (number - 1) * self.part_size)
+                if part.get("Size") != expected or expected <= 0:
+                    continue
+                local = hashlib.md5(  # noqa: S324 - S3's part checksum, not for security
+                    _read_part(path, number, self.part_size), usedforsecurity=False
+                ).hexdigest()
+                if etag.strip('"') == local:
+                    kept[number] = etag
+        return upload_id, kept
 
     def open(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         check_range(start, end)
@@ -328,6 +417,13 @@ class S3Storage(Storage):
         close = getattr(self.client, "close", None)
         if close is not None:
             close()
+
+
+def _read_part(path: str, number: int, part_size: int) -> bytes:
+    """Part `number` (from 1) of a file cut in parts of `part_size` bytes."""
+    with open(path, "rb") as handle:
+        handle.seek((number - 1) * part_size)
+        return handle.read(part_size)
 
 
 class _Cumulative:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,8 @@ from fdp_tasks.storage.base import (
 # How a registry says it cannot take files: the upstream without object storage answers 500
 # ('Settings' object has no attribute 'BUCKETS'), one without the endpoint 404 or 405.
 NO_FILE_STORAGE = (404, 405, 500, 501)
+# Resumable uploads go in pieces of this size: a killed upload loses at most one.
+PIECE_SIZE = 32 * 1024 * 1024
 
 
 def api_root(url: str) -> str:
@@ -95,7 +96,12 @@ class UpstreamDataStorage(Storage):
         timeout: float = 30,
         retries: int = 5,
         backoff: float = 0.2,
+        breaker: transfer.CircuitBreaker | None = None,
+        piece_size: int = PIECE_SIZE,
     ):
+        """`breaker`: the circuit breaker of the remote this storage belongs to (its
+        registry client's), so that a remote that stopped answering fails fast for files
+        and records alike."""
         self.api_url = api_root(api_url)
         self.data_root = urljoin(self.api_url, "../data/")
         self.url = self.data_root
@@ -104,6 +110,9 @@ class UpstreamDataStorage(Storage):
         self.timeout = timeout
         self.retries = max(1, retries)
         self.backoff = backoff
+        self.policy = transfer.RetryPolicy(attempts=self.retries, backoff=backoff)
+        self.piece_size = max(1, piece_size)
+        self.breaker = breaker or transfer.CircuitBreaker(f"the registry ({self.api_url})")
         self._owner = threading.get_ident()
         self._shared = session
         self._local = threading.local()
@@ -138,44 +147,34 @@ class UpstreamDataStorage(Storage):
         expected: tuple[int, ...] = (),
         body: Callable[[], Any] | None = None,
         headers: dict[str, str] | None = None,
+        retry_safe: bool | None = None,
     ) -> requests.Response:
-        """One request with retries: after a dropped connection always (asking for an upload
-        URL changes nothing, a PUT of the same bytes neither), after a 5xx answer unless the
-        caller expects it. A status outside `ok` and `expected` raises StorageError."""
+        """One request under the retry policy of `transfer.send` (asking for an upload URL
+        changes nothing and a PUT of the same bytes neither, so both are safe to repeat). A
+        status outside `ok` and `expected` raises StorageError."""
         path = urlsplit(url).path
-        resp: requests.Response | None = None
-        why = "no answer"
-        for attempt in range(self.retries):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            data = body() if body is not None else None
-            try:
-                resp = self.session().request(
-                    method,
-                    url,
-                    data=data,
-                    headers={**self.auth(url), **(headers or {})},
-                    timeout=self.timeout,
-                    allow_redirects=False,
-                )
-            except transfer.DROPPED as exc:
-                resp, why = None, type(exc).__name__
-                continue
-            finally:
-                close = getattr(data, "close", None)
-                if close is not None:
-                    close()
-            if resp.status_code in transfer.RETRY_STATUS and resp.status_code not in expected:
-                why = f"{resp.status_code}"
-                if attempt + 1 < self.retries:
-                    resp.close()
-                    continue
-            break
-        if resp is None:
-            raise StorageError(
-                f"{method} {path}: no answer from {origin(url)} ({why} after "
-                f"{self.retries} attempt(s))"
+        try:
+            resp = transfer.send(
+                self.session(),
+                method,
+                url,
+                policy=self.policy,
+                breaker=self.breaker,
+                retry_safe=retry_safe,
+                expected=expected,
+                body=body,
+                headers={**self.auth(url), **(headers or {})},
+                timeout=self.timeout,
+                allow_redirects=False,
             )
+        except transfer.NoAnswer as exc:
+            raise StorageError(
+                f"{method} {path}: no answer from {origin(url)} ({exc.why} after "
+                f"{exc.attempts} attempt(s))"
+            ) from None
+        except transfer.RemoteUnavailable as exc:
+            why = f"no answer from {origin(url)} ({exc.why})"
+            raise transfer.RemoteUnavailable(exc.label, why) from None
         if resp.status_code in ok or resp.status_code in expected:
             return resp
         status = resp.status_code
@@ -197,7 +196,9 @@ class UpstreamDataStorage(Storage):
         Our server adds those itself; for the upstream they are `<site>/data/` and the SHA-1.
         """
         where = f"{self.api_url}data/{sha1}"
-        resp = self.send("POST", where, ok=(200, 201), expected=(409, *NO_FILE_STORAGE))
+        resp = self.send(
+            "POST", where, ok=(200, 201), expected=(409, *NO_FILE_STORAGE), retry_safe=True
+        )
         if resp.status_code in NO_FILE_STORAGE:
             reason = answer_text(resp)
             raise NoFileStorage(
@@ -224,12 +225,23 @@ class UpstreamDataStorage(Storage):
 
     def upload(self, source: Source, sha1: str, progress: Progress | None = None) -> dict[str, Any]:
         """Put a file into the registry's storage unless it holds it already: returns
-        `{storage_root, path, exists, uploaded}`, where to record the file."""
+        `{storage_root, path, exists, uploaded}`, where to record the file.
+
+        Where the registry says its upload URL is `resumable` (our server, for files it
+        keeps in a folder) a file larger than `piece_size` goes in pieces, from the `offset`
+        the server already holds: a killed upload continues, it does not start again. A
+        presigned PUT to an object store (the upstream registry's, or our server's S3) is a
+        single request that no protocol lets resume: a drop sends the whole file again.
+        """
         sha1 = check_sha1_key(sha1, self.url)
         info = self.ask_upload(sha1)
         if info["exists"]:
             return info
         size = source_size(source)
+        if info.get("resumable") and size is not None and size > self.piece_size:
+            self._upload_pieces(info["url"], source, size, int(info.get("offset") or 0), progress)
+            info["uploaded"] = True
+            return info
         # An object store signs exactly what its URL allows: no content type of our own, and
         # an empty file as no bytes (an empty stream would go chunked, without a length).
         ours = origin(info["url"]) == self._origin
@@ -241,13 +253,41 @@ class UpstreamDataStorage(Storage):
             body=_body_factory(source, size, progress),
             headers={"Content-Type": "application/octet-stream"} if ours else {},
         )
-        if resp.status_code == 400:
-            detail = answer_text(resp, 300)
-            if "SHA-1" in detail:
-                raise HashMismatch(f"PUT {urlsplit(info['url']).path}: 400 {detail}")
-            raise StorageError(f"PUT {urlsplit(info['url']).path}: 400 {detail}".rstrip(), 400)
+        _refused_bytes(resp, info["url"])
         info["uploaded"] = True
         return info
+
+    def _upload_pieces(
+        self, url: str, source: Source, size: int, offset: int, progress: Progress | None
+    ) -> None:
+        """Send `source` from `offset` on in pieces of `piece_size` (see server/blobs.py);
+        the server's `Upload-Offset` says where each next piece starts."""
+        sent = 0
+
+        def moved(count: int) -> None:
+            if progress is not None:
+                progress(sent + count)
+
+        while True:
+            end = min(size, offset + self.piece_size)
+            piece = f"bytes {offset}-{end - 1}/{size}" if offset < size else f"bytes */{size}"
+            resp = self.send(
+                "PUT",
+                url,
+                ok=(200, 201, 308, 409),
+                expected=(400,),
+                body=_piece_factory(source, offset, end, moved),
+                headers={"Content-Type": "application/octet-stream", "Content-Range": piece},
+            )
+            _refused_bytes(resp, url)
+            if resp.status_code in (200, 201):
+                return
+            held = int(resp.headers.get("Upload-Offset", "-1"))
+            if not 0 <= held <= size:
+                raise StorageError(f"PUT {urlsplit(url).path}: no usable Upload-Offset answered")
+            if resp.status_code == 308:
+                sent += max(0, held - offset)
+            offset = held
 
     # ------------------------------------------------------------------ the interface
     def exists(self, key: str) -> bool:
@@ -287,8 +327,8 @@ class UpstreamDataStorage(Storage):
             url,
             session=self.session(),
             auth=self.auth,
-            attempts=self.retries,
-            backoff=self.backoff,
+            policy=self.policy,
+            breaker=self.breaker,
             timeout=self.timeout,
             start=start,
             end=end,
@@ -317,6 +357,61 @@ class UpstreamDataStorage(Storage):
             made, self._made = self._made, []
         for session in made:
             session.close()
+
+
+def _refused_bytes(resp: requests.Response, url: str) -> None:
+    """An upload answered 400: HashMismatch when the server says the bytes are not those of
+    the SHA-1, else StorageError."""
+    if resp.status_code != 400:
+        return
+    detail = answer_text(resp, 300)
+    if "SHA-1" in detail:
+        raise HashMismatch(f"PUT {urlsplit(url).path}: 400 {detail}")
+    raise StorageError(f"PUT {urlsplit(url).path}: 400 {detail}".rstrip(), 400)
+
+
+def _piece_factory(source: Source, start: int, end: int, progress: Progress) -> Callable[[], Any]:
+    """A fresh request body for each attempt at one piece: bytes [start, end) of the file
+    (reopened) or of the stream (sought there, never closed)."""
+
+    def piece() -> Any:
+        if end <= start:
+            return b""
+        if isinstance(source, (str, os.PathLike)):
+            handle = open(source, "rb")  # noqa: SIM115 - closed by send()
+            return _Slice(handle, start, end, progress, owned=True)
+        return _Slice(source, start, end, progress, owned=False)
+
+    return piece
+
+
+class _Slice:
+    """Bytes [start, end) of a seekable file as a request body with a length, reporting the
+    bytes read so far to `progress`."""
+
+    def __init__(self, handle: Any, start: int, end: int, progress: Progress, owned: bool):
+        handle.seek(start)
+        self._handle = handle
+        self._left = end - start
+        self._length = end - start
+        self._progress = progress
+        self._owned = owned
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        want = self._left if size is None or size < 0 else min(size, self._left)
+        block = self._handle.read(want)
+        self._left -= len(block)
+        self._progress(self._length - self._left)
+        return block
+
+    def __len__(self) -> int:
+        return self._length
+
+    def close(self) -> None:
+        if self._owned:
+            self._handle.close()
 
 
 def _body_factory(source: Source, size: int | None, progress: Progress | None) -> Callable[[], Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fdp_tasks.store.base import Record, Registry, create_or_existing
+from fdp_tasks.store.base import Record, Registry
 
 
 class CachedRegistry:
@@ -55,5 +55,9 @@ class CachedRegistry:
         return self._keep(type_name, self.inner.patch(type_name, record_id, data))
 
     def get_or_create(self, type_name: str, data: dict[str, Any]) -> tuple[Record, bool]:
-        record, created = create_or_existing(lambda: self.create(type_name, data))
+        # The inner registry's own get_or_create: over HTTP it may send its POST again after
+        # a dropped connection or a 5xx (a repeat that clashes finds the record), which a
+        # plain create must not.
+        self.finds.clear()
+        record, created = self.inner.get_or_create(type_name, data)
         return self._keep(type_name, record), created

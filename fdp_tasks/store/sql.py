@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import hashlib
+import os
 import secrets
 import threading
 import uuid as uuidlib
@@ -109,8 +110,13 @@ def _column(field_name: str, kind: str) -> str:
 class Store:
     """A registry held in a SQL database. Thread-safe; one instance per process is enough."""
 
-    def __init__(self, url: str | Path, schema: RegistrySchema | None = None):
+    def __init__(
+        self, url: str | Path, schema: RegistrySchema | None = None, settled_only: bool = False
+    ):
+        """`settled_only`: finds skip the provisional records of running or killed jobs
+        (for commands that only look, such as `fdp status`)."""
         self.url = database_url(url)
+        self.settled_only = settled_only
         self.schema = schema or load_schema()
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
@@ -225,6 +231,57 @@ class Store:
             sa.Column("published", sa.Boolean, nullable=False),
             sa.Column("created", UtcDateTime, nullable=False),
         )
+        # What a running job wrote, kept apart until the job ends (see store/provisional.py):
+        # the job, known by its token's digest, with the process that runs it, and each
+        # record written under that token, noted in the same transaction as the record.
+        self.provisional_jobs = sa.Table(
+            "provisional_job",
+            self.meta,
+            sa.Column("digest", sa.String(64), primary_key=True),
+            sa.Column("pid", sa.Integer, nullable=False),
+            sa.Column("host", sa.Text, nullable=False),
+            sa.Column("started", UtcDateTime, nullable=False),
+        )
+        self.provisional_records = sa.Table(
+            "provisional_record",
+            self.meta,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("job", sa.String(64), nullable=False, index=True),
+            sa.Column("type_name", sa.Text, nullable=False),
+            sa.Column("record_id", sa.Integer, nullable=False),
+            sa.Index("ix_provisional_record_record", "type_name", "record_id"),
+        )
+
+    # ------------------------------------------------------------ provisional
+    @contextlib.contextmanager
+    def provisional_as(self, job: str | None, required: bool = False) -> Iterator[None]:
+        """Records this thread creates inside are noted as provisional for `job` (a job
+        token's digest), if such a job is running; with None, nothing changes. `required`:
+        a job that is not running (it ended, or was killed and swept) refuses them."""
+        before = getattr(self._local, "job", None), getattr(self._local, "job_required", False)
+        self._local.job, self._local.job_required = job, required
+        try:
+            yield
+        finally:
+            self._local.job, self._local.job_required = before
+
+    def _note_provisional(self, conn: Connection, type_name: str, record_id: int) -> None:
+        job = getattr(self._local, "job", None)
+        if job is None:
+            return
+        jobs = self.provisional_jobs
+        if conn.execute(sa.select(jobs.c.digest).where(jobs.c.digest == job)).first() is None:
+            if getattr(self._local, "job_required", False):
+                raise RegistryError(
+                    "the job this script belongs to is over (it ended, or was killed): "
+                    "nothing is recorded"
+                )
+            return  # not a job's token: the record is for good
+        conn.execute(
+            self.provisional_records.insert().values(
+                job=job, type_name=type_name, record_id=record_id
+            )
+        )
 
     # ----------------------------------------------------------- transactions
     @contextlib.contextmanager
@@ -285,6 +342,13 @@ class Store:
         table = self.tables[rtype.name]
         conds: list[Any] = []
         post: list = []
+        if self.settled_only:
+            pending = self.provisional_records
+            conds.append(
+                ~sa.exists().where(
+                    pending.c.type_name == rtype.name, pending.c.record_id == table.c.id
+                )
+            )
         for key, value in filters.items():
             if key == "id":
                 if isinstance(value, (list, tuple, set, frozenset)):
@@ -534,6 +598,7 @@ class Store:
                     if inserted is None:  # every table here has an autoincrement id
                         raise RegistryError(f"the database gave the new {type_name} no id")
                     new_id = inserted[0]
+                    self._note_provisional(conn, type_name, new_id)
             except sa.exc.IntegrityError as exc:
                 # Lost a race with another writer between the check and the insert, or the
                 # database refused the row for a reason of its own.
@@ -924,13 +989,18 @@ _stores: dict[str, Store] = {}
 _stores_lock = threading.Lock()
 
 
-def open_store(location: str | Path) -> Store:
-    """One Store per database per process, so engines and connection pools are shared."""
+def open_store(location: str | Path, settled_only: bool = False) -> Store:
+    """One Store per database per process, so engines and connection pools are shared.
+    `settled_only`: one that skips provisional records (see Store)."""
     url = database_url(location)
+    key = f"{url} settled" if settled_only else url
+    # a process forked from this one (doit's process runner) opens its own: connections
+    # inherited through fork are the parent's
+    key = f"{key} pid={os.getpid()}"
     with _stores_lock:
-        if url not in _stores:
-            _stores[url] = Store(url)
-        return _stores[url]
+        if key not in _stores:
+            _stores[key] = Store(url, settled_only=settled_only)
+        return _stores[key]
 
 
 def token_digest(token: str) -> str:
