@@ -721,13 +721,20 @@ class Pusher:
 
     def without_conflicts(self, product_ids: list[int]) -> list[int]:
         """The products whose closure the remote holds nothing different of: only their
-        files are uploaded, so a refused item leaves not even bytes on the remote."""
-        kept = []
+        files are uploaded, so a refused item leaves not even bytes on the remote.
+
+        A product in a closure found clear has a clear closure too (closures are
+        transitive), so each closure is walked once, as `files` does."""
+        kept: list[int] = []
+        clear: set[int] = set()
         for pid in product_ids:
-            try:
-                self.check_conflicts(self.closure(pid))
-            except OutOfSync:
-                continue
+            if pid not in clear:
+                closure = self.closure(pid)
+                try:
+                    self.check_conflicts(closure)
+                except OutOfSync:
+                    continue
+                clear.update(closure)
             kept.append(pid)
         return kept
 
