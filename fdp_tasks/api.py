@@ -36,14 +36,20 @@ from typing import Any
 
 import yaml
 
-from fdp_tasks.catalog.locations import forget_roots, local_location, placement, store_root_id
+from fdp_tasks.catalog.locations import (
+    forget_roots,
+    intact,
+    local_location,
+    placement,
+    store_root_id,
+)
 from fdp_tasks.datastore import DataStore, local_root, product_path
 from fdp_tasks.errors import FdpError
 from fdp_tasks.files import sha1_file
 from fdp_tasks.names import glob_matches, is_glob, namespace_problem, product_name_problem
 from fdp_tasks.refs import ProductRef
 from fdp_tasks.store import queries
-from fdp_tasks.store.base import Registry
+from fdp_tasks.store.base import Registry, UniqueViolation
 from fdp_tasks.versions import increment
 
 LOCAL_USER = "admin"
@@ -112,6 +118,7 @@ class Session:
         self.finalised = False
         self._namespaces: dict[str, dict[str, Any]] = {}
         self._file_types: dict[str, int] = {}
+        self._by_name: dict[str, dict[str, dict[str, Any]]] = {}
 
     def _find_script(self) -> Path:
         found = sorted(self.config_dir.glob("script.*"))
@@ -126,11 +133,10 @@ class Session:
         problem = product_name_problem(data_product)
         if problem:
             raise FdpError(f"Session.{section}({data_product!r}): {problem}")
+        found = self._items_by_name(section).get(data_product)
+        if found is not None:
+            return found
         items = [i for i in self.config.get(section) or [] if isinstance(i, dict)]
-        for item in items:
-            use = item.get("use") or {}
-            if data_product in (item.get("data_product"), use.get("data_product")):
-                return item
         names = [str(i.get("data_product", "?")) for i in items]
         patterns = [n for n in names if is_glob(n)]
         if section == "write":
@@ -143,6 +149,22 @@ class Session:
         raise FdpError(
             f"{self.config_path}: no {section} item for {data_product!r} (known: {known})"
         )
+
+    def _items_by_name(self, section: str) -> dict[str, dict[str, Any]]:
+        """A section's items by the names they are asked for by (`data_product`, or the
+        `use.data_product` it stands for), the first item of a name winning, made once: a
+        script writing thousands of outputs looks each up without scanning the list."""
+        if section not in self._by_name:
+            index: dict[str, dict[str, Any]] = {}
+            for item in self.config.get(section) or []:
+                if not isinstance(item, dict):
+                    continue
+                use = item.get("use") or {}
+                for name in (item.get("data_product"), use.get("data_product")):
+                    if isinstance(name, str):
+                        index.setdefault(name, item)
+            self._by_name[section] = index
+        return self._by_name[section]
 
     def read(self, data_product: str, component: str | None = None) -> Path:
         """The local path of an input named in the config's read block (by its exact name:
@@ -424,6 +446,85 @@ class Session:
             },
         )
 
+    def _record_outputs_at_once(
+        self, hashes: dict[str, str], authors: list[int]
+    ) -> tuple[dict[str, int], list[tuple[Path, Path | None]]] | None:
+        """The outputs' records made many at a time, where the registry can (the SQL store:
+        `create_many`), so that recording costs a few statements per chunk of outputs, not
+        some forty per output. The records and files are those the one-by-one path makes;
+        None (nothing recorded) when that path is needed: no `create_many`, or an output
+        whose path holds other bytes, which may move it to another version."""
+        reg = self.registry
+        create_many = getattr(reg, "create_many", None)
+        if create_many is None or not self.outputs:
+            return None
+        root = store_root_id(reg, self.store)
+        held: dict[tuple[str, bool], dict[str, Any]] = {}  # (sha1, public) -> location
+        for public in {out.public for out in self.outputs.values()}:
+            wanted = sorted({hashes[n] for n, o in self.outputs.items() if o.public == public})
+            for start in range(0, len(wanted), 500):
+                filters = {"storage_root": root, "hash": wanted[start : start + 500]}
+                for row in reg.find("storage_location", {**filters, "public": public}):
+                    held[(row["hash"], public)] = row
+        places: list[tuple[str, _Output, str, bool]] = []  # name, output, target, written
+        new_locations: list[dict[str, Any]] = []
+        for name, out in self.outputs.items():
+            sha1, key = hashes[name], (hashes[name], out.public)
+            found = held.get(key)
+            if found is not None:  # bytes recorded already: their file stays their home
+                written = "id" not in found or not intact(self.store, found["path"], sha1)
+                places.append((name, out, found["path"], written))
+                continue
+            rel = product_path(out.namespace, out.name, out.version, out.file_type)
+            final = self.store.path(rel)
+            if final.exists() and sha1_file(final) != sha1:
+                return None
+            row = {"path": rel, "hash": sha1, "public": out.public, "storage_root": root}
+            held[key] = row
+            new_locations.append(row)
+            places.append((name, out, rel, True))
+        try:
+            created = create_many("storage_location", new_locations)
+        except UniqueViolation:
+            return None  # recorded meanwhile: the one-by-one path finds it
+        for row, record in zip(new_locations, created, strict=True):
+            row["id"] = record["id"]
+        objects = create_many(
+            "object",
+            [
+                {
+                    "description": out.description,
+                    "storage_location": held[(hashes[name], out.public)]["id"],
+                    "file_type": self._file_type(out.file_type),
+                    "authors": authors,
+                }
+                for name, out, _, _ in places
+            ],
+        )
+        create_many(
+            "data_product",
+            [
+                {
+                    "object": obj["id"],
+                    "namespace": self._namespace(out.namespace)["id"],
+                    "name": out.name,
+                    "version": out.version,
+                }
+                for (_, out, _, _), obj in zip(places, objects, strict=True)
+            ],
+        )
+        outputs: dict[str, int] = {}
+        moves: list[tuple[Path, Path | None]] = []
+        for (name, out, target, written), obj in zip(places, objects, strict=True):
+            moves.append((out.temp, self.store.path(target) if written else None))
+            if out.component:
+                outputs[name] = reg.get_or_create(
+                    "object_component", {"object": obj["id"], "name": out.component}
+                )[0]["id"]
+            else:
+                outputs[name] = obj["components"][0]
+        return outputs, moves
+
     def _record(self, hashes: dict[str, str]) -> list[tuple[Path, Path | None]]:
         reg = self.registry
         moves: list[tuple[Path, Path | None]] = []
@@ -440,7 +541,11 @@ class Session:
         repo_obj = self._code_repo(authors)
         outputs: dict[str, int] = {}
         self._report(f"outputs {len(self.outputs)}")
-        for name, out in self.outputs.items():
+        at_once = self._record_outputs_at_once(hashes, authors)
+        if at_once is not None:
+            outputs, moves = at_once
+            self._report(f"done {len(outputs)}")
+        for name, out in self.outputs.items() if at_once is None else ():
             out.version, target, needs_write = self._free_target(out, hashes[name])
             final = self.store.path(target)
             moves.append((out.temp, final if needs_write else None))

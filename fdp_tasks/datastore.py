@@ -25,6 +25,9 @@ def product_path(namespace: str, name: str, version: str, extension: str) -> str
 def safe_relative(rel: str, within: str = "the data store") -> str:
     """A normalised relative POSIX path, or UnsafePathError if it could leave its root."""
     text = str(rel).replace("\\", "/")
+    parts = text.split("/")
+    if text[1:2] != ":" and "\x00" not in text and all(p and p not in (".", "..") for p in parts):
+        return text  # already normal: the common case, checked without pathlib
     if not text or "\x00" in text:
         raise UnsafePathError(f"empty or invalid path {rel!r}")
     pure = PurePosixPath(text)
@@ -50,7 +53,9 @@ class DataStore:
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
-        self._inside: dict[Path, bool] = {}
+        self._root_text = str(self.root)
+        self._inside: dict[str, bool] = {}
+        self._roots: dict[str, bool] = {}
 
     def __repr__(self) -> str:
         return f"DataStore({str(self.root)!r})"
@@ -61,9 +66,12 @@ class DataStore:
         return self.root.as_uri().rstrip("/") + "/"
 
     def holds(self, root: str) -> bool:
-        """Whether a storage_root URI (file:// or a plain path) is this store's root."""
-        base = local_root(root)
-        return base is not None and base.expanduser().resolve() == self.root
+        """Whether a storage_root URI (file:// or a plain path) is this store's root
+        (worked out once per root: every file of a check asks it)."""
+        if root not in self._roots:
+            base = local_root(root)
+            self._roots[root] = base is not None and base.expanduser().resolve() == self.root
+        return self._roots[root]
 
     def path(self, rel: str) -> Path:
         """The absolute path of `rel`, which must stay inside the store, symlinks included.
@@ -71,15 +79,29 @@ class DataStore:
         Folders already found to lie inside are remembered, so checking a thousand files of
         one folder costs one look at each file rather than a walk up every path.
         """
-        target = self.root / safe_relative(rel)
-        parent = target.parent
+        # plain strings, not pathlib: an up-to-date check asks this for every output
+        target = os.path.join(self._root_text, safe_relative(rel))
+        parent = os.path.dirname(target)
         if parent not in self._inside:
-            self._inside[parent] = self._contains(Path(os.path.realpath(parent)))
+            self._inside[parent] = self._folder_inside(parent)
         if not self._inside[parent] or (
-            target.is_symlink() and not self._contains(Path(os.path.realpath(target)))
+            os.path.islink(target) and not self._contains(Path(os.path.realpath(target)))
         ):
             raise UnsafePathError(f"path {rel!r} would leave the data store {self.root}")
-        return target
+        return Path(target)
+
+    def _folder_inside(self, folder: str) -> bool:
+        """Whether a folder (a path under the root, as written) lies inside the store: one
+        that is no symlink, in a folder inside, is inside too. Each folder is looked at once
+        (one lstat), not resolved along its whole path."""
+        if folder == self._root_text:
+            return True
+        above = os.path.dirname(folder)
+        if above not in self._inside:
+            self._inside[above] = self._folder_inside(above)
+        if self._inside[above] and not os.path.islink(folder):
+            return True
+        return self._contains(Path(os.path.realpath(folder)))
 
     def _contains(self, real: Path) -> bool:
         return real == self.root or self.root in real.parents

@@ -11,7 +11,6 @@ from typing import Any
 
 from fdp_tasks import graph
 from fdp_tasks.project import Project
-from fdp_tasks.server import serve
 
 
 @contextlib.contextmanager
@@ -20,17 +19,21 @@ def loopback_registry(
 ) -> Iterator[str]:
     """The local registry's API URL for the length of a job; `on_record` hears of each
     record the job's script creates there."""
+    # imported only when a job runs: a no-op or `fdp status` needs no web server
+    from fdp_tasks.server import serve
+
     with serve.job_registry(
         project.store(), project.server_dir, project.registry_db, on_record=on_record
     ) as url:
         yield url
 
 
-def load_namespace(config_path: str | Path, **options: Any) -> dict[str, Any]:
-    """For dodo.py: the tasks of one config (options: refresh, remote, force, dirty)."""
+def load_namespace(config_path: str | Path | None, **options: Any) -> dict[str, Any]:
+    """For dodo.py: the tasks of one config, or of many (options: refresh, remote, force,
+    dirty, wait, jobs, executor)."""
     return graph.load_namespace(config_path, serve=loopback_registry, **options)
 
 
-def run_doit(config_path: str | Path, doit_args: list[str], **options: Any) -> int:
+def run_doit(config_path: str | Path | None, doit_args: list[str], **options: Any) -> int:
     """Run doit on the tasks of `config_path`, as `doit <doit_args>` would in its project."""
     return graph.run_doit(config_path, doit_args, serve=loopback_registry, **options)

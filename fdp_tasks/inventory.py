@@ -3,9 +3,13 @@ records (products, code runs, objects, and what a remote has besides)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
 from typing import Any
 
+from fdp_tasks import environment
+from fdp_tasks.catalog.locations import intact
 from fdp_tasks.errors import BadInput, FdpError
 from fdp_tasks.project import Project
 from fdp_tasks.provenance import walk_product
@@ -26,7 +30,29 @@ def describe(project: Project, item: str) -> dict[str, Any]:
         return object_info(store, item)
     info = run_info(store, item)
     info["output_count"] = output_count(project, item, len(runs[0]["outputs"]))
+    info["environment"] = run_environment(project, store, runs[0])
     return info
+
+
+def run_environment(project: Project, store: Any, run: dict[str, Any]) -> dict[str, Any] | str:
+    """The environment a code run recorded (`fdp_tasks.environment`), read from the local
+    data store; where it is not here (a pulled run's), where it is."""
+    for component_id in run.get("inputs") or []:
+        obj = store.get("object", store.get("object_component", component_id)["object"])
+        if obj.get("description") != environment.DESCRIPTION or obj.get("data_products"):
+            continue
+        if not obj.get("storage_location"):
+            break
+        location = store.get("storage_location", obj["storage_location"])
+        root = store.get("storage_root", location["storage_root"])
+        data = project.data_store
+        if intact(data, location["path"], location["hash"], root=root["root"]):
+            with contextlib.suppress(ValueError, OSError):
+                found = json.loads(data.path(location["path"]).read_text(encoding="utf-8"))
+                if isinstance(found, dict):
+                    return found
+        return f"recorded at {root['root']}{location['path']} (not in the local data store)"
+    return "not recorded"
 
 
 def products(project: Project, namespace: str | None = None) -> list[str]:

@@ -13,8 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -24,15 +22,20 @@ from typing import Any, Protocol
 
 import yaml
 
-from fdp_tasks.catalog.locations import intact
-from fdp_tasks.config.resolve import dirty_files, job_dir_for, script_paths
+from fdp_tasks import environment
+from fdp_tasks.catalog.locations import intact, local_location
+from fdp_tasks.config.resolve import REBUILD_KEY, dirty_files, job_dir_for, script_paths
 from fdp_tasks.errors import FdpError, HashMismatch
+from fdp_tasks.executors.base import Executor, JobSpec
+from fdp_tasks.executors.local import LocalExecutor
+from fdp_tasks.files import replace_text, sha1_file
 from fdp_tasks.languages import DEFAULT, command_for, language
 from fdp_tasks.locks import job_lock, project_lock
 from fdp_tasks.progress import Bar
-from fdp_tasks.project import Project
+from fdp_tasks.project import ENV_REMOTE_TOKEN, Project
 from fdp_tasks.refs import ProductRef
 from fdp_tasks.store import queries
+from fdp_tasks.store.sql import token_digest
 
 PROGRESS_FD_ENV = "FDP_PROGRESS_FD"  # the pipe `fdp_tasks.api` reports a finalise through
 
@@ -113,62 +116,8 @@ def write_working_config(path: Path, working: dict[str, Any], script: Path) -> N
         yaml.safe_dump(out, fh, sort_keys=False)
 
 
-def run_script(
-    command: list[str],
-    cwd: Path,
-    env: dict[str, str],
-    log_path: Path,
-    progress: FinaliseProgress | None = None,
-) -> int:
-    """Run the script, echoing its output and keeping it in the job log; `progress` hears
-    from the script's finalise through a pipe of its own."""
-    with open(log_path, "wb") as log:
-        try:
-            proc = subprocess.Popen(
-                command,
-                cwd=cwd,
-                env={**env, **(progress.child_env() if progress else {})},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                pass_fds=progress.child_fds() if progress else (),
-            )
-        except FileNotFoundError:
-            raise FdpError(f"cannot start {command[0]!r}: not found on PATH") from None
-        finally:
-            if progress is not None:
-                progress.started()
-        if proc.stdout is None:  # pragma: no cover - stdout=PIPE always gives one
-            raise FdpError(f"cannot read the output of {command[0]!r}")
-        try:
-            for line in proc.stdout:
-                log.write(line)
-                sys.stdout.write(line.decode("utf-8", "replace"))
-            sys.stdout.flush()
-            return proc.wait()
-        except KeyboardInterrupt:
-            stop_script(proc)
-            raise
-
-
-# How long a script has to end after Ctrl-C before it is terminated, then killed.
-INTERRUPT_GRACE = 5.0
-
-
-def stop_script(proc: subprocess.Popen) -> None:
-    """End an interrupted script. Ctrl-C reaches it with fdp when both are in the terminal's
-    process group, but a signal can arrive between two of a shell script's commands and be
-    lost to the next one: the interrupt is passed on, then the script terminated, then
-    killed, so that fdp never waits out a script the user asked to stop."""
-    def interrupt() -> None:
-        if os.name == "posix":  # elsewhere a console's Ctrl-C is the only interrupt
-            proc.send_signal(signal.SIGINT)
-
-    for send in (interrupt, proc.terminate, proc.kill):
-        if proc.poll() is not None:
-            return
-        send()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=INTERRUPT_GRACE)
+# The script runs through an executor: a subprocess here (`executors/local.py`, where
+# `run_script` and `stop_script` live), or a worker of a Dask or Slurm cluster.
 
 
 class FinaliseProgress:
@@ -262,6 +211,7 @@ def run_job(
     serve: ServeRegistry | None = None,
     wait: bool = False,
     runs_seen: int | None = None,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
     """Resolve, run the script, and report the code runs it recorded.
 
@@ -275,7 +225,8 @@ def run_job(
     it. A run that another process logged since the caller found the job out of date (when
     the runs log held `runs_seen` runs), with what this one would run, makes this one
     nothing to do. What the script records stays provisional until it exits 0, and is
-    deleted if it does not.
+    deleted if it does not. `executor` says where the script runs (default: here); one
+    that runs it on another machine gives it the shared registry, not the loopback one.
     """
     if serve is None:
         raise FdpError("no way to serve the local registry to the script was given")
@@ -294,7 +245,9 @@ def run_job(
         if done is not None:
             print(f"job: up to date (another process ran it meanwhile: {done.get('job')})")
             return done
-        return _run_locked(project, runs_log, working_for, note, allow_dirty, verify, serve)
+        return _run_locked(
+            project, runs_log, working_for, note, allow_dirty, verify, serve, executor
+        )
 
 
 def _run_locked(
@@ -305,10 +258,17 @@ def _run_locked(
     allow_dirty: bool,
     verify: Callable[[list[str]], None] | None,
     serve: ServeRegistry,
+    executor: Executor | None = None,
 ) -> dict[str, Any]:
+    runner = executor or LocalExecutor()
     with project.job_token() as token:
-        with FinaliseProgress() as progress, serve(project, on_record=progress.on_record) as url:
-            job, working, code = _start(project, working_for, allow_dirty, token, url, progress)
+        with (
+            FinaliseProgress() as progress,
+            _job_registry(runner, serve, project, progress) as url,
+        ):
+            job, working, code = _start(
+                project, working_for, allow_dirty, token, url, progress, runner
+            )
         if code != 0:
             raise FdpError(
                 f"the script exited with status {code}; its output is in {job / 'job.log'}"
@@ -322,6 +282,7 @@ def _run_locked(
             )
         if verify is not None:
             verify(runs)  # before the runs log names them: what it names gets pushed
+        record_environment(project, job, working, runs, token)
         kept = project.keep_job_records(token)
     if kept:
         print(f"finalise: {kept} records")
@@ -337,6 +298,55 @@ def _run_locked(
     return record
 
 
+def record_environment(
+    project: Project, job: Path, working: dict[str, Any], runs: list[str], token: str
+) -> None:
+    """Record what a rebuild of the job's code runs needs (`fdp_tasks.environment`): a JSON
+    file in the job directory, beside the config and script, as an object among each run's
+    inputs, so that push, pull and any FDP registry carry it. Whatever the script used to
+    record its runs (our API, or a reference one over HTTP), the job records this alike;
+    provisional with the job's other records."""
+    if not runs:
+        return
+    rebuild = working.get(REBUILD_KEY) or {}
+    record = environment.capture(
+        rebuild.get("source_config"),
+        rebuild.get("source_text"),
+        rebuild.get("local_repo"),
+        rebuild.get("substitutions") or {},
+    )
+    path = job / environment.FILE_NAME
+    replace_text(path, lambda fh: json.dump(record, fh, indent=1, sort_keys=True), 0o644)
+    store, data = project.store(), project.data_store
+    author = project.author_id()
+    with store.transaction(), store.provisional_as(token_digest(token), required=True):
+        location = local_location(store, data, data.relative(path), sha1_file(path), keep_new=True)
+        obj = store.create(
+            "object",
+            {
+                "description": environment.DESCRIPTION,
+                "storage_location": location,
+                "file_type": queries.file_type_id(store, "json"),
+                "authors": [author],
+            },
+        )
+        component = queries.whole_object_component(store, obj)
+        for run_uuid in runs:
+            found = store.find("code_run", {"uuid": run_uuid}, limit=1)
+            if found and component not in (found[0].get("inputs") or []):
+                store.add_links("code_run", found[0]["id"], "inputs", [component])
+
+
+def _job_registry(
+    executor: Executor, serve: ServeRegistry, project: Project, progress: FinaliseProgress
+) -> contextlib.AbstractContextManager[str]:
+    """The registry URL a job is given: the shared registry for an executor that runs it
+    elsewhere, else the local registry served on loopback for the length of the job."""
+    if executor.shared_registry is not None:
+        return contextlib.nullcontext(executor.shared_registry)
+    return serve(project, on_record=progress.on_record)
+
+
 def _start(
     project: Project,
     working_for: WorkingFor,
@@ -344,6 +354,7 @@ def _start(
     token: str,
     api_url: str,
     progress: FinaliseProgress,
+    executor: Executor,
 ) -> tuple[Path, dict[str, Any], int]:
     """Make the job directory and run the script in it: the directory, the working config
     and the script's exit status."""
@@ -357,7 +368,8 @@ def _start(
     script = write_script(job, meta)
     write_working_config(job / "config.yaml", working, script)
     env = {
-        **os.environ,
+        # a remote's token from the environment is fdp's, never the script's
+        **{k: v for k, v in os.environ.items() if not k.startswith(ENV_REMOTE_TOKEN)},
         "FDP_CONFIG_DIR": str(job),
         "FDP_CONFIG_NAME": "config.yaml",
         "FDP_DATA_STORE": str(project.data_store.root),
@@ -374,13 +386,14 @@ def _start(
             p for p in (os.environ.get("PYTHONPATH", ""), str(repo)) if p
         ),
     }
-    code = run_script(
-        command_for(meta.get("shell") or DEFAULT, script),
-        repo,
-        env,
-        job / "job.log",
-        progress,
+    spec = JobSpec(
+        name=job.name,
+        command=command_for(meta.get("shell") or DEFAULT, script),
+        cwd=str(repo),
+        env=env,
+        log_path=str(job / "job.log"),
     )
+    code = executor.run(spec, progress)
     return job, working, code
 
 

@@ -5,6 +5,12 @@ namespace), `registry.db`, `data/`, `token`. A project may override any of them 
 `.fdp/settings.yaml`, which `fdp init` and `fdp remote add` write at the root of the git
 repository. Settings are found as git finds `.git`: from the config's folder (or the working
 directory) upward, to the repository root, so a config in a subfolder uses the root's.
+
+A job without a person (CI) needs none of these files: the environment gives who runs
+(`FDP_USER_NAME`, `FDP_USER_ORCID`, `FDP_NAMESPACE`), the remotes (`FDP_REMOTE_URL` for
+origin, `FDP_REMOTE_URL_<NAME>`) and their tokens (`FDP_REMOTE_TOKEN_<NAME>`, else the
+remote's token file, else `FDP_REMOTE_TOKEN`); a token from the environment is held in
+memory only.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +27,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from fdp_tasks.config.codebase import is_fdp_config
 from fdp_tasks.config.templates import git_root
 from fdp_tasks.datastore import DataStore
 from fdp_tasks.errors import BadInput, FdpError
@@ -42,8 +50,67 @@ DEFAULT_GC_RETENTION_DAYS = 7.0
 _swept: set[str] = set()  # registries whose killed jobs' records this process deleted
 
 
-def fdp_home() -> Path:
-    return Path(os.environ.get("FDP_HOME", Path.home() / ".fdp")).expanduser().resolve()
+ENV_USER = {"name": "FDP_USER_NAME", "identifier": "FDP_USER_ORCID", "namespace": "FDP_NAMESPACE"}
+ENV_REMOTE_URL = "FDP_REMOTE_URL"
+ENV_REMOTE_TOKEN = "FDP_REMOTE_TOKEN"  # noqa: S105  (a variable's name)
+_ORCID = re.compile(r"^\d{4}-\d{4}-\d{4}-\d{3}[\dX]$")
+
+
+def remote_env_name(prefix: str, remote: str) -> str:
+    """The variable that names something of one remote: `FDP_REMOTE_TOKEN_<NAME>`, the
+    remote's name upper-cased with every other character than a letter or digit as `_`."""
+    return f"{prefix}_{re.sub(r'[^A-Z0-9]', '_', remote.upper())}"
+
+
+def _env(name: str) -> str | None:
+    """A variable's value, or None when it is unset or empty (a CI secret that is not
+    defined arrives as an empty string)."""
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def env_token(remote: str, token_file: Path | None = None) -> str | None:
+    """A remote's token from the environment: `FDP_REMOTE_TOKEN_<NAME>`, else (for a remote
+    without a token file of its own) `FDP_REMOTE_TOKEN`. Never written anywhere."""
+    names = [remote_env_name(ENV_REMOTE_TOKEN, remote)]
+    if token_file is None:
+        names.append(ENV_REMOTE_TOKEN)
+    for name in names:
+        value = _env(name)
+        if value is not None:
+            if any(ch.isspace() or not ch.isprintable() for ch in value):
+                raise BadInput(f"{name}: expected a token (one word), not text with spaces")
+            return value
+    return None
+
+
+def env_user() -> dict[str, str]:
+    """Who runs, from FDP_USER_NAME, FDP_USER_ORCID (a bare ORCID, or a URL) and
+    FDP_NAMESPACE, for a job that no `fdp init` set up."""
+    out = {}
+    for key, name in ENV_USER.items():
+        value = _env(name)
+        if value is None:
+            continue
+        if key == "identifier" and "://" not in value:
+            if not _ORCID.match(value):
+                raise BadInput(
+                    f"{name}: expected an ORCID (0000-0002-1825-0097, or its https://orcid.org/ "
+                    f"URL), not {value!r}"
+                )
+            value = f"https://orcid.org/{value}"
+        out[key] = value
+    return out
+
+
+def fdp_home(project: Path | None = None) -> Path:
+    """$FDP_HOME, default ~/.fdp. A relative FDP_HOME is taken from the project's root, so
+    that a CI job can keep everything a rerun needs inside its checkout (`FDP_HOME=.fdp/home`),
+    whichever folder a command runs from."""
+    home = Path(os.environ.get("FDP_HOME") or Path.home() / ".fdp").expanduser()
+    if not home.is_absolute() and project is not None:
+        home = project / home
+    return home.resolve()
 
 
 def _login_name() -> str:
@@ -145,16 +212,39 @@ class User:
     output_namespace: str | None = None  # where the user's runs write, if not `namespace`
 
 
+def env_remotes(configured: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(name, URL, variable) of each remote the environment names: FDP_REMOTE_URL is origin,
+    FDP_REMOTE_URL_<NAME> the configured remote of that name, else a remote named <name>
+    in lower case. A URL from the environment wins over the settings'."""
+    by_variable = {remote_env_name(ENV_REMOTE_URL, name): name for name in configured}
+    found: dict[str, tuple[str, str, str]] = {}
+    generic = _env(ENV_REMOTE_URL)
+    if generic is not None:
+        found["origin"] = ("origin", generic, ENV_REMOTE_URL)
+    for variable in sorted(os.environ):
+        if not variable.startswith(ENV_REMOTE_URL + "_"):
+            continue
+        url = _env(variable)
+        if url is None:
+            continue
+        name = by_variable.get(variable) or variable[len(ENV_REMOTE_URL) + 1 :].lower()
+        found[name] = (name, url, variable)
+    return list(found.values())
+
+
 @dataclass
 class RemoteSpec:
     name: str
     url: str
     token_file: Path | None = None
+    variable: str | None = None  # the environment variable the URL came from
 
     def token(self) -> str | None:
-        """The remote's token, from a file only its owner can read."""
-        if self.token_file is None:
-            return None
+        """The remote's token: from FDP_REMOTE_TOKEN_<NAME>, else from a file only its owner
+        can read, else from FDP_REMOTE_TOKEN."""
+        from_env = env_token(self.name, self.token_file)
+        if from_env is not None or self.token_file is None:
+            return from_env
         if not self.token_file.is_file():
             raise BadInput(
                 f"the token file of remote {self.name}, {self.token_file}, does not exist"
@@ -186,7 +276,7 @@ class Project:
         if root is None:
             return cls.find()
         found = Path(root).expanduser().resolve()
-        home = fdp_home()
+        home = fdp_home(found)
         path = found / SETTINGS_DIR / SETTINGS_FILE
         settings = check_settings(path, read_yaml(path))
         return cls(found, home, settings, read_yaml(home / "user.yaml"))
@@ -268,7 +358,8 @@ class Project:
 
     @property
     def user(self) -> User:
-        merged = {**self._user_file, **(self.settings.get("user") or {})}
+        # the environment wins, as GIT_AUTHOR_NAME does over git's settings
+        merged = {**self._user_file, **(self.settings.get("user") or {}), **env_user()}
         return User(
             name=str(merged.get("name") or _login_name()),
             identifier=merged.get("identifier"),
@@ -296,6 +387,14 @@ class Project:
                 name=name,
                 url=str(spec["url"]),
                 token_file=(self.root / Path(token_file).expanduser()) if token_file else None,
+            )
+        for name, url, variable in env_remotes(out):
+            problem = remote_url_problem(url)
+            if problem:
+                raise BadInput(f"{variable}: {problem}")
+            known = out.get(name)
+            out[name] = RemoteSpec(
+                name, remote_url(url), known.token_file if known else None, variable
             )
         return out
 
@@ -441,10 +540,7 @@ def fdp_configs(root: Path, limit: int = 2000) -> list[Path]:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue
-        if isinstance(data, dict) and (
-            isinstance(data.get("run_metadata"), dict)
-            or any(isinstance(data.get(k), list) for k in ("write", "register"))
-        ):
+        if is_fdp_config(data):
             found.append(path)
     return found
 
@@ -541,7 +637,7 @@ def project_root(start: Path) -> Path:
     """The folder holding the `.fdp/settings.yaml` that applies at `start`: the nearest one
     upward, stopping at the root of the git repository; else that root, else `start`."""
     top = git_root(start)
-    home = fdp_home()
+    home = fdp_home(top or start)
     for candidate in (start, *start.parents):
         settings = candidate / SETTINGS_DIR / SETTINGS_FILE
         if settings.is_file() and (candidate / SETTINGS_DIR).resolve() != home:

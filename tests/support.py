@@ -532,3 +532,14 @@ def shared_once(
         made = make(folder)
         done.write_text(json.dumps(made), encoding="utf-8")
         return made
+
+
+def source_copy(base: Path) -> Path:
+    """The checkout's sources, copied, so that building them leaves no build/ folder here."""
+    source = base / "fdp-tasks"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("fdp_tasks", "schemas"):
+        shutil.copytree(REPO / name, source / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copyfile(REPO / name, source / name)
+    return source

@@ -158,13 +158,23 @@ def test_round_trip_over_http_with_identical_hashes(tmp_path: Path, remote: Remo
     assert colleague.doit().executed == []
 
 
-def test_push_without_token_is_refused_with_403(tmp_path: Path, remote: RemoteServer) -> None:
+def test_push_without_a_token_stops_early_and_a_wrong_token_gets_403(
+    tmp_path: Path, remote: RemoteServer
+) -> None:
     env = producer(tmp_path, outputs=1)
     env.doit()
     env.fdp("remote", "add", "origin", remote.api_url)
     result = env.fdp("push", check=False)
     assert result.returncode != 0
-    assert "403" in result.output and "token" in result.output
+    assert "FDP_REMOTE_TOKEN_ORIGIN" in result.output, result.output
+    assert remote.counts()["data_product"] == 0
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("badc0ffee" * 4 + "0123")
+    wrong.chmod(0o600)
+    env.add_remote(remote.api_url, wrong, name="wrong")
+    result = env.fdp("push", "--remote", "wrong", check=False)
+    assert result.returncode != 0
+    assert "403" in result.output and "badc0ffee" not in result.output, result.output
     assert remote.counts()["data_product"] == 0
     body = {"name": "intruder"}
     assert requests.post(remote.api_url + "namespace/", json=body).status_code == 403

@@ -16,7 +16,7 @@ from importlib import metadata, util
 from pathlib import Path
 
 import pytest
-from support import REPO
+from support import REPO, source_copy
 
 NETWORK_TROUBLE = (
     "Could not find a version",
@@ -38,12 +38,7 @@ def source_packages() -> set[str]:
 
 def build_wheel(folder: Path) -> Path:
     """A wheel built from a copy of the sources (the checkout gets no build/ folder)."""
-    source = folder / "source"
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for name in ("fdp_tasks", "schemas"):
-        shutil.copytree(REPO / name, source / name, ignore=ignore)
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copyfile(REPO / name, source / name)
+    source = source_copy(folder)
     wheels = folder / "wheels"
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],

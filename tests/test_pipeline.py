@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 import yaml
-from support import WRITER_SCRIPT, Env, example_repo, register_only, sha1
+from support import REPO, WRITER_SCRIPT, Env, example_repo, register_only, sha1
 
 from fdp_tasks.store.sql import Store
 
@@ -204,7 +205,8 @@ def test_push_to_directory_remote_and_pull_into_fresh_registry(env: Env, tmp_pat
     remote_store = Store(remote / "registry.db")
     assert len(remote_store.find("code_run")) == 1
     run = remote_store.find("code_run")[0]
-    assert len(run["inputs"]) == 2 and len(run["outputs"]) == 1
+    # the two inputs and the run's environment record (fdp_tasks.environment)
+    assert len(run["inputs"]) == 3 and len(run["outputs"]) == 1
     assert remote_store.find("external_object")
 
 
@@ -226,6 +228,7 @@ def test_seirs_example_runs_and_second_run_is_up_to_date(tmp_path: Path) -> None
     repo = example_repo(tmp_path, "seirs")
     example = repo / "examples" / "seirs"
     env = Env(repo / "examples", "seirs")
+    shutil.copyfile(REPO / "examples/seirs/dodo.py", example / "dodo.py")  # the example's own
     first = env.doit()
     assert "job" in first.executed
     second = env.doit()

@@ -104,6 +104,7 @@ def test_prov_json_reads_back_into_an_equal_document(made: Env, tmp_path: Path) 
     roles = sorted(u["prov:role"]["$"] for u in relations(data, "used"))
     assert roles == [
         "fair:input_data",
+        "fair:input_data",  # the run's environment record (fdp_tasks.environment)
         "fair:model_configuration",
         "fair:software",
         "fair:submission_script",
@@ -273,7 +274,8 @@ def test_ro_crate_is_valid_and_its_checksums_match_the_store(made: Env, tmp_path
         if e.get("@type") in ("File", ["File"])
         or (isinstance(e.get("@type"), list) and "File" in e["@type"])
     ]
-    assert len(shipped) == 4  # the product, the seed, the config and the script
+    # the product, the seed, the config, the script and the run's environment record
+    assert len(shipped) == 5
     for entity in shipped:
         path = crate / urllib.parse.unquote(entity["@id"])
         assert sha1(path) == entity["sha1"]
@@ -318,7 +320,8 @@ def test_server_serves_the_same_prov_document_as_made_locally(
     with HttpRegistry(live.api_url) as http:
         over_http = walk(http, PRODUCT, depth=2)
     assert over_http.digest() == walk(live.store, PRODUCT, depth=2).digest()
-    assert len(over_http.entities) == 6 and len(over_http.activities) == 1
+    # 6 and the run's environment record
+    assert len(over_http.entities) == 7 and len(over_http.activities) == 1
 
     for fmt, expected in (
         ("provn", "text/provenance-notation"),

@@ -87,8 +87,9 @@ def test_pulling_a_few_products_costs_the_same_whatever_else_the_run_wrote(
     assert big_requests == small_requests, counting_registry.requests
     assert big_requests < 40  # a few per product and a few per run, never one per sibling
 
-    # the 3 products, and the run with its config, script, code repo and input (records)
-    assert local_counts(big) == {"data_product": 4, "object": 7, "code_run": 1}
+    # the 3 products, and the run with its config, script, code repo, input and environment
+    # record (records)
+    assert local_counts(big) == {"data_product": 4, "object": 8, "code_run": 1}
     assert local_counts(small) == local_counts(big)
     seed = big.data_store / "big/inputs/seed/1.0.0.txt"
     assert not seed.exists()  # an input comes as records; its file stays on the remote

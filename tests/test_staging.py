@@ -164,7 +164,8 @@ def test_push_sends_a_staged_product_of_another_config_with_its_provenance(
     for run in (other_run, reader_run):  # the run that made it, and the one with no outputs
         assert remote.find("code_run", {"uuid": run}, limit=1), run
     pushed_reader = remote.find("code_run", {"uuid": reader_run}, limit=1)[0]
-    assert pushed_reader["outputs"] == [] and len(pushed_reader["inputs"]) == 1
+    # its one input, and its environment record (fdp_tasks.environment)
+    assert pushed_reader["outputs"] == [] and len(pushed_reader["inputs"]) == 2
     # what was pushed leaves the staging list
     assert staging_file(env) == {"data_product": [], "code_run": []}
     rows = status(env)

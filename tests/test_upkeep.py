@@ -55,7 +55,8 @@ def test_verify_finds_a_corrupted_file_of_an_older_run_and_repair_restores_it(
     env.add_remote(live.api_url, live.token_file)
     env.fdp("push")
     clean = env.fdp("verify")
-    assert clean.stdout.strip().splitlines()[-1].startswith("8 verified, 0 modified, 0 missing")
+    # with the runs' environment record (one file: the two runs ran in the same one)
+    assert clean.stdout.strip().splitlines()[-1].startswith("9 verified, 0 modified, 0 missing")
 
     good = old.read_bytes()
     old.write_bytes(b"not what the run wrote\n")
@@ -75,7 +76,7 @@ def test_verify_finds_a_corrupted_file_of_an_older_run_and_repair_restores_it(
     )
     assert any(line.startswith("orphaned") and "part01/stray.csv" in line for line in lines)
     assert not any(".part" in line for line in lines)
-    assert lines[-1] == "6 verified, 1 modified, 1 missing, 1 orphaned"
+    assert lines[-1] == "7 verified, 1 modified, 1 missing, 1 orphaned"
 
     # the remote holds every pushed product with the same bytes: only the local files differ
     remote_check = env.fdp("verify", "--remote", "origin", check=False)
@@ -89,7 +90,7 @@ def test_verify_finds_a_corrupted_file_of_an_older_run_and_repair_restores_it(
     assert len(kept) == 1 and kept[0].read_bytes() == b"not what the run wrote\n"
     assert (env.data_store / "lab/results/part01/0.0.1.csv").is_file()
     assert env.fdp("verify").stdout.splitlines()[-1] == (
-        "8 verified, 0 modified, 0 missing, 1 orphaned"
+        "9 verified, 0 modified, 0 missing, 1 orphaned"
     )
 
 
@@ -147,7 +148,8 @@ def test_gc_lists_then_deletes_old_leftovers_and_keeps_young_ones(tmp_path: Path
     deleted = env.fdp("gc", "--yes")
     assert deleted.stdout.splitlines()[-1] == "2 deleted (22 B); 1 younger than 7 days kept"
     assert not stray.exists() and not partial.exists() and young.is_file()
-    assert env.fdp("verify").stdout.splitlines()[-1].startswith("4 verified, 0 modified")
+    # 4 and the run's environment record
+    assert env.fdp("verify").stdout.splitlines()[-1].startswith("5 verified, 0 modified")
 
     (env.project / ".fdp").mkdir(exist_ok=True)
     settings = env.project / ".fdp/settings.yaml"

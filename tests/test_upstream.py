@@ -76,6 +76,13 @@ def test_push_and_pull_through_an_upstream_registry_and_its_object_store(
         location = store.get("storage_location", store.get("object", run[key])["storage_location"])
         assert location["storage_root"] == root["id"]
         local[location["hash"]] = key
+    # the environment the run recorded travels as an input object that names no product
+    for component in run["inputs"]:
+        obj = store.get("object", store.get("object_component", component)["object"])
+        if not obj.get("data_products"):
+            location = store.get("storage_location", obj["storage_location"])
+            local[location["hash"]] = "environment"
+    assert "environment" in local.values()
     assert {loc["hash"] for loc in located} == set(local)
     assert sorted(upstream.bucket_keys()) == sorted(local)
     for key in local:

@@ -248,7 +248,11 @@ def test_a_browser_searches_a_product_and_sees_its_provenance(
     download = browser.find_element(By.CSS_SELECTOR, "#file a.download").get_attribute("href")
     assert download == f"{pushed.url}/data/{stored}"
     inputs = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#inputs li")]
-    assert inputs == ["lab:inputs/seed@1.0.0 (seed)", "lab:inputs/weights@1.0.0 (weights)"]
+    assert inputs == [
+        "lab:inputs/seed@1.0.0 (seed)",
+        "lab:inputs/weights@1.0.0 (weights)",
+        "environment of the run",  # the job's record of what it ran in (fdp_tasks.environment)
+    ]
     outputs = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#outputs li")]
     assert sorted(outputs) == [f"lab:results/part0{i}@0.0.2" for i in range(3)]
     if shutil.which("dot"):

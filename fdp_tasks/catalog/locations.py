@@ -14,6 +14,7 @@ import weakref
 
 from fdp_tasks.datastore import DataStore
 from fdp_tasks.files import sha1_file
+from fdp_tasks.stat_cache import StatCache
 from fdp_tasks.store.base import Record, Registry
 from fdp_tasks.store.queries import Located
 
@@ -58,25 +59,37 @@ def referenced(registry: Registry, store: DataStore, rel: str) -> bool:
     return bool(found)
 
 
-def intact(store: DataStore, rel: str, sha1: str | None, *, root: str | None = None) -> bool:
+def intact(
+    store: DataStore,
+    rel: str,
+    sha1: str | None,
+    *,
+    root: str | None = None,
+    hashes: StatCache | None = None,
+) -> bool:
     """Whether a recorded file is intact: a file of this data store holding the bytes the
     registry recorded (its SHA-1). Every up-to-date check, and every copy that may be
     skipped, asks this one question.
 
     `root` is the storage root the registry records the file under, which must then be
-    the store's; callers naming a path of the store itself leave it out.
+    the store's; callers naming a path of the store itself leave it out. `hashes`: a stat
+    cache that spares reading a file whose stat has not changed since it was hashed.
     """
     if not sha1 or (root is not None and not store.holds(root)):
         return False
     path = store.path(rel)
+    if hashes is not None:
+        return hashes.sha1(path) == sha1
     return path.is_file() and sha1_file(path) == sha1
 
 
-def located_intact(store: DataStore, found: Located | None) -> bool:
+def located_intact(
+    store: DataStore, found: Located | None, hashes: StatCache | None = None
+) -> bool:
     """Whether a located data product's file is intact (see `intact`)."""
     if found is None or found.location is None or found.root is None:
         return False
-    return intact(store, found.location["path"], found.hash, root=found.root["root"])
+    return intact(store, found.location["path"], found.hash, root=found.root["root"], hashes=hashes)
 
 
 def settle(store: DataStore, new_rel: str, kept_rel: str, sha1: str, keep_new: bool) -> None:

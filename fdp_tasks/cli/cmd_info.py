@@ -19,6 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
+    from fdp_tasks.environment import summary
     from fdp_tasks.inventory import describe
     from fdp_tasks.project import Project
 
@@ -27,7 +28,9 @@ def handler(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
     else:
         for key, value in info.items():
-            if isinstance(value, list):
+            if key == "environment" and isinstance(value, dict):
+                value = summary(value)  # `--json` gives every distribution
+            elif isinstance(value, list):
                 value = ", ".join(value) if value else "-"
             elif isinstance(value, dict):
                 value = json.dumps(value)

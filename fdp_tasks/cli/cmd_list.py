@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from typing import Any
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -17,6 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="data products (default) or code runs",
     )
     parser.add_argument("--namespace", help="only this namespace (products)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list")
     parser.set_defaults(func=handler)
 
 
@@ -25,6 +28,13 @@ def handler(args: argparse.Namespace) -> int:
     from fdp_tasks.project import Project
 
     project = Project.find()
+    if args.json:
+        if args.what == "runs":
+            rows = inventory.code_runs(project)
+        else:
+            rows = [_product_row(ref) for ref in inventory.products(project, args.namespace)]
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
     if args.what == "runs":
         for run in inventory.code_runs(project):
             print(
@@ -35,3 +45,10 @@ def handler(args: argparse.Namespace) -> int:
     for product in inventory.products(project, args.namespace):
         print(product)
     return 0
+
+
+def _product_row(ref: str) -> dict[str, Any]:
+    """`ns:name@version` as the JSON object a script reads."""
+    namespace, _, rest = ref.partition(":")
+    name, _, version = rest.rpartition("@")
+    return {"data_product": ref, "namespace": namespace, "name": name, "version": version}

@@ -66,7 +66,7 @@ def handle_list(args: argparse.Namespace) -> int:
 
     remotes = Project.load().remotes
     for name, spec in remotes.items():
-        print(f"{name}\t{spec.url}")
+        print(f"{name}\t{spec.url}" + (f"\t({spec.variable})" if spec.variable else ""))
     config = Path(args.config)
     if "origin" not in remotes and config.is_file():
         try:

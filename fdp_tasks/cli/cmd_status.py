@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fdp_tasks.cli.common import add_config_argument, config_path
+from fdp_tasks.cli.common import add_config_argument
 from fdp_tasks.errors import ConfigError, OutOfSync
 
 
@@ -56,24 +56,24 @@ def exit_code(rows: list[dict[str, Any]]) -> int:
 
 
 def print_status(
-    path: Path,
+    path: Path | None,
     tasks: list[str] | None = None,
     as_json: bool = False,
     remote: bool = True,
     remote_name: str | None = None,
     dirty: bool = False,
 ) -> list[dict[str, Any]]:
-    """Print one line (or a JSON object) per task of the config; returns the rows."""
-    from fdp_tasks.graph.status import collect
-
-    rows = collect(
+    """Print one line (or a JSON object) per task of the config, or of each config when
+    `path` is a sweep file or None for the project's `configs:`; returns the rows."""
+    rows = status_rows(
         path,
         remote=remote and (tasks is None or "push" in tasks or "pull" in tasks),
         remote_name=remote_name,
         dirty=dirty,
     )
     if tasks:
-        rows = [r for r in rows if r["task"].split(":", 1)[0] in tasks]
+        # `job@sweep/a.yaml` is a job too, in a graph of many configs
+        rows = [r for r in rows if r["task"].split(":", 1)[0].split("@", 1)[0] in tasks]
     if as_json:
         print(json.dumps(rows, indent=2))
         return rows
@@ -86,9 +86,33 @@ def print_status(
     return rows
 
 
+def status_rows(
+    path: Path | None, remote: bool, remote_name: str | None, dirty: bool
+) -> list[dict[str, Any]]:
+    """The rows of one config; of many, each task named as in their one graph
+    (`job@sweep/beta-0.1.yaml`), with the config's name in `config`."""
+    from fdp_tasks.graph.many import configs_for, label_of, task_name
+    from fdp_tasks.graph.status import collect
+    from fdp_tasks.project import Project
+
+    configs = configs_for(None if path is None else str(path), Path.cwd())
+    if configs is None:
+        one = path or Path("config.yaml")
+        return collect(one, remote=remote, remote_name=remote_name, dirty=dirty)
+    project = Project.find(configs[0].parent)
+    rows = []
+    for config in configs:
+        label = label_of(project, config)
+        for row in collect(config, remote=remote, remote_name=remote_name, dirty=dirty):
+            rows.append({**row, "task": task_name(row["task"], label), "config": label})
+    return rows
+
+
 def handler(args: argparse.Namespace) -> int:
+    from fdp_tasks.cli.doit_command import many_configs_path
+
     rows = print_status(
-        config_path(args),
+        many_configs_path(args),
         as_json=args.json,
         remote=not args.no_remote,
         remote_name=args.remote,

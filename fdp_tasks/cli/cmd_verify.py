@@ -4,7 +4,9 @@ against what the local registry recorded (old runs included), and a remote's cop
 from __future__ import annotations
 
 import argparse
+import json
 import os
+from typing import Any
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +43,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="files hashed at once (default: min(8, 4 x cores))",
     )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object: the counts, ok, and each problem found",
+    )
     parser.set_defaults(func=handler)
 
 
@@ -63,13 +70,48 @@ def handler(args: argparse.Namespace) -> int:
         project = Project.find(Path(args.config))
     else:
         project = Project.find()
+    said: list[str] = []
     outcome = verify(
         project,
-        print,
+        said.append if args.json else print,
         remote_name=args.remote or None,
         repair_files=args.repair,
         jobs=args.jobs,
         remote_wanted=args.remote is not None,
     )
-    print(outcome.line())
+    if args.json:
+        print(json.dumps(_as_json(outcome, said), indent=2))
+    else:
+        print(outcome.line())
     return 0 if outcome.ok else 1
+
+
+# what a problem line of `fdp verify` starts with, longest first
+PROBLEM_KINDS = (
+    "differs on remote",
+    "not on remote",
+    "unrepaired",
+    "repaired",
+    "modified",
+    "missing",
+    "orphaned",
+)
+
+
+def _as_json(outcome: Any, said: list[str]) -> dict[str, Any]:
+    """The outcome of a verify for scripts: counts, `ok` (the exit status's meaning) and
+    each problem line with its kind."""
+    problems = []
+    for line in said:
+        kind = next((k for k in PROBLEM_KINDS if line.startswith(k)), "other")
+        problems.append({"kind": kind, "line": line.strip()})
+    counts = {
+        key: getattr(outcome, key)
+        for key in ("verified", "modified", "missing", "orphaned", "repaired")
+    }
+    if outcome.checked_remote:
+        counts |= {
+            "not_on_remote": outcome.not_on_remote,
+            "differs_on_remote": outcome.differs_on_remote,
+        }
+    return {"ok": outcome.ok, **counts, "summary": outcome.line(), "problems": problems}

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 from fdp_tasks.cli.common import add_config_argument, config_path
 from fdp_tasks.scalars import positive_int
+
+DEFAULT_CONFIG = "config.yaml"
 
 
 def doit_command(
@@ -43,6 +46,13 @@ def doit_command(
                 help="wait for a job of this config that another process runs, instead of "
                 "refusing",
             )
+        if "job" in tasks:
+            parser.add_argument(
+                "--executor",
+                metavar="NAME",
+                help="where jobs run: local (here), dask (a Dask cluster) or slurm (default: "
+                "the `executor` setting of .fdp/settings.yaml, else local)",
+            )
         if "job" in tasks or "push" in tasks:
             parser.add_argument(
                 "--dirty",
@@ -58,7 +68,7 @@ def doit_command(
 def handler(args: argparse.Namespace, tasks: list[str], keep_going: bool, refresh: bool) -> int:
     from fdp_tasks.entry import run_doit
 
-    path = config_path(args)
+    path = many_configs_path(args)
     if args.dry_run:
         from fdp_tasks.cli.cmd_status import print_status
 
@@ -79,7 +89,19 @@ def handler(args: argparse.Namespace, tasks: list[str], keep_going: bool, refres
         dirty=dirty,
         wait=wait,
         jobs=args.jobs,
+        executor=getattr(args, "executor", None),
     )
+
+
+def many_configs_path(args: argparse.Namespace) -> Path | None:
+    """The config a command names; None, for the many configs of the project's `configs:`
+    setting (or a sweep.yaml), when it names none and there is no ./config.yaml."""
+    if args.config == DEFAULT_CONFIG and not Path(DEFAULT_CONFIG).is_file():
+        from fdp_tasks.graph.many import configs_for
+
+        if configs_for(None, Path.cwd()) is not None:
+            return None
+    return config_path(args)
 
 
 def jobs_count(text: str) -> int:

@@ -53,11 +53,13 @@ COMMANDS = [
     "list",
     "info",
     "prov",
+    "reproduce",
     "remote",
     "registry",
     "verify",
     "gc",
     "delete",
+    "sweep",
 ]
 
 

@@ -6,11 +6,15 @@ deprecation warning naming the modern form) so every later stage sees one shape 
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,8 @@ from fdp_tasks.config.validate import (
 )
 from fdp_tasks.config.validate import validate_problems as _validate_problems
 from fdp_tasks.errors import ConfigError
+from fdp_tasks.files import write_atomically
+from fdp_tasks.resources import read_schema
 from fdp_tasks.scalars import parse_bool
 
 log = logging.getLogger(__name__)
@@ -348,14 +354,41 @@ def normalise(data: dict, file: str) -> tuple[dict, list[str], list[Problem], _N
     return out, norm.warnings, norm.problems, norm
 
 
-def load_config(path: str | Path, *, log_warnings: bool = True) -> Config:
+def load_config(
+    path: str | Path,
+    *,
+    log_warnings: bool = True,
+    cache_dir: Path | None = None,
+    write_cache: bool = True,
+) -> Config:
     """Read, normalise and validate a config; raise ConfigError listing every problem.
 
     Deprecation warnings are kept on Config.warnings and, unless log_warnings is False,
-    also logged (callers that print them themselves pass False).
+    also logged (callers that print them themselves pass False). `cache_dir`: where the
+    outcome of validating a valid config is kept (see `ValidatedCache`), so that a config
+    whose bytes did not change is not parsed and validated again; `write_cache`: whether
+    a new outcome may be kept there (commands that only look pass False).
     """
     file = str(path)
     abs_path = Path(path).expanduser().absolute()
+    cache = ValidatedCache(cache_dir, file, abs_path) if cache_dir is not None else None
+    if cache is not None:
+        known = cache.load()
+        if known is not None:
+            if log_warnings:
+                for warning in known.warnings:
+                    log.warning("%s", warning)
+            return known
+    cfg = _load_config(abs_path, file)
+    if log_warnings:
+        for warning in cfg.warnings:
+            log.warning("%s", warning)
+    if cache is not None and write_cache:
+        cache.save(cfg)
+    return cfg
+
+
+def _load_config(abs_path: Path, file: str) -> Config:
     raw = read_yaml(abs_path, file)
     if raw is None:
         raise ConfigError(
@@ -373,7 +406,104 @@ def load_config(path: str | Path, *, log_warnings: bool = True) -> Config:
     problems = problems + [(norm.original(p), m) for p, m in _validate_problems(data)]
     if problems:
         raise ConfigError(format_problems(file, problems))
-    if log_warnings:
-        for warning in warnings:
-            log.warning("%s", warning)
     return Config(path=abs_path, data=data, warnings=warnings, file=file, key_paths=norm.original)
+
+
+@lru_cache(maxsize=1)
+def _validator_digest() -> str:
+    """What decides a config's validity besides its bytes: the code that reads and checks
+    it, and the schema. A cached outcome made by other code or another schema is stale."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    package = Path(__file__).resolve().parent.parent
+    for rel in _VALIDATING_MODULES:
+        with contextlib.suppress(OSError):
+            digest.update((package / rel).read_bytes())
+    digest.update(json.dumps(read_schema(CONFIG_SCHEMA), sort_keys=True).encode("utf-8"))
+    return digest.hexdigest()
+
+
+CONFIG_SCHEMA = "config.schema.json"
+# The modules whose code decides what a config normalises to and whether it is valid.
+_VALIDATING_MODULES = (
+    "config/load.py",
+    "config/validate.py",
+    "config/templates.py",
+    "names.py",
+    "versions.py",
+    "scalars.py",
+    "languages.py",
+)
+_VALIDATED_FORMAT = 1
+_KEEP_VALIDATED = 4  # outcomes kept per folder: `doit` and `fdp` may name a config differently
+
+
+class ValidatedCache:
+    """The outcome of loading a valid config (its normalised data, warnings and key-path
+    renames), kept as JSON under a name made of the config's bytes, the name it was given
+    by (which messages quote) and `_validator_digest()`: any change to either is a miss.
+    Configs that do not load are never kept, so their problems are always reported."""
+
+    def __init__(self, folder: Path, file: str, path: Path):
+        self.folder = folder
+        self.file = file
+        self.path = path
+        self._entry: Path | None = None
+
+    def _entry_path(self) -> Path | None:
+        if self._entry is None:
+            try:
+                body = self.path.read_bytes()
+            except OSError:
+                return None
+            digest = hashlib.sha1(usedforsecurity=False)
+            for part in (_validator_digest(), self.file, str(self.path)):
+                digest.update(part.encode("utf-8") + b"\0")
+            digest.update(body)
+            self._entry = self.folder / f"{digest.hexdigest()}.json"
+        return self._entry
+
+    def load(self) -> Config | None:
+        entry = self._entry_path()
+        if entry is None or not entry.is_file():
+            return None
+        try:
+            document = json.loads(entry.read_text(encoding="utf-8"))
+            if document.get("format") != _VALIDATED_FORMAT:
+                return None
+            norm = _Normaliser(self.file)
+            norm.renames = [(tuple(new), tuple(old)) for new, old in document["renames"]]
+            return Config(
+                path=self.path,
+                data=document["data"],
+                warnings=list(document["warnings"]),
+                file=self.file,
+                key_paths=norm.original,
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def save(self, cfg: Config) -> None:
+        """Keep the outcome, if its data survives JSON unchanged (YAML dates, say, would
+        not); the oldest outcomes beyond the few kept are dropped."""
+        entry = self._entry_path()
+        renames = getattr(getattr(cfg.key_paths, "__self__", None), "renames", None)
+        if entry is None or renames is None:
+            return
+        try:
+            document = {
+                "format": _VALIDATED_FORMAT,
+                "data": cfg.data,
+                "warnings": cfg.warnings,
+                "renames": renames,
+            }
+            text = json.dumps(document, separators=(",", ":"))
+            if json.loads(text)["data"] != cfg.data:
+                return
+            write_atomically(entry, [text.encode("utf-8")])
+            kept = sorted(
+                self.folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True
+            )
+            for old in kept[_KEEP_VALIDATED:]:
+                old.unlink(missing_ok=True)
+        except (OSError, TypeError, ValueError):
+            return  # a cache that cannot be written is only a slower next load

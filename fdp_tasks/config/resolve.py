@@ -33,6 +33,7 @@ from fdp_tasks.config.templates import (
     run_templater,
 )
 from fdp_tasks.config.validate import KeyPath, Problem, format_problems, normalise_datetime
+from fdp_tasks.environment import MACHINE_VARIABLES
 from fdp_tasks.errors import ConfigError
 from fdp_tasks.languages import DEFAULT as DEFAULT_LANGUAGE
 from fdp_tasks.languages import language_for_path
@@ -57,6 +58,9 @@ NO_COMMIT = "0" * 40
 _URL_SCHEMES = ("http://", "https://", "ftp://", "s3://", "gs://")
 JOB_STAMP = "%Y%m%d-%H%M%S-%f"
 DIRTY = "-dirty"  # appended to a commit with uncommitted changes, as the reference does
+# A job's working config carries, under this key, what a rebuild needs (not given to the
+# script: the job writes only run_metadata, read and write into its config.yaml).
+REBUILD_KEY = "rebuild"
 
 
 def job_dir_for(data_store: Path, now: datetime) -> Path:
@@ -177,6 +181,7 @@ class _Resolver:
         self.problems: list[Problem] = []
         self.pinned: dict[tuple[str, str], list[str]] = {}
         self.bad_versions: set[KeyPath] = set()  # reported already: no follow-on problems
+        self.templaters: list[Templater] = []  # every one made, for the values they gave
 
     def problem(self, path: KeyPath, message: str) -> None:
         """A problem, reported at the key path the user wrote (before normalisation)."""
@@ -583,7 +588,7 @@ class _Resolver:
 
     def templater(self, repo_dir: Path | None) -> Templater:
         ctx = self.ctx
-        return run_templater(
+        made = run_templater(
             self.cfg.path,
             now=ctx.now,
             run_id=ctx.run_id,
@@ -594,6 +599,35 @@ class _Resolver:
             local_token=ctx.local_token,
             symbolic=ctx.symbolic,
         )
+        self.templaters.append(made)
+        return made
+
+    def rebuild_record(self) -> dict[str, Any]:
+        """What a rebuild of this job needs besides the working config: the source config's
+        path and local_repo relative to the git repository's root, the config's text, and
+        the values its variables took (`environment.capture` drops the machine's own)."""
+        root = git_root(self.base)
+        values: dict[str, str] = {}
+        for made in self.templaters:
+            values.update(made.values())
+        for name in MACHINE_VARIABLES:  # the job's token above all: never recorded
+            values.pop(name, None)
+
+        def relative(path: Path) -> str | None:
+            if root is None or not path.resolve().is_relative_to(root):
+                return None
+            return path.resolve().relative_to(root).as_posix()
+
+        try:
+            text: str | None = self.cfg.path.read_text(encoding="utf-8")
+        except OSError:
+            text = None
+        return {
+            "source_config": relative(self.cfg.path),
+            "source_text": text,
+            "local_repo": relative(self.local_repo),
+            "substitutions": values,
+        }
 
     def expand(self, data: dict) -> dict:
         """`data` (the config, or some of its sections) with its template variables expanded.
@@ -684,6 +718,7 @@ class _Resolver:
         working = {"run_metadata": run_meta, "read": read, "write": write, "register": register}
         if self.ctx.job_dir is not None and self.ctx.resolve_writes:
             self.check_complete(working)
+            working[REBUILD_KEY] = self.rebuild_record()
         return working
 
     def check_complete(self, working: dict) -> None:

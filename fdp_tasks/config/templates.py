@@ -200,6 +200,14 @@ class Templater:
         "GIT_TAG": lambda t: t._git("GIT_TAG", "describe", "--tags", "--abbrev=0"),
     }
 
+    def values(self) -> dict[str, str]:
+        """The values substituted so far, by variable name (symbols left as written aside)."""
+        return dict(self._cache)
+
+    def preset(self, values: dict[str, str]) -> None:
+        """Take these values as given (a rebuild reuses those a recorded run took)."""
+        self._cache.update(values)
+
     def substitute(self, text: str) -> str:
         """text with every ${{VAR}} replaced; raise TemplateError for the first bad one."""
         out = TEMPLATE_RE.sub(lambda m: self.value(m.group(1)), text)

@@ -69,11 +69,25 @@ def _register_version(value: object) -> bool:
     return _version(value) and not incrementer(value)
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=4)
+def schema_validator(name: str) -> Draft202012Validator:
+    """The compiled validator for one of our schemas (loaded once per process)."""
+    return Draft202012Validator(read_schema(name), format_checker=VERSION_FORMATS)
+
+
 def config_validator() -> Draft202012Validator:
-    """The compiled validator for config.schema.json (loaded once per process)."""
-    schema = read_schema("config.schema.json")
-    return Draft202012Validator(schema, format_checker=VERSION_FORMATS)
+    """The compiled validator for config.schema.json."""
+    return schema_validator("config.schema.json")
+
+
+def document_problems(schema_name: str, data: Any) -> list[Problem]:
+    """What schemas/<schema_name> finds wrong in `data`, worded as config problems are
+    (a sweep file's, say)."""
+    out: list[Problem] = []
+    for error in schema_validator(schema_name).iter_errors(data):
+        out += _error_problems(error)
+    typed = {p for p, m in out if m.startswith("expected ")}
+    return [(p, m) for p, m in out if p not in typed or m.startswith("expected ")]
 
 
 def format_path(path: Iterable[Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -11,9 +12,11 @@ from typing import Any
 from fdp_tasks.errors import FdpError, configure_logging, error_text
 from fdp_tasks.job import ServeRegistry
 
+DEFAULT_CONFIG = "config.yaml"
+
 
 def load_namespace(
-    config_path: str | Path,
+    config_path: str | Path | None,
     refresh: bool = False,
     remote: str | None = None,
     force: bool = False,
@@ -21,26 +24,32 @@ def load_namespace(
     serve: ServeRegistry | None = None,
     wait: bool = False,
     jobs: int | None = None,
+    executor: str | None = None,
 ) -> dict[str, Any]:
-    """For dodo.py: the tasks of one config; a bad config ends the process with one line.
+    """For dodo.py: the tasks of one config, or of many in one graph (`config=a.yaml,b.yaml`,
+    globs, a sweep file, or without `config=` the `configs:` setting: `graph/many.py`); a
+    bad config ends the process with one line. `executor` names where jobs run (default:
+    the `executor` setting, else here).
 
     doit imports the dodo.py before any of our code runs, so this is where warnings and
     errors get the form `fdp` gives them."""
+    from fdp_tasks.graph.many import configs_for, many_namespace
     from fdp_tasks.graph.tasks import dodo_namespace
 
     configure_logging()
+    options: dict[str, Any] = dict(
+        refresh=refresh, remote=remote, force=force, dirty=dirty, serve=serve, wait=wait, jobs=jobs
+    )
     try:
-        found = locate_config(str(config_path))
-        namespace = dodo_namespace(
-            str(found),
-            refresh=refresh,
-            remote=remote,
-            force=force,
-            dirty=dirty,
-            serve=serve,
-            wait=wait,
-            jobs=jobs,
-        )
+        text = None if config_path is None else str(config_path)
+        many = configs_for(text, Path.cwd())
+        if many is not None:
+            namespace = many_namespace(many, executor=executor, **options)
+            for opened in namespace["sessions"]:
+                atexit.register(opened.close)
+            return namespace
+        found = locate_config(text or DEFAULT_CONFIG)
+        namespace = dodo_namespace(str(found), executor=executor, **options)
     except FdpError as exc:
         print(error_text(str(exc)), file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
@@ -72,7 +81,7 @@ def locate_config(text: str) -> Path:
 
 
 def run_doit(
-    config_path: str | Path,
+    config_path: str | Path | None,
     doit_args: list[str],
     refresh: bool = False,
     remote: str | None = None,
@@ -81,29 +90,35 @@ def run_doit(
     serve: ServeRegistry | None = None,
     wait: bool = False,
     jobs: int | None = None,
+    executor: str | None = None,
 ) -> int:
-    """Run doit on the tasks of `config_path`, as `doit <doit_args>` would in its project;
-    returns the exit code `fdp` ends with: that of the gravest error a task failed on (1 for
-    any other failure), not doit's own, which says little more than "something failed"."""
+    """Run doit on the tasks of `config_path` (or of many configs: a sweep file, or None
+    for the `configs:` setting), as `doit <doit_args>` would in its project; returns the
+    exit code `fdp` ends with: that of the gravest error a task failed on (1 for any other
+    failure), not doit's own, which says little more than "something failed"."""
     from doit.cmd_base import ModuleTaskLoader
     from doit.doit_cmd import DoitMain
 
+    from fdp_tasks.graph.many import configs_for, many_namespace
     from fdp_tasks.graph.report import FdpReporter
     from fdp_tasks.graph.tasks import dodo_namespace, preflight_push
 
-    namespace = dodo_namespace(
-        str(config_path),
-        refresh=refresh,
-        remote=remote,
-        force=force,
-        dirty=dirty,
-        serve=serve,
-        wait=wait,
-        jobs=jobs,
+    options: dict[str, Any] = dict(
+        refresh=refresh, remote=remote, force=force, dirty=dirty, serve=serve, wait=wait, jobs=jobs
     )
-    with namespace["session"] as session:
-        if "push" in doit_args:  # one line, before any item, for what would fail them all
-            preflight_push(session, dirty)
+    many = configs_for(None if config_path is None else str(config_path), Path.cwd())
+    if many is not None:
+        namespace = many_namespace(many, executor=executor, **options)
+        sessions = namespace["sessions"]
+    else:
+        path = Path(config_path or DEFAULT_CONFIG)
+        namespace = dodo_namespace(str(path), executor=executor, **options)
+        sessions = [namespace["session"]]
+    with contextlib.ExitStack() as stack:
+        for session in sessions:
+            stack.enter_context(session)
+            if "push" in doit_args:  # one line, before any item, for what would fail them all
+                preflight_push(session, dirty)
         reporter = FdpReporter(sys.stdout, {})
         namespace["DOIT_CONFIG"] = {**namespace["DOIT_CONFIG"], "reporter": reporter}
         result = DoitMain(ModuleTaskLoader(namespace)).run(doit_args)

@@ -18,8 +18,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from fdp_tasks.catalog.locations import located_intact
+from fdp_tasks.catalog.locations import intact, located_intact
 from fdp_tasks.config import Config, ResolveContext, load_config, resolve
+from fdp_tasks.config.codebase import code_digest
 from fdp_tasks.config.resolve import (
     DIRTY,
     declared_reads,
@@ -32,7 +33,9 @@ from fdp_tasks.datastore import DataStore
 from fdp_tasks.errors import ConfigError
 from fdp_tasks.files import sha1_file
 from fdp_tasks.project import Project
+from fdp_tasks.provenance.walk import Lineage
 from fdp_tasks.refs import PartialRef, ProductRef
+from fdp_tasks.stat_cache import StatCache
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import NotFound
 from fdp_tasks.store.sql import Store
@@ -50,7 +53,8 @@ def explain_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     """Why the job must run again, in words, from two run_inputs() snapshots."""
     reasons = []
     old_meta, new_meta = old.get("meta", {}), new.get("meta", {})
-    if old_meta.get("latest_commit") != new_meta.get("latest_commit"):
+    code_key = "code" if "code" in new_meta else "latest_commit"
+    if old_meta.get(code_key) != new_meta.get(code_key):
         was, now = old_meta.get("latest_commit"), new_meta.get("latest_commit")
         reasons.append(f"the code is at commit {_short(now)} (the last run had {_short(was)})")
     elif old_meta.get("uncommitted") != new_meta.get("uncommitted"):
@@ -71,7 +75,8 @@ def explain_change(old: dict[str, Any], new: dict[str, Any]) -> str:
     changed = sorted(
         k
         for k in set(old_meta) | set(new_meta)
-        if old_meta.get(k) != new_meta.get(k) and k not in ("latest_commit", "uncommitted")
+        if old_meta.get(k) != new_meta.get(k)
+        and k not in ("latest_commit", "uncommitted", "code")
     )
     if changed:
         reasons.append(f"run_metadata changed ({', '.join(changed)})")
@@ -132,14 +137,17 @@ class Plan:
         config: str | Path | Config,
         project: Project | None = None,
         store: Store | None = None,
+        remember: bool = True,
     ):
         """`store`: the local registry to read (a command that writes passes the one it
         writes to); by default it is read as it is, and one that does not exist reads as
-        empty, so that making a plan creates nothing."""
+        empty, so that making a plan creates nothing. `remember`: whether its checks may
+        keep what they hashed in the config's state (commands that only look do not)."""
         self.cfg: Config = config if isinstance(config, Config) else load_config(config)
         self.project: Project = project or Project.find(self.cfg.path.parent)
         self.store: Store = store if store is not None else self.project.read_store()
         self.data: DataStore = self.project.data_store
+        self.remember = remember
         self._sealed = True
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -151,6 +159,12 @@ class Plan:
     def state_dir(self) -> Path:
         """Per-config state (doit's dependency file, the runs log): configs never share it."""
         return self.project.state_dir_for(self.cfg.path)
+
+    @cached_property
+    def hashes(self) -> StatCache:
+        """The SHA-1s of data-store files the up-to-date checks hashed, by their stat, kept
+        in the config's state so that a no-op reads no unchanged file again."""
+        return StatCache(self.state_dir / "hashes.json", writable=self.remember)
 
     @property
     def runs_log(self) -> Path:
@@ -259,15 +273,20 @@ class Plan:
     def product_intact(self, ref: ProductRef) -> bool:
         """The product is registered and its file is in the local store with the right hash."""
         found = queries.locate_ref(self.store, ref)
-        return found is not None and located_intact(self.data, found)
+        intact = found is not None and located_intact(self.data, found, self.hashes)
+        self.hashes.save()
+        return intact
 
     def read_present(self, item: ReadItem) -> bool:
         if item.pinned:
             return self.product_intact(item.product(item.name, item.version))
         newest = queries.latest_products(self.store, item.namespace, item.name)
-        return bool(newest) and all(
-            located_intact(self.data, found) for found in queries.locate_many(self.store, newest)
+        present = bool(newest) and all(
+            located_intact(self.data, found, self.hashes)
+            for found in queries.locate_many(self.store, newest)
         )
+        self.hashes.save()
+        return present
 
     def run_inputs(self) -> dict[str, Any]:
         """What the run's outputs depend on: script files, inputs by hash, writes, metadata."""
@@ -275,8 +294,13 @@ class Plan:
         working = self.working(resolve_writes=False, run_id="RUN_ID", symbolic=True)
         meta = dict(working["run_metadata"])
         meta.pop("local_data_registry_url", None)
-        # The code is part of what outputs depend on: a new commit reruns the job (a model's
-        # code is often in modules its script imports), and so do other uncommitted changes.
+        # The code is part of what outputs depend on: a commit that changes a tracked file
+        # reruns the job (a model's code is often in modules its script imports), and so do
+        # other uncommitted changes; a commit that changes only FDP configs does not
+        # (config/codebase.py), so a warm CI cache reruns only the configs that changed.
+        code = code_digest(self.local_repo)
+        if code is not None:
+            meta["code"] = code
         if str(meta.get("latest_commit", "")).endswith(DIRTY):
             meta["uncommitted"] = uncommitted_digest(self.local_repo)
         inputs: dict[str, str | None] = {}
@@ -302,31 +326,40 @@ class Plan:
         )
 
     def run_signature(self, parts: dict[str, Any] | None = None) -> str:
-        blob = json.dumps(parts or self.run_inputs(), sort_keys=True)
+        parts = parts or self.run_inputs()
+        meta = parts.get("meta") or {}
+        if "code" in meta:  # what the commit holds counts, not its id
+            parts = {**parts, "meta": {k: v for k, v in meta.items() if k != "latest_commit"}}
+        blob = json.dumps(parts, sort_keys=True)
         return hashlib.sha1(blob.encode(), usedforsecurity=False).hexdigest()
 
     def outputs_of(self, run_uuids: list[str]) -> list[queries.Located] | None:
-        """The products the given code runs wrote, or None if any run or output is gone."""
-        component_ids: list[int] = []
+        """The products the given code runs wrote, or None if any run or output is gone
+        (read through the provenance walk's `Lineage`)."""
+        runs = []
         for run_uuid in run_uuids:
             rows = self.store.find("code_run", {"uuid": run_uuid}, limit=1)
             if not rows:
                 return None
-            component_ids += rows[0]["outputs"]
+            runs.append(rows[0])
         try:
-            components = self.store.get_many("object_component", component_ids)
-            objects = self.store.get_many("object", [c["object"] for c in components.values()])
-            products = self.store.get_many(
-                "data_product", [p for o in objects.values() for p in o["data_products"]]
-            )
+            lineage = Lineage(self.store)
+            product_ids = lineage.outputs_of_runs(runs)
+            products = lineage.records.many("data_product", product_ids)
         except NotFound:
             return None
-        return queries.locate_many(self.store, [products[i] for i in sorted(products)])
+        return queries.locate_many(self.store, [products[i] for i in product_ids])
 
     def outputs_intact(self, run_uuids: list[str]) -> bool:
-        """Every output of these code runs is registered, with its file intact."""
-        outputs = self.outputs_of(run_uuids)
-        return outputs is not None and all(located_intact(self.data, o) for o in outputs)
+        """Every output of these code runs is registered, with its file intact: their
+        files found in one query, each hashed only if its stat changed since last time."""
+        files = self.store.output_files(run_uuids)
+        whole = files is not None and all(
+            bool(path) and intact(self.data, path, sha1, root=root, hashes=self.hashes)
+            for path, sha1, root in files
+        )
+        self.hashes.save()
+        return whole
 
 
 def _short(commit: object) -> str:

@@ -23,7 +23,7 @@ from fdp_tasks.files import write_atomically
 from fdp_tasks.graph.plan import Plan
 from fdp_tasks.graph.report import TaskFailure
 from fdp_tasks.job import past_runs
-from fdp_tasks.provenance import ProvGraph, graph_picture, prov_doc, walk_product
+from fdp_tasks.provenance import ProvGraph, walk_product
 
 Task = dict[str, Any]
 
@@ -44,6 +44,9 @@ def config_outputs(plan: Plan) -> dict[str, int]:
 
 def prov_tasks(plan: Plan, depth: int = 1) -> Iterator[Task]:
     """One task per output of the config's runs."""
+    # imported when asked for (`doit prov`): the PROV library costs every other command
+    from fdp_tasks.provenance import graph_picture, prov_doc
+
     folder = prov_folder(plan)
     drawing = graph_picture.dot_available()
     for ref, product_id in sorted(config_outputs(plan).items()):

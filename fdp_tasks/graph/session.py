@@ -37,7 +37,7 @@ from fdp_tasks.config.resolve import warn_once
 from fdp_tasks.errors import FdpError
 from fdp_tasks.graph.plan import Plan, ReadItem
 from fdp_tasks.names import glob_matches
-from fdp_tasks.project import Project
+from fdp_tasks.project import ENV_REMOTE_TOKEN, Project, RemoteSpec, remote_env_name
 from fdp_tasks.refs import ProductRef
 from fdp_tasks.remotes import Remote, open_remote
 from fdp_tasks.remotes.sync import Puller, Pusher
@@ -143,10 +143,15 @@ class SyncSession:
         """The plan of a config, and the session that carries it out. A command that writes
         gets the local registry created here if it is missing; a read-only one reads it as
         it is (one that does not exist reads as empty)."""
-        cfg = load_config(config_path)
-        project = Project.find(cfg.path.parent)
+        path = Path(config_path).expanduser().absolute()
+        project = Project.find(path.parent) if path.is_file() else None
+        # an unchanged config is not validated again (its outcome is kept in its state)
+        cache = project.state_dir_for(path) / "validated" if project else None
+        cfg = load_config(config_path, cache_dir=cache, write_cache=not readonly)
+        project = project or Project.find(cfg.path.parent)
         store = project.read_store() if readonly else project.store()
-        return cls(Plan(cfg, project, store), store, remote_name=remote_name, readonly=readonly)
+        plan = Plan(cfg, project, store, remember=not readonly)
+        return cls(plan, store, remote_name=remote_name, readonly=readonly)
 
     # ------------------------------------------------------------- lifetime
     def close(self) -> None:
@@ -205,6 +210,7 @@ class SyncSession:
         with self._lock:
             if write and name in self._remotes and name in self._tokenless:
                 self.project.remote(name).token()  # says why there is no token to write with
+                raise self._no_token(self._remotes[name].name)
             if name not in self._remotes:
                 remote = self._open(name, write)
                 remote.registry = CachedRegistry(remote.registry)
@@ -214,7 +220,9 @@ class SyncSession:
     def _open(self, name: str | None, write: bool) -> Remote:
         url = self.plan.config_remote_url
         if name is None and url is not None and not self.project.remotes:
-            return open_remote("origin", url, readonly=self.readonly)
+            # the token, if any, from the environment: FDP_REMOTE_TOKEN(_ORIGIN)
+            token = RemoteSpec("origin", url).token()
+            return open_remote("origin", url, token, readonly=self.readonly)
         spec = self.project.remote(name)
         try:
             token = spec.token()
@@ -224,7 +232,20 @@ class SyncSession:
             warn_once(f"reading remote {spec.name} without a token: {exc}")
             token = None
             self._tokenless.add(name)
+        if token is None and spec.url.startswith(("http://", "https://")):
+            if write:
+                raise self._no_token(spec.name)
+            self._tokenless.add(name)
         return open_remote(spec.name, spec.url, token, readonly=self.readonly)
+
+    @staticmethod
+    def _no_token(name: str) -> FdpError:
+        """A registry takes no write without a token: said before anything is sent."""
+        return FdpError(
+            f"remote {name} has no token to write with: set "
+            f"{remote_env_name(ENV_REMOTE_TOKEN, name)} (or {ENV_REMOTE_TOKEN}), or give it "
+            f"a token file (`fdp remote add {name} URL --token-file FILE`)"
+        )
 
     def remote_products(self, remote: Remote, namespace: str) -> Listing:
         """The remote's data products in a namespace, by (name, version): one listing."""
@@ -288,6 +309,9 @@ class SyncSession:
         for run_uuid in run_uuids:
             rows = store.find("code_run", {"uuid": run_uuid}, limit=1)
             for component in rows[0]["outputs"] if rows else []:
+                # a count per output, not a listing: each listed run carries all its outputs
+                if store.count("code_run", {"outputs": component}) < 2:
+                    continue
                 others = [
                     r["uuid"]
                     for r in store.find("code_run", {"outputs": component})

@@ -38,6 +38,7 @@ from fdp_tasks.catalog.register import item_label, register_item, registered_pro
 from fdp_tasks.config.resolve import warn_once
 from fdp_tasks.datastore import local_root
 from fdp_tasks.errors import FdpError, OutOfSync
+from fdp_tasks.executors import Executor, executor_for
 from fdp_tasks.graph.plan import Plan, ReadItem
 from fdp_tasks.graph.prov_tasks import prov_tasks
 from fdp_tasks.graph.report import (
@@ -48,9 +49,11 @@ from fdp_tasks.graph.report import (
     FdpReporter,
     TaskFailure,
 )
+from fdp_tasks.graph.reproduce_tasks import reproduce_tasks
 from fdp_tasks.graph.session import SessionFor, SyncSession
 from fdp_tasks.job import ServeRegistry, past_runs, refuse_dirty, run_job
 from fdp_tasks.progress import Bar
+from fdp_tasks.provenance.walk import Lineage
 from fdp_tasks.refs import ProductRef
 from fdp_tasks.remotes import Remote
 from fdp_tasks.remotes.sync import NonCanonicalName
@@ -242,12 +245,50 @@ def pull_tasks(
 
 
 # ------------------------------------------------------------------------- run
-def _outputs_intact(plan: Plan) -> Any:
-    def check(task: Any, values: dict[str, Any]) -> bool:
+class OutputsIntact:
+    """The job's up-to-date check on what the last run made: every output of the code runs
+    doit remembers is intact. A plain object naming the config, so that doit's process
+    runner can send the job task, which is created after the pulls, to a worker."""
+
+    def __init__(self, config: str, remote: str | None):
+        self.config, self.remote = config, remote
+
+    def __call__(self, task: Any, values: dict[str, Any]) -> bool:
         runs = values.get("code_runs")
+        plan = SyncSession.for_process(self.config, self.remote).plan
         return runs is not None and plan.outputs_intact(runs)
 
-    return check
+
+def job_action(
+    config: str,
+    remote: str | None,
+    note: dict[str, Any],
+    dirty: bool,
+    serve: ServeRegistry | None,
+    wait: bool,
+    runs_seen: int,
+    executor: Executor | None,
+) -> Any:
+    """The job task's action, a module function with plain arguments (and the executor,
+    which crosses to a worker process as its cluster's address): the script run through
+    the executor, in this process's session of the config."""
+    try:
+        doing = SyncSession.for_process(config, remote)
+        plan = doing.plan
+        return run_job(
+            plan.project,
+            plan.runs_log,
+            plan.job_working,
+            note,
+            allow_dirty=dirty,
+            verify=doing.verify_outputs,
+            serve=serve,
+            wait=wait,
+            runs_seen=runs_seen,
+            executor=executor,
+        )
+    except (FdpError, OSError) as exc:
+        return TaskFailure(exc)
 
 
 def run_task(
@@ -257,28 +298,10 @@ def run_task(
     dirty: bool = False,
     serve: ServeRegistry | None = None,
     wait: bool = False,
+    executor: Executor | None = None,
 ) -> Task:
-    """The job task; `wait`: wait for another job of the config to end, not refuse."""
-    parts = plan.run_inputs() if plan.has_script else {}
-    signature = plan.run_signature(parts) if plan.has_script else None
-    runs_seen = len(past_runs(plan.runs_log))  # as the up-to-date check finds them
-
-    def action() -> Any:
-        try:
-            return run_job(
-                plan.project,
-                plan.runs_log,
-                plan.job_working,
-                {"signature": signature, "depends_on": parts},
-                allow_dirty=dirty,
-                verify=lambda runs: session().verify_outputs(runs),
-                serve=serve,
-                wait=wait,
-                runs_seen=runs_seen,
-            )
-        except (FdpError, OSError) as exc:
-            return TaskFailure(exc)
-
+    """The job task; `wait`: wait for another job of the config to end, not refuse;
+    `executor`: where the script runs (default: here)."""
     if not plan.has_script:
         return {
             "basename": "job",
@@ -286,31 +309,35 @@ def run_task(
             "task_dep": ["pull"],
             "doc": "nothing to run: the config has no script",
         }
+    parts = plan.run_inputs()
+    signature = plan.run_signature(parts)
+    runs_seen = len(past_runs(plan.runs_log))  # as the up-to-date check finds them
+    config, remote = str(plan.cfg.path), session().remote_name
+    note = {"signature": signature, "depends_on": parts}
     return {
         "basename": "job",
         "doc": "run the script with the FDP environment, if what it depends on changed",
-        "actions": [action],
+        "actions": [
+            (job_action, [config, remote, note, dirty, serve, wait, runs_seen, executor])
+        ],
         "task_dep": ["pull"],
         # `force`: modules the script imports are not tracked; this reruns it anyway
-        "uptodate": [config_changed(signature), _outputs_intact(plan), not force],
-        "clean": [_clean_job(plan)],
+        "uptodate": [config_changed(signature), OutputsIntact(config, remote), not force],
+        "clean": [(clean_job, [config, remote])],
         "verbosity": 2,
     }
 
 
-def _clean_job(plan: Plan) -> Any:
+def clean_job(config: str, remote: str | None, dryrun: bool = False) -> None:
     """`doit clean`: `fdp gc` for this config (its output folders, the job folders of its
     runs); `doit clean -n` only lists."""
-
-    def clean(dryrun: bool = False) -> None:
-        working = plan.working(resolve_writes=False, symbolic=True)
-        outputs = [
-            (str((item.get("use") or {}).get("namespace")), str(item["data_product"]))
-            for item in working.get("write") or []
-        ]
-        clean_config(plan.project, outputs, plan.runs_log, dryrun)
-
-    return clean
+    plan = SyncSession.for_process(config, remote).plan
+    working = plan.working(resolve_writes=False, symbolic=True)
+    outputs = [
+        (str((item.get("use") or {}).get("namespace")), str(item["data_product"]))
+        for item in working.get("write") or []
+    ]
+    clean_config(plan.project, outputs, plan.runs_log, dryrun)
 
 
 # ------------------------------------------------------------------------ push
@@ -442,10 +469,11 @@ def newer_than_read(session: SyncSession, todo: list[queries.Located]) -> list[s
         for run in store.find("code_run", {"uuid": run_uuid}, limit=1):
             runs[run["id"]] = run
     staged_products = staged_for_push(plan).staged
+    lineage = Lineage(store)  # a run of many staged outputs is read once, not once each
     for found in todo:
         if str(found.ref) in staged_products:  # made by a run of another config, maybe
-            for component in found.object.get("components") or []:
-                runs.update((r["id"], r) for r in store.find("code_run", {"outputs": component}))
+            components = found.object.get("components") or []
+            runs.update((r["id"], r) for r in lineage.runs_that_made(components))
     inputs = [c for run in runs.values() if wanted & set(run["outputs"]) for c in run["inputs"]]
     components = queries.get_many(store, "object_component", inputs)
     objects = queries.get_many(store, "object", [c["object"] for c in components.values()])
@@ -698,15 +726,19 @@ def dodo_namespace(
     serve: ServeRegistry | None = None,
     wait: bool = False,
     jobs: int | None = None,
+    executor: Executor | str | None = None,
 ) -> dict[str, Any]:
     """Everything a dodo.py needs: DOIT_CONFIG and the task generators for one config.
 
     `dirty` lets the job run, and push send, from a repository with uncommitted changes
     (the run is then recorded as dirty). `jobs`: files moved at once by a push or pull
     (default: the `jobs` setting, else `default_jobs()`). The namespace holds the
-    command's `session` too: whoever runs doit on it closes it when doit is done."""
+    command's `session` too: whoever runs doit on it closes it when doit is done.
+    `executor`: where jobs run, an `Executor` (shared by the configs of one graph) or its
+    name (default: the project's `executor` setting, else here)."""
     opened = SyncSession.for_config(config_path, remote_name=remote)
     plan = opened.plan
+    runner = executor if isinstance(executor, Executor) else executor_for(plan.project, executor)
     opened.share(plan.cfg.path)
     transfers = transfer_jobs(plan, jobs)
 
@@ -737,7 +769,7 @@ def dodo_namespace(
     def task_job() -> Task:
         """run the script with the FDP environment, if what it depends on changed"""
         try:
-            return run_task(plan, session, force, dirty, serve, wait)
+            return run_task(plan, session, force, dirty, serve, wait, runner)
         except FdpError as exc:  # planned after the pulls: fail the task, not doit
             failure = TaskFailure(exc)
             return {
@@ -758,6 +790,11 @@ def dodo_namespace(
         """write the provenance of the config's outputs (PROV-JSON, svg) under .fdp"""
         yield from prov_tasks(plan)
 
+    @create_after(creates=["reproduce"])  # only when asked for, as prov
+    def task_reproduce() -> Iterator[Task]:
+        """rebuild outputs from their recorded code runs in a scratch registry, bit for bit"""
+        yield from reproduce_tasks(plan, serve, remote)
+
     plan.state_dir.mkdir(parents=True, exist_ok=True)
     return {
         "DOIT_CONFIG": {
@@ -772,6 +809,7 @@ def dodo_namespace(
         "task_job": task_job,
         "task_push": task_push,
         "task_prov": task_prov,
+        "task_reproduce": task_reproduce,
         "plan": plan,
         "session": opened,
     }

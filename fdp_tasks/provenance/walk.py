@@ -30,7 +30,7 @@ from typing import Any
 from fdp_tasks.errors import BadInput, FdpError
 from fdp_tasks.refs import PartialRef
 from fdp_tasks.store import queries
-from fdp_tasks.store.base import Record, Registry
+from fdp_tasks.store.base import Record, Registry, RegistryError
 
 # What each entity kind stands for; the exports pick their vocabulary from it.
 PRODUCT = "data_product"
@@ -175,6 +175,15 @@ def _by_key(node: Entity | Activity | Agent) -> str:
 def resolve_item(registry: Registry, text: str) -> tuple[str, int]:
     """("data_product", id) for ns:name@version (the newest version without @), or
     ("code_run", id) for a code run's uuid; an object's uuid names its data product."""
+    found = find_item(registry, text)
+    if found is None:
+        raise FdpError(f"{text.strip()}: no such data product or code run in the registry")
+    return found
+
+
+def find_item(registry: Registry, text: str) -> tuple[str, int] | None:
+    """What `resolve_item` answers, or None when this registry does not hold the item (so a
+    caller may ask another); a malformed reference is BadInput either way."""
     item = text.strip()
     if _looks_like_uuid(item):
         runs = registry.find("code_run", {"uuid": item}, limit=1)
@@ -183,22 +192,20 @@ def resolve_item(registry: Registry, text: str) -> tuple[str, int]:
         objects = registry.find("object", {"uuid": item}, limit=1)
         if objects and objects[0].get("data_products"):
             return PRODUCT, objects[0]["data_products"][0]
-        raise FdpError(f"{item}: no code run or data product with this uuid in the registry")
+        return None
     typed = PartialRef.parse(item, "the data product")
     if not typed.namespace:
         raise BadInput(f"{item}: give the namespace, as namespace:name@version")
     if not typed.pinned and typed.incrementer != "LATEST":
-        raise BadInput(f"{item}: give a version, or none for the newest")
+        raise BadInput(f"{item}: give a version, or none (or latest) for the newest")
     versions = (
         [] if typed.pinned else queries.product_versions(registry, typed.namespace, typed.name)
     )
     if not typed.pinned and not versions:
-        raise FdpError(f"{item}: no such data product in the registry")
+        return None
     ref = typed.resolve(None, versions)
     product = queries.find_product(registry, ref.namespace, ref.name, ref.version_text)
-    if product is None:
-        raise FdpError(f"{ref}: no such data product in the registry")
-    return PRODUCT, product["id"]
+    return None if product is None else (PRODUCT, product["id"])
 
 
 def walk(registry: Registry, item: str, depth: int = 1, downstream: bool = False) -> ProvGraph:
@@ -272,10 +279,148 @@ class _Records:
         return self.many(type_name, [record_id])[record_id]
 
 
+class ProvenanceUnavailable(FdpError):
+    """The registry cannot say which code run made an object: it refuses the filter on a
+    run's outputs, or ignores it (answering with runs that did not make the object)."""
+
+
+class Lineage:
+    """Which code runs made or read a registry's objects, and the products a push carries.
+
+    The walks of push, pull, the plan and the graph all go through here, and a run is asked
+    for once: a run's record lists every output, so the first of its outputs met tells the
+    runs of all the others. N products of one run then cost one look-up answering one
+    record, not N look-ups each answering a record that lists all N outputs. A component
+    is taken to be made by the runs found for the first output of theirs met (a run made
+    here lists only what it wrote: `SyncSession.verify_outputs` refuses one that does not).
+
+    `strict`: a registry that refuses the outputs filter, or ignores it, raises
+    ProvenanceUnavailable instead of having its answer dropped, so a caller stops asking
+    rather than paging through every run on each product. Records are kept for the life of
+    the object: one per run, product, object and component met.
+    """
+
+    def __init__(self, registry: Registry, strict: bool = False):
+        self.registry = registry
+        self.strict = strict
+        self.records = _Records(registry)
+        self.runs: dict[int, Record] = {}  # runs met, by id
+        self._made_by: dict[int, list[int]] = {}  # output component -> run ids
+        self._asked: set[int] = set()  # components whose makers are known
+        self._read_by: dict[int, list[int]] = {}  # input component -> run ids
+
+    def _remember(self, run: Record) -> None:
+        if run["id"] not in self.runs:
+            self.runs[run["id"]] = run
+            self.records.cache.setdefault("code_run", {})[run["id"]] = run
+            for component in run.get("outputs") or []:
+                self._made_by.setdefault(component, []).append(run["id"])
+                self._asked.add(component)
+
+    def _listing(self, component: int, field_name: str) -> list[Record]:
+        try:
+            rows = self.registry.find("code_run", {field_name: component})
+        except RegistryError as exc:
+            if self.strict:
+                raise ProvenanceUnavailable(
+                    f"the registry refused a code_run filter: {exc}"
+                ) from exc
+            raise
+        kept = []
+        for row in rows:
+            if component in (row.get(field_name) or []):
+                kept.append(row)
+            elif self.strict:
+                raise ProvenanceUnavailable(
+                    f"the registry ignores code_run filters on {field_name}"
+                )
+        return kept
+
+    def runs_that_made(self, component_ids: Sequence[int]) -> list[Record]:
+        """The code runs with one of these components among their outputs, oldest first."""
+        for component in dict.fromkeys(component_ids):
+            if component not in self._asked:
+                for run in self._listing(component, "outputs"):
+                    self._remember(run)
+                self._asked.add(component)
+        found = {r for c in component_ids for r in self._made_by.get(c, [])}
+        return [self.runs[r] for r in sorted(found)]
+
+    def made_by(self, component_id: int) -> list[Record]:
+        """The runs that made one component (after `runs_that_made` asked for it)."""
+        return [self.runs[r] for r in self._made_by.get(component_id, [])]
+
+    def runs_that_read(self, component_ids: Sequence[int]) -> list[Record]:
+        """The code runs with one of these components among their inputs, oldest first.
+        Many runs read one input, so each input is asked for itself."""
+        found: set[int] = set()
+        for component in dict.fromkeys(component_ids):
+            if component not in self._read_by:
+                rows = self._listing(component, "inputs")
+                for run in rows:
+                    self._remember(run)
+                self._read_by[component] = [r["id"] for r in rows]
+            found.update(self._read_by[component])
+        return [self.runs[r] for r in sorted(found)]
+
+    def products_of(self, component_ids: Sequence[int]) -> list[int]:
+        """The data products whose objects hold these components, in their order."""
+        components = self.records.many("object_component", component_ids)
+        objects = self.records.many("object", [c["object"] for c in components.values()])
+        return list(
+            dict.fromkeys(p for obj in objects.values() for p in obj.get("data_products") or [])
+        )
+
+    def unnamed_objects(self, run: Record) -> list[int]:
+        """The objects of a run's inputs and outputs that no data product names (ids)."""
+        component_ids = [*(run.get("inputs") or []), *(run.get("outputs") or [])]
+        components = self.records.many("object_component", component_ids)
+        objects = self.records.many("object", [c["object"] for c in components.values()])
+        return [o for o, obj in objects.items() if not obj.get("data_products")]
+
+    def object_of(self, product_id: int) -> Record:
+        return self.records.one("object", self.records.one("data_product", product_id)["object"])
+
+    def runs_of_product(self, product_id: int) -> list[Record]:
+        """The code runs that made a data product."""
+        return self.runs_that_made(self.object_of(product_id).get("components") or [])
+
+    def closure(self, product_ids: Sequence[int]) -> list[int]:
+        """Every data product a push of these carries: the runs that made them, those runs'
+        inputs and other outputs, and theirs, back to the registered sources. Level by
+        level (records fetched in batches), the products asked for first."""
+        seen: dict[int, None] = {}  # insertion-ordered set
+        done_runs: set[int] = set()
+        frontier = list(product_ids)
+        while frontier:
+            frontier = [p for p in dict.fromkeys(frontier) if p not in seen]
+            if not frontier:
+                break
+            seen.update(dict.fromkeys(frontier))
+            products = self.records.many("data_product", frontier)
+            self.records.many("object", [p["object"] for p in products.values()])
+            following: list[int] = []
+            for product_id in frontier:
+                for run in self.runs_of_product(product_id):
+                    if run["id"] not in done_runs:
+                        done_runs.add(run["id"])
+                        following += self.products_of(run.get("inputs") or [])
+                        following += self.products_of(run.get("outputs") or [])
+            frontier = following
+        return list(seen)
+
+    def outputs_of_runs(self, runs: Sequence[Record]) -> list[int]:
+        """The data products these code runs wrote (ids, ascending)."""
+        for run in runs:
+            self._remember(run)
+        return sorted(self.products_of([c for run in runs for c in run.get("outputs") or []]))
+
+
 class _Walker:
     def __init__(self, registry: Registry, graph: ProvGraph):
         self.registry = registry
-        self.records = _Records(registry)
+        self.lineage = Lineage(registry)
+        self.records = self.lineage.records
         self.graph = graph
         self._entities = graph.entities
         self._agents = graph.agents
@@ -332,13 +477,10 @@ class _Walker:
         """The code runs listing one of the object's components as an input or output,
         oldest first; rows a registry answers without the component are dropped (the
         upstream registry ignores some filters)."""
-        runs: dict[int, Record] = {}
-        for component in obj.get("components") or []:
-            for run in self.registry.find("code_run", {field_name: component}):
-                if component in (run.get(field_name) or []):
-                    runs[run["id"]] = run
-                    self.records.cache.setdefault("code_run", {})[run["id"]] = run
-        return [runs[i] for i in sorted(runs)]
+        components = obj.get("components") or []
+        if field_name == "outputs":
+            return self.lineage.runs_that_made(components)
+        return self.lineage.runs_that_read(components)
 
     def _run_key_of(self, run: Record) -> str:
         return _run_key(run)
@@ -397,10 +539,7 @@ class _Walker:
 
     def _products_of(self, component_ids: list[int]) -> list[int]:
         """The data products whose objects hold these components, as entities."""
-        components = self.records.many("object_component", component_ids)
-        objects = self.records.many("object", [c["object"] for c in components.values()])
-        product_ids = [p for obj in objects.values() for p in obj.get("data_products") or []]
-        product_ids = list(dict.fromkeys(product_ids))
+        product_ids = self.lineage.products_of(component_ids)
         self.product_entities(product_ids)
         return product_ids
 

@@ -32,6 +32,11 @@ class Remote(ABC):
         what the remote's storage location is to say. `progress` is told the bytes sent so
         far, as a storage's put tells it."""
 
+    def prepare_uploads(self, hashes: list[str]) -> None:
+        """Told the SHA-1s of the files about to be uploaded, before the first: a remote
+        that can ask about many at once does so here (see HttpRemote)."""
+        return None
+
     def holds(self, root: str) -> bool:
         """Whether files under storage root `root` are in this remote's storage."""
         return root == self.storage.url

@@ -35,6 +35,11 @@ class HttpRemote(Remote):
         info = self.storage.upload(source, sha1, progress)
         return info["storage_root"], info["path"]
 
+    def prepare_uploads(self, hashes: list[str]) -> None:
+        """Where to upload all of them, asked a few hundred at a time where the registry
+        can answer that (our server), so each upload is then one request: its bytes."""
+        self.storage.ask_uploads(hashes)
+
     def download(self, root: str, path: str, start: int = 0) -> Iterator[bytes]:
         """Any http(s) root goes through the storage's session (the token only to the
         registry itself); other roots as the base class reads them."""

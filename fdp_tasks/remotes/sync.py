@@ -8,6 +8,7 @@ lands in another.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -20,10 +21,11 @@ from fdp_tasks.catalog.locations import intact, local_location, placement
 from fdp_tasks.datastore import DataStore, product_path
 from fdp_tasks.errors import FdpError, HashMismatch, OutOfSync
 from fdp_tasks.names import namespace_problem, product_name_problem
+from fdp_tasks.provenance.walk import Lineage, ProvenanceUnavailable
 from fdp_tasks.refs import ProductRef
 from fdp_tasks.remotes.base import Remote
 from fdp_tasks.store import queries
-from fdp_tasks.store.base import Record, Registry, RegistryError, UniqueViolation
+from fdp_tasks.store.base import Record, Registry, UniqueViolation
 from fdp_tasks.store.cache import CachedRegistry
 from fdp_tasks.store.schema import RegistrySchema, load_schema
 
@@ -205,10 +207,10 @@ class Puller:
         self.store = store
         self.moved: dict[int, int] = {}  # remote storage_location id -> the local one
         self.copier = Copier(remote.registry, local, lambda loc: self.moved.get(loc["id"]))
-        self.runs: dict[int, Record] = {}  # remote code runs met so far
-        self.made_by: dict[int, list[int]] = {}  # remote output component -> remote runs
-        self.asked: set[int] = set()  # remote components whose runs are known
+        # the remote's code runs, each asked for once (by the first of its outputs met)
+        self.lineage = Lineage(remote.registry, strict=True)
         self.local_outputs: dict[int, list[int]] = {}  # local code run -> its outputs
+        self.settled: dict[tuple[str, int], Record] = {}  # local namespaces and roots
         self.skipped: set[str] = set()  # non-canonical names already warned about
         self.provenance = True  # until the remote shows it cannot answer
 
@@ -227,28 +229,18 @@ class Puller:
         if not self.provenance:
             return
         components = list(obj.get("components") or [])
-        if any(c not in self.asked for c in components):
-            try:
-                runs = runs_that_made(self.remote.registry, obj)
-            except ProvenanceUnavailable as exc:
-                log.warning(
-                    "pulling files without their code runs from %s: %s", self.remote.name, exc
-                )
-                self.provenance = False
-                return
-            self.asked.update(components)
-            for run in runs:
-                if run["id"] not in self.runs:
-                    self.runs[run["id"]] = run
-                    for component in run.get("outputs") or []:
-                        self.made_by.setdefault(component, []).append(run["id"])
-                        self.asked.add(component)
+        try:
+            self.lineage.runs_that_made(components)
+        except ProvenanceUnavailable as exc:
+            log.warning("pulling files without their code runs from %s: %s", self.remote.name, exc)
+            self.provenance = False
+            return
         outputs: dict[int, list[int]] = {}
         for component in components:
-            for run_id in self.made_by.get(component, []):
-                outputs.setdefault(run_id, []).append(self._output(component, obj))
+            for run in self.lineage.made_by(component):
+                outputs.setdefault(run["id"], []).append(self._output(component, obj))
         for run_id, mine in outputs.items():
-            self._record_run(self.runs[run_id], mine)
+            self._record_run(self.lineage.runs[run_id], mine)
 
     def _output(self, component_id: int, obj: Record) -> int:
         """The local copy of an output component of a pulled object."""
@@ -329,6 +321,11 @@ class Puller:
         and why products cannot be pulled (said again by their own pull)."""
         files: dict[str, FileToFetch] = {}
         refused: dict[ProductRef, FdpError] = {}
+        wanted = list(wanted)
+        # objects, locations and roots in batches, kept by the remote's cache; what is
+        # missing is said by each product's own look-up below
+        with contextlib.suppress(FdpError):
+            queries.locate_many(self.remote.registry, [p for _, p in wanted if p is not None])
         for ref, product in wanted:
             try:
                 _, file, needs_download = self._where(ref, product)
@@ -429,14 +426,27 @@ class Puller:
         mine = self.local.get("object", self.copier.ids[("object", found.object["id"])])
         if mine.get("storage_location") != here:
             # copied before as another product's provenance, with the remote's location
-            self.local.patch("object", mine["id"], {"storage_location": here})
+            mine = self.local.patch("object", mine["id"], {"storage_location": here})
         for ext_id in found.product.get("external_object") or []:
             self.copier.copy("external_object", ext_id)
         self._pull_provenance(found.object)
-        return queries.locate(
-            self.local,
-            self.local.get("data_product", self.copier.ids[("data_product", found.product["id"])]),
+        product_id = self.copier.ids[("data_product", found.product["id"])]
+        product = self.local.get("data_product", product_id)
+        location = self.local.get("storage_location", here)
+        return queries.Located(
+            product,
+            self._settled("namespace", product["namespace"]),
+            mine,
+            location,
+            self._settled("storage_root", location["storage_root"]),
         )
+
+    def _settled(self, type_name: str, record_id: int) -> Record:
+        """A local namespace or storage root (records a pull never changes), read once."""
+        key = (type_name, record_id)
+        if key not in self.settled:
+            self.settled[key] = self.local.get(type_name, record_id)
+        return self.settled[key]
 
 
 @dataclass(frozen=True)
@@ -466,31 +476,6 @@ def name_problem(namespace: str, name: str) -> str | None:
     return namespace_problem(namespace) or product_name_problem(name)
 
 
-class ProvenanceUnavailable(Exception):
-    """The remote cannot say which code run made an object (it refuses or ignores the filter)."""
-
-
-def runs_that_made(registry: Registry, obj: Record) -> list[Record]:
-    """The code runs with one of the object's components among their outputs.
-
-    A registry that refuses the filter, or ignores it (and so answers with runs that did not
-    make the object), raises ProvenanceUnavailable, so the caller stops asking instead of
-    paging through every run on each product.
-    """
-    components = set(obj.get("components") or [])
-    runs: dict[int, Record] = {}
-    for component in components:
-        try:
-            rows = registry.find("code_run", {"outputs": component})
-        except RegistryError as exc:
-            raise ProvenanceUnavailable(f"the registry refused a code_run filter: {exc}") from exc
-        for row in rows:
-            if component not in (row.get("outputs") or []):
-                raise ProvenanceUnavailable("the registry ignores code_run filters on outputs")
-            runs[row["id"]] = row
-    return list(runs.values())
-
-
 def _extension(registry: Registry, found: queries.Located) -> str:
     if found.object.get("file_type"):
         return registry.get("file_type", found.object["file_type"])["extension"]
@@ -511,6 +496,8 @@ class Pusher:
     ):
         """`lookup` finds a data product on the remote (default: one query per product)."""
         self.local = CachedRegistry(local)  # nothing writes to it while pushing
+        # the provenance walk: which runs made what, each run read once
+        self.lineage = Lineage(self.local)
         self.lookup = lookup or (
             lambda ref: queries.find_product(
                 remote.registry, ref.namespace, ref.name, ref.version_text
@@ -561,6 +548,11 @@ class Pusher:
         failed, by location id. A file that failed is tried again by the push of a product
         that needs it, which then fails with the reason; the others go on."""
         by_id = {location["id"]: location for location in locations}
+        if len(by_id) > 1:
+            try:
+                self.remote.prepare_uploads([location["hash"] for location in by_id.values()])
+            except FdpError as exc:  # each upload asks for itself, and says what is wrong
+                log.debug("asking where to upload %d files at once: %s", len(by_id), exc)
         return in_parallel(
             lambda lid: self._upload(by_id[lid], counting_into(on_bytes)),
             list(by_id),
@@ -643,9 +635,8 @@ class Pusher:
             product = self.local.get("data_product", product_id)
             obj = self.local.get("object", product["object"])
             self.copier.copy("object", obj["id"])
-            for component in obj.get("components") or []:
-                for run in self.local.find("code_run", {"outputs": component}):
-                    pushed += self.push_run(run["id"])
+            for run in self.lineage.runs_of_product(product_id):
+                pushed += self.push_run(run["id"])
             theirs = self.copier.copy("data_product", product_id)
             for ext_id in product.get("external_object") or []:
                 self.copier.copy("external_object", ext_id)
@@ -664,11 +655,11 @@ class Pusher:
         self.active_runs.add(run_id)
         try:
             pushed = []
-            run = self.local.get("code_run", run_id)
-            for product_id in self._products(run.get("inputs") or []):
+            run = self.lineage.runs.get(run_id) or self.local.get("code_run", run_id)
+            for product_id in self.lineage.products_of(run.get("inputs") or []):
                 pushed += self.push_product(product_id)
             self.copier.copy("code_run", run_id)
-            for product_id in self._products(run.get("outputs") or []):
+            for product_id in self.lineage.products_of(run.get("outputs") or []):
                 pushed += self.push_product(product_id)
             self.done_runs.add(run_id)
             return pushed
@@ -677,23 +668,8 @@ class Pusher:
 
     def closure(self, product_id: int) -> list[int]:
         """Every data product a push of this one carries: its runs' inputs and outputs, and
-        theirs, back to the registered sources."""
-        seen: dict[int, None] = {}  # insertion-ordered set
-        runs: set[int] = set()
-        todo = [product_id]
-        while todo:
-            current = todo.pop()
-            if current in seen:
-                continue
-            seen[current] = None
-            obj = self.local.get("object", self.local.get("data_product", current)["object"])
-            for component in obj.get("components") or []:
-                for run in self.local.find("code_run", {"outputs": component}):
-                    if run["id"] not in runs:
-                        runs.add(run["id"])
-                        todo += self._products(run.get("inputs") or [])
-                        todo += self._products(run.get("outputs") or [])
-        return list(seen)
+        theirs, back to the registered sources (the provenance walk's `Lineage.closure`)."""
+        return self.lineage.closure([product_id])
 
     def preflight(self, product_id: int) -> None:
         """Refuse before anything is sent if the remote holds any product of the closure
@@ -708,10 +684,9 @@ class Pusher:
     def check_conflicts(self, products: list[int]) -> None:
         """Raise OutOfSync if the remote holds one of these products under its name and
         version with other content (what the push would put there)."""
-        for pid in products:
-            if pid in self.done_products:
-                continue
-            mine = queries.locate(self.local, self.local.get("data_product", pid))
+        todo = [pid for pid in products if pid not in self.done_products]
+        records = self.local.get_many("data_product", todo)
+        for mine in queries.locate_many(self.local, [records[pid] for pid in todo]):
             theirs = self.lookup(mine.ref)
             if theirs is None:
                 continue
@@ -758,23 +733,23 @@ class Pusher:
                 raise
 
     def _locations(self, products: list[int]) -> Iterator[Record]:
-        """The storage locations of the products' files and of the config, script and code
-        repository of the runs that made them, in the order a push meets them."""
+        """The storage locations of the products' files and of the config, script, code
+        repository and unnamed inputs and outputs (files no data product names) of the runs
+        that made them, in the order a push meets them."""
+        keys = ("model_config", "submission_script", "code_repo")
+        objects: list[int] = []
+        runs: set[int] = set()
         for pid in products:
-            obj = self.local.get("object", self.local.get("data_product", pid)["object"])
-            objects = [obj["id"]]
-            for component in obj.get("components") or []:
-                for run in self.local.find("code_run", {"outputs": component}):
-                    keys = ("model_config", "submission_script", "code_repo")
+            objects.append(self.lineage.object_of(pid)["id"])
+            for run in self.lineage.runs_of_product(pid):
+                if run["id"] not in runs:
+                    runs.add(run["id"])
                     objects += [run[key] for key in keys if run.get(key)]
-            for object_id in objects:
-                location = self.local.get("object", object_id).get("storage_location")
-                if location:
-                    yield self.local.get("storage_location", location)
-
-    def _products(self, component_ids: list[int]) -> list[int]:
-        out: list[int] = []
-        for component_id in component_ids:
-            component = self.local.get("object_component", component_id)
-            out += self.local.get("object", component["object"]).get("data_products") or []
-        return out
+                    objects += self.lineage.unnamed_objects(run)
+        objects = list(dict.fromkeys(objects))
+        records = self.local.get_many("object", objects)  # in batches, then kept
+        wanted = [records[o]["storage_location"] for o in objects]
+        locations = self.local.get_many("storage_location", [w for w in wanted if w])
+        for location in wanted:
+            if location:
+                yield locations[location]

@@ -13,6 +13,11 @@ server does the sensible thing instead, while keeping every convention clients r
   right type (the id is taken from its path), because data-pipeline-api sends URLs of
   whatever host it was given.
 
+Two additions the reference lacks, which clients use only after this server answers them
+(the reference answers 400 and 404, and clients then ask one record or file at a time):
+`?id=1,2,3` lists records by id, and `POST /api/data/` with `{"hashes": [...]}` answers
+where to upload many files at once (`server/blobs.py`).
+
 Its file store is in `blobs`.
 """
 
@@ -98,6 +103,18 @@ def _in_range(record_id: int, target: str) -> int:
     if not 0 <= record_id <= MAX_ID:
         raise BadValue(f"no {target} has the id {record_id}: ids are at most {MAX_ID}")
     return record_id
+
+
+def _id_list(value: str) -> list[int]:
+    """The ids of `?id=1,2,3`: records by id in one listing, where the upstream has one GET
+    per record (it answers 400 to the parameter, and clients then fall back to that)."""
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    ids = [int(p) for p in parts if p.isascii() and p.isdigit() and len(p) <= 19]
+    if not ids or len(ids) != len(parts) or len(ids) > MAX_PAGE_SIZE or max(ids) > MAX_ID:
+        raise ApiError(
+            400, {"id": [f"expected up to {MAX_PAGE_SIZE} record ids separated by commas"]}
+        )
+    return ids
 
 
 def _holds_all(key: str, wanted: set[int]) -> Callable[[Record], bool]:
@@ -256,6 +273,9 @@ class RegistryApp:
         for key in args:
             if key in LIST_EXTRAS:
                 continue
+            if key == "id":
+                filters["id"] = _id_list(args.getlist(key)[-1])
+                continue
             f: Field | None = rtype.fields.get(key)
             if f is None:
                 allowed = ", ".join(sorted([*rtype.fields, *LIST_EXTRAS]))
@@ -406,6 +426,13 @@ class RegistryApp:
         namespace = self.store.find_one("namespace", {"id": namespace_id})
         if namespace is None or self.store.is_member(namespace_id, user["id"]):
             return  # a dangling reference is the store's to refuse
+        if rtype.name == "data_product" and self.store.find_one(
+            "data_product",
+            {"namespace": namespace_id, "name": data.get("name"), "version": data.get("version")},
+        ):
+            # there already: the create answers 409 with it, as to anyone, so that a push of
+            # results made from another group's data finds that data in its provenance
+            return
         raise ApiError(
             403,
             {
@@ -752,6 +779,7 @@ def create_app(
     route("/api/", views.index, ["GET"], "index")
     route("/api/username/", views.username, ["GET"], "username")
     route("/api/data/<sha1>/", blobs.presign, ["POST"], "presign")
+    route("/api/data/", blobs.presign_many, ["POST"], "presign_many")
     route("/api/namespace/<int:record_id>/members/", views.members, ["GET", "POST"], "members")
     route("/api/namespace/<int:record_id>/members/<username>/", views.member, ["DELETE"], "member")
     route("/data/<sha1>", blobs.blob, ["GET", "PUT"], "blob")

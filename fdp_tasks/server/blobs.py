@@ -56,6 +56,8 @@ from fdp_tasks.storage.local import LocalStorage
 from fdp_tasks.store.base import NotFound
 
 UPLOAD_URL_LIFETIME = 3600
+# Files one `POST /api/data/` asks about: a body of a few tens of kilobytes.
+UPLOADS_PER_REQUEST = 500
 # where the pieces of resumable uploads gather (a dot folder: not a blob, never listed)
 PARTS = ".uploads"
 PIECE_BLOCK = 1 << 20
@@ -165,7 +167,30 @@ class BlobViews:
         bytes by sending them (hash checked), so knowing a SHA-1 opens nothing. The request
         is noted as a claim on the bytes, which keeps a sweep from dropping them meanwhile."""
         user = self.require_user()
-        sha1 = self.blob_sha1(sha1)
+        body = self.upload_answer(self.blob_sha1(sha1), user)
+        return json_response(body, 200 if body["exists"] else 201)
+
+    def presign_many(self) -> flask.Response:
+        """`POST /api/data/` with `{"hashes": [sha1, ...]}`: the answers `presign` gives,
+        by SHA-1, for up to UPLOADS_PER_REQUEST files in one request, so a push of many
+        files asks once per batch rather than once per file (a registry without it, the
+        upstream, answers 404, and clients ask file by file)."""
+        user = self.require_user()
+        body = self.views.body()
+        hashes = body.get("hashes") if isinstance(body, dict) else None
+        if (
+            not isinstance(hashes, list)
+            or not 0 < len(hashes) <= UPLOADS_PER_REQUEST
+            or not all(isinstance(h, str) and is_sha1(h) for h in hashes)
+        ):
+            raise ApiError(
+                400, {"hashes": [f"expected a list of 1 to {UPLOADS_PER_REQUEST} SHA-1s"]}
+            )
+        answers = {h.lower(): self.upload_answer(h.lower(), user) for h in hashes}
+        return json_response({"files": answers}, 200)
+
+    def upload_answer(self, sha1: str, user: dict[str, Any]) -> dict[str, Any]:
+        """Where `user` uploads `sha1`, or that the bytes are here (`exists`)."""
         self.store.claim_file(sha1, user["id"])
         expires = int(time.time()) + UPLOAD_URL_LIFETIME
         uploader = str(user["id"])
@@ -192,7 +217,7 @@ class BlobViews:
             )
             if exists:
                 del body["url"]  # stored and verified: no upload URL for it
-        return json_response(body, 200 if exists else 201)
+        return body
 
     def blob(self, sha1: str) -> flask.Response:
         sha1 = self.blob_sha1(sha1)

@@ -6,6 +6,9 @@ registry already holds that SHA-1; the client PUTs the bytes there (straight to 
 store: the registry never sees them) and records the file under the registry's storage root
 `<site>/data/` with path = SHA-1; `GET <site>/data/<sha1>` serves it, or redirects to a
 presigned URL of the object store. Objects are addressed by content, so keys are SHA-1s.
+Our server also answers `POST <api>/data/` with many SHA-1s at once (`ask_uploads`), so a
+push of many files then sends each file's bytes and nothing else per file; the upstream,
+which answers that with 404, is asked file by file.
 
 The protocol has no way to delete or list files, nor to presign a download; those raise
 UnsupportedOperation. A registry without object storage answers the upload request with 500
@@ -19,8 +22,11 @@ share, such as its registry client's keep-alive session).
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +61,10 @@ from fdp_tasks.storage.base import (
 NO_FILE_STORAGE = (404, 405, 500, 501)
 # Resumable uploads go in pieces of this size: a killed upload loses at most one.
 PIECE_SIZE = 32 * 1024 * 1024
+# Files asked about in one `POST <api>/data/` (our server's; the upstream asks one by one).
+UPLOADS_PER_REQUEST = 500
+# A batched answer is used for this long: well within the life of the URLs it holds.
+ANSWER_LIFETIME = 20 * 60
 
 
 def api_root(url: str) -> str:
@@ -118,6 +128,9 @@ class UpstreamDataStorage(Storage):
         self._local = threading.local()
         self._made: list[requests.Session] = []
         self._lock = threading.Lock()
+        # answers of `ask_uploads`, by SHA-1, with when they came: `upload` takes them
+        self._answers: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.asks_in_batches: bool | None = None  # unknown until asked
 
     # ------------------------------------------------------------------ plumbing
     def session(self) -> requests.Session:
@@ -223,6 +236,55 @@ class UpstreamDataStorage(Storage):
             raise StorageError(f"POST {urlsplit(where).path}: no upload URL in the answer")
         return info
 
+    def ask_uploads(self, hashes: list[str]) -> int:
+        """Ask where to upload many files at once (`POST <api>/data/` with their SHA-1s, a
+        batch at a time), keeping the answers for `upload`; returns how many were answered.
+        A registry without the batch endpoint (the upstream) is not asked again, and its
+        files are asked about one by one, as `upload` does without an answer."""
+        wanted = list(dict.fromkeys(check_sha1_key(h, self.url) for h in hashes))
+        answered = 0
+        for start in range(0, len(wanted), UPLOADS_PER_REQUEST):
+            if self.asks_in_batches is False:
+                break
+            chunk = wanted[start : start + UPLOADS_PER_REQUEST]
+            payload = json.dumps({"hashes": chunk}).encode("utf-8")
+            resp = self.send(
+                "POST",
+                f"{self.api_url}data/",
+                ok=(200,),
+                expected=(400, 401, 403, 404, 405, 409, 413, 500, 501),
+                body=functools.partial(bytes, payload),
+                headers={"Content-Type": "application/json"},
+                retry_safe=True,
+            )
+            try:
+                files = resp.json().get("files") if resp.status_code == 200 else None
+            except (ValueError, AttributeError):
+                files = None
+            if not isinstance(files, dict):
+                self.asks_in_batches = False
+                break
+            self.asks_in_batches = True
+            now = time.monotonic()
+            with self._lock:
+                for sha1 in chunk:
+                    answer = files.get(sha1)
+                    if isinstance(answer, dict) and (answer.get("exists") or answer.get("url")):
+                        info = {"storage_root": self.data_root, "path": sha1, "exists": False}
+                        info.update({k: v for k, v in answer.items() if v is not None})
+                        self._answers[sha1] = (now, info)
+                        answered += 1
+        return answered
+
+    def _answer(self, sha1: str) -> dict[str, Any]:
+        """A batched answer for `sha1` if one is fresh (used once), else the registry's
+        answer to this file alone."""
+        with self._lock:
+            kept = self._answers.pop(sha1, None)
+        if kept is not None and time.monotonic() - kept[0] < ANSWER_LIFETIME:
+            return kept[1]
+        return self.ask_upload(sha1)
+
     def upload(self, source: Source, sha1: str, progress: Progress | None = None) -> dict[str, Any]:
         """Put a file into the registry's storage unless it holds it already: returns
         `{storage_root, path, exists, uploaded}`, where to record the file.
@@ -234,7 +296,7 @@ class UpstreamDataStorage(Storage):
         single request that no protocol lets resume: a drop sends the whole file again.
         """
         sha1 = check_sha1_key(sha1, self.url)
-        info = self.ask_upload(sha1)
+        info = self._answer(sha1)
         if info["exists"]:
             return info
         size = source_size(source)

@@ -35,6 +35,22 @@ class CachedRegistry:
             self.records[key] = self.inner.get(type_name, record_id)
         return self.records[key]
 
+    def get_many(self, type_name: str, ids: list[int]) -> dict[int, Record]:
+        """Records by id: those not seen yet in one batch of the inner registry's (a few
+        hundred per query or request where it can), each kept."""
+        wanted = list(dict.fromkeys(ids))
+        missing = [i for i in wanted if (type_name, i) not in self.records]
+        if missing:
+            batched = getattr(self.inner, "get_many", None)
+            found = (
+                batched(type_name, missing)
+                if batched is not None
+                else {i: self.inner.get(type_name, i) for i in missing}
+            )
+            for record in found.values():
+                self._keep(type_name, record)
+        return {i: self.records[(type_name, i)] for i in wanted}
+
     def find(
         self, type_name: str, filters: dict[str, Any] | None = None, limit: int | None = None
     ) -> list[Record]:

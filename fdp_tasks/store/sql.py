@@ -103,6 +103,14 @@ def _check_name(rtype: RecordType, clean: dict[str, Any]) -> None:
                 raise InvalidRecord(problem, type_name, field_name)
 
 
+# Indexes for look-ups that the unique keys and the one-column indexes serve badly (see
+# migration 0006): a product's versions, newest first; a data-store file by its path.
+LOOKUP_INDEXES: dict[str, dict[str, tuple[str, ...]]] = {
+    "data_product": {"ix_data_product_namespace_name": ("namespace_id", "name")},
+    "storage_location": {"ix_storage_location_root_path": ("storage_root_id", "path")},
+}
+
+
 def _column(field_name: str, kind: str) -> str:
     return f"{field_name}_id" if kind == "fk" else field_name
 
@@ -187,6 +195,8 @@ class Store:
                 cols.append(sa.Index(f"ix_{name}_{g}", g))
             if "hash" in rtype.fields:
                 cols.append(sa.Index(f"ix_{name}_hash", "hash"))
+            for index_name, columns in LOOKUP_INDEXES.get(name, {}).items():
+                cols.append(sa.Index(index_name, *columns))
             self.tables[name] = sa.Table(name, self.meta, *cols)
         for name in self.schema.order:
             for f in self.schema[name].m2ms:
@@ -384,6 +394,13 @@ class Store:
                 )
                 conds.append(table.c[key].like(pattern, escape="\\"))
                 post.append((key, value))
+            elif isinstance(value, (list, tuple, set, frozenset)):
+                # any of several values (the SQL store only: a look-up of many at once)
+                try:
+                    wanted = [coerce(field, v) for v in value]
+                except BadValue as exc:
+                    raise InvalidRecord(str(exc), rtype.name, key) from exc
+                conds.append(table.c[key].in_([v for v in wanted if v is not None]))
             else:
                 try:
                     coerced = coerce(field, value)
@@ -431,6 +448,55 @@ class Store:
         if missing:
             raise NotFound(type_name, f"id {min(missing)}")
         return out
+
+    def output_files(self, run_uuids: list[str]) -> list[tuple[str, str, str]] | None:
+        """(path, SHA-1, storage root) of the file of every data product these code runs
+        wrote, in one query rather than a record of each type per product: what the job's
+        up-to-date check hashes. A product whose object has no file reads ("", "", "").
+        None when a run is not here."""
+        wanted = list(dict.fromkeys(run_uuids))
+        run, link = self.tables["code_run"], self.links[("code_run", "outputs")]
+        component, obj = self.tables["object_component"], self.tables["object"]
+        product, location = self.tables["data_product"], self.tables["storage_location"]
+        root = self.tables["storage_root"]
+        # Reading only what is settled, a run of a job still running is not here, and an
+        # output of one makes the answer None, as its record would be missing.
+        settled: list[Any] = []
+        unsettled: Any = sa.false()
+        if self.settled_only:
+            pending = self.provisional_records
+            settled.append(
+                ~sa.exists().where(
+                    pending.c.type_name == "code_run", pending.c.record_id == run.c.id
+                )
+            )
+            unsettled = sa.exists().where(
+                pending.c.type_name == "data_product", pending.c.record_id == product.c.id
+            )
+        query = (
+            sa.select(location.c.path, location.c.hash, root.c.root, unsettled)
+            .select_from(run)
+            .join(link, link.c.owner_id == run.c.id)
+            .join(component, component.c.id == link.c.target_id)
+            .join(obj, obj.c.id == component.c.object_id)
+            .join(product, product.c.object_id == obj.c.id)
+            .outerjoin(location, location.c.id == obj.c.storage_location_id)
+            .outerjoin(root, root.c.id == location.c.storage_root_id)
+            .order_by(product.c.id)
+        )
+        files: list[tuple[str, str, str]] = []
+        found: set[str] = set()
+        with self._reading() as conn:
+            for chunk in _chunks(wanted):  # type: ignore[arg-type]
+                runs = sa.select(run.c.uuid).where(run.c.uuid.in_(chunk), *settled)
+                found.update(conn.execute(runs).scalars())
+                for path, sha1, where, provisional in conn.execute(
+                    query.where(run.c.uuid.in_(chunk), *settled)
+                ):
+                    if provisional:
+                        return None
+                    files.append((path or "", sha1 or "", where or ""))
+        return files if len(found) == len(wanted) else None
 
     def count(self, type_name: str, filters: dict[str, Any] | None = None) -> int:
         rtype = self._type(type_name)
@@ -631,6 +697,174 @@ class Store:
                 )
                 record["components"] = [component["id"]]
             return record
+
+    def create_many(
+        self, type_name: str, rows: list[dict[str, Any]], user_id: int | None = None
+    ) -> list[Record]:
+        """`create` for many records of one type, in one transaction and a few statements
+        per chunk rather than some ten per record: what a script that writes thousands of
+        outputs records. The records, the errors (the first clash raises UniqueViolation
+        with the existing record) and what is noted as provisional are those of calling
+        `create` on each in turn; anything this path does not cover (namespaces, repeats
+        of a unique key within `rows`, a race lost on PostgreSQL) takes that path."""
+        rtype = self._type(type_name)
+        cleaned = [self._clean(rtype, data, partial=False) for data in rows]
+        if not cleaned:
+            return []
+        one_by_one = type_name == "namespace" or self._repeats_a_key(rtype, cleaned)
+        with self.transaction() as conn:
+            if one_by_one:
+                return [self.create(type_name, data, user_id=user_id) for data in rows]
+            self._check_refs_many(conn, rtype, cleaned)
+            self._raise_first_clash(conn, rtype, cleaned)
+            now = _now()
+            values = [
+                {
+                    **{
+                        _column(f.name, f.kind): clean.get(f.name)
+                        for f in rtype.fields.values()
+                        if not f.is_m2m and f.name in clean
+                    },
+                    "last_updated": now,
+                    "updated_by_id": user_id,
+                }
+                for clean in cleaned
+            ]
+            table = self.tables[type_name]
+            try:
+                with conn.begin_nested():
+                    ids = self._insert_many(conn, table, values)
+                    self._note_provisional_many(conn, type_name, ids)
+            except sa.exc.IntegrityError:
+                # another writer got in between the checks and the insert: record by record
+                return [self.create(type_name, data, user_id=user_id) for data in rows]
+            for f in rtype.m2ms:
+                link = self.links[(type_name, f.name)]
+                links = []
+                for new_id, clean in zip(ids, cleaned, strict=True):
+                    clean[f.name] = list(dict.fromkeys(clean.get(f.name, [])))
+                    links += [
+                        {"owner_id": new_id, "target_id": t, "position": i}
+                        for i, t in enumerate(clean[f.name])
+                    ]
+                if links:
+                    conn.execute(link.insert(), links)
+            records = []
+            for new_id, clean in zip(ids, cleaned, strict=True):
+                record: Record = {"id": new_id}
+                for f in rtype.fields.values():
+                    record[f.name] = clean.get(f.name, [] if f.is_m2m else None)
+                record.update({name: [] for name in rtype.reverse if name not in rtype.lazy})
+                record["last_updated"] = now
+                record["updated_by"] = user_id
+                records.append(record)
+            if rtype.whole_object_component:
+                components = self.create_many(
+                    "object_component",
+                    [
+                        {
+                            "object": record["id"],
+                            "name": "whole_object",
+                            "whole_object": True,
+                            "description": "whole object",
+                        }
+                        for record in records
+                    ],
+                    user_id=user_id,
+                )
+                for record, component in zip(records, components, strict=True):
+                    record["components"] = [component["id"]]
+            return records
+
+    def _insert_many(self, conn: Connection, table: sa.Table, values: list[dict]) -> list[int]:
+        """Insert rows, returning their new ids in the order given."""
+        ids: list[int] = []
+        for start in range(0, len(values), 500):
+            chunk = values[start : start + 500]
+            if self.is_sqlite or self.is_postgresql:
+                query = table.insert().returning(table.c.id, sort_by_parameter_order=True)
+                ids += [int(row[0]) for row in conn.execute(query, chunk)]
+            else:  # a database without RETURNING for many rows: one insert each
+                for row in chunk:
+                    inserted = conn.execute(table.insert().values(**row)).inserted_primary_key
+                    if inserted is None:
+                        raise RegistryError(f"the database gave the new {table.name} no id")
+                    ids.append(int(inserted[0]))
+        return ids
+
+    def _note_provisional_many(self, conn: Connection, type_name: str, ids: list[int]) -> None:
+        """`_note_provisional` for many new records: the job is checked once."""
+        if getattr(self._local, "job", None) is None or not ids:
+            return
+        self._note_provisional(conn, type_name, ids[0])
+        if len(ids) > 1 and self._is_running_job(conn):
+            job = self._local.job
+            rows = [{"job": job, "type_name": type_name, "record_id": i} for i in ids[1:]]
+            conn.execute(self.provisional_records.insert(), rows)
+
+    def _is_running_job(self, conn: Connection) -> bool:
+        jobs = self.provisional_jobs
+        query = sa.select(jobs.c.digest).where(jobs.c.digest == self._local.job)
+        return conn.execute(query).first() is not None
+
+    def _check_refs_many(
+        self, conn: Connection, rtype: RecordType, cleaned: list[dict[str, Any]]
+    ) -> None:
+        """`_check_refs` for many records: one query per relation and chunk."""
+        for f in rtype.fields.values():
+            if not f.is_relation:
+                continue
+            wanted: set[int] = set()
+            for clean in cleaned:
+                value = clean.get(f.name)
+                if value in (None, []):
+                    continue
+                wanted.update(value if f.is_m2m else [value])
+            table = self.tables[f.target]
+            found: set[int] = set()
+            for chunk in _chunks(sorted(wanted)):
+                query = sa.select(table.c.id).where(table.c.id.in_(chunk))
+                found.update(conn.execute(query).scalars())
+            if wanted - found:
+                for clean in cleaned:  # the first record naming a missing one says so
+                    self._check_refs(conn, rtype, {f.name: clean.get(f.name)})
+
+    @staticmethod
+    def _repeats_a_key(rtype: RecordType, cleaned: list[dict[str, Any]]) -> bool:
+        seen: set[tuple[Any, ...]] = set()
+        for clean in cleaned:
+            for key in rtype.natural_keys(clean):
+                value = (key, *(clean[k] for k in key))
+                if value in seen:
+                    return True
+                seen.add(value)
+        return False
+
+    def _raise_first_clash(
+        self, conn: Connection, rtype: RecordType, cleaned: list[dict[str, Any]]
+    ) -> None:
+        """UniqueViolation for the first record whose unique key another record holds,
+        found with one query per unique key and chunk."""
+        table = self.tables[rtype.name]
+        clashing: set[int] = set()
+        for key in rtype.unique:
+            columns = [table.c[_column(k, rtype.fields[k].kind)] for k in key]
+            keyed = [
+                (i, tuple(clean[k] for k in key))
+                for i, clean in enumerate(cleaned)
+                if key in rtype.natural_keys(clean)
+            ]
+            for start in range(0, len(keyed), 300):
+                chunk = keyed[start : start + 300]
+                wanted = [value for _, value in chunk]
+                query = sa.select(*columns).where(sa.tuple_(*columns).in_(wanted))
+                taken = {tuple(row) for row in conn.execute(query)}
+                clashing.update(i for i, value in chunk if value in taken)
+        if clashing:
+            first = cleaned[min(clashing)]
+            clash = self._clash(conn, rtype, first)
+            if clash is not None:
+                raise UniqueViolation(rtype.name, clash[0], self.get(rtype.name, clash[1]))
 
     def _set_links(
         self, conn: Connection, rtype: RecordType, name: str, owner: int, targets: list[int]

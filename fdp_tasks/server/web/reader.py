@@ -317,8 +317,9 @@ class WebReader:
             obj = objects[component["object"]]
             part = None if component.get("whole_object") else component.get("name")
             made = [products[p] for p in obj.get("data_products") or [] if p in products]
-            if not made:
-                out[cid] = ItemLink(f"object #{obj['id']}", component=part)
+            if not made:  # a file no data product names (a run's environment record, say)
+                label = obj.get("description") or f"object #{obj['id']}"
+                out[cid] = ItemLink(label, component=part)
                 continue
             product = made[0]
             label = (

@@ -1,0 +1,114 @@
+"""The stat cache of the up-to-date checks: an unchanged output is not read again, and any
+change to one is still seen, whatever its size and mtime say; and the kept outcome of
+validating a config, which an edit to the config makes stale."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from support import WRITER_SCRIPT, Env
+
+from fdp_tasks.stat_cache import RACY_MARGIN_NS
+
+
+def _config() -> dict:
+    return {
+        "run_metadata": {
+            "description": "stat cache test",
+            "default_input_namespace": "test",
+            "default_output_namespace": "test",
+            "shell": "python",
+            "script_path": "model.py",
+        },
+        "write": [{"data_product": "out/summary", "description": "lines", "file_type": "csv"}],
+    }
+
+
+@pytest.fixture
+def ran(tmp_path: Path) -> Env:
+    """A project whose job ran, then a no-op once its output was old enough to be kept in
+    the stat cache (younger files are hashed again every time)."""
+    env = Env(tmp_path)
+    env.file("model.py", WRITER_SCRIPT)
+    env.config(_config())
+    assert "job" in env.doit().executed
+    time.sleep(RACY_MARGIN_NS / 1e9 + 0.3)
+    assert env.doit().executed == []
+    return env
+
+
+def _output(env: Env) -> Path:
+    return env.data_store / "test/out/summary/0.0.1.csv"
+
+
+def _cached_paths(env: Env) -> set[str]:
+    [cache] = (env.project / ".fdp" / "configs").rglob("hashes.json")
+    return set(json.loads(cache.read_text(encoding="utf-8"))["files"])
+
+
+def test_a_no_op_keeps_the_outputs_hashes_by_their_stat(ran: Env) -> None:
+    assert str(_output(ran)) in _cached_paths(ran)
+    again = ran.doit()
+    assert again.executed == [] and "job" in again.up_to_date
+
+
+def test_an_output_changed_in_place_with_its_size_and_mtime_kept_is_seen(ran: Env) -> None:
+    out = _output(ran)
+    before = out.stat()
+    text = out.read_text(encoding="utf-8")
+    out.write_text(text.replace("lines", "LINES"), encoding="utf-8")
+    os.utime(out, ns=(before.st_atime_ns, before.st_mtime_ns))  # as `touch -r` would
+    after = out.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert "job" in ran.doit().executed
+    status = json.loads(ran.fdp("status", "--json").stdout)
+    assert [row["state"] for row in status if row["task"] == "job"] == ["up-to-date"]
+
+
+def test_an_output_replaced_by_another_file_of_the_same_size_and_mtime_is_seen(
+    ran: Env,
+) -> None:
+    out = _output(ran)
+    before = out.stat()
+    text = out.read_text(encoding="utf-8")
+    other = out.with_name("other.tmp")
+    other.write_text(text.replace("lines", "LINES"), encoding="utf-8")
+    os.utime(other, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(other, out)
+    after = out.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert after.st_ino != before.st_ino
+    status = json.loads(ran.fdp("status", "--json").stdout)
+    [job] = [row for row in status if row["task"] == "job"]
+    assert job["state"] == "will-run" and "missing or modified" in job["reason"]
+    assert "job" in ran.doit().executed
+
+
+def test_status_reads_the_cache_but_never_writes_it(ran: Env) -> None:
+    [cache] = (ran.project / ".fdp" / "configs").rglob("hashes.json")
+    before = cache.stat().st_mtime_ns, cache.read_bytes()
+    _output(ran).unlink()
+    ran.fdp("status", "--json")
+    assert (cache.stat().st_mtime_ns, cache.read_bytes()) == before
+
+
+def test_an_edited_config_is_validated_again(ran: Env) -> None:
+    [kept] = (ran.project / ".fdp" / "configs").rglob("validated/*.json")
+    config = ran.project / "config.yaml"
+    text = config.read_text(encoding="utf-8")
+    invalid = text.replace("data_product: out/summary", "data_product: {}")
+    config.write_text(invalid, encoding="utf-8")
+    result = ran.doit(check=False)
+    assert result.returncode != 0
+    config.write_text(
+        text.replace("description: lines", "description: lines, again"), encoding="utf-8"
+    )
+    ran.doit()
+    assert {p.name for p in kept.parent.glob("*.json")} - {kept.name}
+    config.write_text(text.replace("run_metadata:", "run_metadata: [", 1), encoding="utf-8")
+    broken = ran.doit(check=False)
+    assert broken.returncode != 0 and "config.yaml" in broken.stderr

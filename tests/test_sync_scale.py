@@ -1,0 +1,162 @@
+"""Push and pull cost a constant number of requests per product, counted at a real registry
+server on loopback; the batched look-ups behind that (records by id, upload URLs for many
+files) answer as their one-at-a-time forms do, and the upstream registry, which has
+neither, is still served one at a time."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import LiveRegistry
+from emulation.upstream import Upstream
+from support import CountingRegistry, Env, producer, reader
+
+from fdp_tasks.remotes.client import HttpRegistry
+
+N = 50
+# What a command sends once whatever N is: listings, file types, roots, the namespace, the
+# author, the seed, the code run and the files and records of its config, script and code
+# repository (about 35 for a push, 20 for a pull).
+FIXED = 45
+
+
+@pytest.fixture
+def counting_registry(tmp_path: Path) -> Iterator[CountingRegistry]:
+    registry = CountingRegistry(tmp_path / "remote")
+    yield registry
+    registry.stop()
+
+
+def made(tmp_path: Path, outputs: int) -> Env:
+    env = producer(tmp_path, outputs)  # `<name>,<seed>` in each: N different files
+    env.doit()
+    return env
+
+
+def shapes(registry: CountingRegistry) -> str:
+    return ", ".join(f"{k} x{v}" for k, v in registry.requests.most_common(8))
+
+
+def test_push_and_pull_cost_a_few_requests_per_product(
+    tmp_path: Path, counting_registry: CountingRegistry
+) -> None:
+    env = made(tmp_path, N)
+    env.add_remote(counting_registry.api_url, counting_registry.token_file)
+
+    counting_registry.requests.clear()
+    env.fdp("push")
+    pushed = counting_registry.total()
+    # per product: the bytes, its storage location, object and data product records
+    assert pushed <= 4 * N + FIXED, shapes(counting_registry)
+    # where to upload was asked for all files at once (after one file alone: the probe
+    # that the remote takes files at all), not once per file
+    one_by_one = [
+        k
+        for k in counting_registry.requests
+        if k.startswith("POST /api/data/") and k != "POST /api/data/"
+    ]
+    assert len(one_by_one) <= 1, shapes(counting_registry)
+    assert counting_registry.requests["POST /api/data/"] == 1, shapes(counting_registry)
+    assert counting_registry.store.count("data_product") == N + 1
+
+    colleague = reader(
+        tmp_path, counting_registry.api_url, [f"results/part{i:02d}" for i in range(N)]
+    )
+    counting_registry.requests.clear()
+    colleague.fdp("pull")
+    pulled = counting_registry.total()
+    # per product: its bytes; records come in listings, a few hundred at a time
+    assert pulled <= 3 * N + FIXED, shapes(counting_registry)
+    assert pulled <= 1.5 * N + FIXED, shapes(counting_registry)
+    for i in range(N):
+        assert (colleague.data_store / f"lab/results/part{i:02d}/0.0.1.csv").is_file()
+
+    counting_registry.requests.clear()
+    colleague.fdp("pull")
+    assert counting_registry.total() <= FIXED  # nothing new: nothing per product
+
+
+def test_records_by_id_in_one_listing_answer_as_one_get_each(
+    registry_server: Callable[..., LiveRegistry],
+) -> None:
+    live = registry_server()
+    client = HttpRegistry(live.api_url, token=live.token)
+    made_ids = [client.create("namespace", {"name": f"group{i}"})["id"] for i in range(5)]
+    one_by_one = {i: client.get("namespace", i) for i in made_ids}
+
+    assert client.get_many("namespace", [*reversed(made_ids), made_ids[0]]) == one_by_one
+    assert client.lists_by_id is True
+    assert list(client.get_many("namespace", made_ids)) == made_ids  # in the order asked
+
+    headers = live.headers()
+    url = f"{live.api_url}namespace/"
+    for bad in ("1,x", "", "-1", "99999999999999999999", ",".join(["1"] * 10001)):
+        answer = requests.get(url, params={"id": bad or ","}, headers=headers, timeout=10)
+        assert answer.status_code == 400, (bad, answer.text)
+        assert "id" in answer.json()
+
+
+def test_the_upstream_registry_is_asked_for_records_one_by_one(
+    upstream_registry: Callable[..., Upstream],
+) -> None:
+    upstream = upstream_registry()
+    client = HttpRegistry(upstream.api_url, token=upstream.token)
+    made_ids = [client.create("namespace", {"name": f"group{i}"})["id"] for i in range(3)]
+
+    found = client.get_many("namespace", made_ids)
+
+    assert [r["name"] for r in found.values()] == ["group0", "group1", "group2"]
+    assert client.lists_by_id is False  # a 400 to `?id=`: not asked again
+
+
+def test_upload_urls_for_many_files_come_in_one_request(
+    registry_server: Callable[..., LiveRegistry], tmp_path: Path
+) -> None:
+    live = registry_server()
+    client = HttpRegistry(live.api_url, token=live.token)
+    files = []
+    for i in range(3):
+        path = tmp_path / f"f{i}.txt"
+        path.write_text(f"file {i}\n")
+        files.append((path, hashlib.sha1(path.read_bytes()).hexdigest()))
+    client.upload_blob(*files[0])  # the server holds this one already
+
+    storage = client.blobs
+    assert storage.ask_uploads([sha1 for _, sha1 in files]) == 3
+    assert storage.asks_in_batches is True
+    answers = {sha1: storage._answers[sha1][1] for _, sha1 in files}
+    assert answers[files[0][1]]["exists"] is True
+    assert all(not answers[sha1]["exists"] and answers[sha1]["url"] for _, sha1 in files[1:])
+    for path, sha1 in files[1:]:
+        assert storage.upload(path, sha1)["uploaded"] is True
+        assert storage.ask_upload(sha1)["exists"] is True  # sent and verified
+
+    headers = live.headers()
+    for body in ({"hashes": ["not a sha1"]}, {"hashes": []}, {"hashes": "x"}, []):
+        answer = requests.post(f"{live.api_url}data/", json=body, headers=headers, timeout=10)
+        assert answer.status_code == 400, answer.text
+    anonymous = requests.post(
+        f"{live.api_url}data/",
+        json={"hashes": [files[0][1]]},
+        headers=live.headers(None),
+        timeout=10,
+    )
+    assert anonymous.status_code in (401, 403)
+
+
+def test_the_upstream_registry_is_asked_for_upload_urls_one_by_one(
+    upstream_registry: Callable[..., Upstream], tmp_path: Path
+) -> None:
+    upstream = upstream_registry()
+    client = HttpRegistry(upstream.api_url, token=upstream.token)
+    path = tmp_path / "f.txt"
+    path.write_text("some bytes\n")
+    sha1 = hashlib.sha1(path.read_bytes()).hexdigest()
+
+    assert client.blobs.ask_uploads([sha1]) == 0
+    assert client.blobs.asks_in_batches is False
+    assert client.upload_blob(path, sha1)["uploaded"] is True
