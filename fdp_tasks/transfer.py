@@ -287,6 +287,29 @@ def send(
         waited += pause
 
 
+def send_to(
+    who: str,
+    failure: Callable[[str], FdpError],
+    session: requests.Session,
+    method: str,
+    url: str,
+    **options: Any,
+) -> requests.Response:
+    """`send`, for a client that names its remote in its own words (`who`: "the registry at
+    https://...", or just the origin): a request that got no answer raises `failure` with
+    one line naming the method, the path and `who`, and an open circuit breaker says `who`
+    in its reason, so the registry client and the file storages tell it alike."""
+    try:
+        return send(session, method, url, **options)
+    except NoAnswer as exc:
+        raise failure(
+            f"{method} {urlsplit(url).path}: no answer from {who} ({exc.why} after "
+            f"{exc.attempts} attempt(s))"
+        ) from None
+    except RemoteUnavailable as exc:
+        raise RemoteUnavailable(exc.label, f"no answer from {who} ({exc.why})") from None
+
+
 def new_session(headers: Mapping[str, str] | None = None) -> requests.Session:
     """A keep-alive HTTP session that names fdp-tasks, with these default headers."""
     session = requests.Session()

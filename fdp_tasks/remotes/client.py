@@ -162,28 +162,21 @@ class HttpRegistry:
         """
         path = urlsplit(url).path
         headers = {**self._auth(url), **kwargs.pop("headers", {})}
-        try:
-            resp = transfer.send(
-                self.session,
-                method,
-                url,
-                policy=self.policy,
-                breaker=self.breaker,
-                retry_safe=idempotent,
-                expected=expected,
-                body=body_factory,
-                headers=headers,
-                timeout=self.timeout,
-                **kwargs,
-            )
-        except transfer.NoAnswer as exc:
-            raise RegistryError(
-                f"{method} {path}: no answer from the registry at {origin(url)} "
-                f"({exc.why} after {exc.attempts} attempt(s))"
-            ) from None
-        except transfer.RemoteUnavailable as exc:
-            why = f"no answer from the registry at {origin(url)} ({exc.why})"
-            raise transfer.RemoteUnavailable(exc.label, why) from None
+        resp = transfer.send_to(
+            f"the registry at {origin(url)}",
+            RegistryError,
+            self.session,
+            method,
+            url,
+            policy=self.policy,
+            breaker=self.breaker,
+            retry_safe=idempotent,
+            expected=expected,
+            body=body_factory,
+            headers=headers,
+            timeout=self.timeout,
+            **kwargs,
+        )
         if resp.status_code in ok or resp.status_code in expected:
             return resp
         self._raise(method, path, resp)

@@ -166,28 +166,21 @@ class UpstreamDataStorage(Storage):
         changes nothing and a PUT of the same bytes neither, so both are safe to repeat). A
         status outside `ok` and `expected` raises StorageError."""
         path = urlsplit(url).path
-        try:
-            resp = transfer.send(
-                self.session(),
-                method,
-                url,
-                policy=self.policy,
-                breaker=self.breaker,
-                retry_safe=retry_safe,
-                expected=expected,
-                body=body,
-                headers={**self.auth(url), **(headers or {})},
-                timeout=self.timeout,
-                allow_redirects=False,
-            )
-        except transfer.NoAnswer as exc:
-            raise StorageError(
-                f"{method} {path}: no answer from {origin(url)} ({exc.why} after "
-                f"{exc.attempts} attempt(s))"
-            ) from None
-        except transfer.RemoteUnavailable as exc:
-            why = f"no answer from {origin(url)} ({exc.why})"
-            raise transfer.RemoteUnavailable(exc.label, why) from None
+        resp = transfer.send_to(
+            origin(url),
+            StorageError,
+            self.session(),
+            method,
+            url,
+            policy=self.policy,
+            breaker=self.breaker,
+            retry_safe=retry_safe,
+            expected=expected,
+            body=body,
+            headers={**self.auth(url), **(headers or {})},
+            timeout=self.timeout,
+            allow_redirects=False,
+        )
         if resp.status_code in ok or resp.status_code in expected:
             return resp
         status = resp.status_code
