@@ -10,11 +10,20 @@ into a fresh project from each. Reported per phase: wall time, HTTP requests per
 the registry server process (from /proc), with the object store's and the database's apart
 where they are processes of their own.
 
-    python benchmarks/bench_shared_registry.py [--products 1000|10000] [--size 1024]
+    python benchmarks/bench_shared_registry.py [--products 1000,10000] [--size 1024]
         [--database postgresql+psycopg://...] [--json out.json] [--breakdown] [--keep]
 
-Without --database, a throwaway PostgreSQL cluster is started (tests/postgres.py); if
-PostgreSQL is not installed, the second server runs on SQLite too, and the table says so.
+Each count in `--products` gets servers, a bucket and a database of its own, one after the
+other in the same run; every row is printed as soon as it is measured, so a long run shows
+how far it got. Without --database, a throwaway PostgreSQL cluster is started
+(tests/postgres.py); if PostgreSQL is not installed, the second server runs on SQLite too,
+and the table says so.
+
+moto's own server (werkzeug's development server) closes the connection after every answer
+and waits for more request bytes after each, which no S3 does: it would charge every
+presigned PUT and GET of the client, and every S3 call of the registry server, a new TCP
+connection. moto's application is served by waitress here instead, which keeps connections
+alive as S3 does.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +64,14 @@ sys.path.insert(0, str(REPO / "tests"))
 # moto takes any credentials; these only have to be there, as real ones would be
 ACCESS_KEY = "fdp-bench"
 SECRET_KEY = "fdp-bench-secret"  # noqa: S105
+# moto's S3 application behind waitress (HTTP/1.1 keep-alive): see the module docstring
+MOTO_ON_WAITRESS = """
+import sys
+import waitress
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+app = DomainDispatcherApplication(create_backend_app)
+waitress.serve(app, host=sys.argv[1], port=int(sys.argv[2]), threads=8, _quiet=True)
+"""
 
 
 class S3Server:
@@ -70,7 +88,7 @@ class S3Server:
         self.base.mkdir(parents=True, exist_ok=True)
         with open(self.base / "s3.log", "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                [sys.executable, "-c", MOTO_ON_WAITRESS, "127.0.0.1", str(self.port)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -143,10 +161,14 @@ def database_for(base: Path, url: str | None) -> tuple[str, str, Any]:
     return f"sqlite:///{base / 'shared.db'}", "sqlite", None
 
 
+Report = Callable[[Measurement, float | None], None]
+
+
 def benchmark(
-    base: Path, n: int, size: int, database: str | None
+    base: Path, n: int, size: int, database: str | None, report: Report
 ) -> tuple[list[Measurement], dict[str, float | None], str]:
-    """Run once, then push to and pull from each server in turn."""
+    """Run once, then push to and pull from each server in turn (the shared one first);
+    `report` gets each row, with the S3 server's CPU seconds, as soon as it is measured."""
     results: list[Measurement] = []
     object_store_cpu: dict[str, float | None] = {}
     s3 = S3Server(base / "s3")
@@ -154,7 +176,7 @@ def benchmark(
     db_url, db_kind, cluster = database_for(base, database)
     local = RemoteServer(base / "sqlite-folder")
     shared = SharedServer(base / "shared", db_url, f"s3://{s3.bucket}/blobs")
-    names = {"sqlite+folder": local, f"{db_kind}+s3": shared}
+    names = {f"{db_kind}+s3": shared, "sqlite+folder": local}
     try:
         local.start()
         shared.start()
@@ -165,6 +187,7 @@ def benchmark(
         producer = make_producer(base, n, size)
         producer.set_remotes(remotes, next(iter(names)))
         results.append(measure("run", "-", n, None, producer.doit))
+        report(results[-1], None)
         check_products(producer, n, "run")
         for name, server in names.items():
             producer.set_remotes(remotes, name)
@@ -177,8 +200,10 @@ def benchmark(
                 before = s3.cpu()
                 results.append(measure(operation, name, n, server, work))
                 after = s3.cpu()
+                used = None
                 if name != "sqlite+folder" and before is not None and after is not None:
-                    object_store_cpu[operation] = after - before
+                    used = object_store_cpu[operation] = after - before
+                report(results[-1], used)
             check_products(consumer, n, f"pull from {name}")
     finally:
         local.stop()
@@ -189,10 +214,37 @@ def benchmark(
     return results, object_store_cpu, db_kind
 
 
+def product_counts(text: str) -> list[int]:
+    """`1000,10000` -> [1000, 10000]."""
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--products {text!r}: expected counts separated by commas, such as 1000,10000"
+        ) from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"--products {text!r}: counts must be positive")
+    return counts
+
+
+def table_header() -> str:
+    """The results table's two header lines, with a column for the S3 server's CPU."""
+    lines = markdown_table([]).splitlines()
+    return f"{lines[0]} S3 (moto) CPU s |\n{lines[1]}---:|"
+
+
+def table_row(measurement: Measurement, object_store_cpu: float | None) -> str:
+    row = markdown_table([measurement]).splitlines()[2]
+    return f"{row} {'-' if object_store_cpu is None else f'{object_store_cpu:.2f}'} |"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--products", type=int, default=1000, help="data products (N; 1000 or 10000)"
+        "--products",
+        type=product_counts,
+        default=[1000],
+        help="data products (N), or several counts in one run: 1000,10000",
     )
     parser.add_argument("--size", type=int, default=1024, help="bytes per data product")
     parser.add_argument(
@@ -206,26 +258,38 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
-    if args.products < 1 or args.size < 1:
-        parser.error("--products and --size must be positive")
+    if args.size < 1:
+        parser.error("--size must be positive")
 
     info = machine_info()
     print("## Machine")
     for key, value in info.items():
         print(f"- {key}: {value}")
-    print(f"\nN = {args.products} data products of {args.size} bytes\n", flush=True)
-    (results, s3_cpu, db_kind), total = timed_in_tempdir(
-        "fdp-bench-shared-",
-        args.keep,
-        lambda base: benchmark(base, args.products, args.size, args.database),
-    )
+    counts = ", ".join(str(n) for n in args.products)
+    print(f"\nN = {counts} data products of {args.size} bytes\n", flush=True)
+
+    results: list[Measurement] = []
+    s3_cpu: dict[str, dict[str, float | None]] = {}
+    kinds: set[str] = set()
+
+    def report(measurement: Measurement, object_store_cpu: float | None) -> None:
+        print(table_row(measurement, object_store_cpu), flush=True)
+
+    def run_all(base: Path) -> None:
+        print(table_header(), flush=True)
+        for n in args.products:
+            rows, cpu, db_kind = benchmark(base / f"n{n}", n, args.size, args.database, report)
+            results.extend(rows)
+            s3_cpu[str(n)] = cpu
+            kinds.add(db_kind)
+
+    _, total = timed_in_tempdir("fdp-bench-shared-", args.keep, run_all)
     rss = peak_rss_mb()
-    print(f"## Results (`sqlite+folder` beside `{db_kind}+s3`)\n")
-    print(markdown_table(results))
-    shown = ", ".join(f"{op} {cpu:.2f} s" for op, cpu in s3_cpu.items() if cpu is not None)
+    shared = "/".join(sorted(kinds))
     print(
-        f"\nServer CPU s is the registry process's only; the S3 server (moto) used {shown}; "
-        "the database server's is not counted."
+        f"\nRows: `{shared}+s3` is the shared server, `sqlite+folder` the one beside it. "
+        "Server CPU s is the registry process's only; S3 (moto) CPU s is the object store's "
+        "(a process of its own); the database server's is not counted."
     )
     print(
         f"Total {total:.1f} s. Peak RSS: benchmark process {rss['benchmark_process']} MB, "

@@ -192,6 +192,7 @@ class Measurement:
     client_cpu_seconds: float
     server_cpu_seconds: float | None
     local_registry_requests: int
+    peak_rss_mb: float | None = None  # this process, during this phase only (Linux)
     methods: dict[str, int] = field(default_factory=dict)
     breakdown: dict[str, dict[str, Any]] = field(default_factory=dict)
     sql_breakdown: dict[str, int] = field(default_factory=dict)
@@ -375,6 +376,7 @@ def measure(
 ) -> Measurement:
     """Run `work` once with every counter on; wall time and counts for `n` products."""
     COUNTERS.reset()
+    reset_peak_rss()
     server_before = server.cpu() if server else None
     cpu_before = time.process_time()
     COUNTERS.active = True
@@ -409,10 +411,27 @@ def measure(
         client_cpu_seconds=time.process_time() - cpu_before,
         server_cpu_seconds=server_cpu,
         local_registry_requests=sum(COUNTERS.local_server.values()),
+        peak_rss_mb=phase_peak_rss_mb(),
         methods=dict(COUNTERS.methods.most_common()),
         breakdown=breakdown,
         sql_breakdown=dict(COUNTERS.sql.most_common()),
     )
+
+
+def reset_peak_rss() -> None:
+    """Start this process's peak resident set size afresh (Linux: `clear_refs` 5), so each
+    phase reports its own peak rather than the largest so far."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def phase_peak_rss_mb() -> float | None:
+    """This process's peak resident set size since `reset_peak_rss` (MB), or None."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return None
 
 
 def check_products(project: BenchProject, n: int, what: str) -> None:
@@ -551,16 +570,18 @@ def peak_rss_mb() -> dict[str, float]:
 def markdown_table(results: list[Measurement]) -> str:
     header = (
         "| operation | remote | N | seconds | items/s | requests | requests/product "
-        "| connections | SQL stmts/product (this process) | client CPU s | server CPU s |"
+        "| connections | SQL stmts/product (this process) | client CPU s | server CPU s "
+        "| peak RSS MB |"
     )
-    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in results:
         server_cpu = "-" if m.server_cpu_seconds is None else f"{m.server_cpu_seconds:.2f}"
+        rss = "-" if m.peak_rss_mb is None else f"{m.peak_rss_mb:.0f}"
         lines.append(
             f"| {m.operation} | {m.remote} | {m.n} | {m.seconds:.2f} | "
             f"{m.items_per_second:.1f} | {m.requests} | {m.requests_per_product:.2f} | "
             f"{m.connections} | {m.sql_statements / m.n:.1f} | {m.client_cpu_seconds:.2f} | "
-            f"{server_cpu} |"
+            f"{server_cpu} | {rss} |"
         )
     return "\n".join(lines)
 

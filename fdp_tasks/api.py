@@ -14,7 +14,8 @@ under a final name. With direct access to the local registry (FDP_LOCAL_DB) ever
 session records is one transaction; otherwise it talks to the registry's REST API. Under
 `fdp run` the records are provisional until the job exits 0 (the job's token says whose
 they are), and the finalise says how far it is through the pipe FDP_PROGRESS_FD names;
-outside fdp neither applies.
+outside fdp neither applies. The working config is read from the JSON copy a job writes
+beside it (`working_config`), or from the YAML when that copy is missing or out of date.
 
 A file of the data store is never overwritten with other bytes: a path that holds bytes the
 registry does not name (the registry was lost, say) moves the output to the next free patch
@@ -34,8 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from fdp_tasks import working_config
 from fdp_tasks.catalog.locations import (
     forget_roots,
     intact,
@@ -55,7 +55,7 @@ from fdp_tasks.versions import increment
 LOCAL_USER = "admin"
 PROGRESS_FD_ENV = "FDP_PROGRESS_FD"  # a pipe the job runner reads the finalise's progress from
 JOB_ENV = "FDP_JOB"  # set by `fdp run`: what the session records belongs to a running job
-_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
+RECORD_CHUNK = 1000  # outputs recorded together: a finalise's memory stays flat in N
 
 
 @dataclass
@@ -105,8 +105,7 @@ class Session:
             raise FdpError("FDP_CONFIG_DIR is not set: run this script with `fdp run` or `doit`")
         self.config_dir = Path(directory).resolve()
         self.config_path = self.config_dir / os.environ.get("FDP_CONFIG_NAME", "config.yaml")
-        with open(self.config_path, encoding="utf-8") as fh:
-            self.config: dict[str, Any] = yaml.load(fh, Loader=_YamlLoader)  # noqa: S506
+        self.config: dict[str, Any] = working_config.read(self.config_path)
         self.run_metadata: dict[str, Any] = self.config["run_metadata"]
         self.store = DataStore(self.run_metadata["write_data_store"])
         self.registry = registry or connect(self.run_metadata)
@@ -229,9 +228,14 @@ class Session:
         if problem or not isinstance(namespace, str):
             raise FdpError(f"{self.config_path}: write {data_product!r}: {problem}")
         file_type = str(item["file_type"]).lstrip(".")
-        folder = self.store.path(f"{namespace}/{name}")
-        folder.mkdir(parents=True, exist_ok=True)
-        temp = folder / f"dat-{secrets.token_hex(8)}.{file_type}"
+        folder = str(self.store.path(f"{namespace}/{name}"))
+        try:  # one system call for the usual new folder in a folder that exists
+            os.mkdir(folder)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+        temp = Path(os.path.join(folder, f"dat-{secrets.token_hex(8)}.{file_type}"))
         self.outputs[data_product] = _Output(
             name=name,
             namespace=namespace,
@@ -455,8 +459,7 @@ class Session:
         None (nothing recorded) when that path is needed: no `create_many`, or an output
         whose path holds other bytes, which may move it to another version."""
         reg = self.registry
-        create_many = getattr(reg, "create_many", None)
-        if create_many is None or not self.outputs:
+        if getattr(reg, "create_many", None) is None or not self.outputs:
             return None
         root = store_root_id(reg, self.store)
         held: dict[tuple[str, bool], dict[str, Any]] = {}  # (sha1, public) -> location
@@ -465,30 +468,64 @@ class Session:
             for start in range(0, len(wanted), 500):
                 filters = {"storage_root": root, "hash": wanted[start : start + 500]}
                 for row in reg.find("storage_location", {**filters, "public": public}):
-                    held[(row["hash"], public)] = row
-        places: list[tuple[str, _Output, str, bool]] = []  # name, output, target, written
+                    held[(row["hash"], public)] = {"id": row["id"], "path": row["path"]}
+        for name, out in self.outputs.items():  # before anything is recorded
+            if (hashes[name], out.public) not in held:
+                rel = product_path(out.namespace, out.name, out.version, out.file_type)
+                final = self.store.path(rel)
+                if final.exists() and sha1_file(final) != hashes[name]:
+                    return None
+        # looked up (or made) before the chunks, so that no id is remembered from a rollback
+        for out in self.outputs.values():
+            self._namespace(out.namespace)
+            self._file_type(out.file_type)
+        outputs: dict[str, int] = {}
+        moves: list[tuple[Path, Path | None]] = []
+        names = list(self.outputs)
+        try:
+            with self._transaction():  # a savepoint: a chunk that fails undoes them all
+                for start in range(0, len(names), RECORD_CHUNK):
+                    chunk = names[start : start + RECORD_CHUNK]
+                    self._record_chunk(chunk, hashes, authors, root, held, outputs, moves)
+        except UniqueViolation:
+            return None  # recorded meanwhile: the one-by-one path finds it
+        return outputs, moves
+
+    def _record_chunk(
+        self,
+        names: list[str],
+        hashes: dict[str, str],
+        authors: list[int],
+        root: int,
+        held: dict[tuple[str, bool], dict[str, Any]],
+        outputs: dict[str, int],
+        moves: list[tuple[Path, Path | None]],
+    ) -> None:
+        """Record some outputs with one `create_many` per record type, adding each one's
+        component to `outputs` and its file's move to `moves`; `held` is what the
+        registry, or an earlier chunk, records for each content."""
+        reg = self.registry
+        create_many = reg.create_many  # type: ignore[attr-defined]
+        places: list[tuple[str, _Output, Path | None]] = []  # name, output, file to write
         new_locations: list[dict[str, Any]] = []
-        for name, out in self.outputs.items():
+        for name in names:
+            out = self.outputs[name]
             sha1, key = hashes[name], (hashes[name], out.public)
             found = held.get(key)
             if found is not None:  # bytes recorded already: their file stays their home
                 written = "id" not in found or not intact(self.store, found["path"], sha1)
-                places.append((name, out, found["path"], written))
+                places.append((name, out, self.store.path(found["path"]) if written else None))
                 continue
             rel = product_path(out.namespace, out.name, out.version, out.file_type)
-            final = self.store.path(rel)
-            if final.exists() and sha1_file(final) != sha1:
-                return None
             row = {"path": rel, "hash": sha1, "public": out.public, "storage_root": root}
             held[key] = row
             new_locations.append(row)
-            places.append((name, out, rel, True))
-        try:
-            created = create_many("storage_location", new_locations)
-        except UniqueViolation:
-            return None  # recorded meanwhile: the one-by-one path finds it
+            places.append((name, out, self.store.path(rel)))
+        created = create_many("storage_location", new_locations)
         for row, record in zip(new_locations, created, strict=True):
             row["id"] = record["id"]
+            for field_name in ("hash", "public", "storage_root"):
+                del row[field_name]  # kept for later chunks: the id and path only
         objects = create_many(
             "object",
             [
@@ -498,7 +535,7 @@ class Session:
                     "file_type": self._file_type(out.file_type),
                     "authors": authors,
                 }
-                for name, out, _, _ in places
+                for name, out, _ in places
             ],
         )
         create_many(
@@ -510,20 +547,17 @@ class Session:
                     "name": out.name,
                     "version": out.version,
                 }
-                for (_, out, _, _), obj in zip(places, objects, strict=True)
+                for (_, out, _), obj in zip(places, objects, strict=True)
             ],
         )
-        outputs: dict[str, int] = {}
-        moves: list[tuple[Path, Path | None]] = []
-        for (name, out, target, written), obj in zip(places, objects, strict=True):
-            moves.append((out.temp, self.store.path(target) if written else None))
+        for (name, out, target), obj in zip(places, objects, strict=True):
+            moves.append((out.temp, target))
             if out.component:
                 outputs[name] = reg.get_or_create(
                     "object_component", {"object": obj["id"], "name": out.component}
                 )[0]["id"]
             else:
                 outputs[name] = obj["components"][0]
-        return outputs, moves
 
     def _record(self, hashes: dict[str, str]) -> list[tuple[Path, Path | None]]:
         reg = self.registry

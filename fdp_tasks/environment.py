@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import platform
+import socket
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 FILE_NAME = "environment.json"
@@ -24,10 +26,16 @@ FORMAT = 1
 MACHINE_VARIABLES = ("REPO_DIR", "CONFIG_DIR", "LOCAL_TOKEN")
 
 
-def distributions() -> list[str]:
-    """The installed distributions as `name==version`, sorted by name, each once."""
+def distributions(path: list[str] | None = None) -> list[str]:
+    """The distributions installed on `path` (default: this interpreter's `sys.path`) as
+    `name==version`, sorted by name, each once (the first on the path, as an import)."""
     found: dict[str, str] = {}
-    for dist in importlib.metadata.distributions():
+    found_on = (
+        importlib.metadata.distributions()
+        if path is None
+        else importlib.metadata.distributions(path=path)
+    )
+    for dist in found_on:
         name = dist.metadata["Name"] if dist.metadata else None
         if name:
             found.setdefault(_canonical(name), f"{name}=={dist.version}")
@@ -38,14 +46,19 @@ def _canonical(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 
 
-def current() -> dict[str, Any]:
-    """The environment this process runs in."""
+def current(import_path: Iterable[str] = ()) -> dict[str, Any]:
+    """The environment this process runs in, for a script started from it whose own import
+    path (its PYTHONPATH) puts `import_path` before this interpreter's: what it would find
+    there counts among the distributions. `host` says where it was taken; it is not part of
+    the environment a rebuild compares (`difference`)."""
+    path = list(dict.fromkeys([*(entry for entry in import_path if entry), *sys.path]))
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "executable": sys.executable,
-        "distributions": distributions(),
+        "host": socket.gethostname(),
+        "distributions": distributions(path),
     }
 
 
@@ -54,15 +67,18 @@ def capture(
     source_text: str | None,
     local_repo: str | None,
     substitutions: dict[str, str],
+    taken: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The record of one job: the environment, and its config as the user wrote it.
 
-    `source_config` and `local_repo` are relative to the git repository's root;
-    `substitutions` may hold machine-specific variables, which are dropped here."""
+    `taken` is the environment where the script ran (`current()` taken on a worker);
+    without it, this process's. `source_config` and `local_repo` are relative to the git
+    repository's root; `substitutions` may hold machine-specific variables, which are
+    dropped here."""
     kept = {k: v for k, v in substitutions.items() if k not in MACHINE_VARIABLES}
     return {
         "format": FORMAT,
-        **current(),
+        **(taken if taken is not None else current()),
         "source_config": source_config,
         "source_config_sha1": hashlib.sha1(
             source_text.encode("utf-8"), usedforsecurity=False

@@ -42,27 +42,11 @@ def write_atomically(
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha1(usedforsecurity=False)
-    size = 0
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as out:
-            for block in chunks:
-                if not block:
-                    continue
-                out.write(block)
-                digest.update(block)
-                size += len(block)
-                if progress:
-                    progress(size)
-            out.flush()
-            os.fsync(out.fileno())
-        got = digest.hexdigest()
-        if expected_sha1 and got != expected_sha1.lower():
-            raise HashMismatch(
-                f"{dest.name}: SHA-1 {got} does not match the expected {expected_sha1}"
-            )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
+            size = _stream_durably(out, chunks, digest, progress)
+        got = _place_if_intact(Path(tmp), dest, digest, expected_sha1)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -114,26 +98,46 @@ def _fill_part(
         while block := out.read(CHUNK):
             digest.update(block)
             held += len(block)
-        written = 0
-        for block in fetch(held):
-            if not block:
-                continue
-            out.write(block)
-            digest.update(block)
-            written += len(block)
-            if progress:
-                progress(written)
-        out.flush()
-        os.fsync(out.fileno())
-        got = digest.hexdigest()
-        if got != expected_sha1.lower():
-            part.unlink(missing_ok=True)
-            raise HashMismatch(
-                f"{dest.name}: SHA-1 {got} does not match the expected {expected_sha1}"
-            )
-        os.chmod(part, 0o644)
-        os.replace(part, dest)
+        written = _stream_durably(out, fetch(held), digest, progress)
+        got = _place_if_intact(part, dest, digest, expected_sha1)
     return got, held + written
+
+
+def _stream_durably(
+    out: IO[bytes],
+    chunks: Iterable[bytes],
+    digest: hashlib._Hash,
+    progress: Callable[[int], None] | None,
+) -> int:
+    """The one write loop of this module: each chunk written and hashed as it passes,
+    `progress` told the bytes written so far, then everything flushed and fsynced, so that
+    a rename that follows never publishes bytes still in a cache. Returns the bytes written."""
+    written = 0
+    for block in chunks:
+        if not block:
+            continue
+        out.write(block)
+        digest.update(block)
+        written += len(block)
+        if progress:
+            progress(written)
+    out.flush()
+    os.fsync(out.fileno())
+    return written
+
+
+def _place_if_intact(
+    written: Path, dest: Path, digest: hashlib._Hash, expected_sha1: str | None
+) -> str:
+    """Rename the finished file over `dest` if its bytes hash to `expected_sha1` (any bytes
+    when None); else delete it, so a retry starts afresh, and refuse. Returns the SHA-1."""
+    got = digest.hexdigest()
+    if expected_sha1 and got != expected_sha1.lower():
+        written.unlink(missing_ok=True)
+        raise HashMismatch(f"{dest.name}: SHA-1 {got} does not match the expected {expected_sha1}")
+    os.chmod(written, 0o644)
+    os.replace(written, dest)
+    return got
 
 
 @contextlib.contextmanager

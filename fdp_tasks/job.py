@@ -20,13 +20,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-
-from fdp_tasks import environment
+from fdp_tasks import environment, working_config
 from fdp_tasks.catalog.locations import intact, local_location
 from fdp_tasks.config.resolve import REBUILD_KEY, dirty_files, job_dir_for, script_paths
 from fdp_tasks.errors import FdpError, HashMismatch
-from fdp_tasks.executors.base import Executor, JobSpec
+from fdp_tasks.executors.base import Executor, JobResult, JobSpec
 from fdp_tasks.executors.local import LocalExecutor
 from fdp_tasks.files import replace_text, sha1_file
 from fdp_tasks.languages import DEFAULT, command_for, language
@@ -35,7 +33,6 @@ from fdp_tasks.progress import Bar
 from fdp_tasks.project import ENV_REMOTE_TOKEN, Project
 from fdp_tasks.refs import ProductRef
 from fdp_tasks.store import queries
-from fdp_tasks.store.sql import token_digest
 
 PROGRESS_FD_ENV = "FDP_PROGRESS_FD"  # the pipe `fdp_tasks.api` reports a finalise through
 
@@ -112,12 +109,12 @@ def write_working_config(path: Path, working: dict[str, Any], script: Path) -> N
     meta["script_path"] = str(script)
     out = {"run_metadata": meta}
     out.update({k: working[k] for k in ("read", "write") if working.get(k)})
-    with open(path, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(out, fh, sort_keys=False)
+    working_config.write(path, out)  # and the JSON copy fdp_tasks.api reads
 
 
 # The script runs through an executor: a subprocess here (`executors/local.py`, where
-# `run_script` and `stop_script` live), or a worker of a Dask or Slurm cluster.
+# `run_script` lives), or a worker of a Dask or Slurm cluster (`executors/base.py`'s
+# `run_command`, which also takes the environment there; `stop_process` for both).
 
 
 class FinaliseProgress:
@@ -261,17 +258,17 @@ def _run_locked(
     executor: Executor | None = None,
 ) -> dict[str, Any]:
     runner = executor or LocalExecutor()
-    with project.job_token() as token:
+    with runner.job_in_flight(), project.job_token() as token:
         with (
             FinaliseProgress() as progress,
             _job_registry(runner, serve, project, progress) as url,
         ):
-            job, working, code = _start(
+            job, working, ran = _start(
                 project, working_for, allow_dirty, token, url, progress, runner
             )
-        if code != 0:
+        if ran.code != 0:
             raise FdpError(
-                f"the script exited with status {code}; its output is in {job / 'job.log'}"
+                f"the script exited with status {ran.code}; its output is in {job / 'job.log'}"
             )
         runs_file = job / "coderuns.txt"
         runs = runs_file.read_text().split() if runs_file.is_file() else []
@@ -282,7 +279,7 @@ def _run_locked(
             )
         if verify is not None:
             verify(runs)  # before the runs log names them: what it names gets pushed
-        record_environment(project, job, working, runs, token)
+        record_environment(project, job, working, runs, token, ran.environment)
         kept = project.keep_job_records(token)
     if kept:
         print(f"finalise: {kept} records")
@@ -299,13 +296,19 @@ def _run_locked(
 
 
 def record_environment(
-    project: Project, job: Path, working: dict[str, Any], runs: list[str], token: str
+    project: Project,
+    job: Path,
+    working: dict[str, Any],
+    runs: list[str],
+    token: str,
+    taken: dict[str, Any] | None = None,
 ) -> None:
     """Record what a rebuild of the job's code runs needs (`fdp_tasks.environment`): a JSON
     file in the job directory, beside the config and script, as an object among each run's
     inputs, so that push, pull and any FDP registry carry it. Whatever the script used to
     record its runs (our API, or a reference one over HTTP), the job records this alike;
-    provisional with the job's other records."""
+    provisional with the job's other records. `taken`: the environment where the script
+    ran, as the executor took it there (None: here, this process's)."""
     if not runs:
         return
     rebuild = working.get(REBUILD_KEY) or {}
@@ -314,9 +317,12 @@ def record_environment(
         rebuild.get("source_text"),
         rebuild.get("local_repo"),
         rebuild.get("substitutions") or {},
+        taken,
     )
     path = job / environment.FILE_NAME
     replace_text(path, lambda fh: json.dump(record, fh, indent=1, sort_keys=True), 0o644)
+    from fdp_tasks.store.sql import token_digest  # here: a no-op needs no SQL engine
+
     store, data = project.store(), project.data_store
     author = project.author_id()
     with store.transaction(), store.provisional_as(token_digest(token), required=True):
@@ -355,9 +361,9 @@ def _start(
     api_url: str,
     progress: FinaliseProgress,
     executor: Executor,
-) -> tuple[Path, dict[str, Any], int]:
+) -> tuple[Path, dict[str, Any], JobResult]:
     """Make the job directory and run the script in it: the directory, the working config
-    and the script's exit status."""
+    and how the script ended (its exit status, and where a far one ran)."""
     job = job_dir_for(project.data_store.root, datetime.now())
     working = working_for(api_url, job, token)
     meta = working["run_metadata"]
@@ -393,8 +399,7 @@ def _start(
         env=env,
         log_path=str(job / "job.log"),
     )
-    code = executor.run(spec, progress)
-    return job, working, code
+    return job, working, executor.run(spec, progress)
 
 
 def past_runs(path: Path) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -33,8 +33,7 @@ from fdp_tasks.datastore import DataStore
 from fdp_tasks.errors import BadInput, FdpError
 from fdp_tasks.files import read_secret, replace_text
 from fdp_tasks.scalars import positive_int
-from fdp_tasks.store import provisional
-from fdp_tasks.store.sql import Store, database_url, open_store, token_digest
+from fdp_tasks.store.base import database_url
 from fdp_tasks.store.tokens import (
     check_username,
     revoke_tokens,
@@ -42,6 +41,9 @@ from fdp_tasks.store.tokens import (
     token_report,
     working_token,
 )
+
+if TYPE_CHECKING:  # the SQL engine is imported when a store is opened, not to find one
+    from fdp_tasks.store.sql import Store
 
 SETTINGS_DIR = ".fdp"
 SETTINGS_FILE = "settings.yaml"
@@ -403,6 +405,9 @@ class Project:
         """The local registry, created if missing. Who the user is gets recorded only by
         `ensure_identity`, which commands that write the registry call. Records of jobs
         whose process is gone (killed mid-run) are deleted on the first opening."""
+        from fdp_tasks.store import provisional
+        from fdp_tasks.store.sql import open_store
+
         store = open_store(self.registry_db)
         if store.url not in _swept:
             _swept.add(store.url)
@@ -413,6 +418,8 @@ class Project:
         """The local registry for commands that only read: nothing is created, and records
         of running or killed jobs are not seen. A registry that does not exist yet reads as
         an empty one."""
+        from fdp_tasks.store.sql import open_store
+
         url = self.registry_db
         if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
             return open_store("sqlite://")
@@ -467,6 +474,9 @@ class Project:
         The job's working config may hold it (${{LOCAL_TOKEN}}) and is recorded and pushed
         as the run's model_config: a revoked token there opens nothing.
         """
+        from fdp_tasks.store import provisional
+        from fdp_tasks.store.sql import token_digest
+
         store = self.ensure_identity()
         user = store.ensure_user(LOCAL_USER)
         # Each live job token is noted with the job's process id, so that one a killed job
@@ -480,7 +490,9 @@ class Project:
                 note.unlink(missing_ok=True)
         token = store.issue_token(user["id"])
         note = pending / f"{token_digest(token)}.pid"
-        note.write_text(str(os.getpid()), encoding="utf-8")
+        # whole or not at all: a job starting beside this one reads an empty note as a
+        # process that is gone, and would revoke this token
+        replace_text(note, lambda fh: fh.write(str(os.getpid())), 0o644)
         # What the job writes with this token stays provisional until `keep_job_records`;
         # whatever is still provisional when the job ends (a failure) is deleted.
         provisional.begin(store, token_digest(token))
@@ -493,6 +505,9 @@ class Project:
 
     def keep_job_records(self, token: str) -> int:
         """The job of `token` succeeded: what it wrote is for good; how many records."""
+        from fdp_tasks.store import provisional
+        from fdp_tasks.store.sql import token_digest
+
         return provisional.keep(self.store(), token_digest(token))
 
     def local_token(self) -> str:
@@ -545,13 +560,20 @@ def fdp_configs(root: Path, limit: int = 2000) -> list[Path]:
     return found
 
 
+def _new_store(url: str) -> Store:
+    """A Store of its own for `url` (the caller closes it), the SQL engine imported here."""
+    from fdp_tasks.store.sql import Store
+
+    return Store(url)
+
+
 def user_token(db: str, username: str, path: Path | None = None) -> tuple[str, Path]:
     """A token of `username` in the registry database `db`, kept in `path` (default: beside a
     SQLite file, `<user>.token`, mode 0600), as `working_token` hands it out. Returns the
     token and the file."""
     url = database_url(db)
     path = _needed_token_file(url, check_username(username, "--user"), path)
-    store = Store(url)
+    store = _new_store(url)
     try:
         return working_token(store, username, file=path), path
     finally:
@@ -576,7 +598,7 @@ def _needed_token_file(url: str, username: str, path: Path | None) -> Path:
 
 def registry_tokens(db: str) -> list[dict[str, Any]]:
     """The tokens of the registry database `db`: user, day made, day last used."""
-    store = Store(database_url(db))
+    store = _new_store(database_url(db))
     try:
         return token_report(store)
     finally:
@@ -589,7 +611,7 @@ def revoke_user_tokens(db: str, username: str, path: Path | None = None) -> tupl
     url = database_url(db)
     path = _token_file(url, check_username(username, "--revoke"), path)
     existed = path is not None and path.is_file()
-    store = Store(url)
+    store = _new_store(url)
     try:
         return revoke_tokens(store, username, path), path if existed else None
     finally:
@@ -601,7 +623,7 @@ def rotate_user_token(db: str, username: str, path: Path | None = None) -> Path:
     mode 0600; their older tokens stop working. Returns the file."""
     url = database_url(db)
     file = _needed_token_file(url, check_username(username, "--rotate"), path)
-    store = Store(url)
+    store = _new_store(url)
     try:
         rotate_token(store, username, file)
     finally:

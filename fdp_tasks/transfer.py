@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
+import os
 import random
 import threading
 import time
@@ -37,7 +39,7 @@ import requests
 import urllib3.exceptions
 
 from fdp_tasks.datastore import local_root, safe_relative
-from fdp_tasks.errors import FdpError
+from fdp_tasks.errors import BadInput, FdpError
 from fdp_tasks.files import read_chunks
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,27 @@ RETRY_AFTER_STATUS = (THROTTLED, 503)
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"})
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_HOPS = 10
+# Seconds a registry client waits for an answer unless FDP_HTTP_TIMEOUT says otherwise.
+DEFAULT_TIMEOUT = 30.0
+TIMEOUT_VARIABLE = "FDP_HTTP_TIMEOUT"
+
+
+def http_timeout() -> float:
+    """How long to wait for a remote's answer (seconds): `FDP_HTTP_TIMEOUT` when set (a
+    slow link or a registry behind a slow proxy needs more), else DEFAULT_TIMEOUT."""
+    text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise BadInput(
+            f"{TIMEOUT_VARIABLE}={text!r}: expected a number of seconds greater than 0, "
+            "such as 30 or 120"
+        )
+    return seconds
 
 
 @dataclass(frozen=True)

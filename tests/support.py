@@ -163,6 +163,15 @@ def record_counts(db: Any, types: list[str] = RECORD_TYPES) -> dict[str, int]:
             store.close()
 
 
+def running(pid: int) -> bool:
+    """Whether a process runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
 def sha1(path: Path) -> str:
     """The SHA-1 of a file's bytes, as registries record it."""
     return hashlib.sha1(path.read_bytes()).hexdigest()

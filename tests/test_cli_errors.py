@@ -12,9 +12,10 @@ import stat
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from support import REPO, Env, Result, producer, register_only
+from support import REPO, CountingRegistry, Env, Result, producer, register_only, running
 
 from fdp_tasks.files import write_secret
 
@@ -138,6 +139,38 @@ def test_a_remote_that_does_not_answer_is_one_line_and_exit_1(
     assert "no answer from the registry" in one_error(env.fdp("pull", check=False), 1)
 
 
+def test_how_long_to_wait_for_a_remote_is_a_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def slow(app: Any) -> Any:
+        def answer_late(environ: dict[str, Any], start_response: Any) -> Any:
+            time.sleep(0.8)
+            return app(environ, start_response)
+
+        return answer_late
+
+    server = CountingRegistry(tmp_path / "server", wrap=slow)
+    try:
+        env = Env(tmp_path)
+        env.read_config(["inputs/data"])
+        env.add_remote(server.api_url)
+        monkeypatch.setenv("FDP_HTTP_TIMEOUT", "0.2")
+        impatient = one_error(env.fdp("pull", check=False), 1)
+        assert "no answer from the registry" in impatient and "timed out" in impatient
+        monkeypatch.setenv("FDP_HTTP_TIMEOUT", "30")
+        patient = env.fdp("pull", check=False)
+        assert "timed out" not in patient.output and "no answer" not in patient.output
+        assert server.requests, "the registry was never asked"
+        monkeypatch.setenv("FDP_HTTP_TIMEOUT", "soon")
+        line = one_error(env.fdp("pull", check=False), 1)
+        assert line.endswith(
+            "FDP_HTTP_TIMEOUT='soon': expected a number of seconds greater than 0, "
+            "such as 30 or 120"
+        )
+    finally:
+        server.stop()
+
+
 def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
     env = Env(tmp_path)
     db = str(tmp_path / "shared" / "registry.db")
@@ -237,15 +270,6 @@ def test_ctrl_c_ends_fdp_with_130_and_one_line(tmp_path: Path, script: str) -> N
     pid_file = env.project / "script.pid"
     if pid_file.exists():  # the script fdp was running does not outlive it
         assert not running(int(pid_file.read_text())), "the interrupted script still runs"
-
-
-def running(pid: int) -> bool:
-    """Whether a process runs (a zombie, ended but not yet reaped, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 def test_every_task_says_what_it_does(tmp_path: Path) -> None:

@@ -1,20 +1,30 @@
 """Jobs through executors, for real: a sweep of 20 runs on a `distributed.LocalCluster` of
 worker processes and on a one-node Slurm (tests/slurm.py), each job given the shared
 registry (a server the fixture starts on the project's registry database) rather than a
-loopback server of its own; the refusal without one; the sweep example on Dask."""
+loopback server of its own; the refusal without one; the sweep example on Dask; on a
+cluster started apart from the command (as a cluster's scheduler is), the environment
+recorded where the script ran, and Ctrl-C of the command stopping the scripts on the
+workers and keeping none of their records."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from slurm import SlurmCluster, slurm_problem
-from support import Env, example_repo
+from support import REPO, Env, example_repo, git_commit_all, running
 from sweeps import add_settings, run_outputs, sweep_project
+
+from fdp_tasks import environment
+from fdp_tasks.store.sql import Store
 
 A = [1, 2, 3, 4, 5]
 B = ["w", "x", "y", "z"]
@@ -162,3 +172,183 @@ def test_the_same_sweep_runs_on_a_one_node_slurm(
     assert len({seen["slurm_job"] for seen in outputs.values()}) >= 1
     logs = env.project / ".fdp" / "executor" / "slurm"
     assert logs.is_dir()  # the workers' Slurm logs, beside the settings
+
+
+# -- a cluster of its own: where the script runs, and Ctrl-C ------------------------------------
+
+MARKER = "fdp-worker-marker==1.0"  # a distribution only the cluster's workers have
+
+CLUSTER = """\
+import logging, sys
+from distributed import LocalCluster
+cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                       scheduler_kwargs={"dashboard": False}, silence_logs=logging.ERROR)
+print(cluster.scheduler_address, flush=True)
+sys.stdin.read()  # until the test closes it
+cluster.close()
+"""
+
+
+@pytest.fixture(scope="module")
+def far_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A `LocalCluster` of two worker processes in a process of its own, as a cluster's
+    scheduler runs apart from the command; its workers find a distribution (MARKER) on
+    their PYTHONPATH that this machine's other processes do not. Its scheduler's address."""
+    site = tmp_path_factory.mktemp("worker-site")
+    name, version = MARKER.split("==")
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8"
+    )
+    paths = [str(site), str(REPO), os.environ.get("PYTHONPATH", "")]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLUSTER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)},
+        start_new_session=True,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    address = proc.stdout.readline().strip()
+    assert address.startswith("tcp://127.0.0.1:"), address
+    yield address
+    proc.stdin.close()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def far_project(tmp_path: Path, registry_server: Any, address: str | None, a: list, b: list) -> Env:
+    """The sweep project on the cluster at `address`, or (None) on a LocalCluster of two
+    workers that the command starts."""
+    env = sweep_project(tmp_path, a, b)
+    live = registry_server(database=str(env.home / "registry.db"))
+    add_settings(
+        env,
+        {
+            "executor": "dask",
+            "dask": {"scheduler_address": address} if address else {"workers": 2},
+            "shared_registry": live.api_url,
+            "data_store": str(env.home / "data"),
+        },
+    )
+    return env
+
+
+def test_a_far_job_records_the_environment_where_its_script_ran(
+    tmp_path: Path, registry_server: Any, far_cluster: str
+) -> None:
+    env = far_project(tmp_path, registry_server, far_cluster, [1], ["x"])
+    env.doit("config=sweep.yaml")
+    (record_path,) = (env.home / "data").rglob(environment.FILE_NAME)
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    # taken on the worker, whose Python finds the marker; the submitting side has none
+    assert MARKER in record["distributions"]
+    assert MARKER not in environment.current()["distributions"]
+    assert record["host"] and record["python"] and record["executable"]
+    # where it was taken is no difference a rebuild reports
+    assert environment.difference(record, {**record, "host": "elsewhere"}) == []
+    (run,) = run_outputs(env.home / "registry.db").values()
+    shown = json.loads(env.fdp("info", run["code_run"], "--json").stdout)["environment"]
+    assert MARKER in shown["distributions"]
+
+
+SLEEPER = '''\
+"""Records its run, then writes its pid and its child's and sleeps, to be interrupted."""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fdp_tasks.api import Session
+
+a, b = sys.argv[1:3]
+with Session() as fdp:
+    fdp.read("inputs/base")
+    (item,) = fdp.config["write"]
+    with open(fdp.write(item["data_product"]), "w", encoding="utf-8") as out:
+        out.write(a + b)
+child = subprocess.Popen(["sleep", "120"])
+pids = Path("pids")
+pids.mkdir(exist_ok=True)
+(pids / f"{a}-{b}.tmp").write_text(f"{os.getpid()} {child.pid}")
+(pids / f"{a}-{b}.tmp").rename(pids / f"{a}-{b}")
+time.sleep(120)
+'''
+
+
+FDP_RUN = ["fdp_tasks.cli.main", "run", "sweep.yaml"]
+DOIT_THREADS = ["doit", "-n", "2", "-P", "thread", "config=sweep.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("command", "own_cluster", "signum"),
+    [
+        (FDP_RUN, False, signal.SIGINT),
+        (DOIT_THREADS, True, signal.SIGINT),
+        (FDP_RUN, False, signal.SIGKILL),
+    ],
+    ids=["fdp-run", "doit-threads-own-cluster", "fdp-killed"],
+)
+@pytest.mark.timeout(180)
+def test_ctrl_c_stops_the_scripts_on_the_workers_and_keeps_no_code_run(
+    tmp_path: Path,
+    registry_server: Any,
+    far_cluster: str,
+    command: list[str],
+    own_cluster: bool,
+    signum: int,
+) -> None:
+    """Ctrl-C of a command whose cluster runs apart reaches the command alone; in a
+    terminal, with the LocalCluster the command started, it reaches the cluster's processes
+    too. Either way the command asks the workers to stop the scripts, process group and
+    all, and drops the jobs' records once they have (for `-P thread`, as it exits). A
+    command killed outright cannot: the workers see it gone, and stop the scripts too."""
+    b = ["x", "y"] if command is DOIT_THREADS else ["x"]
+    env = far_project(tmp_path, registry_server, None if own_cluster else far_cluster, [1], b)
+    env.file("model.py", SLEEPER)
+    git_commit_all(env.project, "a model that sleeps")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *command],
+        cwd=env.project,
+        env={**env.environ, "PWD": str(env.project)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as in a terminal
+        # as from a terminal: a test worker may ignore SIGINT, and its children inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    pid_files = [env.project / "pids" / f"1-{name}" for name in b]
+    deadline = time.monotonic() + 120
+    while not all(path.exists() for path in pid_files):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    pids = [int(pid) for path in pid_files for pid in path.read_text().split()]
+    assert len(pids) == 2 * len(b) and all(running(pid) for pid in pids)
+    if own_cluster:
+        os.killpg(proc.pid, signum)  # as Ctrl-C in a terminal: the command and its cluster
+    else:
+        proc.send_signal(signum)  # the command alone
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0, out + err
+    if command is FDP_RUN and signum == signal.SIGINT:
+        assert proc.returncode == 130 and err.splitlines()[-1] == "fdp: error: interrupted"
+    deadline = time.monotonic() + 8  # the scripts, and the children they started, end
+    while any(running(pid) for pid in pids):
+        assert time.monotonic() < deadline, [pid for pid in pids if running(pid)]
+        time.sleep(0.1)
+    if signum == signal.SIGKILL:
+        return  # its records are a dead job's: the next command drops them (test_crash_safety)
+    # each script had recorded its run before it slept: the interrupted job kept none of it
+    assert run_outputs(env.home / "registry.db") == {}
+    store = Store(env.home / "registry.db")
+    try:
+        assert store.find("code_run", {}) == []
+    finally:
+        store.close()

@@ -105,6 +105,36 @@ def test_wrong_bytes_sent_to_an_upload_url_are_never_named_or_served(
     assert requests.get(f"{reg.url}/data/{sha}", timeout=30).content == good
 
 
+def test_a_batch_of_locations_names_only_the_uploads_that_hash_right(
+    s3_env: Any, registry_server: Callable[..., Any]
+) -> None:
+    """A push records its locations many to a request; their uploads are hashed together,
+    and still each one only if its bytes are those of its SHA-1."""
+    bucket = s3_env.create_bucket()
+    reg = registry_server(blobs=f"s3://{bucket}/blobs")
+    root = data_root(reg)
+    files = {f"result {n}\n".encode() * 100: f"result {n}\n".encode() * 100 for n in range(5)}
+    files[b"the claimed bytes\n"] = b"what was sent instead\n"
+    asked = call(reg, "POST", "data/", json={"hashes": [digest(claimed) for claimed in files]})
+    answers = asked.json()["files"]
+    for claimed, sent in files.items():
+        assert requests.put(answers[digest(claimed)]["url"], data=sent, timeout=30).ok
+    batch = [
+        {"path": digest(claimed), "hash": digest(claimed), "public": True, "storage_root": root}
+        for claimed in files
+    ]
+    created = call(reg, "POST", "storage_location/", json=batch)
+    assert created.status_code == 200, created.text
+    statuses = [answer["status"] for answer in created.json()["results"]]
+    assert statuses == [201] * 5 + [400]
+    good = sorted(digest(claimed) for claimed, sent in files.items() if claimed == sent)
+    assert bucket_keys(s3_env, bucket) == [f"blobs/{sha[:2]}/{sha}" for sha in good]
+    for claimed, sent in files.items():
+        got = requests.get(f"{reg.url}/data/{digest(claimed)}", timeout=30)
+        assert got.status_code == (200 if claimed == sent else 404)
+        assert got.content == sent or claimed != sent
+
+
 def test_a_location_under_the_data_root_must_name_its_sha1(
     s3_env: Any, registry_server: Callable[..., Any]
 ) -> None:

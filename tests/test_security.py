@@ -422,6 +422,42 @@ def test_a_sweep_removes_what_a_vanished_push_left(shared, tmp_path: Path) -> No
     assert bad.returncode == 2 and "--older-than" in bad.stderr
 
 
+def test_a_sweep_removes_resumable_uploads_nobody_continued(
+    registry_server, tmp_path: Path
+) -> None:
+    reg = registry_server()
+    bob = working_token(reg.store, "bob")
+    size = 64
+    parts, urls = {}, {}
+    for name in ("abandoned", "under way"):
+        body = os.urandom(size)
+        sha = hashlib.sha1(body).hexdigest()
+        info = call(reg, "POST", f"data/{sha}", bob).json()
+        assert info["resumable"] and info["offset"] == 0
+        first = requests.put(
+            info["url"], data=body[:10], headers={"Content-Range": f"bytes 0-9/{size}"}, timeout=30
+        )
+        assert first.status_code == 308 and first.headers["Upload-Offset"] == "10"
+        [parts[name]] = (reg.blob_dir / ".uploads").glob(f"*-{sha}.part")
+        urls[name] = info["url"]
+    two_hours_ago = time.time() - 7200
+    os.utime(parts["abandoned"], (two_hours_ago, two_hours_ago))
+    env = Env(tmp_path, "operator")
+    where = ["--db", str(reg.store.url), "--blobs", str(reg.blob_dir)]
+    swept = env.fdp("registry", "sweep", "--older-than", "1h", *where)
+    assert "1 unfinished upload(s)" in swept.stdout, swept.stdout
+    assert not parts["abandoned"].exists() and parts["under way"].is_file()
+    assert [p.name for p in (reg.blob_dir / ".uploads").glob("*.lock")] == [
+        parts["under way"].with_suffix(".lock").name
+    ]
+    # the client that comes back after all starts again from zero; the other continues
+    for name, held in (("abandoned", "0"), ("under way", "10")):
+        asked = requests.put(urls[name], headers={"Content-Range": f"bytes */{size}"}, timeout=30)
+        assert asked.headers["Upload-Offset"] == held, name
+    again = env.fdp("registry", "sweep", "--older-than", "1h", *where)
+    assert "unfinished" not in again.stdout
+
+
 # --- 8. Bounded requests ------------------------------------------------------------------
 API_LIMIT = 4 << 20  # the server's default limit for API request bodies
 STREAMED = 400 << 20

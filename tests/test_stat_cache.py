@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -112,3 +114,56 @@ def test_an_edited_config_is_validated_again(ran: Env) -> None:
     config.write_text(text.replace("run_metadata:", "run_metadata: [", 1), encoding="utf-8")
     broken = ran.doit(check=False)
     assert broken.returncode != 0 and "config.yaml" in broken.stderr
+
+
+# A no-op that finds the registry as it was answers its look-ups from the config's state:
+# no SQL engine, no schema validator, no HTTP client is loaded (the process reports what
+# it imported once doit is done).
+REPORT_IMPORTS = """
+import runpy, sys
+module = sys.argv[1] if len(sys.argv) > 1 else "doit"
+sys.argv = [module, *sys.argv[2:]]
+try:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    code = exc.code
+heavy = [m for m in ("sqlalchemy", "jsonschema", "requests", "alembic") if m in sys.modules]
+print("imported: " + ",".join(heavy), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _imported(result_stderr: str) -> list[str]:
+    [line] = [x for x in result_stderr.splitlines() if x.startswith("imported: ")]
+    return [m for m in line[len("imported: ") :].split(",") if m]
+
+
+def test_a_no_op_on_an_unchanged_registry_loads_no_sql_engine(ran: Env) -> None:
+    result = ran.run(sys.executable, "-c", REPORT_IMPORTS)
+    assert result.executed == [] and "job" in result.up_to_date
+    assert _imported(result.stderr) == []
+    [kept] = (ran.project / ".fdp" / "configs").rglob("registry-answers.json")
+    assert json.loads(kept.read_text(encoding="utf-8"))["answers"]
+    # `fdp status` only reads: the config's validation is kept by `fdp run`, as it names it
+    assert ran.fdp("run").executed == []
+    status = ran.run(sys.executable, "-c", REPORT_IMPORTS, "fdp_tasks.cli.main", "status")
+    rows = [line.split()[:2] for line in status.stdout.splitlines()]
+    assert ["up-to-date", "job"] in rows and ["unknown", "push:test:out/summary@0.0.1"] in rows
+    assert _imported(status.stderr) == []
+
+
+def test_a_registry_changed_after_its_answers_were_kept_is_read_again(ran: Env) -> None:
+    # another writer records other content for the output, leaving its file as it is:
+    # only the registry says the file is no longer what was recorded
+    with sqlite3.connect(ran.home / "registry.db") as db:
+        changed = db.execute(
+            "UPDATE storage_location SET hash = ? WHERE path LIKE ?",
+            ("0" * 40, "%out/summary/0.0.1.csv"),
+        ).rowcount
+    assert changed == 1
+    status = json.loads(ran.fdp("status", "--json").stdout)
+    [job] = [row for row in status if row["task"] == "job"]
+    assert job["state"] == "will-run" and "missing or modified" in job["reason"]
+    result = ran.run(sys.executable, "-c", REPORT_IMPORTS)
+    assert "job" in result.executed
+    assert "sqlalchemy" in _imported(result.stderr)

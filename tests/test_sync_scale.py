@@ -16,11 +16,12 @@ from emulation.upstream import Upstream
 from support import CountingRegistry, Env, producer, reader
 
 from fdp_tasks.remotes.client import HttpRegistry
+from fdp_tasks.store.base import InvalidRecord
 
 N = 50
 # What a command sends once whatever N is: listings, file types, roots, the namespace, the
 # author, the seed, the code run and the files and records of its config, script and code
-# repository (about 35 for a push, 20 for a pull).
+# repository, and a list of records of each kind (about 40 for a push, 20 for a pull).
 FIXED = 45
 
 
@@ -50,8 +51,11 @@ def test_push_and_pull_cost_a_few_requests_per_product(
     counting_registry.requests.clear()
     env.fdp("push")
     pushed = counting_registry.total()
-    # per product: the bytes, its storage location, object and data product records
-    assert pushed <= 4 * N + FIXED, shapes(counting_registry)
+    # per product: its bytes; its storage location, object and data product records go
+    # in lists of a few hundred (one POST of each kind here), not one POST each
+    assert pushed <= N + FIXED, shapes(counting_registry)
+    for kind in ("storage_location", "object", "data_product"):
+        assert counting_registry.requests[f"POST /api/{kind}/"] <= 8, shapes(counting_registry)
     # where to upload was asked for all files at once (after one file alone: the probe
     # that the remote takes files at all), not once per file
     one_by_one = [
@@ -98,6 +102,48 @@ def test_records_by_id_in_one_listing_answer_as_one_get_each(
         answer = requests.get(url, params={"id": bad or ","}, headers=headers, timeout=10)
         assert answer.status_code == 400, (bad, answer.text)
         assert "id" in answer.json()
+
+
+def test_records_posted_as_a_list_answer_as_one_post_each(
+    registry_server: Callable[..., LiveRegistry],
+) -> None:
+    live = registry_server()
+    client = HttpRegistry(live.api_url, token=live.token)
+    there = client.create("namespace", {"name": "group0"})
+
+    made = client.get_or_create_many("namespace", [{"name": f"group{i}"} for i in range(4)])
+
+    assert client.creates_in_batches is True
+    assert [created for _, created in made] == [False, True, True, True]
+    assert made[0][0] == there
+    assert made[1:] == [(client.get("namespace", r["id"]), True) for r, _ in made[1:]]
+    # a repeat finds them all, as a POST of each would (409)
+    assert client.get_or_create_many("namespace", [{"name": "group2"}, {"name": "group3"}]) == [
+        (made[2][0], False),
+        (made[3][0], False),
+    ]
+    with pytest.raises(InvalidRecord, match="name"):
+        client.get_or_create_many("namespace", [{"name": "group9"}, {"name": ""}])
+
+    url, headers = f"{live.api_url}namespace/", live.headers()
+    for bad in ([], [{"name": f"n{i}"} for i in range(501)]):
+        answer = requests.post(url, json=bad, headers=headers, timeout=10)
+        assert answer.status_code == 400, answer.text
+    anonymous = requests.post(url, json=[{"name": "x"}], headers=live.headers(None), timeout=10)
+    assert anonymous.status_code in (401, 403)
+
+
+def test_the_upstream_registry_is_sent_records_one_by_one(
+    upstream_registry: Callable[..., Upstream],
+) -> None:
+    upstream = upstream_registry()
+    client = HttpRegistry(upstream.api_url, token=upstream.token)
+
+    made = client.get_or_create_many("namespace", [{"name": f"group{i}"} for i in range(3)])
+
+    assert client.creates_in_batches is False  # a 400 to a list: not sent one again
+    assert [r["name"] for r, created in made if created] == ["group0", "group1", "group2"]
+    assert client.get_or_create_many("namespace", [{"name": "group1"}]) == [(made[1][0], False)]
 
 
 def test_the_upstream_registry_is_asked_for_records_one_by_one(

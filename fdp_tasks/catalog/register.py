@@ -23,7 +23,6 @@ from fdp_tasks.files import sha1_file
 from fdp_tasks.refs import PartialRef
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Record, Registry
-from fdp_tasks.transfer import open_location
 
 
 def item_kind(item: dict[str, Any]) -> str:
@@ -170,6 +169,9 @@ def register_item(local: Registry, store: DataStore, item: dict[str, Any], autho
     rel = product_path(namespace, name, version, extension)
     existing = queries.find_product(local, namespace, name, version)
     known = queries.locate(local, existing).hash if existing is not None else None
+    # imported when a file is fetched: an up-to-date check needs no HTTP client
+    from fdp_tasks.transfer import open_location
+
     try:
         sha1, size = store.put_stream(
             rel, open_location(item["root"], item["path"]), expected_sha1=known

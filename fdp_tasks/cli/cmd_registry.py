@@ -328,7 +328,8 @@ def do_sweep(args: argparse.Namespace) -> int:
     db, blobs = _locations(args)
     swept = sweep_leftovers(db, blobs, age)
     gone = ", ".join(f"{n} {t}" for t, n in swept.records.items() if n) or "no records"
-    print(f"swept {gone} and {len(swept.hashes)} file(s) older than {args.older_than}")
+    parts = f", {swept.unfinished_uploads} unfinished upload(s)" if swept.unfinished_uploads else ""
+    print(f"swept {gone}{parts} and {len(swept.hashes)} file(s) older than {args.older_than}")
     return 0
 
 

@@ -10,13 +10,16 @@ cache execute just what changed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import subprocess
 from pathlib import Path
 
 import yaml
 
 from fdp_tasks.config.templates import git
+from fdp_tasks.files import write_atomically
 
 YAML_SUFFIXES = (".yaml", ".yml")
 LARGEST_CONFIG = 1_000_000  # bytes: a bigger YAML file is taken for data, not a config
@@ -75,9 +78,24 @@ def _learn_blobs(repo: Path, blobs: list[str]) -> None:
         at += size + 1
 
 
-def code_digest(repo: Path) -> str | None:
+def _read_known(path: Path) -> dict[str, bool]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(document, dict):
+        return {}
+    return {k: v for k, v in document.items() if isinstance(v, bool)}
+
+
+def code_digest(repo: Path, known: Path | None = None, remember: bool = True) -> str | None:
     """A digest of the files git tracks at HEAD in `repo` (their paths, modes and blob ids),
-    FDP configs left out; None outside a git repository or before its first commit."""
+    FDP configs left out; None outside a git repository or before its first commit.
+
+    `known`: a JSON file keeping which YAML blobs are FDP configs, so that a config of ten
+    thousand items is parsed once rather than by every up-to-date check (a blob id names
+    its bytes: what is kept never goes stale); `remember`: whether what was learnt may be
+    written there (commands that only look leave it)."""
     listing = git(repo, "ls-tree", "-r", "-z", "--full-tree", "HEAD")
     if listing is None:
         return None
@@ -91,7 +109,16 @@ def code_digest(repo: Path) -> str | None:
         entries.append((path, fields[0], fields[2]))
         if fields[1] == "blob" and path.lower().endswith(YAML_SUFFIXES):
             yaml_blobs[path] = fields[2]
-    _learn_blobs(repo, list(yaml_blobs.values()))
+    blobs = list(dict.fromkeys(yaml_blobs.values()))
+    kept_before = _read_known(known) if known is not None and yaml_blobs else {}
+    for blob in blobs:
+        if blob not in _config_blobs and blob in kept_before:
+            _config_blobs[blob] = kept_before[blob]
+    _learn_blobs(repo, blobs)
+    learnt = {b: _config_blobs[b] for b in blobs if b in _config_blobs}
+    if known is not None and remember and learnt != kept_before:
+        with contextlib.suppress(OSError):  # not kept: only a slower next check
+            write_atomically(known, [json.dumps(learnt, sort_keys=True).encode("utf-8")])
     kept = "".join(
         f"{mode} {blob}\t{path}\0"
         for path, mode, blob in entries

@@ -12,10 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator, FormatChecker
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from fdp_tasks.config.templates import (
     TEMPLATE_RE,
@@ -32,6 +29,10 @@ from fdp_tasks.resources import read_schema
 from fdp_tasks.scalars import parse_datetime
 from fdp_tasks.versions import INCREMENTERS, incrementer, is_semver
 
+if TYPE_CHECKING:  # jsonschema is imported when a config is validated, not to read a cached one
+    from jsonschema import Draft202012Validator, FormatChecker
+    from jsonschema.exceptions import ValidationError
+
 KeyPath = tuple[Any, ...]
 Problem = tuple[KeyPath, str]
 
@@ -46,33 +47,40 @@ _TYPE_NAMES = {
 }
 
 
-# The schema's version formats, checked by versions.py rather than a second semver pattern;
-# anything but a string is left to the schema's `type`.
-VERSION_FORMATS = FormatChecker(formats=())
-
-
-@VERSION_FORMATS.checks("semver")
 def _semver(value: object) -> bool:
     return not isinstance(value, str) or is_semver(value)
 
 
-@VERSION_FORMATS.checks("fdp-version")
 def _version(value: object) -> bool:
     """A semantic version, an incrementer, or a version holding variables (checked once
     expanded, by version_problems)."""
     return not isinstance(value, str) or is_semver(value) or "${{" in value
 
 
-@VERSION_FORMATS.checks("fdp-register-version")
 def _register_version(value: object) -> bool:
     """As fdp-version, but not an incrementer: a register item names one version."""
     return _version(value) and not incrementer(value)
 
 
+@lru_cache(maxsize=1)
+def version_formats() -> FormatChecker:
+    """The schema's version formats, checked by versions.py rather than a second semver
+    pattern; anything but a string is left to the schema's `type`."""
+    from jsonschema import FormatChecker
+
+    checker = FormatChecker(formats=())
+    checker.checks("semver")(_semver)
+    checker.checks("fdp-version")(_version)
+    checker.checks("fdp-register-version")(_register_version)
+    return checker
+
+
 @lru_cache(maxsize=4)
 def schema_validator(name: str) -> Draft202012Validator:
     """The compiled validator for one of our schemas (loaded once per process)."""
-    return Draft202012Validator(read_schema(name), format_checker=VERSION_FORMATS)
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(read_schema(name), format_checker=version_formats())
 
 
 def config_validator() -> Draft202012Validator:

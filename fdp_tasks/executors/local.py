@@ -4,18 +4,12 @@ through a pipe of its own."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from fdp_tasks.errors import FdpError
-from fdp_tasks.executors.base import ChildPipe, Executor, JobSpec
-
-# How long a script has to end after Ctrl-C before it is terminated, then killed.
-INTERRUPT_GRACE = 5.0
+from fdp_tasks.executors.base import ChildPipe, Executor, JobResult, JobSpec, stop_process
 
 
 class LocalExecutor(Executor):
@@ -23,8 +17,9 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def run(self, spec: JobSpec, progress: ChildPipe | None = None) -> int:
-        return run_script(spec.command, Path(spec.cwd), spec.env, Path(spec.log_path), progress)
+    def run(self, spec: JobSpec, progress: ChildPipe | None = None) -> JobResult:
+        code = run_script(spec.command, Path(spec.cwd), spec.env, Path(spec.log_path), progress)
+        return JobResult(code)  # its environment is this process's
 
 
 def run_script(
@@ -60,23 +55,8 @@ def run_script(
             sys.stdout.flush()
             return proc.wait()
         except KeyboardInterrupt:
-            stop_script(proc)
+            # Ctrl-C reaches the script with fdp when both are in the terminal's process
+            # group, but a signal can arrive between two of a shell script's commands and
+            # be lost to the next one: it is passed on, then the script stopped harder
+            stop_process(proc)
             raise
-
-
-def stop_script(proc: subprocess.Popen) -> None:
-    """End an interrupted script. Ctrl-C reaches it with fdp when both are in the terminal's
-    process group, but a signal can arrive between two of a shell script's commands and be
-    lost to the next one: the interrupt is passed on, then the script terminated, then
-    killed, so that fdp never waits out a script the user asked to stop."""
-
-    def interrupt() -> None:
-        if os.name == "posix":  # elsewhere a console's Ctrl-C is the only interrupt
-            proc.send_signal(signal.SIGINT)
-
-    for send in (interrupt, proc.terminate, proc.kill):
-        if proc.poll() is not None:
-            return
-        send()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=INTERRUPT_GRACE)

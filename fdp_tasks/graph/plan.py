@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fdp_tasks.catalog.locations import intact, located_intact
 from fdp_tasks.config import Config, ResolveContext, load_config, resolve
@@ -33,12 +33,29 @@ from fdp_tasks.datastore import DataStore
 from fdp_tasks.errors import ConfigError
 from fdp_tasks.files import sha1_file
 from fdp_tasks.project import Project
-from fdp_tasks.provenance.walk import Lineage
 from fdp_tasks.refs import PartialRef, ProductRef
 from fdp_tasks.stat_cache import StatCache
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import NotFound
-from fdp_tasks.store.sql import Store
+
+if TYPE_CHECKING:  # a plan whose checks are answered without the registry opens no SQL engine
+    from fdp_tasks.store.sql import Store
+
+
+def local_registry(project: Project, config_path: Path, readonly: bool = False) -> Store:
+    """The local registry a config's plan reads: the up-to-date checks' look-ups answered
+    from the config's state while the registry is unchanged (`graph/answers.py`), the
+    store opened only when something else is asked. `readonly`: opened as commands that
+    only look open it (nothing created, no provisional records), and no answers kept."""
+    from fdp_tasks.graph.answers import Answers
+
+    answers = Answers(
+        project.registry_db,
+        project.read_store if readonly else project.store,
+        project.state_dir_for(config_path) / "registry-answers.json",
+        writable=not readonly,
+    )
+    return cast("Store", answers)
 
 
 def script_files(run_metadata: dict[str, Any]) -> dict[str, str]:
@@ -94,6 +111,15 @@ class LocalView:
 
     def names(self, namespace: str, pattern: str) -> list[str]:
         return queries.product_names(self.store, namespace, pattern)
+
+
+@dataclass(frozen=True)
+class Output:
+    """A data product a code run wrote, as a push and `fdp status` name it."""
+
+    ref: ProductRef
+    hash: str | None
+    product_id: int
 
 
 @dataclass(frozen=True)
@@ -165,6 +191,15 @@ class Plan:
         """The SHA-1s of data-store files the up-to-date checks hashed, by their stat, kept
         in the config's state so that a no-op reads no unchanged file again."""
         return StatCache(self.state_dir / "hashes.json", writable=self.remember)
+
+    def remember_answers(self) -> None:
+        """Keep what the checks hashed and what they asked the registry, for the next
+        command (when this plan may remember)."""
+        self.hashes.save()
+        if self.remember:
+            keep = getattr(self.store, "save", None)  # a plan's `local_registry` has it
+            if keep is not None:
+                keep()
 
     @property
     def runs_log(self) -> Path:
@@ -274,7 +309,7 @@ class Plan:
         """The product is registered and its file is in the local store with the right hash."""
         found = queries.locate_ref(self.store, ref)
         intact = found is not None and located_intact(self.data, found, self.hashes)
-        self.hashes.save()
+        self.remember_answers()
         return intact
 
     def read_present(self, item: ReadItem) -> bool:
@@ -285,7 +320,7 @@ class Plan:
             located_intact(self.data, found, self.hashes)
             for found in queries.locate_many(self.store, newest)
         )
-        self.hashes.save()
+        self.remember_answers()
         return present
 
     def run_inputs(self) -> dict[str, Any]:
@@ -298,7 +333,9 @@ class Plan:
         # reruns the job (a model's code is often in modules its script imports), and so do
         # other uncommitted changes; a commit that changes only FDP configs does not
         # (config/codebase.py), so a warm CI cache reruns only the configs that changed.
-        code = code_digest(self.local_repo)
+        code = code_digest(
+            self.local_repo, self.project.state_dir / "config-blobs.json", self.remember
+        )
         if code is not None:
             meta["code"] = code
         if str(meta.get("latest_commit", "")).endswith(DIRTY):
@@ -333,32 +370,39 @@ class Plan:
         blob = json.dumps(parts, sort_keys=True)
         return hashlib.sha1(blob.encode(), usedforsecurity=False).hexdigest()
 
+    def output_refs(self, run_uuids: list[str]) -> list[Output] | None:
+        """What the given code runs wrote, by name and SHA-1, in data product order, or
+        None if any run is gone: one query, the one the job's up-to-date check asks."""
+        rows = self.store.run_outputs(run_uuids)
+        if rows is None:
+            return None
+        by_id = {row[0]: row for row in rows}  # two outputs of one object name it once
+        return [
+            Output(ProductRef.of(space, name, version), sha1 or None, ident)
+            for ident, space, name, version, _, sha1, _ in sorted(by_id.values())
+        ]
+
     def outputs_of(self, run_uuids: list[str]) -> list[queries.Located] | None:
-        """The products the given code runs wrote, or None if any run or output is gone
-        (read through the provenance walk's `Lineage`)."""
-        runs = []
-        for run_uuid in run_uuids:
-            rows = self.store.find("code_run", {"uuid": run_uuid}, limit=1)
-            if not rows:
-                return None
-            runs.append(rows[0])
+        """The products the given code runs wrote, with their records, or None if any run
+        or output is gone."""
+        outputs = self.output_refs(run_uuids)
+        if outputs is None:
+            return None
         try:
-            lineage = Lineage(self.store)
-            product_ids = lineage.outputs_of_runs(runs)
-            products = lineage.records.many("data_product", product_ids)
+            products = self.store.get_many("data_product", [o.product_id for o in outputs])
+            return queries.locate_many(self.store, [products[o.product_id] for o in outputs])
         except NotFound:
             return None
-        return queries.locate_many(self.store, [products[i] for i in product_ids])
 
     def outputs_intact(self, run_uuids: list[str]) -> bool:
         """Every output of these code runs is registered, with its file intact: their
         files found in one query, each hashed only if its stat changed since last time."""
-        files = self.store.output_files(run_uuids)
+        files = self.store.run_outputs(run_uuids)
         whole = files is not None and all(
             bool(path) and intact(self.data, path, sha1, root=root, hashes=self.hashes)
-            for path, sha1, root in files
+            for *_, path, sha1, root in files
         )
-        self.hashes.save()
+        self.remember_answers()
         return whole
 
 

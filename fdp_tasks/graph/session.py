@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 try:
     import fcntl
@@ -35,7 +35,7 @@ except ImportError:  # no flock (Windows): doit's process runner spawns there, t
 from fdp_tasks.config import load_config
 from fdp_tasks.config.resolve import warn_once
 from fdp_tasks.errors import FdpError
-from fdp_tasks.graph.plan import Plan, ReadItem
+from fdp_tasks.graph.plan import Plan, ReadItem, local_registry
 from fdp_tasks.names import glob_matches
 from fdp_tasks.project import ENV_REMOTE_TOKEN, Project, RemoteSpec, remote_env_name
 from fdp_tasks.refs import ProductRef
@@ -44,8 +44,10 @@ from fdp_tasks.remotes.sync import Puller, Pusher
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Record
 from fdp_tasks.store.cache import CachedRegistry
-from fdp_tasks.store.sql import Store
 from fdp_tasks.versions import latest
+
+if TYPE_CHECKING:  # the SQL engine is imported by whoever opens the store
+    from fdp_tasks.store.sql import Store
 
 # What the doit tasks are given: the command's one session, however often it is asked for.
 SessionFor = Callable[[], "SyncSession"]
@@ -149,7 +151,7 @@ class SyncSession:
         cache = project.state_dir_for(path) / "validated" if project else None
         cfg = load_config(config_path, cache_dir=cache, write_cache=not readonly)
         project = project or Project.find(cfg.path.parent)
-        store = project.read_store() if readonly else project.store()
+        store = local_registry(project, cfg.path, readonly)  # opened when first needed
         plan = Plan(cfg, project, store, remember=not readonly)
         return cls(plan, store, remote_name=remote_name, readonly=readonly)
 

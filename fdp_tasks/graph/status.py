@@ -13,9 +13,9 @@ from typing import Any
 from fdp_tasks.catalog.register import item_label, register_problem
 from fdp_tasks.config.resolve import script_paths
 from fdp_tasks.errors import ConfigError, FdpError
-from fdp_tasks.graph.plan import Plan, ReadItem, explain_change
+from fdp_tasks.graph.plan import Output, Plan, ReadItem, explain_change
 from fdp_tasks.graph.session import SyncSession
-from fdp_tasks.graph.tasks import PushLedger, on_remote, pushable, staged_for_push
+from fdp_tasks.graph.tasks import PushLedger, on_remote, pushable_outputs, staged_for_push
 from fdp_tasks.job import past_runs, refuse_dirty
 from fdp_tasks.store import queries
 from fdp_tasks.versions import Version
@@ -147,7 +147,7 @@ def push_rows(session: SyncSession, remote: bool, remote_error: str | None) -> l
     ledger = PushLedger(plan.state_dir / "pushed.jsonl", readonly=True)
     staged = staged_for_push(plan)
     rows = []
-    for found in pushable(plan):
+    for found in pushable_outputs(plan):
         row: dict[str, Any] = {"task": f"push:{found.ref}", "hash": found.hash}
         if str(found.ref) in staged.staged:
             row["staged"] = True
@@ -175,7 +175,9 @@ def push_rows(session: SyncSession, remote: bool, remote_error: str | None) -> l
     return rows
 
 
-def push_state(session: SyncSession, found: queries.Located, ledger: PushLedger) -> dict[str, str]:
+def push_state(
+    session: SyncSession, found: queries.Located | Output, ledger: PushLedger
+) -> dict[str, str]:
     """Whether the remote holds this product: with our content (pushed), with other
     content (conflict: the push refuses it), or not at all (local-only)."""
     if on_remote(session, found, ledger):

@@ -39,8 +39,7 @@ from fdp_tasks.config.resolve import warn_once
 from fdp_tasks.datastore import local_root
 from fdp_tasks.errors import FdpError, OutOfSync
 from fdp_tasks.executors import Executor, executor_for
-from fdp_tasks.graph.plan import Plan, ReadItem
-from fdp_tasks.graph.prov_tasks import prov_tasks
+from fdp_tasks.graph.plan import Output, Plan, ReadItem
 from fdp_tasks.graph.report import (
     CARRIED,
     PULLED,
@@ -49,7 +48,6 @@ from fdp_tasks.graph.report import (
     FdpReporter,
     TaskFailure,
 )
-from fdp_tasks.graph.reproduce_tasks import reproduce_tasks
 from fdp_tasks.graph.session import SessionFor, SyncSession
 from fdp_tasks.job import ServeRegistry, past_runs, refuse_dirty, run_job
 from fdp_tasks.progress import Bar
@@ -59,7 +57,6 @@ from fdp_tasks.remotes import Remote
 from fdp_tasks.remotes.sync import NonCanonicalName
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Record
-from fdp_tasks.upkeep.gc import clean_config
 from fdp_tasks.versions import Version, latest
 
 log = logging.getLogger(__name__)
@@ -81,6 +78,16 @@ def _guard(func: Any, *args: Any) -> Any:
         return func(*args)
     except (FdpError, OSError) as exc:
         return TaskFailure(exc)
+
+
+def _unless_unknown(check: Any, *args: Any) -> bool:
+    """An up-to-date check that cannot look (the registry will not open, a disk refuses)
+    answers "not up to date": the task's action then meets the same error and fails in one
+    line, where an error raised from the check itself would end doit with a traceback."""
+    try:
+        return bool(check(*args))
+    except (FdpError, OSError):
+        return False
 
 
 # -------------------------------------------------------------------- register
@@ -109,8 +116,8 @@ def register_tasks(plan: Plan, session: SessionFor, refresh: bool = False) -> It
             "doc": f"fetch, hash and record {item_label(item)} in the local registry",
             "actions": [action],
             "uptodate": [
-                lambda item=item: (
-                    registered_product(plan.store, plan.data, item)
+                lambda item=item: _unless_unknown(
+                    lambda: registered_product(plan.store, plan.data, item)
                     and not (refresh and "root" in item and local_root(item["root"]) is None)
                 )
             ],
@@ -161,16 +168,15 @@ def _pull_one(session: SyncSession, item: ReadItem) -> dict[str, Any]:
     session.ensure_identity()
     remote = _pull_remote(plan, session, item)
     report: list[str] = []
-    for ref, product in list(_to_pull(plan, session, remote, item)):
-        try:
-            with session.records_lock("local"):
-                found = session.puller(remote).pull(ref, product)
-        except NonCanonicalName as exc:
-            if item.pinned:
-                raise
-            log.warning("%s", exc)  # a glob matched it: go on with the rest
-            continue
-        report.append(f"pulled {ref} (SHA-1 {str(found.hash)[:12]})")
+    wanted = list(_to_pull(plan, session, remote, item))
+    with session.records_lock("local"):
+        for ref, sha1 in session.puller(remote).pull_many(wanted):
+            if isinstance(sha1, NonCanonicalName):
+                if item.pinned:
+                    raise sha1
+                log.warning("%s", sha1)  # a glob matched it: go on with the rest
+                continue
+            report.append(f"pulled {ref} (SHA-1 {sha1[:12]})")
     pulled = len(report)
     if not pulled:
         report.append(f"{item.label}: nothing newer on {remote.name}")
@@ -229,7 +235,9 @@ def pull_tasks(
             "doc": "download the files of what the config reads, in parallel",
             "actions": [lambda: _guard(_pull_files, session(), refresh, jobs)],
             "task_dep": ["register"],
-            "uptodate": [lambda: all(fresh(item) for item in plan.reads)],
+            "uptodate": [
+                lambda: _unless_unknown(lambda: all(fresh(item) for item in plan.reads))
+            ],
             "verbosity": 2,
         }
     for item in plan.reads:
@@ -239,7 +247,7 @@ def pull_tasks(
             "doc": f"fetch {item.label} and the records of the run that made it",
             "actions": [lambda item=item: _guard(_pull_one, session(), item)],
             "task_dep": [PULL_FILES],
-            "uptodate": [lambda item=item: fresh(item)],
+            "uptodate": [lambda item=item: _unless_unknown(fresh, item)],
             "verbosity": 2,
         }
 
@@ -255,8 +263,10 @@ class OutputsIntact:
 
     def __call__(self, task: Any, values: dict[str, Any]) -> bool:
         runs = values.get("code_runs")
+        if runs is None:
+            return False
         plan = SyncSession.for_process(self.config, self.remote).plan
-        return runs is not None and plan.outputs_intact(runs)
+        return _unless_unknown(plan.outputs_intact, runs)
 
 
 def job_action(
@@ -337,21 +347,34 @@ def clean_job(config: str, remote: str | None, dryrun: bool = False) -> None:
         (str((item.get("use") or {}).get("namespace")), str(item["data_product"]))
         for item in working.get("write") or []
     ]
+    from fdp_tasks.upkeep.gc import clean_config  # `doit clean` only
+
     clean_config(plan.project, outputs, plan.runs_log, dryrun)
 
 
 # ------------------------------------------------------------------------ push
-def pushable(plan: Plan) -> list[queries.Located]:
+def pushable_outputs(plan: Plan) -> list[Output | queries.Located]:
     """The outputs of every run of this config, newest version of each name last, then what
     the project has staged (`fdp add`, `fdp commit`): data products, and the outputs of
-    staged code runs."""
-    seen: dict[str, queries.Located] = {}
+    staged code runs. A run's outputs come by name and SHA-1 (one query per run, which is
+    all `fdp status` needs), what is staged with its records."""
+    seen: dict[str, Output | queries.Located] = {}
     for record in past_runs(plan.runs_log):
-        for found in plan.outputs_of(record.get("code_runs") or []) or []:
-            seen[str(found.ref)] = found
+        for output in plan.output_refs(record.get("code_runs") or []) or []:
+            seen[str(output.ref)] = output
     for ref, found in staged_for_push(plan).products.items():
         seen.setdefault(ref, found)
     return list(seen.values())
+
+
+def pushable(plan: Plan) -> list[queries.Located]:
+    """`pushable_outputs` with the records of each data product, as a push sends them
+    (fetched in batches, one query per record type)."""
+    items = pushable_outputs(plan)
+    ids = [found.product_id for found in items if isinstance(found, Output)]
+    products = plan.store.get_many("data_product", ids)
+    located = iter(queries.locate_many(plan.store, [products[i] for i in ids]))
+    return [next(located) if isinstance(found, Output) else found for found in items]
 
 
 @dataclass
@@ -554,7 +577,9 @@ def push_ledger(plan: Plan) -> PushLedger:
         return _LEDGERS[key]
 
 
-def on_remote(session: SyncSession, found: queries.Located, ledger: PushLedger) -> bool:
+def on_remote(
+    session: SyncSession, found: queries.Located | Output, ledger: PushLedger
+) -> bool:
     """The remote holds this data product, with the same SHA-1."""
     remote = session.remote()
     ref = found.ref
@@ -683,7 +708,9 @@ def push_tasks(
         "basename": PUSH_FILES,
         "doc": "upload the files of what is to be pushed, in parallel, before any record",
         "actions": [(push_files, [config, remote_name, dirty, jobs])],
-        "uptodate": [lambda: all(pushed_already(found) for found in items)],
+        "uptodate": [
+            lambda: _unless_unknown(lambda: all(pushed_already(found) for found in items))
+        ],
         "verbosity": 2,
     }
     yield from staged_run_tasks(plan, remote_name, dirty)
@@ -696,7 +723,7 @@ def push_tasks(
                 (push_item, [config, remote_name, dirty, found.product["id"], found.hash])
             ],
             "task_dep": [PUSH_FILES],
-            "uptodate": [lambda found=found: pushed_already(found)],
+            "uptodate": [lambda found=found: _unless_unknown(pushed_already, found)],
             "verbosity": 2,
         }
 
@@ -788,11 +815,15 @@ def dodo_namespace(
     @create_after(creates=["prov"])  # only when asked for, as push
     def task_prov() -> Iterator[Task]:
         """write the provenance of the config's outputs (PROV-JSON, svg) under .fdp"""
+        from fdp_tasks.graph.prov_tasks import prov_tasks  # only when asked for
+
         yield from prov_tasks(plan)
 
     @create_after(creates=["reproduce"])  # only when asked for, as prov
     def task_reproduce() -> Iterator[Task]:
         """rebuild outputs from their recorded code runs in a scratch registry, bit for bit"""
+        from fdp_tasks.graph.reproduce_tasks import reproduce_tasks  # only when asked for
+
         yield from reproduce_tasks(plan, serve, remote)
 
     plan.state_dir.mkdir(parents=True, exist_ok=True)

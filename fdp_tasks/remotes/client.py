@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 API_VERSION = "1.0.0"
 # Records asked for in one listing by id: a URL of a few kilobytes, one page of answers.
 IDS_PER_REQUEST = 200
+# Records created by one POST of a list (our server takes up to 500): a body of some 100 KB.
+CREATES_PER_REQUEST = 200
 
 
 # `http://h:8000`, `http://h:8000/api` and `http://h:8000/api/` all become the last.
@@ -84,7 +86,7 @@ class HttpRegistry:
         self,
         api_url: str,
         token: str | None = None,
-        timeout: float = 30,
+        timeout: float | None = None,
         retries: int = 5,
         page_size: int = 1000,
         schema: RegistrySchema | None = None,
@@ -96,7 +98,7 @@ class HttpRegistry:
         with other clients of the same remote, if given."""
         self.api_url = normalise_api_url(api_url)
         self.schema = schema or load_schema()
-        self.timeout = timeout
+        self.timeout = transfer.http_timeout() if timeout is None else timeout
         self.retries = max(1, retries)
         self.page_size = page_size
         self.backoff = backoff
@@ -113,6 +115,8 @@ class HttpRegistry:
         self._origin = origin(self.api_url)
         # whether the registry lists records by id (`?id=1,2,3`): unknown until asked
         self.lists_by_id: bool | None = None
+        # whether it creates records from a POST of a list: unknown until asked
+        self.creates_in_batches: bool | None = None
 
     def __repr__(self) -> str:
         return f"HttpRegistry({self.api_url!r})"
@@ -392,6 +396,71 @@ class HttpRegistry:
         """The existing record with the same unique key, or a new one (one POST if new).
         The POST is safe to repeat: a repeat that clashes with the first finds its record."""
         return create_or_existing(lambda: self.create(type_name, data, retry_safe=True))
+
+    def get_or_create_many(
+        self, type_name: str, rows: list[dict[str, Any]]
+    ) -> list[tuple[Record, bool]]:
+        """`get_or_create` for many records of one type, in order: a few hundred per POST of
+        a list where the registry takes one (our server), else one POST each (the upstream
+        answers 400 to a list, and is not asked so again). Safe to repeat, like one."""
+        results: list[tuple[Record, bool]] = []
+        if self.creates_in_batches is not False and len(rows) > 1:
+            rtype = self._type(type_name)
+            for start in range(0, len(rows), CREATES_PER_REQUEST):
+                chunk = rows[start : start + CREATES_PER_REQUEST]
+                answers = self._create_batch(rtype, chunk)
+                if answers is None:
+                    break  # the registry takes records one at a time
+                results += answers
+        for data in rows[len(results) :]:
+            results.append(self.get_or_create(type_name, data))
+        return results
+
+    def _create_batch(
+        self, rtype: RecordType, rows: list[dict[str, Any]]
+    ) -> list[tuple[Record, bool]] | None:
+        """One POST of a list of records; None if the registry does not take lists."""
+        resp = self.request(
+            "POST",
+            self.url_for(rtype.name),
+            ok=(200,),
+            expected=() if self.creates_in_batches else (400, 404, 405),
+            idempotent=True,  # a repeat finds what the first attempt created (409)
+            json=[self.to_wire(rtype, data) for data in rows],
+        )
+        answers = resp.json().get("results") if resp.status_code == 200 else None
+        if not isinstance(answers, list) or len(answers) != len(rows):
+            if resp.status_code == 200:
+                raise RegistryError(
+                    f"POST {urlsplit(resp.url).path}: {len(rows)} records sent, "
+                    f"{len(answers) if isinstance(answers, list) else 'no'} answers"
+                )
+            self.creates_in_batches = False
+            return None
+        self.creates_in_batches = True
+        created = getattr(self._undo, "created", None)
+        out: list[tuple[Record, bool]] = []
+        for data, answer in zip(rows, answers, strict=True):
+            status = answer.get("status")
+            if status == 201:
+                record = self.from_wire(rtype, answer["record"])
+                if created is not None:
+                    created.append((rtype.name, record["id"]))
+                out.append((record, True))
+            elif status == 409 and answer.get("record"):
+                out.append((self.from_wire(rtype, answer["record"]), False))
+            elif status == 409:
+                key, existing = self._existing(rtype, data, answer.get("existing"))
+                if existing is None:
+                    raise UniqueViolation(rtype.name, key, None)
+                out.append((existing, False))
+            else:
+                detail = {k: v for k, v in answer.items() if k != "status"}
+                where = f"POST /{rtype.name}/ (one record of a list)"
+                if status == 400:
+                    raise InvalidRecord(f"{where}: {status} {detail}")
+                raise RegistryError(f"{where}: refused ({status}): {detail}")
+        return out
 
     def delete(self, type_name: str, record_id: int) -> None:
         """DELETE one record; InvalidRecord while others refer to it (our server's 409)."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fdp_tasks.catalog.locations import intact, local_location, placement
+from fdp_tasks.catalog.locations import forget_roots, intact, placement, settle, store_root_id
 from fdp_tasks.datastore import DataStore, product_path
 from fdp_tasks.errors import FdpError, HashMismatch, OutOfSync
 from fdp_tasks.names import namespace_problem, product_name_problem
@@ -32,6 +32,12 @@ from fdp_tasks.store.schema import RegistrySchema, load_schema
 log = logging.getLogger(__name__)
 
 Relocate = Callable[[Record], int | None]
+# Data products whose records a push sends together (a few requests per kind of record),
+# and whose records a pull writes in one transaction.
+PUSH_BATCH = 200
+PULL_BATCH = 200
+# The kinds of record there are one or more of per data product.
+PER_PRODUCT = ("data_product", "object", "object_component", "storage_location")
 
 
 def counting_into(add: Callable[[int], None] | None) -> Callable[[int], None] | None:
@@ -105,7 +111,6 @@ class Copier:
                 self.ids[key] = moved
                 return moved
         record = self.src.get(type_name, src_id)
-        rtype = self.schema[type_name]
         if self._known(key, record):
             return self.ids[key]
         if type_name == "file_type":
@@ -121,16 +126,67 @@ class Copier:
             raise OutOfSync(
                 f"{type_name} clashes with a different record on the remote: {exc}"
             ) from None
+        self._copied(type_name, record, data, created, is_new)
+        return created["id"]
+
+    def copy_many(self, type_name: str, src_ids: Iterable[int]) -> list[int]:
+        """`copy` for many records of one type: what they point at first, a type at a time,
+        then the records themselves in one batch of the destination's (`get_or_create_many`:
+        a few hundred per request or statement), so N records cost a few round trips rather
+        than N. Returns their ids in the destination, in the order given."""
+        wanted = list(dict.fromkeys(src_ids))
+        todo = [i for i in wanted if (type_name, i) not in self.ids]
+        if len(todo) > 1 and type_name != "file_type" and not (
+            type_name == "storage_location" and self.relocate
+        ):
+            self._copy_batch(type_name, todo)
+        return [self.copy(type_name, i) for i in wanted]  # what the batch left: one by one
+
+    def _copy_batch(self, type_name: str, src_ids: list[int]) -> None:
+        records = self.src.get_many(type_name, src_ids)
+        todo = [r for r in records.values() if not self._known((type_name, r["id"]), r)]
+        rtype = self.schema[type_name]
+        for field in rtype.fields.values():  # the records they point at, a type at a time
+            if field.is_fk:
+                targets = [r[field.name] for r in todo if r.get(field.name) is not None]
+            elif field.is_m2m:
+                targets = [t for r in todo for t in r.get(field.name) or []]
+            else:
+                continue
+            if targets:
+                self.copy_many(field.target, targets)
+        todo = [r for r in todo if not self._known((type_name, r["id"]), r)]
+        if not todo:
+            return
+        rows = [self.translate(type_name, r) for r in todo]  # all known now: nothing is asked
+        batched = getattr(self.dst, "get_or_create_many", None)
+        try:
+            made = (
+                batched(type_name, rows)
+                if batched is not None
+                else [self.dst.get_or_create(type_name, data) for data in rows]
+            )
+        except UniqueViolation as exc:
+            raise OutOfSync(
+                f"{type_name} clashes with a different record on the remote: {exc}"
+            ) from None
+        for record, data, (created, is_new) in zip(todo, rows, made, strict=True):
+            self._copied(type_name, record, data, created, is_new)
+
+    def _copied(
+        self, type_name: str, record: Record, data: dict[str, Any], created: Record, is_new: bool
+    ) -> None:
+        """Note a record the destination created or found for the source's `record`."""
         self._check_same(type_name, data, created)
         if type_name == "data_product" and created["object"] != data["object"]:
             # the same content is there under this name already (another project registered
             # the same source, or pushed it first): what links to ours links to that one
             self._adopt(record["object"], created["object"])
-        self.ids[key] = created["id"]
-        if is_new and rtype.whole_object_component and len(created.get("components") or []) == 1:
+        self.ids[(type_name, record["id"])] = created["id"]
+        whole = self.schema[type_name].whole_object_component
+        if is_new and whole and len(created.get("components") or []) == 1:
             # the registry made the object's whole_object component with it
-            self.whole_objects[src_id] = created["components"][0]
-        return created["id"]
+            self.whole_objects[record["id"]] = created["components"][0]
 
     def translate(
         self, type_name: str, record: Record, skip: tuple[str, ...] = ()
@@ -213,6 +269,10 @@ class Puller:
         self.settled: dict[tuple[str, int], Record] = {}  # local namespaces and roots
         self.skipped: set[str] = set()  # non-canonical names already warned about
         self.provenance = True  # until the remote shows it cannot answer
+        # what `download_plan` found for each product, taken by its pull (same process)
+        self.planned: dict[ProductRef, tuple[queries.Located, FileToFetch]] = {}
+        # local data products by (namespace, name, version), looked up in batches
+        self.local_products: dict[tuple[str, str, str], Record | None] = {}
 
     def _skip(self, what: str, problem: str) -> None:
         """Warn once per name, then go on with the rest."""
@@ -220,27 +280,24 @@ class Puller:
             self.skipped.add(what)
             log.warning("skipping %s on remote %s: %s", what, self.remote.name, problem)
 
-    def _pull_provenance(self, obj: Record) -> None:
-        """Record that the runs which made `obj` made its local copy too.
-
-        The first product of a run copies the run (without its other outputs); every later
-        one adds its output component to the local run. The remote is asked once per run.
-        """
+    def _made(self, obj: Record) -> dict[int, list[int]]:
+        """The remote's runs that made `obj`, each with the local copies of the output
+        components of `obj` it made (copied here). The remote is asked once per run; a
+        remote that cannot say leaves the files without their runs, said once."""
         if not self.provenance:
-            return
+            return {}
         components = list(obj.get("components") or [])
         try:
             self.lineage.runs_that_made(components)
         except ProvenanceUnavailable as exc:
             log.warning("pulling files without their code runs from %s: %s", self.remote.name, exc)
             self.provenance = False
-            return
+            return {}
         outputs: dict[int, list[int]] = {}
         for component in components:
             for run in self.lineage.made_by(component):
                 outputs.setdefault(run["id"], []).append(self._output(component, obj))
-        for run_id, mine in outputs.items():
-            self._record_run(self.lineage.runs[run_id], mine)
+        return outputs
 
     def _output(self, component_id: int, obj: Record) -> int:
         """The local copy of an output component of a pulled object."""
@@ -326,15 +383,41 @@ class Puller:
         # missing is said by each product's own look-up below
         with contextlib.suppress(FdpError):
             queries.locate_many(self.remote.registry, [p for _, p in wanted if p is not None])
+        self._look_up_local([ref for ref, _ in wanted])
         for ref, product in wanted:
             try:
-                _, file, needs_download = self._where(ref, product)
+                found, file, needs_download = self._where(ref, product)
             except FdpError as exc:
                 refused[ref] = exc
                 continue
+            self.planned[ref] = (found, file)
             if needs_download:
                 files.setdefault(file.rel, file)
         return list(files.values()), refused
+
+    def _look_up_local(self, refs: list[ProductRef]) -> None:
+        """Which of these products the local registry (the SQL store, which takes a list
+        of names) holds already: a query per few hundred names, not one per product."""
+        by_namespace: dict[str, list[ProductRef]] = {}
+        for ref in refs:
+            by_namespace.setdefault(ref.namespace, []).append(ref)
+        for namespace, group in by_namespace.items():
+            ns = queries.namespace_id(self.local, namespace)
+            names = sorted({ref.name for ref in group})
+            rows: list[Record] = []
+            for start in range(0, len(names) if ns is not None else 0, 500):
+                chunk = names[start : start + 500]
+                rows += self.local.find("data_product", {"namespace": ns, "name": chunk})
+            found = {(r["name"], r["version"]): r for r in rows}
+            for ref in group:
+                key = (ref.name, ref.version_text)
+                self.local_products[(namespace, ref.name, ref.version_text)] = found.get(key)
+
+    def _local_product(self, namespace: str, name: str, version: str) -> Record | None:
+        key = (namespace, name, version)
+        if key in self.local_products:
+            return self.local_products[key]
+        return queries.find_product(self.local, namespace, name, version)
 
     def download_files(
         self,
@@ -373,9 +456,7 @@ class Puller:
             raise FdpError(f"{ref} is not in remote {self.remote.name} ({self.remote.url})")
         if found.location is None or found.root is None or not found.hash:
             raise FdpError(f"{ref} has no file with a SHA-1 on remote {self.remote.name}")
-        mine = queries.find_product(
-            self.local, found.namespace["name"], ref.name, found.product["version"]
-        )
+        mine = self._local_product(found.namespace["name"], ref.name, found.product["version"])
         if mine is not None:
             my_hash = queries.locate(self.local, mine).hash
             if my_hash != found.hash:
@@ -419,20 +500,11 @@ class Puller:
         found, file, needs_download = self._where(ref, product)
         if needs_download:
             self._fetch(file)
-        here = local_location(self.local, self.store, file.rel, file.sha1, file.public)
-        self.moved[file.location_id] = here
-        self.copier.ids[("storage_location", file.location_id)] = here
-        self.copier.copy("data_product", found.product["id"])
-        mine = self.local.get("object", self.copier.ids[("object", found.object["id"])])
-        if mine.get("storage_location") != here:
-            # copied before as another product's provenance, with the remote's location
-            mine = self.local.patch("object", mine["id"], {"storage_location": here})
-        for ext_id in found.product.get("external_object") or []:
-            self.copier.copy("external_object", ext_id)
-        self._pull_provenance(found.object)
+        self._record([(found, file)])
         product_id = self.copier.ids[("data_product", found.product["id"])]
         product = self.local.get("data_product", product_id)
-        location = self.local.get("storage_location", here)
+        mine = self.local.get("object", product["object"])
+        location = self.local.get("storage_location", mine["storage_location"])
         return queries.Located(
             product,
             self._settled("namespace", product["namespace"]),
@@ -440,6 +512,94 @@ class Puller:
             location,
             self._settled("storage_root", location["storage_root"]),
         )
+
+    def pull_many(
+        self, wanted: Iterable[tuple[ProductRef, Record]]
+    ) -> Iterator[tuple[ProductRef, str | NonCanonicalName]]:
+        """`pull` for many listed products, their records written a page at a time (each
+        kind of record in one batch, in one transaction): yields each product with the
+        SHA-1 of its file, or the NonCanonicalName that skipped it. Another error stops
+        the pull there; the pages before it are recorded."""
+        page: list[tuple[queries.Located, FileToFetch]] = []
+        for ref, product in wanted:
+            if ref in self.planned:
+                found, file = self.planned.pop(ref)
+                needs_download = True  # unless it is in place by now (`_fetch` checks)
+            else:
+                try:
+                    found, file, needs_download = self._where(ref, product)
+                except NonCanonicalName as exc:
+                    yield ref, exc
+                    continue
+            if needs_download:
+                self._fetch(file)
+            page.append((found, file))
+            if len(page) >= PULL_BATCH:
+                yield from self._recorded_page(page)
+                page = []
+        if page:
+            yield from self._recorded_page(page)
+
+    def _recorded_page(
+        self, page: list[tuple[queries.Located, FileToFetch]]
+    ) -> Iterator[tuple[ProductRef, str]]:
+        self._record(page)
+        for found, file in page:
+            yield found.ref, file.sha1
+
+    def _record(self, page: list[tuple[queries.Located, FileToFetch]]) -> None:
+        """The records of products whose files are in place, in one transaction: their
+        locations, objects and data products in batches, then the runs that made them.
+        A failure undoes the page and forgets the ids it made."""
+        try:
+            with self.local.transaction():
+                self._record_page(page)
+            self.local_products.clear()  # these are here now
+        except BaseException:
+            self.local_products.clear()
+            self.copier.ids.clear()
+            self.copier.whole_objects.clear()
+            self.moved.clear()
+            self.local_outputs.clear()
+            self.settled.clear()
+            forget_roots(self.local)
+            raise
+
+    def _record_page(self, page: list[tuple[queries.Located, FileToFetch]]) -> None:
+        root = store_root_id(self.local, self.store)
+        rows = [
+            {"path": f.rel, "hash": f.sha1, "public": f.public, "storage_root": root}
+            for _, f in page
+        ]
+        for (_, file), (location, _) in zip(page, self._get_or_create_many(rows), strict=True):
+            if location["path"] != file.rel:  # another process recorded the bytes just now
+                settle(self.store, file.rel, location["path"], file.sha1, False)
+            self.moved[file.location_id] = location["id"]
+            self.copier.ids[("storage_location", file.location_id)] = location["id"]
+        self.copier.copy_many("data_product", [found.product["id"] for found, _ in page])
+        objects = [self.copier.ids[("object", found.object["id"])] for found, _ in page]
+        records = self.local.get_many("object", objects)
+        for (_, file), object_id in zip(page, objects, strict=True):
+            mine, here = records[object_id], self.moved[file.location_id]
+            if mine.get("storage_location") != here:
+                # copied before as another product's provenance, with the remote's location
+                self.local.patch("object", mine["id"], {"storage_location": here})
+        self.copier.copy_many(
+            "external_object",
+            [e for found, _ in page for e in found.product.get("external_object") or []],
+        )
+        outputs: dict[int, list[int]] = {}  # remote run -> local outputs met on this page
+        for found, _ in page:
+            for run_id, mine_ids in self._made(found.object).items():
+                outputs.setdefault(run_id, []).extend(mine_ids)
+        for run_id, mine_ids in outputs.items():
+            self._record_run(self.lineage.runs[run_id], mine_ids)
+
+    def _get_or_create_many(self, rows: list[dict[str, Any]]) -> list[tuple[Record, bool]]:
+        batched = getattr(self.local, "get_or_create_many", None)
+        if batched is not None:
+            return list(batched("storage_location", rows))
+        return [self.local.get_or_create("storage_location", row) for row in rows]
 
     def _settled(self, type_name: str, record_id: int) -> Record:
         """A local namespace or storage root (records a pull never changes), read once."""
@@ -515,6 +675,9 @@ class Pusher:
         self._placing = threading.Lock()  # `placed` is filled by the upload threads
         self.storage_ok = False  # the remote has taken a file
         self.no_storage: FdpError | None = None  # why the remote cannot take files
+        # products whose closure preflight found clear: each closure is walked once, not
+        # once per item of it
+        self.cleared: set[int] = set()
 
     # ------------------------------------------------------------ bytes phase
     def files(self, product_ids: Iterable[int]) -> list[Record]:
@@ -535,7 +698,19 @@ class Pusher:
                 root = self.local.get("storage_root", location["storage_root"])
                 if self.store.holds(root["root"]) and location.get("public", True):
                     wanted[location["id"]] = location
+        self._forget_records()
         return list(wanted.values())
+
+    def _forget_records(self) -> None:
+        """Drop the local records read so far of the kinds there are one or more of per
+        product (runs, roots and namespaces stay): a push holds the records of a batch of
+        products at a time, not those of every product it pushes."""
+        cache = getattr(self.local, "records", None)
+        if isinstance(cache, dict):
+            for key in [key for key in cache if key[0] in PER_PRODUCT]:
+                del cache[key]
+        for type_name in PER_PRODUCT:
+            self.lineage.records.cache.pop(type_name, None)
 
     def upload_files(
         self,
@@ -598,20 +773,8 @@ class Pusher:
         placed = self._upload(location)
         if placed is None:
             return None
-        remote_root, remote_path, sha1 = placed
-        dst = self.remote.registry
-        if remote_root not in self.roots:
-            root_rec, _ = dst.get_or_create("storage_root", {"root": remote_root, "local": False})
-            self.roots[remote_root] = root_rec["id"]
-        loc, _ = dst.get_or_create(
-            "storage_location",
-            {
-                "path": remote_path,
-                "hash": sha1,
-                "public": location.get("public", True),
-                "storage_root": self.roots[remote_root],
-            },
-        )
+        record = self._remote_location(location, placed)
+        loc, _ = self.remote.registry.get_or_create("storage_location", record)
         return loc["id"]
 
     def push_product(self, product_id: int) -> list[tuple[ProductRef, Record]]:
@@ -629,24 +792,100 @@ class Pusher:
             return []
         if not self.active and not self.active_runs:
             self.preflight(product_id)
-        self.active.add(product_id)
+        return self._push_products([product_id])
+
+    def _push_products(self, product_ids: Iterable[int]) -> list[tuple[ProductRef, Record]]:
+        """Push data products after everything they came from, a few hundred at a time:
+        their files' locations and objects, then the runs that made them (which push their
+        other outputs the same way), then the data product records, each kind in batches
+        of the remote's (`Copier.copy_many`)."""
+        todo = [
+            pid
+            for pid in dict.fromkeys(product_ids)
+            if pid not in self.done_products and pid not in self.active
+        ]
+        pushed: list[tuple[ProductRef, Record]] = []
+        for start in range(0, len(todo), PUSH_BATCH):
+            pushed += self._push_batch(todo[start : start + PUSH_BATCH])
+        return pushed
+
+    def _push_batch(self, todo: list[int]) -> list[tuple[ProductRef, Record]]:
+        self.active.update(todo)
         try:
-            pushed = []
-            product = self.local.get("data_product", product_id)
-            obj = self.local.get("object", product["object"])
-            self.copier.copy("object", obj["id"])
-            for run in self.lineage.runs_of_product(product_id):
-                pushed += self.push_run(run["id"])
-            theirs = self.copier.copy("data_product", product_id)
-            for ext_id in product.get("external_object") or []:
-                self.copier.copy("external_object", ext_id)
-            namespace = self.local.get("namespace", product["namespace"])["name"]
-            ref = ProductRef.of(namespace, product["name"], product["version"])
-            pushed.append((ref, self.remote.registry.get("data_product", theirs)))
-            self.done_products.add(product_id)
+            pushed: list[tuple[ProductRef, Record]] = []
+            products = self.local.get_many("data_product", todo)
+            self._push_objects([products[p]["object"] for p in todo])
+            for pid in todo:
+                for run in self.lineage.runs_of_product(pid):
+                    pushed += self.push_run(run["id"])
+            theirs = self.copier.copy_many("data_product", todo)
+            self.copier.copy_many(
+                "external_object",
+                [e for pid in todo for e in products[pid].get("external_object") or []],
+            )
+            records = self.remote.registry.get_many("data_product", theirs)  # made just now
+            for pid, their_id in zip(todo, theirs, strict=True):
+                product = products[pid]
+                namespace = self.local.get("namespace", product["namespace"])["name"]
+                ref = ProductRef.of(namespace, product["name"], product["version"])
+                pushed.append((ref, records[their_id]))
+            self.done_products.update(todo)
+            self._forget_records()
             return pushed
         finally:
-            self.active.discard(product_id)
+            self.active.difference_update(todo)
+
+    def _push_objects(self, object_ids: list[int]) -> None:
+        """Objects with their files' locations on the remote, each kind in batches."""
+        objects = self.local.get_many("object", object_ids)
+        self._place_many([o["storage_location"] for o in objects.values()])
+        self.copier.copy_many("object", list(objects))
+
+    def _place_many(self, location_ids: list[int | None]) -> None:
+        """The remote's storage locations of files of ours, for many local locations at
+        once (their bytes are there already, from the bytes phase): one batch of creates."""
+        wanted = [
+            lid
+            for lid in dict.fromkeys(location_ids)
+            if lid is not None and ("storage_location", lid) not in self.copier.ids
+        ]
+        if len(wanted) < 2:
+            return  # one is copied as the object that names it meets it
+        rows: list[dict[str, Any]] = []
+        placed: list[int] = []
+        for lid, location in self.local.get_many("storage_location", wanted).items():
+            where = self._upload(location)
+            if where is None:
+                continue  # not a file of ours: its record is copied as it is
+            rows.append(self._remote_location(location, where))
+            placed.append(lid)
+        if not rows:
+            return
+        batched = getattr(self.remote.registry, "get_or_create_many", None)
+        made = (
+            batched("storage_location", rows)
+            if batched is not None
+            else [self.remote.registry.get_or_create("storage_location", r) for r in rows]
+        )
+        for lid, (record, _) in zip(placed, made, strict=True):
+            self.copier.ids[("storage_location", lid)] = record["id"]
+
+    def _remote_location(
+        self, location: Record, placed: tuple[str, str, str]
+    ) -> dict[str, Any]:
+        """The remote's storage location record of a file uploaded to `placed`."""
+        remote_root, remote_path, sha1 = placed
+        if remote_root not in self.roots:
+            root_rec, _ = self.remote.registry.get_or_create(
+                "storage_root", {"root": remote_root, "local": False}
+            )
+            self.roots[remote_root] = root_rec["id"]
+        return {
+            "path": remote_path,
+            "hash": sha1,
+            "public": location.get("public", True),
+            "storage_root": self.roots[remote_root],
+        }
 
     def push_run(self, run_id: int) -> list[tuple[ProductRef, Record]]:
         """Push a code run: its inputs first, then the run, then its other outputs."""
@@ -656,11 +895,18 @@ class Pusher:
         try:
             pushed = []
             run = self.lineage.runs.get(run_id) or self.local.get("code_run", run_id)
-            for product_id in self.lineage.products_of(run.get("inputs") or []):
-                pushed += self.push_product(product_id)
+            pushed += self._push_products(self.lineage.products_of(run.get("inputs") or []))
+            # what the run names (its outputs' objects and components above all) in
+            # batches, before the run record, which would otherwise copy them one by one
+            components = [*(run.get("inputs") or []), *(run.get("outputs") or [])]
+            for start in range(0, len(components), PUSH_BATCH):
+                chunk = components[start : start + PUSH_BATCH]
+                records = self.local.get_many("object_component", chunk)
+                self._push_objects([c["object"] for c in records.values()])
+                self.copier.copy_many("object_component", chunk)
+                self._forget_records()
             self.copier.copy("code_run", run_id)
-            for product_id in self.lineage.products_of(run.get("outputs") or []):
-                pushed += self.push_product(product_id)
+            pushed += self._push_products(self.lineage.products_of(run.get("outputs") or []))
             self.done_runs.add(run_id)
             return pushed
         finally:
@@ -677,9 +923,12 @@ class Pusher:
         records behind."""
         if self.no_storage is not None:
             raise self.no_storage  # said once by the remote; not asked again for every item
+        if product_id in self.cleared:
+            return  # in a closure found clear, so its own closure is clear (a part of it)
         products = self.closure(product_id)
         self.check_conflicts(products)
         self._probe_storage([pid for pid in products if pid not in self.done_products])
+        self.cleared.update(products)
 
     def check_conflicts(self, products: list[int]) -> None:
         """Raise OutOfSync if the remote holds one of these products under its name and

@@ -12,9 +12,8 @@ from pathlib import Path
 
 from fdp_tasks.errors import BadInput, FdpError
 from fdp_tasks.server.blobs import blobs_location
-from fdp_tasks.server.leftovers import sweep_stale
+from fdp_tasks.server.leftovers import StaleSwept, sweep_stale
 from fdp_tasks.store.sql import Store
-from fdp_tasks.store.sweep import Swept
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -54,7 +53,7 @@ def namespace_members(
         store.close()
 
 
-def sweep_leftovers(db: str, blobs: Path | str, older_than: timedelta) -> Swept:
+def sweep_leftovers(db: str, blobs: Path | str, older_than: timedelta) -> StaleSwept:
     """Sweep the registry `db` (files in `blobs`: a folder or an s3:// URL) of what pushes
     left more than `older_than` ago that no data product needs."""
     store = Store(db)

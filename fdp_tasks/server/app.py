@@ -59,6 +59,8 @@ FROZEN_FIELDS = {
 }
 # Record ids are 64-bit signed integers in every database: a larger one names no record.
 MAX_ID = 2**63 - 1
+# Records created by one POST of a JSON list (a push's records of a few hundred products).
+RECORDS_PER_REQUEST = 500
 JSON_TYPES = {
     "string": "string",
     "text": "string",
@@ -174,6 +176,8 @@ class RegistryApp:
         self.blob_storage: Storage | None = None  # set by create_app: a lost push's files go
         # set by create_app: refuses a storage location naming bytes the server has not hashed
         self.check_location: Callable[[dict[str, Any], int | None], None] | None = None
+        # set by create_app: verifies a batch's uploads at once, before its locations go in
+        self.prepare_locations: Callable[[list[Any], Record], None] | None = None
         store.ensure_user("admin")
 
     # ------------------------------------------------------------ helpers
@@ -393,7 +397,38 @@ class RegistryApp:
         user = self.require_user()
         if rtype.private:
             raise ApiError(405, {"detail": 'Method "POST" not allowed.'}, {"Allow": "GET"})
-        data = self.incoming(rtype, self.body())
+        body = self.body()
+        if isinstance(body, list):
+            return self.create_many(rtype, body, user)
+        return json_response(self.create_one(rtype, body, user), 201)
+
+    def create_many(self, rtype: RecordType, items: list[Any], user: Record) -> flask.Response:
+        """`POST /api/<type>/` with a JSON list of up to RECORDS_PER_REQUEST records: each
+        created as a POST of it alone would be, answered in order with its status and
+        record (a clash: 409 and the existing record), so a push sends the records of many
+        products in a few requests. The upstream registry answers 400 to a list, and
+        clients then post record by record."""
+        if not 0 < len(items) <= RECORDS_PER_REQUEST:
+            raise ApiError(
+                400, {"non_field_errors": [f"expected 1 to {RECORDS_PER_REQUEST} records"]}
+            )
+        if rtype.name == "storage_location" and self.prepare_locations is not None:
+            self.prepare_locations(items, user)
+        answers: list[dict[str, Any]] = []
+        for item in items:
+            try:
+                answers.append({"status": 201, "record": self.create_one(rtype, item, user)})
+            except ApiError as exc:
+                answer: dict[str, Any] = {"status": exc.status, **exc.body}
+                if exc.status == 409 and exc.body.get("existing"):
+                    existing = self.store.get(rtype.name, _ref_id(exc.body["existing"], rtype.name))
+                    answer["record"] = self.wire(rtype, existing)
+                answers.append(answer)
+        return json_response({"results": answers}, 200)
+
+    def create_one(self, rtype: RecordType, body: Any, user: Record) -> dict[str, Any]:
+        """One record from a POST's body, on the wire; ApiError says why not."""
+        data = self.incoming(rtype, body)
         self.require_member(rtype, data, user)
         try:
             # under a running job's token the record is provisional until the job ends
@@ -401,15 +436,15 @@ class RegistryApp:
                 rec = self.store.create(rtype.name, data, user_id=user["id"])
         except UniqueViolation as exc:
             self.after_clash(rtype, data, user, exc)
-            body: dict[str, Any] = {"detail": str(exc)}
+            clash: dict[str, Any] = {"detail": str(exc)}
             if exc.existing:
-                body["existing"] = self.record_url(rtype.name, exc.existing["id"])
-            raise ApiError(409, body) from None
+                clash["existing"] = self.record_url(rtype.name, exc.existing["id"])
+            raise ApiError(409, clash) from None
         except InvalidRecord as exc:
             raise ApiError(400, field_errors(exc, rtype.name)) from None
         if rtype.name == "storage_location":
             self.store.claim_file(rec["hash"], user["id"], published=bool(rec["public"]))
-        return json_response(self.wire(rtype, rec), 201)
+        return self.wire(rtype, rec)
 
     # ------------------------------------------------------- who may write what
     def require_member(self, rtype: RecordType, data: dict[str, Any], user: Record) -> None:
@@ -759,6 +794,7 @@ def create_app(
     blobs = BlobViews(views, blob_dir)
     views.blob_storage = blobs.storage
     views.check_location = blobs.check_location
+    views.prepare_locations = blobs.prepare_locations
     app = flask.Flask(__name__)
     app.config["fdp_registry"] = views
     app.config["fdp_signed_upload"] = blobs.signed_upload  # see server/limits.py

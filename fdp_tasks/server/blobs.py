@@ -41,9 +41,10 @@ import re
 import secrets
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import flask
 
@@ -62,6 +63,8 @@ UPLOADS_PER_REQUEST = 500
 PARTS = ".uploads"
 PIECE_BLOCK = 1 << 20
 CONTENT_RANGE = re.compile(r"^bytes (?:(\d+)-(\d+)|\*)/(\d+)$")
+# Direct uploads of one batch of storage locations hashed at once (each waits on the store).
+VERIFY_THREADS = 8
 
 
 def blob_path(blob_dir: Path, sha1: str) -> Path:
@@ -186,20 +189,28 @@ class BlobViews:
             raise ApiError(
                 400, {"hashes": [f"expected a list of 1 to {UPLOADS_PER_REQUEST} SHA-1s"]}
             )
-        answers = {h.lower(): self.upload_answer(h.lower(), user) for h in hashes}
+        wanted = [h.lower() for h in hashes]
+        self.store.claim_files(wanted, user["id"])  # one transaction for the whole batch
+        answers = {h: self.upload_answer(h, user, claimed=True) for h in wanted}
         return json_response({"files": answers}, 200)
 
-    def upload_answer(self, sha1: str, user: dict[str, Any]) -> dict[str, Any]:
-        """Where `user` uploads `sha1`, or that the bytes are here (`exists`)."""
-        self.store.claim_file(sha1, user["id"])
+    def upload_answer(
+        self, sha1: str, user: dict[str, Any], *, claimed: bool = False
+    ) -> dict[str, Any]:
+        """Where `user` uploads `sha1`, or that the bytes are here (`exists`); `claimed`:
+        the caller noted the claim already."""
+        if not claimed:
+            self.store.claim_file(sha1, user["id"])
         expires = int(time.time()) + UPLOAD_URL_LIFETIME
         uploader = str(user["id"])
         signature = self.signature(sha1, expires, uploader)
         query = urlencode({"expires": expires, "user": uploader, "signature": signature})
-        exists = self.storage.exists(blob_key(sha1)) and (
+        # the records first: the storage (a request to S3) is asked only about bytes this
+        # user may count as there, so a push of new files asks the object store nothing here
+        exists = (
             self.store.file_claimants(sha1).get(user["id"], False)
             or self.store.file_published(sha1)
-        )
+        ) and self.storage.exists(blob_key(sha1))
         body = {
             "url": f"{self.base()}/data/{sha1}?{query}",
             "storage_root": f"{self.base()}/data/",
@@ -294,7 +305,7 @@ class BlobViews:
         if first is not None and last is not None and not first <= last < size:
             raise ApiError(400, {"detail": f"Content-Range: {content_range} is not a range"})
         part.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(part.with_suffix(".lock")):
+        with upload_lock(part.with_suffix(".lock")):
             held = part.stat().st_size if part.is_file() else 0
             if held > size:  # pieces of something else: start again
                 part.unlink()
@@ -335,6 +346,49 @@ class BlobViews:
         self.store.claim_file(sha1, user_id, uploaded=True)
         return True
 
+    def prepare_locations(self, items: list[Any], user: dict[str, Any]) -> None:
+        """Before a batch of storage locations is created one by one: hash the user's
+        direct uploads they name under this server's data root, VERIFY_THREADS at a time,
+        so that the batch waits on the object store once rather than once per file;
+        `check_location` then takes each outcome (noted for this request only)."""
+        if not self.direct:
+            return
+        ours: dict[Any, bool] = {}
+        wanted: set[str] = set()
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            digest, root = str(item.get("hash") or "").lower(), item.get("storage_root")
+            if not is_sha1(digest) or str(item.get("path") or "").lower() != digest:
+                continue
+            key = repr(root)
+            if key not in ours:
+                ours[key] = self._is_data_root(root)
+            if ours[key]:
+                wanted.add(digest)
+        if not wanted:
+            return
+
+        def verify(sha1: str) -> tuple[str, bool]:
+            return sha1, self.adopt(sha1, user["id"])
+
+        with ThreadPoolExecutor(max_workers=min(VERIFY_THREADS, len(wanted))) as pool:
+            flask.g.fdp_adopted = dict(pool.map(verify, sorted(wanted)))
+
+    def _is_data_root(self, reference: Any) -> bool:
+        """Whether a storage location's `storage_root` (an id or a URL) is this server's
+        data root."""
+        text = str(reference or "").strip()
+        parts = [p for p in urlsplit(text).path.split("/") if p]
+        found = text if text.isdigit() else (parts[-1] if parts and parts[-1].isdigit() else "")
+        if not found or int(found) >= 2**63:
+            return False
+        try:
+            root = self.store.get("storage_root", int(found))
+        except (NotFound, ValueError):
+            return False
+        return str(root.get("root")) == f"{self.base()}/data/"
+
     def check_location(self, data: dict[str, Any], record_id: int | None) -> None:
         """Refuse (400, one line) a storage location under this server's own data root that
         would name bytes the server has not verified: it must have path = hash = a SHA-1 of
@@ -363,7 +417,10 @@ class BlobViews:
                 400, {"path": [f"a file under {root['root']} has its SHA-1 ({sha1}) as path"]}
             )
         user = self.views.user()
-        if user is not None and self.adopt(sha1, user["id"]):
+        adopted = flask.g.get("fdp_adopted", {}).get(sha1)  # see prepare_locations
+        if adopted:
+            return
+        if user is not None and adopted is None and self.adopt(sha1, user["id"]):
             return
         if not self.storage.exists(blob_key(sha1)):
             raise ApiError(
@@ -401,8 +458,9 @@ def _append(part: Path, stream: Any, length: int) -> int:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path` (made if missing), across threads and processes."""
+def upload_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (made if missing), across threads and processes: what
+    one resumable upload's writers, and the sweep of abandoned ones, take in turn."""
     import fcntl
 
     with open(path, "a") as handle:

@@ -103,7 +103,7 @@ class UpstreamDataStorage(Storage):
         token: str | None = None,
         *,
         session: requests.Session | None = None,
-        timeout: float = 30,
+        timeout: float | None = None,
         retries: int = 5,
         backoff: float = 0.2,
         breaker: transfer.CircuitBreaker | None = None,
@@ -111,13 +111,14 @@ class UpstreamDataStorage(Storage):
     ):
         """`breaker`: the circuit breaker of the remote this storage belongs to (its
         registry client's), so that a remote that stopped answering fails fast for files
-        and records alike."""
+        and records alike; `timeout`: seconds to wait for an answer (default: see
+        `transfer.http_timeout`)."""
         self.api_url = api_root(api_url)
         self.data_root = urljoin(self.api_url, "../data/")
         self.url = self.data_root
         self._token = token
         self._origin = origin(self.api_url)
-        self.timeout = timeout
+        self.timeout = transfer.http_timeout() if timeout is None else timeout
         self.retries = max(1, retries)
         self.backoff = backoff
         self.policy = transfer.RetryPolicy(attempts=self.retries, backoff=backoff)

@@ -9,11 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any, Protocol
 
 from fdp_tasks.errors import FdpError
 
 Record = dict[str, Any]
+
+
+def database_url(location: str | Path) -> str:
+    """A SQLAlchemy URL for `location`: a URL is kept, a file path becomes SQLite. (Here,
+    not beside the engine, so that finding the registry imports no SQL engine.)"""
+    text = str(location)
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).expanduser().resolve()}"
 
 
 class RegistryError(FdpError):

@@ -77,3 +77,17 @@ class CachedRegistry:
         self.finds.clear()
         record, created = self.inner.get_or_create(type_name, data)
         return self._keep(type_name, record), created
+
+    def get_or_create_many(
+        self, type_name: str, rows: list[dict[str, Any]]
+    ) -> list[tuple[Record, bool]]:
+        """`get_or_create` for many records, in one batch of the inner registry's where it
+        has one (a POST of a list, one transaction), each record kept."""
+        self.finds.clear()
+        batched = getattr(self.inner, "get_or_create_many", None)
+        made = (
+            batched(type_name, rows)
+            if batched is not None
+            else [self.inner.get_or_create(type_name, data) for data in rows]
+        )
+        return [(self._keep(type_name, record), created) for record, created in made]

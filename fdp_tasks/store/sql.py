@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import hashlib
+import operator
 import os
 import secrets
 import threading
+import time
 import uuid as uuidlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from fdp_tasks.store.base import (
     RegistryUnavailable,
     UniqueViolation,
     create_or_existing,
+    database_url,
 )
 from fdp_tasks.store.schema import RecordType, RegistrySchema, load_schema
 from fdp_tasks.store.values import BadValue, coerce, parse_moment
@@ -75,12 +78,29 @@ SQL_TYPES: dict[str, Any] = {
 }
 
 
-def database_url(location: str | Path) -> str:
-    """A SQLAlchemy URL for `location`: a URL is kept, a file path becomes SQLite."""
-    text = str(location)
-    if "://" in text:
-        return text
-    return f"sqlite:///{Path(text).expanduser().resolve()}"
+# A pooled database connection unused for this long is pinged before it is handed out.
+IDLE_PING_SECONDS = 5.0
+
+
+def _ping_when_idle(engine: sa.Engine, idle_seconds: float = IDLE_PING_SECONDS) -> None:
+    """Ping a pooled connection before reuse only when it sat idle for `idle_seconds`: a
+    server that restarted or dropped it meanwhile costs no failed request, and a busy
+    server does not pay a round trip per checkout as `pool_pre_ping` would (a drop while
+    busy fails one request, and the pool is then renewed)."""
+
+    @sa.event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _alive(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise sa.exc.DisconnectionError(str(exc)) from exc
 
 
 def _now() -> str:
@@ -136,13 +156,16 @@ class Store:
             )
             self._configure_sqlite()
         else:
-            self.engine = sa.create_engine(self.url, pool_pre_ping=True)
+            self.engine = sa.create_engine(self.url)
+            _ping_when_idle(self.engine)
         self.is_postgresql = self.engine.dialect.name == "postgresql"
         self.meta = sa.MetaData()
         self.tables: dict[str, sa.Table] = {}
         self.links: dict[tuple[str, str], sa.Table] = {}
         self._build_tables()
         self._local = threading.local()
+        # INSERT statements `_insert_rows` compiled: (SQL, its columns in order, usable)
+        self._inserts: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...], bool]] = {}
         with self.unavailable_as_error():
             migrations.upgrade(self.engine)
 
@@ -454,11 +477,21 @@ class Store:
         wrote, in one query rather than a record of each type per product: what the job's
         up-to-date check hashes. A product whose object has no file reads ("", "", "").
         None when a run is not here."""
+        rows = self.run_outputs(run_uuids)
+        return None if rows is None else [row[4:] for row in rows]
+
+    def run_outputs(
+        self, run_uuids: list[str]
+    ) -> list[tuple[int, str, str, str, str, str, str]] | None:
+        """(data product id, namespace, name, version, path, SHA-1, storage root) of every
+        data product these code runs wrote, in one query (`output_files`, with what names
+        each product): what the job's up-to-date check and `fdp status` ask. None when a
+        run is not here."""
         wanted = list(dict.fromkeys(run_uuids))
         run, link = self.tables["code_run"], self.links[("code_run", "outputs")]
         component, obj = self.tables["object_component"], self.tables["object"]
         product, location = self.tables["data_product"], self.tables["storage_location"]
-        root = self.tables["storage_root"]
+        root, namespace = self.tables["storage_root"], self.tables["namespace"]
         # Reading only what is settled, a run of a job still running is not here, and an
         # output of one makes the answer None, as its record would be missing.
         settled: list[Any] = []
@@ -474,28 +507,38 @@ class Store:
                 pending.c.type_name == "data_product", pending.c.record_id == product.c.id
             )
         query = (
-            sa.select(location.c.path, location.c.hash, root.c.root, unsettled)
+            sa.select(
+                product.c.id,
+                namespace.c.name,
+                product.c.name,
+                product.c.version,
+                location.c.path,
+                location.c.hash,
+                root.c.root,
+                unsettled,
+            )
             .select_from(run)
             .join(link, link.c.owner_id == run.c.id)
             .join(component, component.c.id == link.c.target_id)
             .join(obj, obj.c.id == component.c.object_id)
             .join(product, product.c.object_id == obj.c.id)
+            .join(namespace, namespace.c.id == product.c.namespace_id)
             .outerjoin(location, location.c.id == obj.c.storage_location_id)
             .outerjoin(root, root.c.id == location.c.storage_root_id)
             .order_by(product.c.id)
         )
-        files: list[tuple[str, str, str]] = []
+        files: list[tuple[int, str, str, str, str, str, str]] = []
         found: set[str] = set()
         with self._reading() as conn:
             for chunk in _chunks(wanted):  # type: ignore[arg-type]
                 runs = sa.select(run.c.uuid).where(run.c.uuid.in_(chunk), *settled)
                 found.update(conn.execute(runs).scalars())
-                for path, sha1, where, provisional in conn.execute(
+                for ident, space, name, version, path, sha1, where, provisional in conn.execute(
                     query.where(run.c.uuid.in_(chunk), *settled)
                 ):
                     if provisional:
                         return None
-                    files.append((path or "", sha1 or "", where or ""))
+                    files.append((ident, space, name, version, path or "", sha1 or "", where or ""))
         return files if len(found) == len(wanted) else None
 
     def count(self, type_name: str, filters: dict[str, Any] | None = None) -> int:
@@ -611,7 +654,10 @@ class Store:
                 continue
             wanted = set(clean[f.name]) if f.is_m2m else {clean[f.name]}
             table = self.tables[f.target]
-            found = set(conn.execute(sa.select(table.c.id).where(table.c.id.in_(wanted))).scalars())
+            found: set[int] = set()
+            for chunk in _chunks(sorted(wanted)):  # a run may list 100,000 outputs
+                query = sa.select(table.c.id).where(table.c.id.in_(chunk))
+                found.update(conn.execute(query).scalars())
             missing = wanted - found
             if missing:
                 ids = ", ".join(map(str, sorted(missing)))
@@ -711,20 +757,20 @@ class Store:
         cleaned = [self._clean(rtype, data, partial=False) for data in rows]
         if not cleaned:
             return []
-        one_by_one = type_name == "namespace" or self._repeats_a_key(rtype, cleaned)
+        m2m_names = {f.name for f in rtype.m2ms}
+        keys = [rtype.natural_keys(clean) for clean in cleaned]
+        one_by_one = type_name == "namespace" or self._repeats_a_key(rtype, cleaned, keys)
         with self.transaction() as conn:
             if one_by_one:
                 return [self.create(type_name, data, user_id=user_id) for data in rows]
             self._check_refs_many(conn, rtype, cleaned)
-            self._raise_first_clash(conn, rtype, cleaned)
+            self._raise_first_clash(conn, rtype, cleaned, keys)
             now = _now()
+            columns = [(f.name, _column(f.name, f.kind)) for f in rtype.fields.values()]
+            columns = [(name, column) for name, column in columns if name not in m2m_names]
             values = [
                 {
-                    **{
-                        _column(f.name, f.kind): clean.get(f.name)
-                        for f in rtype.fields.values()
-                        if not f.is_m2m and f.name in clean
-                    },
+                    **{column: clean[name] for name, column in columns if name in clean},
                     "last_updated": now,
                     "updated_by_id": user_id,
                 }
@@ -747,14 +793,16 @@ class Store:
                         {"owner_id": new_id, "target_id": t, "position": i}
                         for i, t in enumerate(clean[f.name])
                     ]
-                if links:
-                    conn.execute(link.insert(), links)
+                self._insert_rows(conn, link, links)
             records = []
+            names = list(rtype.fields)
+            reverse = [name for name in rtype.reverse if name not in rtype.lazy]
             for new_id, clean in zip(ids, cleaned, strict=True):
                 record: Record = {"id": new_id}
-                for f in rtype.fields.values():
-                    record[f.name] = clean.get(f.name, [] if f.is_m2m else None)
-                record.update({name: [] for name in rtype.reverse if name not in rtype.lazy})
+                for name in names:
+                    record[name] = clean.get(name, [] if name in m2m_names else None)
+                for name in reverse:
+                    record[name] = []
                 record["last_updated"] = now
                 record["updated_by"] = user_id
                 records.append(record)
@@ -778,7 +826,20 @@ class Store:
 
     def _insert_many(self, conn: Connection, table: sa.Table, values: list[dict]) -> list[int]:
         """Insert rows, returning their new ids in the order given."""
-        ids: list[int] = []
+        if self.is_sqlite:
+            # SQLite gives a new row the largest id plus one (no AUTOINCREMENT here), and
+            # this transaction holds the database's write lock: the ids are known before the
+            # insert, which then runs as one executemany, not one statement per row (what
+            # RETURNING in parameter order costs there). A writer that got in anyway makes
+            # the insert clash on the id, and the caller goes record by record.
+            last = conn.execute(sa.select(sa.func.max(table.c.id))).scalar()
+            first = (last or 0) + 1
+            ids = list(range(first, first + len(values)))
+            self._insert_rows(
+                conn, table, [{**row, "id": i} for row, i in zip(values, ids, strict=True)]
+            )
+            return ids
+        ids = []
         for start in range(0, len(values), 500):
             chunk = values[start : start + 500]
             if self.is_sqlite or self.is_postgresql:
@@ -792,6 +853,43 @@ class Store:
                     ids.append(int(inserted[0]))
         return ids
 
+    def _insert_rows(self, conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """Insert many rows whose new ids nobody needs back. On SQLite, rows of one shape go
+        to the driver's executemany as plain tuples, each value converted by its column's
+        type once here: SQLAlchemy's executemany builds and converts a parameter set per row
+        in Python, which costs more than SQLite's insert itself."""
+        if not rows:
+            return
+        if not self.is_sqlite:
+            conn.execute(table.insert(), rows)
+            return
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            shapes.setdefault(tuple(row), []).append(row)
+        for names, same in shapes.items():
+            known = self._inserts.get((table.name, names))
+            if known is None:  # compiled once per table and set of columns
+                statement = table.insert().compile(dialect=conn.dialect, column_keys=list(names))
+                columns = tuple(statement.positiontup or ())  # in the order of the ?s
+                fits = sorted(columns) == sorted(names)
+                known = self._inserts[(table.name, names)] = (str(statement), columns, fits)
+            sql, order, fits = known
+            if not fits:
+                conn.execute(table.insert(), same)
+                continue
+            take = operator.itemgetter(*order)
+            plain = [take(row) for row in same]
+            if len(order) == 1:
+                plain = [(value,) for value in plain]
+            converters = [
+                (i, convert)
+                for i, name in enumerate(order)
+                if (convert := _once_each(table.c[name].type.bind_processor(conn.dialect)))
+            ]
+            if converters:
+                plain = [_converted(values, converters) for values in plain]
+            conn.exec_driver_sql(sql, plain)
+
     def _note_provisional_many(self, conn: Connection, type_name: str, ids: list[int]) -> None:
         """`_note_provisional` for many new records: the job is checked once."""
         if getattr(self._local, "job", None) is None or not ids:
@@ -800,7 +898,7 @@ class Store:
         if len(ids) > 1 and self._is_running_job(conn):
             job = self._local.job
             rows = [{"job": job, "type_name": type_name, "record_id": i} for i in ids[1:]]
-            conn.execute(self.provisional_records.insert(), rows)
+            self._insert_rows(conn, self.provisional_records, rows)
 
     def _is_running_job(self, conn: Connection) -> bool:
         jobs = self.provisional_jobs
@@ -830,10 +928,13 @@ class Store:
                     self._check_refs(conn, rtype, {f.name: clean.get(f.name)})
 
     @staticmethod
-    def _repeats_a_key(rtype: RecordType, cleaned: list[dict[str, Any]]) -> bool:
+    def _repeats_a_key(
+        rtype: RecordType, cleaned: list[dict[str, Any]], keys: list[list[tuple[str, ...]]]
+    ) -> bool:
+        """Whether two of the records share a unique key (`keys`: each one's natural keys)."""
         seen: set[tuple[Any, ...]] = set()
-        for clean in cleaned:
-            for key in rtype.natural_keys(clean):
+        for clean, natural in zip(cleaned, keys, strict=True):
+            for key in natural:
                 value = (key, *(clean[k] for k in key))
                 if value in seen:
                     return True
@@ -841,7 +942,11 @@ class Store:
         return False
 
     def _raise_first_clash(
-        self, conn: Connection, rtype: RecordType, cleaned: list[dict[str, Any]]
+        self,
+        conn: Connection,
+        rtype: RecordType,
+        cleaned: list[dict[str, Any]],
+        keys: list[list[tuple[str, ...]]],
     ) -> None:
         """UniqueViolation for the first record whose unique key another record holds,
         found with one query per unique key and chunk."""
@@ -852,7 +957,7 @@ class Store:
             keyed = [
                 (i, tuple(clean[k] for k in key))
                 for i, clean in enumerate(cleaned)
-                if key in rtype.natural_keys(clean)
+                if key in keys[i]
             ]
             for start in range(0, len(keyed), 300):
                 chunk = keyed[start : start + 300]
@@ -873,11 +978,11 @@ class Store:
         link = self.links[(rtype.name, name)]
         conn.execute(link.delete().where(link.c.owner_id == owner))
         seen = list(dict.fromkeys(targets))
-        if seen:
-            conn.execute(
-                link.insert(),
-                [{"owner_id": owner, "target_id": t, "position": i} for i, t in enumerate(seen)],
-            )
+        self._insert_rows(
+            conn,
+            link,
+            [{"owner_id": owner, "target_id": t, "position": i} for i, t in enumerate(seen)],
+        )
         return seen
 
     def add_links(
@@ -987,6 +1092,18 @@ class Store:
     ) -> tuple[Record, bool]:
         """The existing record with the same unique key, or a new one."""
         return create_or_existing(lambda: self.create(type_name, data, user_id=user_id))
+
+    def get_or_create_many(
+        self, type_name: str, rows: list[dict[str, Any]], user_id: int | None = None
+    ) -> list[tuple[Record, bool]]:
+        """`get_or_create` for many records of one type, in one transaction: when none of
+        them is there yet, in one `create_many` (a few statements per chunk, as a pull of
+        thousands of products needs); otherwise record by record."""
+        with self.transaction():
+            try:
+                return [(r, True) for r in self.create_many(type_name, rows, user_id=user_id)]
+            except UniqueViolation:
+                return [self.get_or_create(type_name, data, user_id=user_id) for data in rows]
 
     # ----------------------------------------------------------- users, tokens
     def ensure_user(self, username: str) -> Record:
@@ -1171,6 +1288,38 @@ class Store:
                     .values(uploaded=bool(row[0] or uploaded), published=bool(row[1] or published))
                 )
 
+    def claim_files(self, hashes: Iterable[str], user_id: int) -> None:
+        """`claim_file` (no flags) for many SHA-1s in one transaction: what one batched
+        upload request claims."""
+        claims = self.file_claims
+        wanted = sorted(set(hashes))
+        if not wanted:
+            return
+        with self.transaction() as conn:
+            self.lock_files(conn, wanted)
+            held = {
+                sha1
+                for (sha1,) in conn.execute(
+                    sa.select(claims.c.hash).where(
+                        claims.c.user_id == user_id, claims.c.hash.in_(wanted)
+                    )
+                )
+            }
+            now = _now()
+            new = [
+                {
+                    "hash": h,
+                    "user_id": user_id,
+                    "uploaded": False,
+                    "published": False,
+                    "created": now,
+                }
+                for h in wanted
+                if h not in held
+            ]
+            if new:
+                conn.execute(claims.insert(), new)
+
     def file_claimants(self, sha1: str) -> dict[int, bool]:
         """Users who claimed these bytes, each with whether they uploaded them."""
         claims = self.file_claims
@@ -1257,3 +1406,29 @@ def _as_id(rtype: RecordType, name: str, value: Any) -> int:
 def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
     for i in range(0, len(ids), size):
         yield ids[i : i + size]
+
+
+def _converted(
+    values: tuple[Any, ...], converters: list[tuple[int, Callable[[Any], Any]]]
+) -> tuple[Any, ...]:
+    """A row's values with those at the given positions converted (None stays None)."""
+    row = list(values)
+    for i, convert in converters:
+        if row[i] is not None:
+            row[i] = convert(row[i])
+    return tuple(row)
+
+
+def _once_each(convert: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    """A column type's conversion that works each value out once: the rows of one insert
+    share their moment (`last_updated`), so it is parsed once, not once per row."""
+    if convert is None:
+        return None
+    done: dict[Any, Any] = {}
+
+    def converted(value: Any) -> Any:
+        if value not in done:
+            done[value] = convert(value)
+        return done[value]
+
+    return converted

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fdp_tasks.errors import BadInput
 from fdp_tasks.files import read_secret, write_secret
 from fdp_tasks.store.base import Record, RegistryError
-from fdp_tasks.store.sql import Store
+
+if TYPE_CHECKING:  # the SQL engine is imported by whoever opens a store
+    from fdp_tasks.store.sql import Store
 
 _USERNAME = re.compile(r"^[A-Za-z0-9_@+][A-Za-z0-9_.@+-]{0,149}$")
 

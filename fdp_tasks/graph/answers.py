@@ -1,0 +1,253 @@
+"""The local registry's answers to the up-to-date checks' look-ups, kept while it is unchanged.
+
+A no-op asks the local registry the same few questions every time (is this register item
+recorded, where is each read, which files did the last run write), and opening a SQL
+engine to ask them costs more than the answers. `Answers` stands in front of the store:
+it answers the read-only look-ups the checks make (`find`, `get`, `get_many`,
+`run_outputs`) from a JSON file in the config's state while the registry's database
+files are exactly as they were when those answers were read, and opens the store (and
+the SQL engine) only for anything else, or once anything changed.
+
+"Unchanged" is the stat of the SQLite database and of its write-ahead log (size, mtime,
+ctime, inode), as the stat cache trusts a data file: any write to the registry changes
+one of them. A write in the same clock tick as the answers were read could leave them
+as they were (git's "racily clean" case), so answers are kept only when both files are
+older than a safe margin at the moment they were read; and only from a registry holding
+no provisional records (a running job's), so that a reader that skips those (`fdp
+status`) and one that does not get the same answers. A registry on a database server
+has no such files: its look-ups always go to the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fdp_tasks.files import write_atomically
+from fdp_tasks.scalars import parse_datetime
+from fdp_tasks.stat_cache import RACY_MARGIN_NS, signature
+
+if TYPE_CHECKING:
+    from fdp_tasks.store.sql import Store
+
+FORMAT = 1
+_DATETIME = "$datetime"
+# doit's worker threads may all need the store at once: it is opened by one at a time, as
+# it was when every command opened it before running any task
+_OPENING = threading.Lock()
+Fingerprint = list[list[int] | None]
+
+
+def database_files(url: str) -> list[Path] | None:
+    """The files a SQLite registry keeps its state in (the database and its write-ahead
+    log), or None for a database that is not a file."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == prefix:
+        return None
+    database = Path(url[len(prefix) :])
+    return [database, Path(f"{database}-wal")]
+
+
+def fingerprint(files: list[Path]) -> Fingerprint | None:
+    """What `stat` says of the registry's files; an empty write-ahead log counts as none
+    (opening the database makes one, and closing it removes it). None when the database
+    is missing or unreadable."""
+    out: Fingerprint = []
+    for index, path in enumerate(files):
+        try:
+            found = os.stat(path)
+        except FileNotFoundError:
+            if index == 0:
+                return None
+            out.append(None)
+            continue
+        except OSError:
+            return None
+        out.append(None if index and found.st_size == 0 else list(signature(found)))
+    return out
+
+
+def _settled(printed: Fingerprint, before_ns: int) -> bool:
+    """No later write could leave these files' timestamps as they are."""
+    return all(sig is None or max(sig[1], sig[2]) < before_ns for sig in printed)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {_DATETIME: value.isoformat()}
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1 and _DATETIME in value:
+            return parse_datetime(value[_DATETIME])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+class Answers:
+    """The local registry for a plan: the up-to-date checks' look-ups answered from the
+    answers file while the registry is unchanged, everything else by the store, which
+    `open_store` opens on first need. `writable`: whether new answers may be kept (commands
+    that only look leave the file as it is)."""
+
+    def __init__(
+        self, url: str, open_store: Callable[[], Store], path: Path, writable: bool = True
+    ):
+        self.url = url
+        self.path = path
+        self.writable = writable
+        self._open_store = open_store
+        self._store: Store | None = None
+        self._lock = threading.RLock()
+        self._files = database_files(url)
+        self._print = fingerprint(self._files) if self._files else None
+        self._read_at = time.time_ns()
+        self._known: dict[str, Any] = self._load() if self._print is not None else {}
+        self._new: dict[str, Any] = {}
+        self._passing = self._print is None  # every look-up goes to the store
+
+    # --------------------------------------------------------------- the store
+    @property
+    def store(self) -> Store:
+        """The store itself, opened now if it was not."""
+        with self._lock:
+            if self._store is None:
+                with _OPENING:
+                    self._store = self._open_store()
+            return self._store
+
+    def __getattr__(self, name: str) -> Any:
+        # anything but the look-ups below (a write, a transaction, ...) is the store's, and
+        # what it changes is no longer what the answers say
+        if name.startswith("__"):
+            raise AttributeError(name)
+        self._pass_through()
+        return getattr(self.store, name)
+
+    def _pass_through(self) -> None:
+        with self._lock:
+            self._passing = True
+            self._known.clear()
+            self._new.clear()
+
+    # ---------------------------------------------------------------- look-ups
+    def find(
+        self,
+        type_name: str,
+        filters: dict[str, Any] | None = None,
+        limit: int | None = None,
+        before_id: int | None = None,
+        newest_first: bool = True,
+        full: bool = False,
+    ) -> list[Any]:
+        key = ["find", type_name, filters, limit, before_id, newest_first, full]
+        return self._answer(
+            key, lambda: self.store.find(type_name, filters, limit, before_id, newest_first, full)
+        )
+
+    def find_one(self, type_name: str, filters: dict[str, Any]) -> Any:
+        rows = self.find(type_name, filters, limit=1)
+        return rows[0] if rows else None
+
+    def get(self, type_name: str, record_id: int, full: bool = False) -> Any:
+        return self._answer(
+            ["get", type_name, record_id, full], lambda: self.store.get(type_name, record_id, full)
+        )
+
+    def get_many(self, type_name: str, ids: list[int]) -> dict[int, Any]:
+        wanted = sorted(set(ids))
+        found = self._answer(
+            ["get_many", type_name, wanted],
+            lambda: [[i, r] for i, r in self.store.get_many(type_name, wanted).items()],
+        )
+        return {i: r for i, r in found}
+
+    def output_files(self, run_uuids: list[str]) -> Any:
+        found = self.run_outputs(run_uuids)
+        return None if found is None else [row[4:] for row in found]
+
+    def run_outputs(self, run_uuids: list[str]) -> Any:
+        found = self._answer(["run_outputs", run_uuids], lambda: self.store.run_outputs(run_uuids))
+        return None if found is None else [tuple(row) for row in found]
+
+    def _answer(self, key: list[Any], ask: Callable[[], Any]) -> Any:
+        """The answer kept for `key` while the registry is unchanged, else the store's (kept
+        for next time when the registry did not change while it was read)."""
+        try:
+            text = json.dumps(_encode(key), sort_keys=True, separators=(",", ":"))
+        except (TypeError, ValueError):
+            return ask()
+        with self._lock:
+            if not self._passing and self._unchanged():
+                if text in self._known:
+                    return _decode(self._known[text])
+            else:
+                self._pass_through()
+        answer = ask()  # may raise, as the store does (NotFound, say): nothing is kept
+        if not self.writable:
+            return answer  # kept by no one: not worth encoding
+        with self._lock:
+            if not self._passing and self._unchanged():
+                self._new[text] = self._known[text] = _encode(answer)
+            else:
+                self._pass_through()
+        return answer
+
+    def _unchanged(self) -> bool:
+        return self._files is not None and fingerprint(self._files) == self._print
+
+    # ------------------------------------------------------------------ the file
+    def _load(self) -> dict[str, Any]:
+        try:
+            document = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if (
+            not isinstance(document, dict)
+            or document.get("format") != FORMAT
+            or document.get("registry") != self.url
+            or document.get("fingerprint") != self._print
+            or not isinstance(document.get("answers"), dict)
+        ):
+            return {}
+        return document["answers"]
+
+    def save(self) -> None:
+        """Keep the answers for the next command, if any are new and the registry was
+        settled and held no provisional records when they were read; a file that cannot
+        be written is only a slower next check."""
+        with self._lock:
+            if not self.writable or self._passing or not self._new or self._print is None:
+                return
+            if not _settled(self._print, self._read_at - RACY_MARGIN_NS) or not self._unchanged():
+                return
+            if self._store is not None:
+                from fdp_tasks.store import provisional
+
+                if provisional.pending(self._store):
+                    return
+            document = {
+                "format": FORMAT,
+                "registry": self.url,
+                "fingerprint": self._print,
+                "answers": self._known,
+            }
+            self._new = {}
+        try:
+            write_atomically(self.path, [json.dumps(document, separators=(",", ":")).encode()])
+        except OSError:
+            return
