@@ -20,6 +20,7 @@ has no such files: its look-ups always go to the store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -36,7 +37,7 @@ from fdp_tasks.stat_cache import RACY_MARGIN_NS, signature
 if TYPE_CHECKING:
     from fdp_tasks.store.sql import Store
 
-FORMAT = 1
+FORMAT = 2  # each answer kept as its JSON text
 _DATETIME = "$datetime"
 # doit's worker threads may all need the store at once: it is opened by one at a time, as
 # it was when every command opened it before running any task
@@ -88,14 +89,17 @@ def _encode(value: Any) -> Any:
     return value
 
 
-def _decode(value: Any) -> Any:
-    if isinstance(value, dict):
-        if len(value) == 1 and _DATETIME in value:
-            return parse_datetime(value[_DATETIME])
-        return {k: _decode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
+def _datetimes(value: dict[str, Any]) -> Any:
+    if len(value) == 1 and _DATETIME in value:
+        return parse_datetime(value[_DATETIME])
     return value
+
+
+def _decode(text: str) -> Any:
+    """An answer from its kept text. Answers are held as text, not as the records they
+    decode to: several times smaller, so a command that reads thousands of them (a push)
+    holds a few hundred bytes for each rather than a few kilobytes."""
+    return json.loads(text, object_hook=_datetimes)
 
 
 class Answers:
@@ -116,8 +120,8 @@ class Answers:
         self._files = database_files(url)
         self._print = fingerprint(self._files) if self._files else None
         self._read_at = time.time_ns()
-        self._known: dict[str, Any] = self._load() if self._print is not None else {}
-        self._new: dict[str, Any] = {}
+        self._known: dict[str, str] = self._load() if self._print is not None else {}
+        self._new: dict[str, str] = {}
         self._passing = self._print is None  # every look-up goes to the store
 
     # --------------------------------------------------------------- the store
@@ -194,7 +198,8 @@ class Answers:
         with self._lock:
             if not self._passing and self._unchanged():
                 if text in self._known:
-                    return _decode(self._known[text])
+                    with contextlib.suppress(ValueError):  # a damaged file: ask the store
+                        return _decode(self._known[text])
             else:
                 self._pass_through()
         answer = ask()  # may raise, as the store does (NotFound, say): nothing is kept
@@ -202,7 +207,8 @@ class Answers:
             return answer  # kept by no one: not worth encoding
         with self._lock:
             if not self._passing and self._unchanged():
-                self._new[text] = self._known[text] = _encode(answer)
+                kept = json.dumps(_encode(answer), separators=(",", ":"))
+                self._new[text] = self._known[text] = kept
             else:
                 self._pass_through()
         return answer
@@ -224,7 +230,8 @@ class Answers:
             or not isinstance(document.get("answers"), dict)
         ):
             return {}
-        return document["answers"]
+        answers = document["answers"]
+        return answers if all(isinstance(v, str) for v in answers.values()) else {}
 
     def save(self) -> None:
         """Keep the answers for the next command, if any are new and the registry was
