@@ -79,14 +79,16 @@ def _settled(printed: Fingerprint, before_ns: int) -> bool:
     return all(sig is None or max(sig[1], sig[2]) < before_ns for sig in printed)
 
 
-def _encode(value: Any) -> Any:
+def _datetime_text(value: Any) -> Any:
+    """For `json.dumps`: a datetime as its ISO text, marked so that `_decode` restores it;
+    any other value JSON cannot hold is refused, as without this hook."""
     if isinstance(value, datetime):
         return {_DATETIME: value.isoformat()}
-    if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_encode(v) for v in value]
-    return value
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _encode(value: Any, sort_keys: bool = False) -> str:
+    return json.dumps(value, default=_datetime_text, sort_keys=sort_keys, separators=(",", ":"))
 
 
 def _datetimes(value: dict[str, Any]) -> Any:
@@ -192,7 +194,7 @@ class Answers:
         """The answer kept for `key` while the registry is unchanged, else the store's (kept
         for next time when the registry did not change while it was read)."""
         try:
-            text = json.dumps(_encode(key), sort_keys=True, separators=(",", ":"))
+            text = _encode(key, sort_keys=True)
         except (TypeError, ValueError):
             return ask()
         with self._lock:
@@ -207,7 +209,7 @@ class Answers:
             return answer  # kept by no one: not worth encoding
         with self._lock:
             if not self._passing and self._unchanged():
-                kept = json.dumps(_encode(answer), separators=(",", ":"))
+                kept = _encode(answer)
                 self._new[text] = self._known[text] = kept
             else:
                 self._pass_through()
