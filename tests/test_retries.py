@@ -298,6 +298,12 @@ def product_count(port: int) -> int:
         return -1
 
 
+def blob_count(base: Path) -> int:
+    """Files the server has taken in: the push's bytes phase, before any record is sent."""
+    blobs = base / "blobs"
+    return sum(1 for p in blobs.rglob("*") if p.is_file()) if blobs.is_dir() else 0
+
+
 @pytest.mark.timeout(600)
 def test_a_remote_killed_mid_push_fails_the_rest_fast_and_a_rerun_completes(
     tmp_path: Path,
@@ -321,7 +327,7 @@ def test_a_remote_killed_mid_push_fails_the_rest_fast_and_a_rerun_completes(
     listener = None
     try:
         deadline = time.monotonic() + 120
-        while product_count(port) < 3 and push.poll() is None and time.monotonic() < deadline:
+        while blob_count(base) < 3 and push.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         assert push.poll() is None, "the push ended before the server could be killed"
         server.send_signal(signal.SIGKILL)

@@ -414,6 +414,9 @@ class RegistryApp:
             )
         if rtype.name == "storage_location" and self.prepare_locations is not None:
             self.prepare_locations(items, user)
+        created = self.create_all_at_once(rtype, items, user)
+        if created is not None:
+            return json_response({"results": [{"status": 201, "record": r} for r in created]})
         answers: list[dict[str, Any]] = []
         for item in items:
             try:
@@ -425,6 +428,31 @@ class RegistryApp:
                     answer["record"] = self.wire(rtype, existing)
                 answers.append(answer)
         return json_response({"results": answers}, 200)
+
+    def create_all_at_once(
+        self, rtype: RecordType, items: list[Any], user: Record
+    ) -> list[dict[str, Any]] | None:
+        """The records of a list, when every one of them is new and valid, created in one
+        transaction and a few statements per chunk (`Store.create_many`) rather than some
+        ten each; None, with nothing written, when any of them is not, so that each is
+        answered on its own. The checks are those of `create_one`, for each record."""
+        try:
+            datas = [self.incoming(rtype, item) for item in items]
+            for data in datas:
+                self.require_member(rtype, data, user)
+        except ApiError:
+            return None
+        try:
+            with self.store.transaction():
+                with self.store.provisional_as(self.token_digest()):
+                    recs = self.store.create_many(rtype.name, datas, user_id=user["id"])
+                if rtype.name == "storage_location":
+                    for rec in recs:
+                        public = bool(rec["public"])
+                        self.store.claim_file(rec["hash"], user["id"], published=public)
+        except (UniqueViolation, InvalidRecord):
+            return None  # rolled back: record by record, each with its own answer
+        return [self.wire(rtype, rec) for rec in recs]
 
     def create_one(self, rtype: RecordType, body: Any, user: Record) -> dict[str, Any]:
         """One record from a POST's body, on the wire; ApiError says why not."""
