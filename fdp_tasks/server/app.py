@@ -438,8 +438,9 @@ class RegistryApp:
         answered on its own. The checks are those of `create_one`, for each record."""
         try:
             datas = [self.incoming(rtype, item) for item in items]
+            writable: dict[int, bool] = {}
             for data in datas:
-                self.require_member(rtype, data, user)
+                self.require_member(rtype, data, user, writable)
         except ApiError:
             return None
         try:
@@ -447,9 +448,9 @@ class RegistryApp:
                 with self.store.provisional_as(self.token_digest()):
                     recs = self.store.create_many(rtype.name, datas, user_id=user["id"])
                 if rtype.name == "storage_location":
-                    for rec in recs:
-                        public = bool(rec["public"])
-                        self.store.claim_file(rec["hash"], user["id"], published=public)
+                    for public in (True, False):
+                        hashes = [r["hash"] for r in recs if bool(r["public"]) is public]
+                        self.store.claim_files(hashes, user["id"], published=public)
         except (UniqueViolation, InvalidRecord):
             return None  # rolled back: record by record, each with its own answer
         return [self.wire(rtype, rec) for rec in recs]
@@ -475,9 +476,16 @@ class RegistryApp:
         return self.wire(rtype, rec)
 
     # ------------------------------------------------------- who may write what
-    def require_member(self, rtype: RecordType, data: dict[str, Any], user: Record) -> None:
+    def require_member(
+        self,
+        rtype: RecordType,
+        data: dict[str, Any],
+        user: Record,
+        writable: dict[int, bool] | None = None,
+    ) -> None:
         """A data product (a new version too) or an external object goes into a namespace
-        only from one of its members, or admin: nobody publishes under another's name."""
+        only from one of its members, or admin: nobody publishes under another's name.
+        `writable`: what was found of each namespace so far, for a list of records."""
         namespace_id = None
         if rtype.name == "data_product":
             namespace_id = data.get("namespace")
@@ -486,9 +494,15 @@ class RegistryApp:
             namespace_id = product["namespace"] if product else None
         if not isinstance(namespace_id, int) or user["username"] == ADMIN:
             return
-        namespace = self.store.find_one("namespace", {"id": namespace_id})
-        if namespace is None or self.store.is_member(namespace_id, user["id"]):
-            return  # a dangling reference is the store's to refuse
+        known = {} if writable is None else writable
+        if namespace_id not in known:
+            namespace = self.store.find_one("namespace", {"id": namespace_id})
+            # a dangling reference is the store's to refuse
+            known[namespace_id] = namespace is None or self.store.is_member(
+                namespace_id, user["id"]
+            )
+        if known[namespace_id]:
+            return
         if rtype.name == "data_product" and self.store.find_one(
             "data_product",
             {"namespace": namespace_id, "name": data.get("name"), "version": data.get("version")},
@@ -500,7 +514,7 @@ class RegistryApp:
             403,
             {
                 "detail": f"{user['username']} is not a member of namespace "
-                f"{namespace['name']}: only its members write there; ask one of them, or "
+                f"{self.store.get('namespace', namespace_id)['name']}: only its members write there; ask one of them, or "
                 "admin, to add you"
             },
         )

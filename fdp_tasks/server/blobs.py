@@ -191,26 +191,32 @@ class BlobViews:
             )
         wanted = [h.lower() for h in hashes]
         self.store.claim_files(wanted, user["id"])  # one transaction for the whole batch
-        answers = {h: self.upload_answer(h, user, claimed=True) for h in wanted}
+        here = self.store.files_here_for(wanted, user["id"])
+        answers = {h: self.upload_answer(h, user, claimed=True, counted=h in here) for h in wanted}
         return json_response({"files": answers}, 200)
 
     def upload_answer(
-        self, sha1: str, user: dict[str, Any], *, claimed: bool = False
+        self,
+        sha1: str,
+        user: dict[str, Any],
+        *,
+        claimed: bool = False,
+        counted: bool | None = None,
     ) -> dict[str, Any]:
         """Where `user` uploads `sha1`, or that the bytes are here (`exists`); `claimed`:
-        the caller noted the claim already."""
+        the caller noted the claim already; `counted`: the caller asked the records whether
+        the user may count the bytes as here (`Store.files_here_for`), for a whole batch."""
         if not claimed:
             self.store.claim_file(sha1, user["id"])
+        if counted is None:
+            counted = sha1 in self.store.files_here_for([sha1], user["id"])
         expires = int(time.time()) + UPLOAD_URL_LIFETIME
         uploader = str(user["id"])
         signature = self.signature(sha1, expires, uploader)
         query = urlencode({"expires": expires, "user": uploader, "signature": signature})
         # the records first: the storage (a request to S3) is asked only about bytes this
         # user may count as there, so a push of new files asks the object store nothing here
-        exists = (
-            self.store.file_claimants(sha1).get(user["id"], False)
-            or self.store.file_published(sha1)
-        ) and self.storage.exists(blob_key(sha1))
+        exists = counted and self.storage.exists(blob_key(sha1))
         body = {
             "url": f"{self.base()}/data/{sha1}?{query}",
             "storage_root": f"{self.base()}/data/",
@@ -389,6 +395,17 @@ class BlobViews:
             return False
         return str(root.get("root")) == f"{self.base()}/data/"
 
+    def _root(self, root_id: Any) -> dict[str, Any] | None:
+        """The storage root of that id, looked up once per request (a batch of locations
+        names one or two roots)."""
+        roots: dict[Any, dict[str, Any] | None] = flask.g.setdefault("fdp_roots", {})
+        if root_id not in roots:
+            try:
+                roots[root_id] = dict(self.store.get("storage_root", int(root_id)))
+            except (NotFound, TypeError, ValueError):
+                roots[root_id] = None
+        return roots[root_id]
+
     def check_location(self, data: dict[str, Any], record_id: int | None) -> None:
         """Refuse (400, one line) a storage location under this server's own data root that
         would name bytes the server has not verified: it must have path = hash = a SHA-1 of
@@ -399,9 +416,8 @@ class BlobViews:
         root_id = merged.get("storage_root")
         if root_id is None:
             return
-        try:
-            root = self.store.get("storage_root", int(root_id))
-        except (NotFound, TypeError, ValueError):
+        root = self._root(root_id)
+        if root is None:
             return  # the store refuses it with its own words
         if str(root.get("root")) != f"{self.base()}/data/":
             return

@@ -22,7 +22,7 @@ import uuid as uuidlib
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as sa_postgresql
@@ -530,7 +530,7 @@ class Store:
         files: list[tuple[int, str, str, str, str, str, str]] = []
         found: set[str] = set()
         with self._reading() as conn:
-            for chunk in _chunks(wanted):  # type: ignore[arg-type]
+            for chunk in _chunks(wanted):
                 runs = sa.select(run.c.uuid).where(run.c.uuid.in_(chunk), *settled)
                 found.update(conn.execute(runs).scalars())
                 for ident, space, name, version, path, sha1, where, provisional in conn.execute(
@@ -1288,30 +1288,30 @@ class Store:
                     .values(uploaded=bool(row[0] or uploaded), published=bool(row[1] or published))
                 )
 
-    def claim_files(self, hashes: Iterable[str], user_id: int) -> None:
-        """`claim_file` (no flags) for many SHA-1s in one transaction: what one batched
-        upload request claims."""
+    def claim_files(self, hashes: Iterable[str], user_id: int, published: bool = False) -> None:
+        """`claim_file` for many SHA-1s in one transaction (`uploaded` never set here): what
+        one batched upload request claims, or a batch of storage locations."""
         claims = self.file_claims
         wanted = sorted(set(hashes))
         if not wanted:
             return
         with self.transaction() as conn:
             self.lock_files(conn, wanted)
-            held = {
-                sha1
-                for (sha1,) in conn.execute(
-                    sa.select(claims.c.hash).where(
-                        claims.c.user_id == user_id, claims.c.hash.in_(wanted)
+            held: dict[str, bool] = {}
+            for chunk in _chunks(wanted):
+                rows = conn.execute(
+                    sa.select(claims.c.hash, claims.c.published).where(
+                        claims.c.user_id == user_id, claims.c.hash.in_(chunk)
                     )
                 )
-            }
+                held.update((sha1, bool(flag)) for sha1, flag in rows)
             now = _now()
             new = [
                 {
                     "hash": h,
                     "user_id": user_id,
                     "uploaded": False,
-                    "published": False,
+                    "published": published,
                     "created": now,
                 }
                 for h in wanted
@@ -1319,6 +1319,44 @@ class Store:
             ]
             if new:
                 conn.execute(claims.insert(), new)
+            unpublished = [h for h, flag in held.items() if published and not flag]
+            for chunk in _chunks(unpublished):
+                conn.execute(
+                    claims.update()
+                    .where(claims.c.user_id == user_id, claims.c.hash.in_(chunk))
+                    .values(published=True)
+                )
+
+    def files_here_for(self, hashes: Iterable[str], user_id: int) -> set[str]:
+        """Of these SHA-1s, those whose bytes a user may count as here: they uploaded them,
+        or they are published (`file_published`); asked in a few queries for a batch."""
+        loc, claims = self.tables["storage_location"], self.file_claims
+        wanted = sorted(set(hashes))
+        found: set[str] = set()
+        with self._reading() as conn:
+            for chunk in _chunks(wanted):
+                mine = sa.select(claims.c.hash).where(
+                    claims.c.user_id == user_id,
+                    claims.c.uploaded.is_(True),
+                    claims.c.hash.in_(chunk),
+                )
+                found.update(h for (h,) in conn.execute(mine))
+                publisher = sa.exists().where(
+                    claims.c.hash == loc.c.hash,
+                    claims.c.uploaded.is_(True),
+                    claims.c.published.is_(True),
+                )
+                public = (
+                    sa.select(loc.c.hash)
+                    .where(
+                        loc.c.hash.in_(chunk),
+                        loc.c.public.is_(True),
+                        sa.or_(loc.c.updated_by_id.is_(None), publisher),
+                    )
+                    .distinct()
+                )
+                found.update(h for (h,) in conn.execute(public))
+        return found
 
     def file_claimants(self, sha1: str) -> dict[int, bool]:
         """Users who claimed these bytes, each with whether they uploaded them."""
@@ -1403,7 +1441,10 @@ def _as_id(rtype: RecordType, name: str, value: Any) -> int:
         raise InvalidRecord(f"expected a record id, got {value!r}", rtype.name, name) from None
 
 
-def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
+_Item = TypeVar("_Item")
+
+
+def _chunks(ids: list[_Item], size: int = 500) -> Iterator[list[_Item]]:
     for i in range(0, len(ids), size):
         yield ids[i : i + size]
 
