@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import yaml
-from bench_sync import NAMESPACE, RemoteServer
+from bench_sync import NAMESPACE, RemoteServer, whole_process
 
 import fdp_tasks.server.serve as serve_module
 
@@ -55,19 +55,9 @@ def make_file(path: Path, megabytes: int) -> None:
 
 
 def timed(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Run a command; its wall seconds and its own peak RSS in MiB (wait4's rusage)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    assert proc.stdout is not None
-    output = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{output[-3000:]!r}")
-    return seconds, usage.ru_maxrss / 1024
+    """Run a command; its wall seconds and its own peak RSS in MiB (0 when unknown)."""
+    seconds, _, peak = whole_process(argv, cwd, env)
+    return seconds, peak or 0.0
 
 
 def server_peak_mb(server: RemoteServer) -> float:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""How the local commands scale with the number of data products: full run, no-op, status.
+"""How the commands scale with the number of data products: full run, no-op, status, push, pull.
 
 For each N, it makes a project whose config writes N small data products from one run of a
 script using `fdp_tasks.api.Session` (bench_sync's producer), and times whole processes, as a
@@ -10,17 +10,22 @@ user would run them, side by side with an anchor in the same run:
 | full run | `fdp run config.yaml` in a fresh project | - |
 | no-op | `doit` once everything is up to date | plain `doit` on N file tasks |
 | status | `fdp status config.yaml` (no remote) | `doit list --status` on those tasks |
+| push, push again | `fdp push` to a registry server of its own (`registry serve`) | - |
+| pull, pull again | `fdp pull` of `results/*` into a fresh project from that server | the no-op (pull again) |
 
 The anchor is a dodo.py of N tasks, each with a `file_dep` and a `target`, run once first so
 that every task is up to date. Each row is the median of several repetitions (`--repeat`,
 fewer at 10,000 and more), and the ratio is to the anchor's median, or, for status, to the
 no-op's. The full run's row also says how long the script spent in the script API per
-product (opening the session, every `write`, the finalise that records them).
+product (opening the session, every `write`, the finalise that records them). The push and
+pull rows (one server per repetition, the producer's no-op measured in the same repetition)
+say the requests per product (the server's access log), the server's CPU seconds, the peak
+RSS of the command (GNU time's) beside the no-op's, and at N=1,000 the ratio to FAIR-CLI's
+measured push (2,024 s) and pull (1,288 s).
 
     python benchmarks/bench_scale.py [--sizes 100,1000,10000] [--repeat 5] [--json out.json]
-                                     [--only full,noop,status] [--sync] [--keep]
+                                     [--only full,noop,status,sync] [--keep]
 
-`--sync` adds the push and pull rows of bench_sync.py for each N (an HTTP remote; slow).
 `--only noop,status` leaves out the full run's row (one `fdp run` still makes the project,
 and its time is said in the notes): `--sizes 100000 --only noop,status` gives the 100,000
 row. Runs are single from N=100,000.
@@ -271,7 +276,7 @@ def full_runs(base: Path, n: int, times: int) -> tuple[Row, Path, dict[str, str]
     return row, root, env
 
 
-ROWS = ("full", "noop", "status")
+ROWS = ("full", "noop", "status", "sync")
 
 
 def settle(home: Path) -> None:
@@ -290,6 +295,9 @@ def scale_rows(
     rows = []
     if "full" in only:
         rows.append(full)
+    if "sync" in only:
+        settle(Path(env["FDP_HOME"]))
+        rows += sync_rows(base / "sync", n, root, env, full_times)
     if not {"noop", "status"} & set(only):
         return rows
     settle(Path(env["FDP_HOME"]))
@@ -344,23 +352,107 @@ def scale_rows(
     return rows
 
 
-def sync_rows(base: Path, n: int) -> list[Row]:
-    """Push and pull at N from bench_sync.py (its own figures; in this process)."""
-    from bench_sync import COUNTERS, benchmark
+# FAIR-CLI's measured push and pull of 1,000 products (../shared/fdp-reference), for ratios
+FAIR_CLI_SECONDS = {"push": 2024.0, "pull": 1288.0}
 
-    COUNTERS.install()
-    wanted = {"push", "push (no-op)", "pull", "pull (no-op)"}
-    return [
-        Row(
-            f"{m.operation} ({m.remote})",
-            m.n,
-            m.seconds,
-            1,
-            note=f"{m.requests_per_product:.2f} requests/product",
+
+def sync_rows(base: Path, n: int, root: Path, env: dict[str, str], times: int) -> list[Row]:
+    """Push, push again, pull into a fresh project, pull again and the producer's no-op, as
+    whole processes side by side, each repetition against a registry server of its own (as a
+    user runs `registry serve`); requests counted from the server's access log."""
+    from bench_sync import RemoteServer, make_consumer, whole_process
+
+    from fdp_tasks.server import serve as serve_module
+
+    ops = ("push", "push again", "pull", "pull again", "no-op")
+    walls: dict[str, list[float]] = {op: [] for op in ops}
+    cpus: dict[str, list[float]] = {op: [] for op in ops}
+    rss: dict[str, list[float | None]] = {op: [] for op in ops}
+    requests: dict[str, list[int]] = {op: [] for op in ops}
+    server_cpu: dict[str, list[float]] = {op: [] for op in ops}
+    for i in range(times):
+        server = RemoteServer(base / f"server-{i}")
+        log = server.base / "access.log"
+        serve_module.start_background(
+            str(server.db),
+            server.base / "blobs",
+            server.base / "state",
+            port=server.port,
+            access_log=str(log),
         )
-        for m in benchmark(base, n, SIZE, ["http"], [])
-        if m.operation in wanted
-    ]
+        consumer = make_consumer(base, f"consumer-{i}")
+        consumer_env = {**env, "FDP_HOME": str(consumer.home)}
+        token = str(server.token_file)
+        remote = ["remote", "add", "origin", server.api_url, "--token-file", token]
+        for project, project_env in ((root, env), (consumer.root, consumer_env)):
+            run(fdp(*remote), project, project_env)
+        try:
+            steps = (
+                ("push", fdp("push", "config.yaml"), root, env),
+                ("push again", fdp("push", "config.yaml"), root, env),
+                ("pull", fdp("pull", "config.yaml"), consumer.root, consumer_env),
+                ("pull again", fdp("pull", "config.yaml"), consumer.root, consumer_env),
+                ("no-op", doit(), root, env),
+            )
+            for op, argv, cwd, step_env in steps:
+                if op != "push" and op != "pull":  # the next command, a few seconds later
+                    settle(Path(step_env["FDP_HOME"]))
+                lines_before = _lines(log)
+                cpu_before = server.cpu() or 0.0
+                wall, cpu, peak = whole_process(argv, cwd, step_env)
+                walls[op].append(wall)
+                cpus[op].append(cpu)
+                rss[op].append(peak)
+                requests[op].append(_lines(log) - lines_before)
+                server_cpu[op].append((server.cpu() or 0.0) - cpu_before)
+            if len(list((consumer.home / "data").rglob("*.csv"))) != n:
+                raise RuntimeError(f"the pull of {n} products left another number of files")
+        finally:
+            server.stop()
+            for project, project_env in ((root, env), (consumer.root, consumer_env)):
+                run(fdp("remote", "remove", "origin"), project, project_env)
+    rows = []
+    noop = statistics.median(walls["no-op"])
+    noop_cpu = statistics.median(cpus["no-op"])
+    for op in ops[:-1]:
+        notes = [
+            f"{statistics.median(requests[op]) / n:.2f} requests/product",
+            f"server CPU {statistics.median(server_cpu[op]):.2f} s",
+            f"peak RSS {_mb(rss[op])} (no-op's {_mb(rss['no-op'])})",
+        ]
+        seconds = statistics.median(walls[op])
+        if op in FAIR_CLI_SECONDS and n == 1000:
+            fair = FAIR_CLI_SECONDS[op]
+            notes.append(f"{fair / seconds:.0f}x FAIR-CLI's {fair:.0f} s")
+        again = op == "pull again"
+        rows.append(
+            Row(
+                f"{op} (fdp {op.split()[0]}, own server)",
+                n,
+                seconds,
+                times,
+                "no-op doit" if again else "",
+                noop if again else None,
+                walls[op],
+                note="; ".join(notes),
+                cpu_seconds=statistics.median(cpus[op]),
+                anchor_cpu_seconds=noop_cpu if again else None,
+            )
+        )
+    return rows
+
+
+def _mb(peaks: list[float | None]) -> str:
+    known = [p for p in peaks if p is not None]
+    return f"{max(known):.0f} MB" if known else "? MB (no /usr/bin/time)"
+
+
+def _lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as fh:
+            return sum(1 for _ in fh)
+    except FileNotFoundError:
+        return 0
 
 
 def markdown(rows: list[Row]) -> str:
@@ -393,7 +485,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", default=",".join(ROWS), help=f"rows to measure, of {', '.join(ROWS)}"
     )
-    parser.add_argument("--sync", action="store_true", help="add bench_sync's push/pull rows")
     parser.add_argument("--keep", action="store_true", help="keep the temporary projects")
     args = parser.parse_args(argv)
     try:
@@ -416,8 +507,6 @@ def main(argv: list[str] | None = None) -> int:
             big = n >= 10_000
             repeat = 1 if n >= 100_000 else min(args.repeat, 3) if big else args.repeat
             rows += scale_rows(base / f"n{n}", n, repeat, 1 if big else 3, only)
-            if args.sync:
-                rows += sync_rows(base / f"sync{n}", n)
             print(markdown([r for r in rows if r.n == n]), flush=True)
     finally:
         if args.keep:

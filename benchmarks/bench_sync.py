@@ -223,6 +223,40 @@ def process_cpu(pid: int) -> float | None:
 
 
 # ---------------------------------------------------------------------------- fixtures
+TIME = Path("/usr/bin/time")  # GNU time: the peak RSS of the command alone
+
+
+def whole_process(
+    argv: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> tuple[float, float, float | None]:
+    """Wall seconds, CPU seconds (user + system, with its children) and peak RSS in MB of
+    one whole process, as a user runs it. The peak comes from GNU time, which forks the
+    command from its own small process: a child forked from this one inherits its RSS as
+    the starting high-water mark, so `wait4`'s figure would be this benchmark's (None
+    without /usr/bin/time)."""
+    with tempfile.NamedTemporaryFile(prefix="fdp-bench-rss-", delete=False) as fh:
+        rss_file = Path(fh.name)
+    wrapped = [str(TIME), "-f", "%M", "-o", str(rss_file), *argv] if TIME.is_file() else argv
+    try:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            wrapped, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        assert proc.stdout is not None
+        output = proc.stdout.read().decode("utf-8", "replace")
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            command = " ".join(argv)
+            raise RuntimeError(f"{command} in {cwd} exited {code}:\n{output[-4000:]}")
+        words = rss_file.read_text(encoding="utf-8").split() if TIME.is_file() else []
+    finally:
+        rss_file.unlink(missing_ok=True)
+    peak = int(words[-1]) / 1024 if words and words[-1].isdigit() else None
+    return seconds, usage.ru_utime + usage.ru_stime, peak
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

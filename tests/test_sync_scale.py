@@ -6,6 +6,8 @@ neither, is still served one at a time."""
 from __future__ import annotations
 
 import hashlib
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from emulation.upstream import Upstream
 from support import CountingRegistry, Env, producer, reader
 
 from fdp_tasks.remotes.client import HttpRegistry
+from fdp_tasks.stat_cache import RACY_MARGIN_NS
 from fdp_tasks.store.base import InvalidRecord
 
 N = 50
@@ -206,3 +209,35 @@ def test_the_upstream_registry_is_asked_for_upload_urls_one_by_one(
     assert client.blobs.ask_uploads([sha1]) == 0
     assert client.blobs.asks_in_batches is False
     assert client.upload_blob(path, sha1)["uploaded"] is True
+
+
+IMPORTS_AFTER = """
+import runpy, sys
+sys.argv = ["fdp", *sys.argv[1:]]
+try:
+    runpy.run_module("fdp_tasks.cli.main", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    code = exc.code
+print("imported: " + ",".join(m for m in ("sqlalchemy",) if m in sys.modules), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_a_pull_with_nothing_new_leaves_the_local_registry_closed(
+    tmp_path: Path, counting_registry: CountingRegistry
+) -> None:
+    env = made(tmp_path, N)
+    env.add_remote(counting_registry.api_url, counting_registry.token_file)
+    env.fdp("push")
+    colleague = reader(tmp_path, counting_registry.api_url, ["results/*"])
+    colleague.fdp("pull")
+    time.sleep(RACY_MARGIN_NS / 1e9 + 0.5)  # the registry settles, as before a user's next pull
+
+    again = [colleague.run(sys.executable, "-c", IMPORTS_AFTER, "pull") for _ in range(2)]
+
+    for result in again:
+        assert "nothing newer" in result.stdout + result.stderr, result.stdout + result.stderr
+    # the first asked the local registry (its files had just changed) and kept the answers;
+    # the second is answered by them: no SQL engine is loaded, for a glob over N products
+    [line] = [x for x in again[1].stderr.splitlines() if x.startswith("imported: ")]
+    assert line == "imported: ", again[1].stderr

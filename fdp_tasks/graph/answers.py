@@ -104,6 +104,14 @@ def _decode(text: str) -> Any:
     return json.loads(text, object_hook=_datetimes)
 
 
+def store_behind(registry: Any) -> Any:
+    """The store itself behind a plan's local registry: what an action reads records in
+    bulk from (a push's closures, a pull's pages). Those look-ups are not a no-op's, so
+    encoding and keeping them would only hold memory; a write made through it changes the
+    database files' stat, which the answers then see."""
+    return registry.store if isinstance(registry, Answers) else registry
+
+
 class Answers:
     """The local registry for a plan: the up-to-date checks' look-ups answered from the
     answers file while the registry is unchanged, everything else by the store, which

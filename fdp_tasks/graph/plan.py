@@ -113,6 +113,9 @@ class LocalView:
         return queries.product_names(self.store, namespace, pattern)
 
 
+NAMES_PER_QUERY = 500  # product names looked up in one query (SQL's lists stay short)
+
+
 @dataclass(frozen=True)
 class Output:
     """A data product a code run wrote, as a push and `fdp status` name it."""
@@ -309,6 +312,29 @@ class Plan:
         """The product is registered and its file is in the local store with the right hash."""
         found = queries.locate_ref(self.store, ref)
         intact = found is not None and located_intact(self.data, found, self.hashes)
+        self.remember_answers()
+        return intact
+
+    def intact_products(self, refs: list[ProductRef]) -> set[ProductRef]:
+        """Which of these products `product_intact` would find intact, asked a page of
+        names at a time (a pull of a glob over thousands of products asks a few queries,
+        not a few per product), with what was hashed and asked kept once at the end."""
+        intact: set[ProductRef] = set()
+        by_namespace: dict[str, list[ProductRef]] = {}
+        for ref in refs:
+            by_namespace.setdefault(ref.namespace, []).append(ref)
+        for namespace, group in by_namespace.items():
+            namespace_id = queries.namespace_id(self.store, namespace)
+            if namespace_id is None:
+                continue
+            for start in range(0, len(group), NAMES_PER_QUERY):
+                page = {(r.name, r.version_text): r for r in group[start : start + NAMES_PER_QUERY]}
+                names = sorted({name for name, _ in page})
+                rows = self.store.find("data_product", {"namespace": namespace_id, "name": names})
+                products = [row for row in rows if (row["name"], row["version"]) in page]
+                for found in queries.locate_many(self.store, products):
+                    if located_intact(self.data, found, self.hashes):
+                        intact.add(page[(found.product["name"], found.product["version"])])
         self.remember_answers()
         return intact
 

@@ -278,12 +278,20 @@ class SyncSession:
             with self._lock:
                 listing[(ref.name, ref.version_text)] = record
 
+    @property
+    def records(self) -> Store:
+        """The local registry as the sync actions read it: the store itself, past the
+        answers kept for the up-to-date checks (`graph/answers.py`)."""
+        from fdp_tasks.graph.answers import store_behind
+
+        return store_behind(self.store)
+
     def puller(self, remote: Remote) -> Puller:
         """One Puller per remote and command, so shared provenance is copied once."""
         self._writing("pull")
         with self._lock:
             if remote.url not in self._pullers:
-                self._pullers[remote.url] = Puller(remote, self.store, self.plan.data)
+                self._pullers[remote.url] = Puller(remote, self.records, self.plan.data)
             return self._pullers[remote.url]
 
     def pusher(self, remote: Remote) -> Pusher:
@@ -297,7 +305,7 @@ class SyncSession:
                     return self.remote_product(remote, other)
 
                 self._pushers[remote.url] = Pusher(
-                    self.store, self.plan.data, remote, lookup=listed
+                    self.records, self.plan.data, remote, lookup=listed
                 )
             return self._pushers[remote.url]
 

@@ -149,9 +149,10 @@ def _to_pull(
             raise FdpError(
                 f"{plan.cfg.file}: {item.key}: {item.label} matches nothing on remote {remote.name}"
             )
-    for name, version in wanted.items():
-        ref = item.product(name, version)
-        if plan.product_intact(ref):
+    refs = [item.product(name, version) for name, version in wanted.items()]
+    here = plan.intact_products(refs)
+    for ref in refs:
+        if ref in here:
             continue  # already here: asking the remote was only about newer versions
         product = listing.get((ref.name, ref.version_text))
         if product is None:
@@ -165,10 +166,12 @@ def _pull_one(session: SyncSession, item: ReadItem) -> dict[str, Any]:
     """Copy the records of one read item's products (their files are in place already when
     `_pull_files` fetched them); what the reporter says and counts."""
     plan = session.plan
-    session.ensure_identity()
     remote = _pull_remote(plan, session, item)
     report: list[str] = []
     wanted = list(_to_pull(plan, session, remote, item))
+    if not wanted:
+        return {REPORT: [f"{item.label}: nothing newer on {remote.name}"], PULLED: 0}
+    session.ensure_identity()
     with session.records_lock("local"):
         for ref, sha1 in session.puller(remote).pull_many(wanted):
             if isinstance(sha1, NonCanonicalName):
@@ -195,7 +198,6 @@ def _pull_files(session: SyncSession, refresh: bool, jobs: int) -> dict[str, Any
     plan = session.plan
     wanted: list[tuple[ProductRef, Record]] = []
     try:
-        session.ensure_identity()
         for item in plan.reads:
             if _read_fresh(plan, item, refresh):
                 continue
@@ -203,7 +205,8 @@ def _pull_files(session: SyncSession, refresh: bool, jobs: int) -> dict[str, Any
             with contextlib.suppress(FdpError):  # the item's own task says why
                 wanted += _to_pull(plan, session, remote, item)
         if not wanted:
-            return {}
+            return {}  # nothing new: the registry is not even opened for writing
+        session.ensure_identity()
         puller = session.puller(remote)
         files, _ = puller.download_plan(wanted)
     except (FdpError, OSError) as exc:
@@ -367,14 +370,22 @@ def pushable_outputs(plan: Plan) -> list[Output | queries.Located]:
     return list(seen.values())
 
 
-def pushable(plan: Plan) -> list[queries.Located]:
-    """`pushable_outputs` with the records of each data product, as a push sends them
-    (fetched in batches, one query per record type)."""
-    items = pushable_outputs(plan)
-    ids = [found.product_id for found in items if isinstance(found, Output)]
-    products = plan.store.get_many("data_product", ids)
-    located = iter(queries.locate_many(plan.store, [products[i] for i in ids]))
-    return [next(located) if isinstance(found, Output) else found for found in items]
+PAGE = 500  # data products whose records a push reads at a time
+
+
+def located_pages(
+    session: SyncSession, items: list[Output | queries.Located]
+) -> Iterator[list[queries.Located]]:
+    """`pushable_outputs` with the records of each data product, as a push sends them, a
+    page at a time (one query per record type and page): a push never holds the records
+    of all it pushes."""
+    store = session.records
+    for start in range(0, len(items), PAGE):
+        page = items[start : start + PAGE]
+        ids = [found.product_id for found in page if isinstance(found, Output)]
+        products = store.get_many("data_product", ids)
+        located = iter(queries.locate_many(store, [products[i] for i in ids]))
+        yield [next(located) if isinstance(found, Output) else found for found in page]
 
 
 @dataclass
@@ -469,7 +480,7 @@ def _push_run(doing: SyncSession, dirty: bool, run_uuid: str) -> dict[str, Any]:
     return said
 
 
-def warn_newer_reads(session: SyncSession, todo: list[queries.Located]) -> None:
+def warn_newer_reads(session: SyncSession, todo: list[Output | queries.Located]) -> None:
     """A warning line per input of the runs about to be pushed that the remote holds in a
     newer version: the push goes on. A remote that does not answer is the items' to say."""
     if not todo:
@@ -479,24 +490,28 @@ def warn_newer_reads(session: SyncSession, todo: list[queries.Located]) -> None:
             log.warning("%s", line)
 
 
-def newer_than_read(session: SyncSession, todo: list[queries.Located]) -> list[str]:
+def newer_than_read(session: SyncSession, todo: list[Output | queries.Located]) -> list[str]:
     """One line per data product that the runs about to be pushed read, of which the remote
     holds a newer version than the newest they read: not a conflict, but worth knowing."""
-    plan, store = session.plan, session.store
+    plan, store = session.plan, session.records
     remote = session.remote()
-    wanted = {c for found in todo for c in found.object.get("components") or []}
+    staged_products = staged_for_push(plan).staged
+    wanted: set[int] = set()
+    staged_components: list[int] = []
+    for page in located_pages(session, todo):
+        for found in page:
+            components = found.object.get("components") or []
+            wanted.update(components)
+            if str(found.ref) in staged_products:  # made by a run of another config, maybe
+                staged_components += components
     runs: dict[int, Any] = {}
     uuids = [u for record in past_runs(plan.runs_log) for u in record.get("code_runs") or []]
     uuids += [e.key for e in staging.staged(plan.project) if e.kind == staging.RUN]
     for run_uuid in dict.fromkeys(uuids):
         for run in store.find("code_run", {"uuid": run_uuid}, limit=1):
             runs[run["id"]] = run
-    staged_products = staged_for_push(plan).staged
-    lineage = Lineage(store)  # a run of many staged outputs is read once, not once each
-    for found in todo:
-        if str(found.ref) in staged_products:  # made by a run of another config, maybe
-            components = found.object.get("components") or []
-            runs.update((r["id"], r) for r in lineage.runs_that_made(components))
+    if staged_components:
+        runs.update((r["id"], r) for r in Lineage(store).runs_that_made(staged_components))
     inputs = [c for run in runs.values() if wanted & set(run["outputs"]) for c in run["inputs"]]
     components = queries.get_many(store, "object_component", inputs)
     objects = queries.get_many(store, "object", [c["object"] for c in components.values()])
@@ -604,11 +619,12 @@ def preflight_push(session: SyncSession, dirty: bool = False) -> None:
     plan = session.plan
     refuse_dirty(plan.local_repo, dirty)
     ledger = push_ledger(plan)
-    todo = [found for found in pushable(plan) if not on_remote(session, found, ledger)]
-    if todo:
+    items = pushable_outputs(plan)
+    first = next((found for found in items if not on_remote(session, found, ledger)), None)
+    if first is not None:
         session.ensure_identity()
         with contextlib.suppress(OutOfSync):  # the push task itself reports the conflict
-            session.pusher(session.remote(write=True)).preflight(todo[0].product["id"])
+            session.pusher(session.remote(write=True)).preflight(first.product_id)
     session.push_checked = True
 
 
@@ -634,17 +650,26 @@ def push_files(config: str, remote_name: str | None, dirty: bool, jobs: int) -> 
     try:
         remote = _push_checked(doing, dirty)
         ledger = push_ledger(doing.plan)
-        waiting = [found for found in pushable(doing.plan) if not on_remote(doing, found, ledger)]
+        waiting = [f for f in pushable_outputs(doing.plan) if not on_remote(doing, f, ledger)]
         warn_newer_reads(doing, waiting)  # here: the one task of a push that runs once
         pusher = doing.pusher(remote)
-        files = pusher.files(pusher.without_conflicts([f.product["id"] for f in waiting]))
     except (FdpError, OSError) as exc:
         log.debug("push_files: %s", exc)  # every item fails with it, in its own words
         return None
-    with Bar("uploading", total=len(files)) as bar:
-        failed = pusher.upload_files(files, jobs, bar.bytes_callback(), bar.step)
-    for location_id, why in failed.items():
-        log.debug("upload of storage location %s failed: %s", location_id, why)
+    found = 0  # files found so far; the bar counts one for each product not yet looked at
+    with Bar("uploading", total=len(waiting)) as bar:
+        for start in range(0, len(waiting), PAGE):
+            page = [f.product_id for f in waiting[start : start + PAGE]]
+            try:
+                files = pusher.files(pusher.without_conflicts(page))
+            except (FdpError, OSError) as exc:
+                log.debug("push_files: %s", exc)  # the page's items say it themselves
+                continue
+            found += len(files)
+            bar.set_total(found + max(0, len(waiting) - start - PAGE))
+            failed = pusher.upload_files(files, jobs, bar.bytes_callback(), bar.step)
+            for location_id, why in failed.items():
+                log.debug("upload of storage location %s failed: %s", location_id, why)
     return None
 
 
@@ -665,7 +690,7 @@ def _push_one(
         pushed = doing.pusher(remote).push_product(product_id)
     doing.note_pushed(remote, pushed)
     plan = doing.plan
-    ref = queries.locate(doing.store, doing.store.get("data_product", product_id)).ref
+    ref = queries.locate(doing.records, doing.records.get("data_product", product_id)).ref
     others = [str(other) for other, _ in pushed if other != ref]
     more = len(others)
     ledger = push_ledger(plan)
@@ -691,7 +716,7 @@ def push_tasks(
     doing = session()
     config, remote_name = str(plan.cfg.path), doing.remote_name
 
-    def pushed_already(found: queries.Located) -> bool:
+    def pushed_already(found: Output | queries.Located) -> bool:
         if doing.push_broken:
             return False
         try:
@@ -703,7 +728,7 @@ def push_tasks(
             unstage_pushed(plan, doing.remote().url, ledger, [found.ref])
         return there
 
-    items = pushable(plan)
+    items = pushable_outputs(plan)
     yield {
         "basename": PUSH_FILES,
         "doc": "upload the files of what is to be pushed, in parallel, before any record",
@@ -720,7 +745,7 @@ def push_tasks(
             "name": str(found.ref),
             "doc": f"copy {found.ref} and its provenance to the remote",
             "actions": [
-                (push_item, [config, remote_name, dirty, found.product["id"], found.hash])
+                (push_item, [config, remote_name, dirty, found.product_id, found.hash])
             ],
             "task_dep": [PUSH_FILES],
             "uptodate": [lambda found=found: _unless_unknown(pushed_already, found)],

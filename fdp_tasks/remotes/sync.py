@@ -678,6 +678,10 @@ class Pusher:
         # products whose closure preflight found clear: each closure is walked once, not
         # once per item of it
         self.cleared: set[int] = set()
+        # products in closures found without conflicts, and whose closure's files were
+        # listed, by the bytes phase: a push in pages walks each closure once, not per page
+        self.clear: set[int] = set()
+        self.listed: set[int] = set()
 
     # ------------------------------------------------------------ bytes phase
     def files(self, product_ids: Iterable[int]) -> list[Record]:
@@ -686,7 +690,7 @@ class Pusher:
         them. Reads only the local registry: called before the upload threads start, so
         they find every record they need in the cache."""
         wanted: dict[int, Record] = {}
-        seen: set[int] = set()
+        seen = self.listed  # a closure met in an earlier call (a page before) is not walked again
         for product_id in product_ids:
             if product_id in seen or product_id in self.done_products:
                 continue
@@ -950,15 +954,14 @@ class Pusher:
         A product in a closure found clear has a clear closure too (closures are
         transitive), so each closure is walked once, as `files` does."""
         kept: list[int] = []
-        clear: set[int] = set()
         for pid in product_ids:
-            if pid not in clear:
+            if pid not in self.clear:
                 closure = self.closure(pid)
                 try:
                     self.check_conflicts(closure)
                 except OutOfSync:
                     continue
-                clear.update(closure)
+                self.clear.update(closure)
             kept.append(pid)
         return kept
 

@@ -510,12 +510,12 @@ class RegistryApp:
             # there already: the create answers 409 with it, as to anyone, so that a push of
             # results made from another group's data finds that data in its provenance
             return
+        name = self.store.get("namespace", namespace_id)["name"]
         raise ApiError(
             403,
             {
-                "detail": f"{user['username']} is not a member of namespace "
-                f"{self.store.get('namespace', namespace_id)['name']}: only its members write there; ask one of them, or "
-                "admin, to add you"
+                "detail": f"{user['username']} is not a member of namespace {name}: only its "
+                "members write there; ask one of them, or admin, to add you"
             },
         )
 

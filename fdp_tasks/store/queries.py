@@ -29,6 +29,10 @@ class Located:
         return self.location["hash"] if self.location else None
 
     @property
+    def product_id(self) -> int:
+        return int(self.product["id"])
+
+    @property
     def ref(self) -> ProductRef:
         return ProductRef.of(self.namespace["name"], self.product["name"], self.product["version"])
 
