@@ -87,6 +87,9 @@ class SyncSession:
         self._pullers: dict[str, Puller] = {}
         self._pushers: dict[str, Pusher] = {}
         self._listings: dict[tuple[str, str], Listing] = {}
+        # what the bytes phase of a pull found to fetch for each read item (by remote URL
+        # and item index), handed on to the item's own task in this process
+        self.to_pull: dict[tuple[str, int], list[tuple[ProductRef, Record]]] = {}
         self._author_id: int | None = None
         self._records_locks: dict[str, tuple[threading.Lock, IO[str] | None]] = {}
         self.pid = os.getpid()

@@ -168,7 +168,9 @@ def _pull_one(session: SyncSession, item: ReadItem) -> dict[str, Any]:
     plan = session.plan
     remote = _pull_remote(plan, session, item)
     report: list[str] = []
-    wanted = list(_to_pull(plan, session, remote, item))
+    wanted = session.to_pull.pop((remote.url, item.index), None)
+    if wanted is None:  # no bytes phase before it in this process
+        wanted = list(_to_pull(plan, session, remote, item))
     if not wanted:
         return {REPORT: [f"{item.label}: nothing newer on {remote.name}"], PULLED: 0}
     session.ensure_identity()
@@ -203,7 +205,9 @@ def _pull_files(session: SyncSession, refresh: bool, jobs: int) -> dict[str, Any
                 continue
             remote = _pull_remote(plan, session, item)
             with contextlib.suppress(FdpError):  # the item's own task says why
-                wanted += _to_pull(plan, session, remote, item)
+                found = list(_to_pull(plan, session, remote, item))
+                session.to_pull[(remote.url, item.index)] = found
+                wanted += found
         if not wanted:
             return {}  # nothing new: the registry is not even opened for writing
         session.ensure_identity()
