@@ -308,7 +308,7 @@ class SyncSession:
                     return self.remote_product(remote, other)
 
                 self._pushers[remote.url] = Pusher(
-                    self.records, self.plan.data, remote, lookup=listed
+                    self.records, self.plan.data, remote, lookup=listed, hashes=self.plan.hashes
                 )
             return self._pushers[remote.url]
 

@@ -24,6 +24,7 @@ from fdp_tasks.names import namespace_problem, product_name_problem
 from fdp_tasks.provenance.walk import Lineage, ProvenanceUnavailable
 from fdp_tasks.refs import ProductRef
 from fdp_tasks.remotes.base import Remote
+from fdp_tasks.stat_cache import StatCache
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Record, Registry, UniqueViolation
 from fdp_tasks.store.cache import CachedRegistry
@@ -653,9 +654,14 @@ class Pusher:
         store: DataStore,
         remote: Remote,
         lookup: Callable[[ProductRef], Record | None] | None = None,
+        hashes: StatCache | None = None,
     ):
-        """`lookup` finds a data product on the remote (default: one query per product)."""
+        """`lookup` finds a data product on the remote (default: one query per product);
+        `hashes`: the SHA-1s of data-store files by their stat, so that a file the up-to-date
+        checks hashed is not read again to see it is intact before it is sent (the remote
+        checks the bytes it receives all the same)."""
         self.local = CachedRegistry(local)  # nothing writes to it while pushing
+        self.hashes = hashes
         # the provenance walk: which runs made what, each run read once
         self.lineage = Lineage(self.local)
         self.lookup = lookup or (
@@ -756,7 +762,7 @@ class Pusher:
             log.info("not uploading %s: it is not public", location["path"])
             return None
         rel, sha1 = location["path"], location["hash"]
-        if not intact(self.store, rel, sha1):
+        if not intact(self.store, rel, sha1, hashes=self.hashes):
             if not self.store.exists(rel):
                 raise FdpError(
                     f"cannot push {rel}: it is missing from the data store {self.store.root}"
@@ -955,7 +961,7 @@ class Pusher:
         transitive), so each closure is walked once, as `files` does."""
         kept: list[int] = []
         for pid in product_ids:
-            if pid not in self.clear:
+            if pid not in self.clear and pid not in self.cleared:  # (cleared: by preflight)
                 closure = self.closure(pid)
                 try:
                     self.check_conflicts(closure)
@@ -975,7 +981,9 @@ class Pusher:
             return
         for location in self._locations(products):
             root = self.local.get("storage_root", location["storage_root"])["root"]
-            if not intact(self.store, location["path"], location["hash"], root=root):
+            if not intact(
+                self.store, location["path"], location["hash"], root=root, hashes=self.hashes
+            ):
                 continue  # not ours, or missing or modified: the push of its product says so
             try:
                 if self._upload(location) is not None:
