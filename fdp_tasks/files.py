@@ -134,7 +134,7 @@ def _place_if_intact(
     got = digest.hexdigest()
     if expected_sha1 and got != expected_sha1.lower():
         written.unlink(missing_ok=True)
-        raise HashMismatch(f"{dest.name}: SHA-1 {got} does not match the expected {expected_sha1}")
+        raise HashMismatch(f"{dest}: SHA-1 {got} does not match the expected {expected_sha1}")
     os.chmod(written, 0o644)
     os.replace(written, dest)
     return got

@@ -278,6 +278,99 @@ def test_private_files_are_served_only_to_the_users_who_own_them(shared) -> None
     assert requests.get(file_url, timeout=30).content == secret
 
 
+def bundle(reg: Any, hashes: list[str], token: str | None) -> tuple[int, dict[str, bytes], bool]:
+    """`POST /data/` for these files as the holder of `token`: the status, the files sent
+    (SHA-1 -> bytes) and whether the answer says it ended."""
+    headers = reg.headers(token) if token else {}
+    resp = requests.post(f"{reg.url}/data/", json={"hashes": hashes}, headers=headers, timeout=30)
+    body, sent, at = resp.content, {}, 0
+    while resp.status_code == 200 and at < len(body):
+        line_end = body.index(b"\n", at)
+        words = body[at:line_end].decode().split()
+        if words == ["end"]:
+            return resp.status_code, sent, line_end + 1 == len(body)
+        sha, size = words[0], int(words[1])
+        sent[sha] = body[line_end + 1 : line_end + 1 + size]
+        at = line_end + 1 + size
+    return resp.status_code, sent, False
+
+
+def test_a_bundle_of_files_holds_only_what_each_reader_may_read(shared) -> None:
+    reg = shared
+    secret, shared_text = b"alice's unpublished results\n", b"a published table\n"
+    private, public = (hashlib.sha1(b).hexdigest() for b in (secret, shared_text))
+    published(reg, reg.alice, "lab", "in/secret", "1.0.0", secret, public=False)
+    published(reg, reg.alice, "lab", "out/table", "1.0.0", shared_text)
+    unknown = hashlib.sha1(b"nobody sent this").hexdigest()
+    asked = [private, public, unknown]
+    for token in (None, reg.bob):  # as GET /data/<sha1> answers them: the public file only
+        assert bundle(reg, asked, token) == (200, {public: shared_text}, True)
+    assert bundle(reg, asked, reg.alice) == (200, {private: secret, public: shared_text}, True)
+    # the server says it sends bundles, and refuses a request that is not a list of SHA-1s
+    answer = requests.get(f"{reg.api_url}namespace/", timeout=30)
+    assert answer.headers.get("FDP-Data-Bundles") == "1"
+    for bad in ({"hashes": "x"}, {"hashes": ["../etc/passwd"]}, {"hashes": []}, [public]):
+        refused = requests.post(f"{reg.url}/data/", json=bad, timeout=30)
+        assert refused.status_code == 400, refused.text
+
+
+def test_a_bundle_sent_keeps_only_files_that_hash_right_and_needs_a_token(shared) -> None:
+    reg = shared
+    good, lie = b"a good table\n", b"bytes that are not what they claim\n"
+    good_sha = hashlib.sha1(good).hexdigest()
+    claimed = hashlib.sha1(b"something else").hexdigest()
+    body = (
+        f"{claimed} {len(lie)}\n".encode() + lie + f"{good_sha} {len(good)}\n".encode() + good
+    )
+    body += b"end\n"
+    kind = {"Content-Type": "application/x-fdp-bundle"}
+    url = f"{reg.url}/data/"
+    anonymous = requests.put(url, data=body, headers=kind, timeout=30)
+    assert anonymous.status_code in (401, 403)
+    assert not (reg.blob_dir / good_sha[:2] / good_sha).exists()
+
+    sent = requests.put(url, data=body, headers={**reg.headers(reg.alice), **kind}, timeout=30)
+
+    assert sent.status_code == 200, sent.text
+    answer = sent.json()
+    assert answer["stored"] == [good_sha] and list(answer["refused"]) == [claimed]
+    assert (reg.blob_dir / good_sha[:2] / good_sha).read_bytes() == good
+    assert not (reg.blob_dir / claimed[:2] / claimed).exists()
+    # alice sent the bytes: she may count them as there; bob, who did not, may not
+    assert call(reg, "POST", f"data/{good_sha}", reg.alice).json()["exists"] is True
+    assert call(reg, "POST", f"data/{good_sha}", reg.bob).json()["exists"] is False
+    too_big = f"{good_sha} {10**9}\n".encode()
+    as_alice = {**reg.headers(reg.alice), **kind}
+    refused = requests.put(url, data=too_big, headers=as_alice, timeout=30)
+    assert refused.status_code == 400 and "at most" in detail_line(refused)
+
+
+def test_a_pull_takes_no_file_from_a_bundle_that_does_not_hash_right(
+    tmp_path: Path, registry_server: Any
+) -> None:
+    live = registry_server()
+    env = producer(tmp_path, outputs=3)
+    env.doit()
+    env.add_remote(live.api_url, live.token_file)
+    env.fdp("push")
+    good = env.data_store / "lab/results/part01/0.0.1.csv"
+    digest = sha1(good)
+    blob = live.blob_dir / digest[:2] / digest
+    blob.write_bytes(b"not what was sent\n")  # the server's disk went bad
+    colleague = Env(tmp_path, "colleague")
+    colleague.read_config(["results/*"], "lab")
+    colleague.add_remote(live.api_url, None)
+
+    pulled = colleague.fdp("pull", check=False)
+
+    assert pulled.returncode != 0
+    assert "part01" in pulled.output and "SHA-1" in pulled.output, pulled.output
+    assert not (colleague.data_store / "lab/results/part01/0.0.1.csv").exists()
+    for other in ("part00", "part02"):
+        mine = env.data_store / f"lab/results/{other}/0.0.1.csv"
+        assert sha1(colleague.data_store / f"lab/results/{other}/0.0.1.csv") == sha1(mine)
+
+
 # --- 10. A loser leaves nothing -----------------------------------------------------------
 class HoldProductCreates:
     """WSGI middleware: each POST of a data product waits for the other pusher's, so both

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -54,9 +55,11 @@ def test_push_and_pull_cost_a_few_requests_per_product(
     counting_registry.requests.clear()
     env.fdp("push")
     pushed = counting_registry.total()
-    # per product: its bytes; its storage location, object and data product records go
-    # in lists of a few hundred (one POST of each kind here), not one POST each
-    assert pushed <= N + FIXED, shapes(counting_registry)
+    # nothing per product: small files go in bundles (PUT /data/), and the storage
+    # location, object and data product records in lists of a few hundred (one POST of
+    # each kind here), not one request each
+    assert pushed <= FIXED, shapes(counting_registry)
+    assert counting_registry.requests["PUT /data/"] == 1, shapes(counting_registry)
     for kind in ("storage_location", "object", "data_product"):
         assert counting_registry.requests[f"POST /api/{kind}/"] <= 8, shapes(counting_registry)
     # where to upload was asked for all files at once (after one file alone: the probe
@@ -76,9 +79,10 @@ def test_push_and_pull_cost_a_few_requests_per_product(
     counting_registry.requests.clear()
     colleague.fdp("pull")
     pulled = counting_registry.total()
-    # per product: its bytes; records come in listings, a few hundred at a time
-    assert pulled <= 3 * N + FIXED, shapes(counting_registry)
-    assert pulled <= 1.5 * N + FIXED, shapes(counting_registry)
+    # records come in listings and small files in bundles, a few hundred at a time: nothing
+    # per product (the server sends the bytes of many files in one answer)
+    assert pulled <= FIXED, shapes(counting_registry)
+    assert counting_registry.requests["POST /data/"] == 1, shapes(counting_registry)
     for i in range(N):
         assert (colleague.data_store / f"lab/results/part{i:02d}/0.0.1.csv").is_file()
 
@@ -241,3 +245,40 @@ def test_a_pull_with_nothing_new_leaves_the_local_registry_closed(
     # the second is answered by them: no SQL engine is loaded, for a glob over N products
     [line] = [x for x in again[1].stderr.splitlines() if x.startswith("imported: ")]
     assert line == "imported: ", again[1].stderr
+
+
+class RefuseBundles:
+    """WSGI middleware: the server's bundle endpoints fail (500), as a proxy in front of
+    them might make them; everything else passes."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == "/data/" and environ["REQUEST_METHOD"] in ("PUT", "POST"):
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+            return [b"no bundles here"]
+        return self.app(environ, start_response)
+
+
+def test_files_a_bundle_does_not_carry_go_one_by_one(tmp_path: Path) -> None:
+    registry = CountingRegistry(tmp_path / "remote", wrap=RefuseBundles)
+    try:
+        env = made(tmp_path, N)
+        env.add_remote(registry.api_url, registry.token_file)
+        env.fdp("push")
+        one_by_one = [k for k in registry.requests if k.startswith("PUT /data/") and k[10:]]
+        assert registry.requests["PUT /data/"] >= 1 and len(one_by_one) >= N, shapes(registry)
+        assert registry.store.count("data_product") == N + 1
+
+        colleague = reader(tmp_path, registry.api_url, ["results/*"])
+        registry.requests.clear()
+        colleague.fdp("pull")
+        fetched = [k for k in registry.requests if k.startswith("GET /data/")]
+        assert registry.requests["POST /data/"] >= 1 and len(fetched) >= N, shapes(registry)
+        for i in range(N):
+            mine = env.data_store / f"lab/results/part{i:02d}/0.0.1.csv"
+            theirs = colleague.data_store / f"lab/results/part{i:02d}/0.0.1.csv"
+            assert theirs.read_bytes() == mine.read_bytes()
+    finally:
+        registry.stop()

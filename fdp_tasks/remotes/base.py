@@ -51,6 +51,18 @@ class Remote(ABC):
 
         return open_location(root, path, start=start)
 
+    def upload_small(self, files: list[tuple[Path, str]]) -> dict[str, tuple[str, str]]:
+        """Many small files (path, SHA-1) at once where the remote takes them in one
+        request: (storage root, path) by SHA-1 of those it holds now; the rest are uploaded
+        one by one. By default, none."""
+        return {}
+
+    def download_small(self, wanted: list[tuple[str, str]]) -> Iterator[tuple[str, str, bytes]]:
+        """Many small files at once where the remote can send them in one answer: (root,
+        path, bytes) for each of `wanted` (storage root, path) it sent, unchecked; the rest
+        are downloaded one by one. By default, none."""
+        return iter(())
+
     def close(self) -> None:
         """Release connections and handles."""
         self.storage.close()

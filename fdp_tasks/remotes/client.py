@@ -25,7 +25,7 @@ import requests
 from fdp_tasks import transfer
 from fdp_tasks.errors import HashMismatch
 from fdp_tasks.storage.base import NoFileStorage  # noqa: F401 - sync catches it from here
-from fdp_tasks.storage.upstream import UpstreamDataStorage, api_root, origin
+from fdp_tasks.storage.upstream import BUNDLES_HEADER, UpstreamDataStorage, api_root, origin
 from fdp_tasks.store.base import (
     InvalidRecord,
     NotFound,
@@ -110,6 +110,9 @@ class HttpRegistry:
         self._token = token
         self.session = transfer.new_session({"Accept": f"application/json; version={API_VERSION}"})
         self._blobs: UpstreamDataStorage | None = None
+        # whether the registry said it sends small files in bundles (our server does, in a
+        # header of its answers): its storage asks for them only then
+        self.sends_bundles = False
         # Records created inside open transaction() blocks, per thread: what an undo deletes.
         self._undo = threading.local()
         self._origin = origin(self.api_url)
@@ -181,6 +184,8 @@ class HttpRegistry:
             timeout=self.timeout,
             **kwargs,
         )
+        if resp.headers.get(BUNDLES_HEADER) == "1":
+            self.sends_bundles = True
         if resp.status_code in ok or resp.status_code in expected:
             return resp
         self._raise(method, path, resp)
@@ -582,6 +587,7 @@ class HttpRegistry:
                 retries=self.retries,
                 backoff=self.backoff,
                 breaker=self.breaker,
+                bundles=lambda: self.sends_bundles,
             )
         return self._blobs
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fdp_tasks.remotes.base import Remote
 from fdp_tasks.remotes.client import HttpRegistry
-from fdp_tasks.storage.base import Progress
+from fdp_tasks.storage.base import Progress, is_sha1
 from fdp_tasks.storage.upstream import UpstreamDataStorage
 from fdp_tasks.transfer import location_url
 
@@ -46,6 +46,22 @@ class HttpRemote(Remote):
         if root.startswith(("http://", "https://")):
             return self.storage.read_url(location_url(root, path), start)
         return super().download(root, path, start)
+
+    def upload_small(self, files: list[tuple[Path, str]]) -> dict[str, tuple[str, str]]:
+        """In bundles, where the registry takes them (our server)."""
+        return self.storage.upload_bundle(files)
+
+    def download_small(self, wanted: list[tuple[str, str]]) -> Iterator[tuple[str, str, bytes]]:
+        """Files under the registry's own data root, by SHA-1, in bundles where it sends
+        them (our server); files elsewhere, and any it leaves out, one by one."""
+        ours = {
+            path.lower(): (root, path)
+            for root, path in wanted
+            if self.holds(root) and is_sha1(path)
+        }
+        for sha1, data in self.storage.read_bundle(list(ours)):
+            root, path = ours[sha1]
+            yield root, path, data
 
     def close(self) -> None:
         self.storage.close()

@@ -25,6 +25,7 @@ from fdp_tasks.provenance.walk import Lineage, ProvenanceUnavailable
 from fdp_tasks.refs import ProductRef
 from fdp_tasks.remotes.base import Remote
 from fdp_tasks.stat_cache import StatCache
+from fdp_tasks.storage.upstream import BUNDLE_FILE_BYTES
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Record, Registry, UniqueViolation
 from fdp_tasks.store.cache import CachedRegistry
@@ -38,6 +39,10 @@ Relocate = Callable[[Record], int | None]
 PUSH_BATCH = 200
 PULL_BATCH = 200
 # The kinds of record there are one or more of per data product.
+BUNDLE_FILES = 200  # small files sent or asked for in one request, where the remote can
+# A bundle sent holds this much at most: under the API's body limit of our server (4 MiB by
+# default; one set lower answers 413, and files then go one by one)
+BUNDLE_BYTES = 3 * 1024 * 1024
 PER_PRODUCT = ("data_product", "object", "object_component", "storage_location")
 
 
@@ -429,8 +434,49 @@ class Puller:
     ) -> dict[FileToFetch, FdpError | OSError]:
         """Download files into the data store on `jobs` threads, each checked against its
         SHA-1 and renamed into place only when whole; returns why files failed. Records
-        are copied afterwards, by `pull`, which finds the files in place."""
-        return in_parallel(lambda f: self._fetch(f, counting_into(on_bytes)), files, jobs, on_file)
+        are copied afterwards, by `pull`, which finds the files in place. Small files come
+        a bundle of BUNDLE_FILES at a time where the remote sends them so (our server),
+        the rest one by one."""
+        todo = [f for f in files if not intact(self.store, f.rel, f.sha1)]
+        placed = self._fetch_bundles(todo, jobs, on_bytes, on_file)
+        rest = [f for f in files if f.rel not in placed]
+        return in_parallel(lambda f: self._fetch(f, counting_into(on_bytes)), rest, jobs, on_file)
+
+    def _fetch_bundles(
+        self,
+        files: list[FileToFetch],
+        jobs: int,
+        on_bytes: Callable[[int], None] | None,
+        on_file: Callable[[], None],
+    ) -> set[str]:
+        """What `download_small` brought, each file written whole and checked against its
+        SHA-1 (a file that is not what was asked for is left to its own download, which
+        says why); returns the data-store paths placed."""
+        placed: set[str] = set()
+        lock = threading.Lock()
+
+        def one(group: list[FileToFetch]) -> None:
+            by_key: dict[tuple[str, str], list[FileToFetch]] = {}
+            for file in group:
+                by_key.setdefault((file.root, file.path), []).append(file)
+            for root, path, data in self.remote.download_small(list(by_key)):
+                for file in by_key.get((root, path), []):
+                    try:
+                        self.store.put_stream(file.rel, [data], expected_sha1=file.sha1)
+                    except (FdpError, OSError) as exc:
+                        log.debug("%s from a bundle: %s", file.rel, exc)
+                        continue
+                    with lock:
+                        placed.add(file.rel)
+                    if on_bytes is not None:
+                        on_bytes(len(data))
+                    on_file()
+
+        groups = [files[i : i + BUNDLE_FILES] for i in range(0, len(files), BUNDLE_FILES)]
+        failed = in_parallel(lambda i: one(groups[i]), range(len(groups)), jobs, lambda: None)
+        for why in failed.values():  # the files it did not bring come one by one
+            log.debug("a bundle of files: %s", why)
+        return placed
 
     def _fetch(self, file: FileToFetch, progress: Callable[[int], None] | None = None) -> None:
         if intact(self.store, file.rel, file.sha1):
@@ -738,12 +784,68 @@ class Pusher:
                 self.remote.prepare_uploads([location["hash"] for location in by_id.values()])
             except FdpError as exc:  # each upload asks for itself, and says what is wrong
                 log.debug("asking where to upload %d files at once: %s", len(by_id), exc)
+        bundled = self._upload_bundles(list(by_id.values()), jobs, on_bytes, on_file)
         return in_parallel(
             lambda lid: self._upload(by_id[lid], counting_into(on_bytes)),
-            list(by_id),
+            [lid for lid in by_id if lid not in bundled],
             jobs,
             on_file,
         )
+
+    def _upload_bundles(
+        self,
+        locations: list[Record],
+        jobs: int,
+        on_bytes: Callable[[int], None] | None,
+        on_file: Callable[[], None],
+    ) -> set[int]:
+        """Small public files of ours, intact, sent BUNDLE_FILES (at most BUNDLE_BYTES) to a
+        request where the remote takes bundles (`upload_small`); returns the location ids
+        placed. Anything else, and whatever a bundle did not place, goes one by one."""
+        small: list[tuple[Record, Path, int]] = []
+        for location in locations:
+            root = self.local.get("storage_root", location["storage_root"])
+            if not self.store.holds(root["root"]) or not location.get("public", True):
+                continue
+            rel, sha1 = location["path"], location["hash"]
+            try:
+                if not intact(self.store, rel, sha1, hashes=self.hashes):
+                    continue  # its own upload says what is wrong
+                path = self.store.path(rel)
+                size = path.stat().st_size
+            except (FdpError, OSError):
+                continue
+            if size <= BUNDLE_FILE_BYTES:
+                small.append((location, path, size))
+        groups: list[list[tuple[Record, Path, int]]] = []
+        for item in small:
+            if (
+                not groups
+                or len(groups[-1]) >= BUNDLE_FILES
+                or sum(s for _, _, s in groups[-1]) + item[2] > BUNDLE_BYTES
+            ):
+                groups.append([])
+            groups[-1].append(item)
+        placed: set[int] = set()
+
+        def one(group: list[tuple[Record, Path, int]]) -> None:
+            there = self.remote.upload_small([(path, loc["hash"]) for loc, path, _ in group])
+            for location, _, size in group:
+                if location["hash"] not in there:
+                    continue
+                remote_root, remote_path = there[location["hash"]]
+                with self._placing:
+                    self.storage_ok = True
+                    self.placed[location["id"]] = (remote_root, remote_path, location["hash"])
+                    placed.add(location["id"])
+                if on_bytes is not None:
+                    on_bytes(size)
+                on_file()
+
+        failed = in_parallel(lambda i: one(groups[i]), range(len(groups)), jobs, lambda: None)
+        for why in failed.values():
+            log.debug("a bundle of files: %s", why)  # its files go one by one
+        return placed
 
     def _upload(
         self, location: Record, progress: Callable[[int], None] | None = None

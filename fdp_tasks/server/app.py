@@ -41,6 +41,7 @@ from fdp_tasks.server.prov_routes import register_prov_routes
 from fdp_tasks.server.web import register_web
 from fdp_tasks.storage import Storage
 from fdp_tasks.storage.base import is_sha1
+from fdp_tasks.storage.upstream import BUNDLES_HEADER
 from fdp_tasks.store.base import InvalidRecord, NotFound, Record, UniqueViolation
 from fdp_tasks.store.prune import InUse, NotOwner, in_use_message, retire_product
 from fdp_tasks.store.schema import Field, RecordType
@@ -861,6 +862,8 @@ def create_app(
     route("/api/namespace/<int:record_id>/members/", views.members, ["GET", "POST"], "members")
     route("/api/namespace/<int:record_id>/members/<username>/", views.member, ["DELETE"], "member")
     route("/data/<sha1>", blobs.blob, ["GET", "PUT"], "blob")
+    route("/data/", blobs.bundle, ["POST"], "bundle")
+    route("/data/", blobs.receive_bundle, ["PUT"], "receive_bundle")
     route("/api/<type_name>/", views.collection, ["GET", "POST", "OPTIONS"], "collection")
     route(
         "/api/<type_name>/<int:record_id>/",
@@ -870,6 +873,13 @@ def create_app(
     )
     register_web(app, views)  # the read-only HTML pages, under /ui/
     register_prov_routes(app, views, blobs)  # prov-report and RO-Crates, as upstream has them
+
+    if not blobs.direct:
+
+        @app.after_request
+        def _says_bundles(resp: flask.Response) -> flask.Response:
+            resp.headers[BUNDLES_HEADER] = "1"  # POST /data/ sends small files in bundles
+            return resp
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> flask.Response:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import io
 import os
 import re
 import secrets
@@ -54,6 +55,7 @@ from fdp_tasks.server.signing import KEY_FILE, signing_key
 from fdp_tasks.storage import Storage, storage_for
 from fdp_tasks.storage.base import is_sha1
 from fdp_tasks.storage.local import LocalStorage
+from fdp_tasks.storage.upstream import BUNDLE_FILE_BYTES, BUNDLE_TYPE
 from fdp_tasks.store.base import NotFound
 
 UPLOAD_URL_LIFETIME = 3600
@@ -65,6 +67,9 @@ PIECE_BLOCK = 1 << 20
 CONTENT_RANGE = re.compile(r"^bytes (?:(\d+)-(\d+)|\*)/(\d+)$")
 # Direct uploads of one batch of storage locations hashed at once (each waits on the store).
 VERIFY_THREADS = 8
+# `POST /data/` (BlobViews.bundle): small files (BUNDLE_FILE_BYTES) are sent many to an
+# answer, up to this much in all
+BUNDLE_BYTES = 8 * 1024 * 1024
 
 
 def blob_path(blob_dir: Path, sha1: str) -> Path:
@@ -173,12 +178,9 @@ class BlobViews:
         body = self.upload_answer(self.blob_sha1(sha1), user)
         return json_response(body, 200 if body["exists"] else 201)
 
-    def presign_many(self) -> flask.Response:
-        """`POST /api/data/` with `{"hashes": [sha1, ...]}`: the answers `presign` gives,
-        by SHA-1, for up to UPLOADS_PER_REQUEST files in one request, so a push of many
-        files asks once per batch rather than once per file (a registry without it, the
-        upstream, answers 404, and clients ask file by file)."""
-        user = self.require_user()
+    def hash_list(self) -> list[str]:
+        """The SHA-1s of a batched request's `{"hashes": [...]}`, lower-cased; 400 unless
+        it lists 1 to UPLOADS_PER_REQUEST of them."""
         body = self.views.body()
         hashes = body.get("hashes") if isinstance(body, dict) else None
         if (
@@ -189,7 +191,15 @@ class BlobViews:
             raise ApiError(
                 400, {"hashes": [f"expected a list of 1 to {UPLOADS_PER_REQUEST} SHA-1s"]}
             )
-        wanted = [h.lower() for h in hashes]
+        return list(dict.fromkeys(h.lower() for h in hashes))
+
+    def presign_many(self) -> flask.Response:
+        """`POST /api/data/` with `{"hashes": [sha1, ...]}`: the answers `presign` gives,
+        by SHA-1, for up to UPLOADS_PER_REQUEST files in one request, so a push of many
+        files asks once per batch rather than once per file (a registry without it, the
+        upstream, answers 404, and clients ask file by file)."""
+        user = self.require_user()
+        wanted = self.hash_list()
         self.store.claim_files(wanted, user["id"])  # one transaction for the whole batch
         here = self.store.files_here_for(wanted, user["id"])
         answers = {h: self.upload_answer(h, user, claimed=True, counted=h in here) for h in wanted}
@@ -244,11 +254,11 @@ class BlobViews:
             return self.receive(sha1)
         if not self.holds(sha1):
             raise ApiError(404, {"detail": "Not found."})
-        if not self.store.file_published(sha1):
-            # private bytes: for the users who sent them and recorded a location naming them
-            user = self.require_user()
-            if user["username"] != ADMIN and not self.store.may_read_file(sha1, user["id"]):
-                raise ApiError(404, {"detail": "Not found."})
+        # private bytes: for the users who sent them and recorded a location naming them
+        if not self.store.file_published(sha1) and not self.may_read_private(
+            sha1, self.require_user()
+        ):
+            raise ApiError(404, {"detail": "Not found."})
         if self.direct:
             # the bytes come from the object store, not through this process
             url = self.storage.presign(blob_key(sha1), "GET", UPLOAD_URL_LIFETIME)
@@ -260,6 +270,92 @@ class BlobViews:
             etag=sha1,
             max_age=31536000,
         )
+
+    def may_read_private(self, sha1: str, user: dict[str, Any] | None) -> bool:
+        """Whether a user may read bytes no public location publishes: admin, or one who
+        sent them and recorded a location naming them."""
+        if user is None:
+            return False
+        return user["username"] == ADMIN or self.store.may_read_file(sha1, user["id"])
+
+    def bundle(self) -> flask.Response:
+        """`POST /data/` with `{"hashes": [sha1, ...]}`: the bytes of many small files in one
+        answer, so a pull of thousands of small files costs a request per few hundred
+        rather than one each. The body is, for each file sent, a line `<sha1> <size>` and
+        then its bytes, and a last line `end` once all are sent. Files this reader may not
+        read, that are not here, or larger than BUNDLE_FILE_BYTES (or past BUNDLE_BYTES in
+        all) are left out: the client asks for those one by one, and hears why there. A
+        server whose files are in an object store answers 404: its files come from there."""
+        if self.direct:
+            raise ApiError(404, {"detail": "files are read one by one: GET /data/<sha1>"})
+        wanted = self.hash_list()
+        user = self.views.user()
+        published = self.store.files_published(wanted)
+        chosen: list[tuple[str, Path, int]] = []
+        total = 0
+        for sha1 in wanted:
+            if sha1 not in published and not self.may_read_private(sha1, user):
+                continue
+            path = blob_path(self.blob_dir, sha1)
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue
+            if size > BUNDLE_FILE_BYTES or total + size > BUNDLE_BYTES:
+                continue
+            total += size
+            chosen.append((sha1, path, size))
+
+        def sent() -> Iterator[bytes]:
+            for sha1, path, size in chosen:
+                try:
+                    with open(path, "rb") as fh:
+                        data = fh.read(size + 1)
+                except OSError:
+                    return  # no `end`: the client asks for the rest one by one
+                if len(data) != size:
+                    return
+                yield f"{sha1} {size}\n".encode("ascii") + data
+            yield b"end\n"
+
+        return flask.Response(sent(), mimetype=BUNDLE_TYPE)
+
+    def receive_bundle(self) -> flask.Response:
+        """`PUT /data/` with a bundle of small files (as `bundle` sends them: `<sha1> <size>`
+        and the bytes of each, up to the API's body limit): each is hashed and kept if its
+        bytes match its SHA-1, and claimed by the token's user as sent, in one transaction
+        for them all. Answers which were stored and why others were not; a push of
+        thousands of small files costs a request per few hundred rather than one each."""
+        if self.direct:
+            raise ApiError(405, {"detail": "uploads go to the URL POST /api/data/<sha1> gives"})
+        user = self.require_user()
+        if not (flask.request.content_type or "").startswith(BUNDLE_TYPE):
+            raise ApiError(400, {"detail": f"expected a body of type {BUNDLE_TYPE}"})
+        stream = flask.request.stream
+        stored: list[str] = []
+        refused: dict[str, str] = {}
+        while True:
+            words = stream.readline(100).split()
+            if len(words) != 2 or not is_sha1(words[0].decode("ascii", "replace")):
+                break  # `end`, or nothing more that makes sense
+            sha1 = words[0].decode("ascii").lower()
+            if not words[1].isdigit() or int(words[1]) > BUNDLE_FILE_BYTES:
+                raise ApiError(400, {"detail": f"{sha1}: expected a size of at most "
+                                     f"{BUNDLE_FILE_BYTES} bytes"})
+            size = int(words[1])
+            data = stream.read(size)
+            if len(data) != size:
+                break  # cut short: what came whole is kept
+            try:
+                self.storage.put(io.BytesIO(data), blob_key(sha1), sha1=sha1)
+            except HashMismatch as exc:
+                refused[sha1] = str(exc)
+                continue
+            stored.append(sha1)
+        if stored:
+            self.store.claim_files(stored, user["id"], uploaded=True)
+        body = {"storage_root": f"{self.base()}/data/", "stored": stored, "refused": refused}
+        return json_response(body, 200)
 
     def receive(self, sha1: str) -> flask.Response:
         args = flask.request.args

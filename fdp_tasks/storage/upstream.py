@@ -23,6 +23,7 @@ share, such as its registry client's keep-alive session).
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import threading
@@ -63,6 +64,9 @@ NO_FILE_STORAGE = (404, 405, 500, 501)
 PIECE_SIZE = 32 * 1024 * 1024
 # Files asked about in one `POST <api>/data/` (our server's; the upstream asks one by one).
 UPLOADS_PER_REQUEST = 500
+BUNDLE_TYPE = "application/x-fdp-bundle"  # many small files in one answer (read_bundle)
+BUNDLES_HEADER = "FDP-Data-Bundles"  # a registry's answers say so when it sends bundles
+BUNDLE_FILE_BYTES = 256 * 1024  # files up to this size travel in bundles
 # A batched answer is used for this long: well within the life of the URLs it holds.
 ANSWER_LIFETIME = 20 * 60
 
@@ -108,11 +112,13 @@ class UpstreamDataStorage(Storage):
         backoff: float = 0.2,
         breaker: transfer.CircuitBreaker | None = None,
         piece_size: int = PIECE_SIZE,
+        bundles: Callable[[], bool] = lambda: False,
     ):
         """`breaker`: the circuit breaker of the remote this storage belongs to (its
         registry client's), so that a remote that stopped answering fails fast for files
         and records alike; `timeout`: seconds to wait for an answer (default: see
-        `transfer.http_timeout`)."""
+        `transfer.http_timeout`); `bundles`: whether the registry said it sends small files
+        in bundles (`read_bundle`), which only then is asked for them."""
         self.api_url = api_root(api_url)
         self.data_root = urljoin(self.api_url, "../data/")
         self.url = self.data_root
@@ -132,6 +138,9 @@ class UpstreamDataStorage(Storage):
         # answers of `ask_uploads`, by SHA-1, with when they came: `upload` takes them
         self._answers: dict[str, tuple[float, dict[str, Any]]] = {}
         self.asks_in_batches: bool | None = None  # unknown until asked
+        self._says_bundles = bundles
+        self.bundles: bool | None = None  # False once a registry refused a bundle
+        self.upload_bundles: bool | None = None  # the same, for bundles sent
 
     # ------------------------------------------------------------------ plumbing
     def session(self) -> requests.Session:
@@ -269,6 +278,89 @@ class UpstreamDataStorage(Storage):
                         self._answers[sha1] = (now, info)
                         answered += 1
         return answered
+
+    def read_bundle(self, hashes: list[str]) -> Iterator[tuple[str, bytes]]:
+        """The bytes of many small files in one request (`POST <data root>` with their
+        SHA-1s, which our server answers: see `server/blobs.py`), as (SHA-1, bytes) for each
+        file it sent; the caller fetches the rest one by one, and checks each file's bytes
+        against its SHA-1. Asked only of a registry that said it sends bundles (the
+        upstream does not), and not again once refused; an answer cut short yields what
+        came whole."""
+        if self.bundles is False or not hashes or not self._says_bundles():
+            return
+        wanted = list(dict.fromkeys(check_sha1_key(h, self.url) for h in hashes))
+        payload = json.dumps({"hashes": wanted[:UPLOADS_PER_REQUEST]}).encode("utf-8")
+        resp = self.send(
+            "POST",
+            self.data_root,
+            ok=(200,),
+            expected=(400, 401, 403, 404, 405, 413, 500, 501),
+            body=functools.partial(bytes, payload),
+            headers={"Content-Type": "application/json", "Accept": BUNDLE_TYPE},
+            retry_safe=True,
+        )
+        if resp.status_code != 200 or not resp.headers.get("Content-Type", "").startswith(
+            BUNDLE_TYPE
+        ):
+            if resp.status_code in (404, 405, 501) or resp.status_code == 200:
+                self.bundles = False
+            return
+        self.bundles = True
+        yield from _bundle_entries(resp.content, set(wanted))
+
+    def upload_bundle(self, files: list[tuple[Path, str]]) -> dict[str, tuple[str, str]]:
+        """Send many small files in one request (`PUT <data root>` with a bundle, as
+        `read_bundle` reads one) where the registry said it takes them; returns (storage
+        root, path) by SHA-1 of those it holds now, counting those it said it held already
+        (`ask_uploads`). The rest are uploaded one by one, and say there why they fail."""
+        placed: dict[str, tuple[str, str]] = {}
+        if self.upload_bundles is False or not files or not self._says_bundles():
+            return placed
+        parts: list[bytes] = []
+        sent: dict[str, dict[str, Any]] = {}
+        for source, sha1 in files:
+            with self._lock:
+                kept = self._answers.get(sha1)
+            answer = kept[1] if kept is not None else {}
+            if answer.get("exists"):
+                with self._lock:
+                    self._answers.pop(sha1, None)
+                placed[sha1] = (answer["storage_root"], answer["path"])
+                continue
+            try:
+                data = Path(source).read_bytes()
+            except OSError:
+                continue  # said by its own upload
+            parts.append(f"{sha1} {len(data)}\n".encode("ascii") + data)
+            sent[sha1] = answer
+        if not sent:
+            return placed
+        payload = b"".join(parts) + b"end\n"
+        resp = self.send(
+            "PUT",
+            self.data_root,
+            ok=(200,),
+            expected=(400, 401, 403, 404, 405, 413, 500, 501),
+            body=functools.partial(io.BytesIO, payload),
+            headers={"Content-Type": BUNDLE_TYPE},
+            retry_safe=True,  # the same bytes again change nothing
+        )
+        try:
+            body = resp.json() if resp.status_code == 200 else None
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("stored"), list):
+            if resp.status_code in (404, 405, 413, 501) or resp.status_code == 200:
+                self.upload_bundles = False  # one by one from now on
+            return placed
+        self.upload_bundles = True
+        root = str(body.get("storage_root") or self.data_root)
+        for sha1 in body["stored"]:
+            if sha1 in sent:
+                with self._lock:
+                    self._answers.pop(sha1, None)
+                placed[sha1] = (root, sha1)
+        return placed
 
     def _answer(self, sha1: str) -> dict[str, Any]:
         """A batched answer for `sha1` if one is fresh (used once), else the registry's
@@ -413,6 +505,25 @@ class UpstreamDataStorage(Storage):
             made, self._made = self._made, []
         for session in made:
             session.close()
+
+
+def _bundle_entries(body: bytes, wanted: set[str]) -> Iterator[tuple[str, bytes]]:
+    """The files of a bundle's body (`<sha1> <size>` lines, each followed by its bytes),
+    up to where it stops making sense; a SHA-1 nobody asked for ends it too."""
+    at = 0
+    while True:
+        end = body.find(b"\n", at, at + 80)
+        if end < 0:
+            return
+        words = body[at:end].split()
+        if len(words) != 2 or not words[1].isdigit():
+            return  # `end`, or an answer cut short
+        sha1, size = words[0].decode("ascii", "replace"), int(words[1])
+        data = body[end + 1 : end + 1 + size]
+        if sha1 not in wanted or len(data) != size:
+            return
+        yield sha1, data
+        at = end + 1 + size
 
 
 def _refused_bytes(resp: requests.Response, url: str) -> None:

@@ -1288,29 +1288,31 @@ class Store:
                     .values(uploaded=bool(row[0] or uploaded), published=bool(row[1] or published))
                 )
 
-    def claim_files(self, hashes: Iterable[str], user_id: int, published: bool = False) -> None:
-        """`claim_file` for many SHA-1s in one transaction (`uploaded` never set here): what
-        one batched upload request claims, or a batch of storage locations."""
+    def claim_files(
+        self, hashes: Iterable[str], user_id: int, published: bool = False, uploaded: bool = False
+    ) -> None:
+        """`claim_file` for many SHA-1s in one transaction: what one batched upload request
+        claims, a bundle of uploaded files, or a batch of storage locations."""
         claims = self.file_claims
         wanted = sorted(set(hashes))
         if not wanted:
             return
         with self.transaction() as conn:
             self.lock_files(conn, wanted)
-            held: dict[str, bool] = {}
+            held: dict[str, tuple[bool, bool]] = {}
             for chunk in _chunks(wanted):
                 rows = conn.execute(
-                    sa.select(claims.c.hash, claims.c.published).where(
+                    sa.select(claims.c.hash, claims.c.uploaded, claims.c.published).where(
                         claims.c.user_id == user_id, claims.c.hash.in_(chunk)
                     )
                 )
-                held.update((sha1, bool(flag)) for sha1, flag in rows)
+                held.update((sha1, (bool(up), bool(pub))) for sha1, up, pub in rows)
             now = _now()
             new = [
                 {
                     "hash": h,
                     "user_id": user_id,
-                    "uploaded": False,
+                    "uploaded": uploaded,
                     "published": published,
                     "created": now,
                 }
@@ -1319,18 +1321,19 @@ class Store:
             ]
             if new:
                 conn.execute(claims.insert(), new)
-            unpublished = [h for h, flag in held.items() if published and not flag]
-            for chunk in _chunks(unpublished):
-                conn.execute(
-                    claims.update()
-                    .where(claims.c.user_id == user_id, claims.c.hash.in_(chunk))
-                    .values(published=True)
-                )
+            for flag, wanted_on, column in ((0, uploaded, "uploaded"), (1, published, "published")):
+                off = [h for h, flags in held.items() if wanted_on and not flags[flag]]
+                for chunk in _chunks(off):  # flags only ever turn on
+                    conn.execute(
+                        claims.update()
+                        .where(claims.c.user_id == user_id, claims.c.hash.in_(chunk))
+                        .values({column: True})
+                    )
 
     def files_here_for(self, hashes: Iterable[str], user_id: int) -> set[str]:
         """Of these SHA-1s, those whose bytes a user may count as here: they uploaded them,
         or they are published (`file_published`); asked in a few queries for a batch."""
-        loc, claims = self.tables["storage_location"], self.file_claims
+        claims = self.file_claims
         wanted = sorted(set(hashes))
         found: set[str] = set()
         with self._reading() as conn:
@@ -1341,21 +1344,7 @@ class Store:
                     claims.c.hash.in_(chunk),
                 )
                 found.update(h for (h,) in conn.execute(mine))
-                publisher = sa.exists().where(
-                    claims.c.hash == loc.c.hash,
-                    claims.c.uploaded.is_(True),
-                    claims.c.published.is_(True),
-                )
-                public = (
-                    sa.select(loc.c.hash)
-                    .where(
-                        loc.c.hash.in_(chunk),
-                        loc.c.public.is_(True),
-                        sa.or_(loc.c.updated_by_id.is_(None), publisher),
-                    )
-                    .distinct()
-                )
-                found.update(h for (h,) in conn.execute(public))
+                found.update(h for (h,) in conn.execute(self._published(chunk)))
         return found
 
     def file_claimants(self, sha1: str) -> dict[int, bool]:
@@ -1371,21 +1360,34 @@ class Store:
         """Whether a public storage location names these bytes, asked for by a user who sent
         them (or written by the registry's operator, with no user): a public location asked
         for by anyone else publishes nothing."""
+        return bool(self.files_published([sha1]))
+
+    def files_published(self, hashes: Iterable[str]) -> set[str]:
+        """`file_published` for many SHA-1s: those of them that are published."""
+        found: set[str] = set()
+        with self._reading() as conn:
+            for chunk in _chunks(sorted(set(hashes))):
+                found.update(h for (h,) in conn.execute(self._published(chunk)))
+        return found
+
+    def _published(self, hashes: list[str]) -> sa.Select:
+        """The SHA-1s among `hashes` that a public location names, asked for by a user who
+        sent the bytes or by the registry's operator (see `file_published`)."""
         loc, claims = self.tables["storage_location"], self.file_claims
         publisher = sa.exists().where(
-            claims.c.hash == sha1, claims.c.uploaded.is_(True), claims.c.published.is_(True)
+            claims.c.hash == loc.c.hash,
+            claims.c.uploaded.is_(True),
+            claims.c.published.is_(True),
         )
-        query = (
-            sa.select(loc.c.id)
+        return (
+            sa.select(loc.c.hash)
             .where(
-                loc.c.hash == sha1,
+                loc.c.hash.in_(hashes),
                 loc.c.public.is_(True),
                 sa.or_(loc.c.updated_by_id.is_(None), publisher),
             )
-            .limit(1)
+            .distinct()
         )
-        with self._reading() as conn:
-            return conn.execute(query).first() is not None
 
     def may_read_file(self, sha1: str, user_id: int) -> bool:
         """Whether a user may read private bytes: they uploaded them and made a storage
