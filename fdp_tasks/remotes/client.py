@@ -24,8 +24,11 @@ import requests
 
 from fdp_tasks import transfer
 from fdp_tasks.errors import HashMismatch
-from fdp_tasks.storage.base import NoFileStorage  # noqa: F401 - sync catches it from here
-from fdp_tasks.storage.upstream import BUNDLES_HEADER, UpstreamDataStorage, api_root, origin
+from fdp_tasks.storage.base import (
+    BUNDLES_HEADER,
+    NoFileStorage,  # noqa: F401 - sync catches it from here
+)
+from fdp_tasks.storage.upstream import UpstreamDataStorage, api_root, origin
 from fdp_tasks.store.base import (
     InvalidRecord,
     NotFound,

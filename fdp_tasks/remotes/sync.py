@@ -25,7 +25,7 @@ from fdp_tasks.provenance.walk import Lineage, ProvenanceUnavailable
 from fdp_tasks.refs import ProductRef
 from fdp_tasks.remotes.base import Remote
 from fdp_tasks.stat_cache import StatCache
-from fdp_tasks.storage.upstream import BUNDLE_FILE_BYTES
+from fdp_tasks.storage.base import BUNDLE_FILE_BYTES
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Record, Registry, UniqueViolation
 from fdp_tasks.store.cache import CachedRegistry

@@ -40,8 +40,7 @@ from fdp_tasks.server.leftovers import sweep_lost_push
 from fdp_tasks.server.prov_routes import register_prov_routes
 from fdp_tasks.server.web import register_web
 from fdp_tasks.storage import Storage
-from fdp_tasks.storage.base import is_sha1
-from fdp_tasks.storage.upstream import BUNDLES_HEADER
+from fdp_tasks.storage.base import BUNDLES_HEADER, is_sha1
 from fdp_tasks.store.base import InvalidRecord, NotFound, Record, UniqueViolation
 from fdp_tasks.store.prune import InUse, NotOwner, in_use_message, retire_product
 from fdp_tasks.store.schema import Field, RecordType

@@ -53,9 +53,8 @@ from fdp_tasks.errors import HashMismatch
 from fdp_tasks.server.common import ADMIN, ApiError, json_response
 from fdp_tasks.server.signing import KEY_FILE, signing_key
 from fdp_tasks.storage import Storage, storage_for
-from fdp_tasks.storage.base import is_sha1
+from fdp_tasks.storage.base import BUNDLE_FILE_BYTES, BUNDLE_TYPE, is_sha1
 from fdp_tasks.storage.local import LocalStorage
-from fdp_tasks.storage.upstream import BUNDLE_FILE_BYTES, BUNDLE_TYPE
 from fdp_tasks.store.base import NotFound
 
 UPLOAD_URL_LIFETIME = 3600

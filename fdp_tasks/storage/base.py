@@ -43,6 +43,12 @@ Progress = Callable[[int], None]
 Source = Path | IO[bytes]
 METHODS = ("GET", "PUT")
 DEFAULT_EXPIRY = 3600
+# The bundles of small files a registry's `/data/` root takes and sends (our server: see
+# server/blobs.py and storage/upstream.py): the body's type, the header a registry's answers
+# carry when it has them, and how large a file may travel in one
+BUNDLE_TYPE = "application/x-fdp-bundle"
+BUNDLES_HEADER = "FDP-Data-Bundles"
+BUNDLE_FILE_BYTES = 256 * 1024
 SHA1_HEX = frozenset("0123456789abcdef")
 
 

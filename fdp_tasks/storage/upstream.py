@@ -38,6 +38,7 @@ import requests
 from fdp_tasks import transfer
 from fdp_tasks.errors import HashMismatch
 from fdp_tasks.storage.base import (
+    BUNDLE_TYPE,
     DEFAULT_EXPIRY,
     NoFileStorage,
     ObjectMissing,
@@ -64,9 +65,6 @@ NO_FILE_STORAGE = (404, 405, 500, 501)
 PIECE_SIZE = 32 * 1024 * 1024
 # Files asked about in one `POST <api>/data/` (our server's; the upstream asks one by one).
 UPLOADS_PER_REQUEST = 500
-BUNDLE_TYPE = "application/x-fdp-bundle"  # many small files in one answer (read_bundle)
-BUNDLES_HEADER = "FDP-Data-Bundles"  # a registry's answers say so when it sends bundles
-BUNDLE_FILE_BYTES = 256 * 1024  # files up to this size travel in bundles
 # A batched answer is used for this long: well within the life of the URLs it holds.
 ANSWER_LIFETIME = 20 * 60
 
