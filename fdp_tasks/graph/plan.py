@@ -113,9 +113,6 @@ class LocalView:
         return queries.product_names(self.store, namespace, pattern)
 
 
-NAMES_PER_QUERY = 500  # product names looked up in one query (SQL's lists stay short)
-
-
 @dataclass(frozen=True)
 class Output:
     """A data product a code run wrote, as a push and `fdp status` name it."""
@@ -319,22 +316,20 @@ class Plan:
         """Which of these products `product_intact` would find intact, asked a page of
         names at a time (a pull of a glob over thousands of products asks a few queries,
         not a few per product), with what was hashed and asked kept once at the end."""
+        recorded = queries.find_products(self.store, refs)
+        here = [
+            (ref, product)
+            for ref in refs
+            if (product := recorded[(ref.namespace, ref.name, ref.version_text)]) is not None
+        ]
         intact: set[ProductRef] = set()
-        by_namespace: dict[str, list[ProductRef]] = {}
-        for ref in refs:
-            by_namespace.setdefault(ref.namespace, []).append(ref)
-        for namespace, group in by_namespace.items():
-            namespace_id = queries.namespace_id(self.store, namespace)
-            if namespace_id is None:
-                continue
-            for start in range(0, len(group), NAMES_PER_QUERY):
-                page = {(r.name, r.version_text): r for r in group[start : start + NAMES_PER_QUERY]}
-                names = sorted({name for name, _ in page})
-                rows = self.store.find("data_product", {"namespace": namespace_id, "name": names})
-                products = [row for row in rows if (row["name"], row["version"]) in page]
-                for found in queries.locate_many(self.store, products):
-                    if located_intact(self.data, found, self.hashes):
-                        intact.add(page[(found.product["name"], found.product["version"])])
+        step = queries.NAMES_PER_QUERY
+        for start in range(0, len(here), step):  # their records a page at a time
+            page = here[start : start + step]
+            located = queries.locate_many(self.store, [product for _, product in page])
+            for (ref, _), found in zip(page, located, strict=True):
+                if located_intact(self.data, found, self.hashes):
+                    intact.add(ref)
         self.remember_answers()
         return intact
 

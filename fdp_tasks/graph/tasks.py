@@ -614,7 +614,9 @@ def on_remote(
     return True
 
 
-def preflight_push(session: SyncSession, dirty: bool = False) -> None:
+def preflight_push(
+    session: SyncSession, dirty: bool = False, items: list[Output | queries.Located] | None = None
+) -> None:
     """What would fail every item, found once before any item is sent: uncommitted changes
     (as the reference, no push from a dirty tree), a remote that cannot be reached, or one
     that cannot take files. A conflict of one item is that item's own failure."""
@@ -623,7 +625,7 @@ def preflight_push(session: SyncSession, dirty: bool = False) -> None:
     plan = session.plan
     refuse_dirty(plan.local_repo, dirty)
     ledger = push_ledger(plan)
-    items = pushable_outputs(plan)
+    items = pushable_outputs(plan) if items is None else items
     first = next((found for found in items if not on_remote(session, found, ledger)), None)
     if first is not None:
         session.ensure_identity()
@@ -632,13 +634,16 @@ def preflight_push(session: SyncSession, dirty: bool = False) -> None:
     session.push_checked = True
 
 
-def _push_checked(session: SyncSession, dirty: bool) -> Remote:
+def _push_checked(
+    session: SyncSession, dirty: bool, items: list[Output | queries.Located] | None = None
+) -> Remote:
     """The remote to push to, once what would fail every item is ruled out; a remote that
-    cannot be used fails every later item of this process at once, with the same words."""
+    cannot be used fails every later item of this process at once, with the same words.
+    `items`: `pushable_outputs`, when the caller has them already."""
     if session.push_broken:
         raise FdpError(session.push_broken)
     try:
-        preflight_push(session, dirty)
+        preflight_push(session, dirty, items)
         return session.remote(write=True)
     except FdpError as exc:
         session.push_broken = str(exc)
@@ -652,9 +657,10 @@ def push_files(config: str, remote_name: str | None, dirty: bool, jobs: int) -> 
     that fails here fails the items that need it, each in its own task."""
     doing = SyncSession.for_process(config, remote_name)
     try:
-        remote = _push_checked(doing, dirty)
+        items = pushable_outputs(doing.plan)  # once, for preflight and the bytes phase
+        remote = _push_checked(doing, dirty, items)
         ledger = push_ledger(doing.plan)
-        waiting = [f for f in pushable_outputs(doing.plan) if not on_remote(doing, f, ledger)]
+        waiting = [f for f in items if not on_remote(doing, f, ledger)]
         warn_newer_reads(doing, waiting)  # here: the one task of a push that runs once
         pusher = doing.pusher(remote)
     except (FdpError, OSError) as exc:

@@ -38,11 +38,11 @@ Relocate = Callable[[Record], int | None]
 # and whose records a pull writes in one transaction.
 PUSH_BATCH = 200
 PULL_BATCH = 200
-# The kinds of record there are one or more of per data product.
 BUNDLE_FILES = 200  # small files sent or asked for in one request, where the remote can
 # A bundle sent holds this much at most: under the API's body limit of our server (4 MiB by
 # default; one set lower answers 413, and files then go one by one)
 BUNDLE_BYTES = 3 * 1024 * 1024
+# The kinds of record there are one or more of per data product.
 PER_PRODUCT = ("data_product", "object", "object_component", "storage_location")
 
 
@@ -165,13 +165,8 @@ class Copier:
         if not todo:
             return
         rows = [self.translate(type_name, r) for r in todo]  # all known now: nothing is asked
-        batched = getattr(self.dst, "get_or_create_many", None)
         try:
-            made = (
-                batched(type_name, rows)
-                if batched is not None
-                else [self.dst.get_or_create(type_name, data) for data in rows]
-            )
+            made = self.dst.get_or_create_many(type_name, rows)
         except UniqueViolation as exc:
             raise OutOfSync(
                 f"{type_name} clashes with a different record on the remote: {exc}"
@@ -278,7 +273,7 @@ class Puller:
         # what `download_plan` found for each product, taken by its pull (same process)
         self.planned: dict[ProductRef, tuple[queries.Located, FileToFetch]] = {}
         # local data products by (namespace, name, version), looked up in batches
-        self.local_products: dict[tuple[str, str, str], Record | None] = {}
+        self.local_products: dict[queries.ProductKey, Record | None] = {}
 
     def _skip(self, what: str, problem: str) -> None:
         """Warn once per name, then go on with the rest."""
@@ -389,7 +384,8 @@ class Puller:
         # missing is said by each product's own look-up below
         with contextlib.suppress(FdpError):
             queries.locate_many(self.remote.registry, [p for _, p in wanted if p is not None])
-        self._look_up_local([ref for ref, _ in wanted])
+        # which of them the local registry holds already, a few queries for them all
+        self.local_products.update(queries.find_products(self.local, [ref for ref, _ in wanted]))
         for ref, product in wanted:
             try:
                 found, file, needs_download = self._where(ref, product)
@@ -400,24 +396,6 @@ class Puller:
             if needs_download:
                 files.setdefault(file.rel, file)
         return list(files.values()), refused
-
-    def _look_up_local(self, refs: list[ProductRef]) -> None:
-        """Which of these products the local registry (the SQL store, which takes a list
-        of names) holds already: a query per few hundred names, not one per product."""
-        by_namespace: dict[str, list[ProductRef]] = {}
-        for ref in refs:
-            by_namespace.setdefault(ref.namespace, []).append(ref)
-        for namespace, group in by_namespace.items():
-            ns = queries.namespace_id(self.local, namespace)
-            names = sorted({ref.name for ref in group})
-            rows: list[Record] = []
-            for start in range(0, len(names) if ns is not None else 0, 500):
-                chunk = names[start : start + 500]
-                rows += self.local.find("data_product", {"namespace": ns, "name": chunk})
-            found = {(r["name"], r["version"]): r for r in rows}
-            for ref in group:
-                key = (ref.name, ref.version_text)
-                self.local_products[(namespace, ref.name, ref.version_text)] = found.get(key)
 
     def _local_product(self, namespace: str, name: str, version: str) -> Record | None:
         key = (namespace, name, version)
@@ -438,8 +416,10 @@ class Puller:
         a bundle of BUNDLE_FILES at a time where the remote sends them so (our server),
         the rest one by one."""
         todo = [f for f in files if not intact(self.store, f.rel, f.sha1)]
+        for _ in range(len(files) - len(todo)):
+            on_file()  # in place already: read once, here
         placed = self._fetch_bundles(todo, jobs, on_bytes, on_file)
-        rest = [f for f in files if f.rel not in placed]
+        rest = [f for f in todo if f.rel not in placed]
         return in_parallel(lambda f: self._fetch(f, counting_into(on_bytes)), rest, jobs, on_file)
 
     def _fetch_bundles(
@@ -618,7 +598,8 @@ class Puller:
             {"path": f.rel, "hash": f.sha1, "public": f.public, "storage_root": root}
             for _, f in page
         ]
-        for (_, file), (location, _) in zip(page, self._get_or_create_many(rows), strict=True):
+        made = self.local.get_or_create_many("storage_location", rows)
+        for (_, file), (location, _) in zip(page, made, strict=True):
             if location["path"] != file.rel:  # another process recorded the bytes just now
                 settle(self.store, file.rel, location["path"], file.sha1, False)
             self.moved[file.location_id] = location["id"]
@@ -641,12 +622,6 @@ class Puller:
                 outputs.setdefault(run_id, []).extend(mine_ids)
         for run_id, mine_ids in outputs.items():
             self._record_run(self.lineage.runs[run_id], mine_ids)
-
-    def _get_or_create_many(self, rows: list[dict[str, Any]]) -> list[tuple[Record, bool]]:
-        batched = getattr(self.local, "get_or_create_many", None)
-        if batched is not None:
-            return list(batched("storage_location", rows))
-        return [self.local.get_or_create("storage_location", row) for row in rows]
 
     def _settled(self, type_name: str, record_id: int) -> Record:
         """A local namespace or storage root (records a pull never changes), read once."""
@@ -809,14 +784,15 @@ class Pusher:
                 continue
             rel, sha1 = location["path"], location["hash"]
             try:
-                if not intact(self.store, rel, sha1, hashes=self.hashes):
-                    continue  # its own upload says what is wrong
                 path = self.store.path(rel)
                 size = path.stat().st_size
+                if size > BUNDLE_FILE_BYTES:
+                    continue  # hashed by its own upload only
+                if not intact(self.store, rel, sha1, hashes=self.hashes):
+                    continue  # its own upload says what is wrong
             except (FdpError, OSError):
                 continue
-            if size <= BUNDLE_FILE_BYTES:
-                small.append((location, path, size))
+            small.append((location, path, size))
         groups: list[list[tuple[Record, Path, int]]] = []
         for item in small:
             if (
@@ -973,12 +949,7 @@ class Pusher:
             placed.append(lid)
         if not rows:
             return
-        batched = getattr(self.remote.registry, "get_or_create_many", None)
-        made = (
-            batched("storage_location", rows)
-            if batched is not None
-            else [self.remote.registry.get_or_create("storage_location", r) for r in rows]
-        )
+        made = self.remote.registry.get_or_create_many("storage_location", rows)
         for lid, (record, _) in zip(placed, made, strict=True):
             self.copier.ids[("storage_location", lid)] = record["id"]
 

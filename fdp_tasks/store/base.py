@@ -135,6 +135,13 @@ class Registry(Protocol):
         again with the same data gives the same record."""
         ...
 
+    def get_or_create_many(
+        self, type_name: str, rows: list[dict[str, Any]]
+    ) -> list[tuple[Record, bool]]:
+        """`get_or_create` for each of many records of one type, in order, in as few
+        requests or statements as the registry can (a list per POST, one transaction)."""
+        ...
+
     def patch(self, type_name: str, record_id: int, data: dict[str, Any]) -> Record:
         """Change the given fields of one record (a many-to-many field is replaced whole)
         and return it as it is now. NotFound, InvalidRecord or UniqueViolation as for

@@ -81,13 +81,8 @@ class CachedRegistry:
     def get_or_create_many(
         self, type_name: str, rows: list[dict[str, Any]]
     ) -> list[tuple[Record, bool]]:
-        """`get_or_create` for many records, in one batch of the inner registry's where it
-        has one (a POST of a list, one transaction), each record kept."""
+        """`get_or_create` for many records, in one batch of the inner registry's (a POST of
+        a list, one transaction), each record kept."""
         self.finds.clear()
-        batched = getattr(self.inner, "get_or_create_many", None)
-        made = (
-            batched(type_name, rows)
-            if batched is not None
-            else [self.inner.get_or_create(type_name, data) for data in rows]
-        )
+        made = self.inner.get_or_create_many(type_name, rows)
         return [(self._keep(type_name, record), created) for record, created in made]

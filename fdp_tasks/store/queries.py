@@ -52,6 +52,31 @@ def find_product(registry: Registry, namespace: str, name: str, version: str) ->
     return rows[0] if rows else None
 
 
+NAMES_PER_QUERY = 500  # product names looked up in one query (SQL's lists stay short)
+ProductKey = tuple[str, str, str]  # namespace, name, version as recorded
+
+
+def find_products(registry: Registry, refs: list[ProductRef]) -> dict[ProductKey, Record | None]:
+    """`find_product` for many products, keyed by (namespace, name, version text), None
+    where there is none: a query per namespace and few hundred names, not one per
+    product. For a registry that takes a list of names as a filter (the SQL store)."""
+    by_namespace: dict[str, list[ProductRef]] = {}
+    for ref in refs:
+        by_namespace.setdefault(ref.namespace, []).append(ref)
+    out: dict[ProductKey, Record | None] = {}
+    for namespace, group in by_namespace.items():
+        ns = namespace_id(registry, namespace)
+        names = sorted({ref.name for ref in group}) if ns is not None else []
+        rows: list[Record] = []
+        for start in range(0, len(names), NAMES_PER_QUERY):
+            chunk = names[start : start + NAMES_PER_QUERY]
+            rows += registry.find("data_product", {"namespace": ns, "name": chunk})
+        found = {(r["name"], r["version"]): r for r in rows}
+        for ref in group:
+            out[(namespace, ref.name, ref.version_text)] = found.get((ref.name, ref.version_text))
+    return out
+
+
 def product_versions(registry: Registry, namespace: str, name: str) -> list[str]:
     ns = namespace_id(registry, namespace)
     if ns is None:

@@ -1264,35 +1264,13 @@ class Store:
         """Note that a user asked to keep these bytes here (`uploaded`: and sent them;
         `published`: and asked for a public storage location of them). Flags only ever
         turn on."""
-        claims = self.file_claims
-        mine = (claims.c.hash == sha1, claims.c.user_id == user_id)
-        with self.transaction() as conn:
-            self.lock_files(conn, [sha1])
-            row = conn.execute(
-                sa.select(claims.c.uploaded, claims.c.published).where(*mine)
-            ).first()
-            if row is None:
-                conn.execute(
-                    claims.insert().values(
-                        hash=sha1,
-                        user_id=user_id,
-                        uploaded=uploaded,
-                        published=published,
-                        created=_now(),
-                    )
-                )
-            elif (uploaded and not row[0]) or (published and not row[1]):
-                conn.execute(
-                    claims.update()
-                    .where(*mine)
-                    .values(uploaded=bool(row[0] or uploaded), published=bool(row[1] or published))
-                )
+        self.claim_files([sha1], user_id, published=published, uploaded=uploaded)
 
     def claim_files(
         self, hashes: Iterable[str], user_id: int, published: bool = False, uploaded: bool = False
     ) -> None:
-        """`claim_file` for many SHA-1s in one transaction: what one batched upload request
-        claims, a bundle of uploaded files, or a batch of storage locations."""
+        """`claim_file` for many SHA-1s in one transaction: one file, what one batched
+        upload request claims, a bundle of uploaded files, or a batch of storage locations."""
         claims = self.file_claims
         wanted = sorted(set(hashes))
         if not wanted:
