@@ -318,6 +318,14 @@ def scale_rows(
     walls = [statistics.median(t[0] for t in column) for column in zip(*pairs, strict=True)]
     cpus = [statistics.median(t[1] for t in column) for column in zip(*pairs, strict=True)]
     setup = "" if "full" in only else f"made by one fdp run of {full.seconds:.0f} s"
+    # the memory doit itself holds for N tasks, beside ours: doit keeps every task (some
+    # kilobytes each), so no command that gives doit a task per product is flat in N
+    from bench_sync import whole_process
+
+    peaks = [whole_process(doit(), cwd, env)[2] for cwd in (anchor, root)]
+    setup = "; ".join(
+        [*([setup] if setup else []), f"peak RSS {_mb(peaks[1:])} (plain doit's {_mb(peaks[:1])})"]
+    )
     if "noop" in only:
         rows.append(
             Row(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
+from stat import S_ISLNK
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
@@ -79,16 +80,39 @@ class DataStore:
         Folders already found to lie inside are remembered, so checking a thousand files of
         one folder costs one look at each file rather than a walk up every path.
         """
-        # plain strings, not pathlib: an up-to-date check asks this for every output
+        target = self._target(rel)
+        if os.path.islink(target) and not self._contains(Path(os.path.realpath(target))):
+            raise UnsafePathError(f"path {rel!r} would leave the data store {self.root}")
+        return Path(target)
+
+    def stat(self, rel: str) -> tuple[str, os.stat_result | None]:
+        """The absolute path of `rel`, checked as `path` checks it, with what `os.stat` says
+        of it (None: missing or unreadable), from one `lstat` for a file that is no symlink:
+        an up-to-date check asks this for every output."""
+        target = self._target(rel)
+        try:
+            found = os.lstat(target)
+        except OSError:
+            return target, None
+        if S_ISLNK(found.st_mode):
+            if not self._contains(Path(os.path.realpath(target))):
+                raise UnsafePathError(f"path {rel!r} would leave the data store {self.root}")
+            try:
+                found = os.stat(target)
+            except OSError:
+                return target, None
+        return target, found
+
+    def _target(self, rel: str) -> str:
+        """The absolute path of `rel` (plain strings, not pathlib), in a folder inside the
+        store; whether the file itself is a symlink leading out is the caller's to check."""
         target = os.path.join(self._root_text, safe_relative(rel))
         parent = os.path.dirname(target)
         if parent not in self._inside:
             self._inside[parent] = self._folder_inside(parent)
-        if not self._inside[parent] or (
-            os.path.islink(target) and not self._contains(Path(os.path.realpath(target)))
-        ):
+        if not self._inside[parent]:
             raise UnsafePathError(f"path {rel!r} would leave the data store {self.root}")
-        return Path(target)
+        return target
 
     def _folder_inside(self, folder: str) -> bool:
         """Whether a folder (a path under the root, as written) lies inside the store: one

@@ -7,6 +7,7 @@ Config validation, the script API, the registry store and server, and pull all a
 
 from __future__ import annotations
 
+import functools
 import re
 
 GLOB = "*"
@@ -84,5 +85,10 @@ def glob_matches(pattern: str, name: str) -> bool:
     matches them: each '*' stands for one or more characters of one segment (never '/'),
     anchored at both ends. (A registry's own glob filter lets '*' cross '/': results of
     such a filter are narrowed with this.)"""
-    regex = r"[^/\[\]?*]+".join(re.escape(part) for part in pattern.split(GLOB))
-    return re.fullmatch(regex, name) is not None
+    return _glob_regex(pattern).fullmatch(name) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """A pattern's regex, made once: a pull matches one pattern against every name listed."""
+    return re.compile(r"[^/\[\]?*]+".join(re.escape(part) for part in pattern.split(GLOB)))

@@ -58,12 +58,13 @@ class StatCache:
         if path is not None:
             self._known = _read(path)
 
-    def sha1(self, path: Path) -> str | None:
+    def sha1(self, path: str | Path, found: os.stat_result | None = None) -> str | None:
         """The file's SHA-1, from the cache when its stat is unchanged; None when it is not
-        a regular file (missing, a folder, unreadable)."""
+        a regular file (missing, a folder, unreadable). `found`: what `os.stat` said of it
+        just now, when the caller has asked already."""
         key = os.fspath(path)
         try:
-            before = os.stat(key)
+            before = os.stat(key) if found is None else found
         except OSError:
             return None
         if not _is_regular(before):

@@ -77,9 +77,10 @@ def intact(
     """
     if not sha1 or (root is not None and not store.holds(root)):
         return False
-    path = store.path(rel)
     if hashes is not None:
-        return hashes.sha1(path) == sha1
+        target, found = store.stat(rel)
+        return found is not None and hashes.sha1(target, found) == sha1
+    path = store.path(rel)
     return path.is_file() and sha1_file(path) == sha1
 
 

@@ -95,9 +95,7 @@ class SyncSession:
         self.pid = os.getpid()
 
     @classmethod
-    def for_process(
-        cls, config_path: str | Path, remote_name: str | None = None
-    ) -> SyncSession:
+    def for_process(cls, config_path: str | Path, remote_name: str | None = None) -> SyncSession:
         """The session of a command's config in this process: the one the command opened
         (`share`), or in a worker doit's process runner forked, one of its own, opened on
         first use and kept for the worker's other tasks."""
@@ -275,7 +273,8 @@ class SyncSession:
         return {name: str(latest(found)) for name, found in sorted(versions.items())}
 
     def note_pushed(self, remote: Remote, pushed: list[tuple[ProductRef, Record]]) -> None:
-        """Products a push created or found on the remote: listed from now on."""
+        """Products a push created or found on the remote (listed records, with the SHA-1
+        pushed): listed from now on."""
         for ref, record in pushed:
             listing = self.remote_products(remote, ref.namespace)
             with self._lock:

@@ -607,7 +607,7 @@ def on_remote(
         return False
     if ledger.pushed(remote.url, str(ref)) == found.hash:
         return True
-    if queries.locate(remote.registry, theirs).hash != found.hash:
+    if queries.listed_hash(remote.registry, theirs) != found.hash:
         return False
     if found.hash is not None:
         ledger.record(remote.url, str(ref), found.hash)

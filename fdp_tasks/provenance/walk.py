@@ -363,6 +363,12 @@ class Lineage:
             found.update(self._read_by[component])
         return [self.runs[r] for r in sorted(found)]
 
+    def forget(self, type_names: tuple[str, ...]) -> None:
+        """Drop the records kept of these types (runs stay): a walk of many pages of
+        products holds the records of one page at a time."""
+        for type_name in type_names:
+            self.records.cache.pop(type_name, None)
+
     def products_of(self, component_ids: Sequence[int]) -> list[int]:
         """The data products whose objects hold these components, in their order."""
         components = self.records.many("object_component", component_ids)

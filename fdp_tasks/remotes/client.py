@@ -54,6 +54,11 @@ normalise_api_url = api_root
 
 def id_from_url(url: str) -> int:
     """The record id at the end of a record URL's path ('.../api/object/12/' -> 12)."""
+    if isinstance(url, str) and "?" not in url and "#" not in url:
+        tail = url[:-1] if url.endswith("/") else url  # a listing holds thousands of these
+        head, _, last = tail.rpartition("/")
+        if head and last.isdigit() and last.isascii():
+            return int(last)
     parts = [p for p in urlsplit(str(url)).path.split("/") if p]
     if not parts or not parts[-1].isdigit():
         raise InvalidRecord(f"not a registry record URL: {url!r}")

@@ -28,7 +28,7 @@ from fdp_tasks.stat_cache import StatCache
 from fdp_tasks.storage.base import BUNDLE_FILE_BYTES
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Record, Registry, UniqueViolation
-from fdp_tasks.store.cache import CachedRegistry
+from fdp_tasks.store.cache import CachedRegistry, forget
 from fdp_tasks.store.schema import RegistrySchema, load_schema
 
 log = logging.getLogger(__name__)
@@ -142,8 +142,10 @@ class Copier:
         than N. Returns their ids in the destination, in the order given."""
         wanted = list(dict.fromkeys(src_ids))
         todo = [i for i in wanted if (type_name, i) not in self.ids]
-        if len(todo) > 1 and type_name != "file_type" and not (
-            type_name == "storage_location" and self.relocate
+        if (
+            len(todo) > 1
+            and type_name != "file_type"
+            and not (type_name == "storage_location" and self.relocate)
         ):
             self._copy_batch(type_name, todo)
         return [self.copy(type_name, i) for i in wanted]  # what the batch left: one by one
@@ -178,7 +180,7 @@ class Copier:
         self, type_name: str, record: Record, data: dict[str, Any], created: Record, is_new: bool
     ) -> None:
         """Note a record the destination created or found for the source's `record`."""
-        self._check_same(type_name, data, created)
+        self._check_same(type_name, record, data, created)
         if type_name == "data_product" and created["object"] != data["object"]:
             # the same content is there under this name already (another project registered
             # the same source, or pushed it first): what links to ours links to that one
@@ -215,7 +217,7 @@ class Copier:
             and record.get("whole_object")
             and record.get("object") in self.whole_objects
         ):
-                self.ids[key] = self.whole_objects[record["object"]]
+            self.ids[key] = self.whole_objects[record["object"]]
         return key in self.ids
 
     def _adopt(self, src_object: int, dst_object: int) -> None:
@@ -227,11 +229,14 @@ class Copier:
         for component in self.src.get("object", src_object).get("components") or []:
             self.ids.pop(("object_component", component), None)
 
-    def _check_same(self, type_name: str, wanted: dict[str, Any], got: Record) -> None:
-        """An existing data product must point at an object holding the same file."""
+    def _check_same(
+        self, type_name: str, record: Record, wanted: dict[str, Any], got: Record
+    ) -> None:
+        """An existing data product must point at an object holding the same file (ours
+        read from the source, where it is this copy's own)."""
         if type_name != "data_product" or got["object"] == wanted["object"]:
             return
-        mine = _object_hash(self.dst, wanted["object"])
+        mine = _object_hash(self.src, record["object"])
         theirs = _object_hash(self.dst, got["object"])
         if mine != theirs:
             raise OutOfSync.different_content(f"{wanted['name']}@{wanted['version']}", theirs, mine)
@@ -612,9 +617,13 @@ class Puller:
             if mine.get("storage_location") != here:
                 # copied before as another product's provenance, with the remote's location
                 self.local.patch("object", mine["id"], {"storage_location": here})
+        # whole records (a listing keeps only a few fields), read by the copy just above
+        products = self.remote.registry.get_many(
+            "data_product", [found.product["id"] for found, _ in page]
+        )
         self.copier.copy_many(
             "external_object",
-            [e for found, _ in page for e in found.product.get("external_object") or []],
+            [e for product in products.values() for e in product.get("external_object") or []],
         )
         outputs: dict[int, list[int]] = {}  # remote run -> local outputs met on this page
         for found, _ in page:
@@ -736,12 +745,9 @@ class Pusher:
         """Drop the local records read so far of the kinds there are one or more of per
         product (runs, roots and namespaces stay): a push holds the records of a batch of
         products at a time, not those of every product it pushes."""
-        cache = getattr(self.local, "records", None)
-        if isinstance(cache, dict):
-            for key in [key for key in cache if key[0] in PER_PRODUCT]:
-                del cache[key]
-        for type_name in PER_PRODUCT:
-            self.lineage.records.cache.pop(type_name, None)
+        forget(self.local, PER_PRODUCT)
+        forget(self.remote.registry, PER_PRODUCT)  # what the push made there, read back
+        self.lineage.forget(PER_PRODUCT)
 
     def upload_files(
         self,
@@ -902,7 +908,7 @@ class Pusher:
         try:
             pushed: list[tuple[ProductRef, Record]] = []
             products = self.local.get_many("data_product", todo)
-            self._push_objects([products[p]["object"] for p in todo])
+            sha1s = self._push_objects([products[p]["object"] for p in todo])
             for pid in todo:
                 for run in self.lineage.runs_of_product(pid):
                     pushed += self.push_run(run["id"])
@@ -916,18 +922,27 @@ class Pusher:
                 product = products[pid]
                 namespace = self.local.get("namespace", product["namespace"])["name"]
                 ref = ProductRef.of(namespace, product["name"], product["version"])
-                pushed.append((ref, records[their_id]))
+                sha1 = sha1s.get(product["object"])
+                pushed.append((ref, queries.listed(records[their_id], sha1)))
             self.done_products.update(todo)
             self._forget_records()
             return pushed
         finally:
             self.active.difference_update(todo)
 
-    def _push_objects(self, object_ids: list[int]) -> None:
-        """Objects with their files' locations on the remote, each kind in batches."""
+    def _push_objects(self, object_ids: list[int]) -> dict[int, str]:
+        """Objects with their files' locations on the remote, each kind in batches; returns
+        the SHA-1 of each object's file, by local object id."""
         objects = self.local.get_many("object", object_ids)
-        self._place_many([o["storage_location"] for o in objects.values()])
+        locations = [o["storage_location"] for o in objects.values()]
+        self._place_many(locations)
+        hashes = self.local.get_many("storage_location", [i for i in locations if i is not None])
         self.copier.copy_many("object", list(objects))
+        return {
+            object_id: hashes[obj["storage_location"]]["hash"]
+            for object_id, obj in objects.items()
+            if obj.get("storage_location") is not None
+        }
 
     def _place_many(self, location_ids: list[int | None]) -> None:
         """The remote's storage locations of files of ours, for many local locations at
@@ -953,9 +968,7 @@ class Pusher:
         for lid, (record, _) in zip(placed, made, strict=True):
             self.copier.ids[("storage_location", lid)] = record["id"]
 
-    def _remote_location(
-        self, location: Record, placed: tuple[str, str, str]
-    ) -> dict[str, Any]:
+    def _remote_location(self, location: Record, placed: tuple[str, str, str]) -> dict[str, Any]:
         """The remote's storage location record of a file uploaded to `placed`."""
         remote_root, remote_path, sha1 = placed
         if remote_root not in self.roots:
@@ -989,7 +1002,10 @@ class Pusher:
                 self.copier.copy_many("object_component", chunk)
                 self._forget_records()
             self.copier.copy("code_run", run_id)
-            pushed += self._push_products(self.lineage.products_of(run.get("outputs") or []))
+            outputs = run.get("outputs") or []
+            for start in range(0, len(outputs), PUSH_BATCH):  # a page of records at a time
+                chunk = outputs[start : start + PUSH_BATCH]
+                pushed += self._push_products(self.lineage.products_of(chunk))
             self.done_runs.add(run_id)
             return pushed
         finally:

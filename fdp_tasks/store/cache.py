@@ -51,6 +51,14 @@ class CachedRegistry:
                 self._keep(type_name, record)
         return {i: self.records[(type_name, i)] for i in wanted}
 
+    def forget(self, type_names: tuple[str, ...]) -> None:
+        """Drop the records kept of these types, and every listing: a sync that goes a page
+        of products at a time holds one page's records, not those of every product."""
+        for key in [key for key in self.records if key[0] in type_names]:
+            del self.records[key]
+        for key in [key for key in self.finds if key[0] in type_names]:
+            del self.finds[key]
+
     def find(
         self, type_name: str, filters: dict[str, Any] | None = None, limit: int | None = None
     ) -> list[Record]:
@@ -86,3 +94,10 @@ class CachedRegistry:
         self.finds.clear()
         made = self.inner.get_or_create_many(type_name, rows)
         return [(self._keep(type_name, record), created) for record, created in made]
+
+
+def forget(registry: Registry, type_names: tuple[str, ...]) -> None:
+    """`CachedRegistry.forget` where `registry` keeps records; nothing for one that does not."""
+    if isinstance(registry, CachedRegistry):
+        registry.forget(type_names)
+

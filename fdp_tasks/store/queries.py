@@ -37,6 +37,28 @@ class Located:
         return ProductRef.of(self.namespace["name"], self.product["name"], self.product["version"])
 
 
+# What a listing of data products keeps of each: enough to name it and find its file. A
+# listing of a remote namespace may hold tens of thousands; their whole records are read a
+# page at a time by whoever copies them.
+LISTED_FIELDS = ("id", "name", "version", "object", "namespace")
+# In a listing, the SHA-1 of a product's file when it is known without asking (what this
+# process pushed): the rest are looked up (`locate`) when asked.
+LISTED_SHA1 = "sha1"
+
+
+def listed(product: Record, sha1: str | None = None) -> Record:
+    """A data product record cut down to `LISTED_FIELDS`, with its file's SHA-1 if given."""
+    kept = {key: product.get(key) for key in LISTED_FIELDS}
+    if sha1 is not None:
+        kept[LISTED_SHA1] = sha1
+    return kept
+
+
+def listed_hash(registry: Registry, product: Record) -> str | None:
+    """The SHA-1 of a listed product's file: the one it was listed with, else looked up."""
+    return product.get(LISTED_SHA1) or locate(registry, product).hash
+
+
 def namespace_id(registry: Registry, name: str) -> int | None:
     rows = registry.find("namespace", {"name": name}, limit=1)
     return rows[0]["id"] if rows else None
