@@ -90,6 +90,13 @@ def test_push_and_pull_cost_a_few_requests_per_product(
     colleague.fdp("pull")
     assert counting_registry.total() <= FIXED  # nothing new: nothing per product
 
+    # one item over all of them: their records a page at a time, as few requests in all
+    everyone = reader(tmp_path, counting_registry.api_url, ["results/*"], name="glob")
+    counting_registry.requests.clear()
+    everyone.fdp("pull")
+    assert counting_registry.total() <= FIXED, shapes(counting_registry)
+    assert len(list(everyone.data_store.rglob("*.csv"))) == N
+
 
 def test_records_by_id_in_one_listing_answer_as_one_get_each(
     registry_server: Callable[..., LiveRegistry],

@@ -43,7 +43,7 @@ from fdp_tasks.remotes import Remote, open_remote
 from fdp_tasks.remotes.sync import Puller, Pusher
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Record
-from fdp_tasks.store.cache import CachedRegistry
+from fdp_tasks.store.cache import CachedRegistry, iter_listing
 from fdp_tasks.versions import latest
 
 if TYPE_CHECKING:  # the SQL engine is imported by whoever opens the store
@@ -251,13 +251,17 @@ class SyncSession:
         )
 
     def remote_products(self, remote: Remote, namespace: str) -> Listing:
-        """The remote's data products in a namespace, by (name, version): one listing."""
+        """The remote's data products in a namespace, by (name, version): one listing, of
+        records cut down to a few fields (`queries.listed`)."""
         key = (remote.url, namespace)
         with self._lock:
             if key not in self._listings:
                 ns = queries.namespace_id(remote.registry, namespace)
-                rows = remote.registry.find("data_product", {"namespace": ns}) if ns else []
-                self._listings[key] = {(r["name"], r["version"]): r for r in rows}
+                # past the remote's cache, which would keep every whole record
+                rows = iter_listing(remote.registry, "data_product", {"namespace": ns})
+                self._listings[key] = {
+                    (r["name"], r["version"]): queries.listed(r) for r in (rows if ns else ())
+                }
             return self._listings[key]
 
     def remote_product(self, remote: Remote, ref: ProductRef) -> Record | None:

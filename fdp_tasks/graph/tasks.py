@@ -677,9 +677,13 @@ def push_files(config: str, remote_name: str | None, dirty: bool, jobs: int) -> 
                 continue
             found += len(files)
             bar.set_total(found + max(0, len(waiting) - start - PAGE))
-            failed = pusher.upload_files(files, jobs, bar.bytes_callback(), bar.step)
-            for location_id, why in failed.items():
-                log.debug("upload of storage location %s failed: %s", location_id, why)
+            # a page's closures may hold every file of a run: uploaded a page at a time too
+            for first in range(0, len(files), PAGE):
+                failed = pusher.upload_files(
+                    files[first : first + PAGE], jobs, bar.bytes_callback(), bar.step
+                )
+                for location_id, why in failed.items():
+                    log.debug("upload of storage location %s failed: %s", location_id, why)
     return None
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,6 +57,9 @@ ROLE_RUNNER = "code_runner"
 ROLE_CREATOR = "creator"
 
 MAX_DEPTH = 100
+# Records a walk reads at a time: a run of 10,000 outputs is walked 500 products at a time,
+# and the records of a page are dropped once it is done with them.
+WALK_PAGE = 500
 
 
 @dataclass
@@ -297,12 +300,20 @@ class Lineage:
     `strict`: a registry that refuses the outputs filter, or ignores it, raises
     ProvenanceUnavailable instead of having its answer dropped, so a caller stops asking
     rather than paging through every run on each product. Records are kept for the life of
-    the object: one per run, product, object and component met.
+    the object (one per run, product, object and component met), except in a walk of more
+    than WALK_PAGE products or components, which drops each page's records when done with
+    them, here and through `forget` in a cache in front of `registry`.
     """
 
-    def __init__(self, registry: Registry, strict: bool = False):
+    def __init__(
+        self,
+        registry: Registry,
+        strict: bool = False,
+        forget: Callable[[str, list[int]], None] | None = None,
+    ):
         self.registry = registry
         self.strict = strict
+        self.forget_records = forget  # drops records from a cache in front of `registry`
         self.records = _Records(registry)
         self.runs: dict[int, Record] = {}  # runs met, by id
         self._made_by: dict[int, list[int]] = {}  # output component -> run ids
@@ -371,18 +382,45 @@ class Lineage:
 
     def products_of(self, component_ids: Sequence[int]) -> list[int]:
         """The data products whose objects hold these components, in their order."""
-        components = self.records.many("object_component", component_ids)
-        objects = self.records.many("object", [c["object"] for c in components.values()])
-        return list(
-            dict.fromkeys(p for obj in objects.values() for p in obj.get("data_products") or [])
-        )
+        found: dict[int, None] = {}
+        for objects in self._objects_of(component_ids):
+            found.update(
+                dict.fromkeys(p for obj in objects.values() for p in obj.get("data_products") or [])
+            )
+        return list(found)
+
+    def _objects_of(self, component_ids: Sequence[int]) -> Iterator[dict[int, Record]]:
+        """The objects holding these components, a page of components at a time, whose
+        records are dropped when the next page is read if there are many."""
+        many = len(component_ids) > WALK_PAGE
+        for start in range(0, len(component_ids), WALK_PAGE):
+            page = component_ids[start : start + WALK_PAGE]
+            components = self.records.many("object_component", page)
+            objects = self.records.many("object", [c["object"] for c in components.values()])
+            yield objects
+            if many:
+                self._drop("object_component", components)
+                self._drop("object", objects)
+
+    def _drop(self, type_name: str, ids: Iterable[int]) -> None:
+        """Forget records a walk of many pages is done with, here and in the registry's
+        cache, so that it holds a page's records, not those of every product it meets."""
+        ids = list(ids)
+        kept = self.records.cache.get(type_name, {})
+        for record_id in ids:
+            kept.pop(record_id, None)
+        if self.forget_records is not None:
+            self.forget_records(type_name, ids)
 
     def unnamed_objects(self, run: Record) -> list[int]:
         """The objects of a run's inputs and outputs that no data product names (ids)."""
         component_ids = [*(run.get("inputs") or []), *(run.get("outputs") or [])]
-        components = self.records.many("object_component", component_ids)
-        objects = self.records.many("object", [c["object"] for c in components.values()])
-        return [o for o, obj in objects.items() if not obj.get("data_products")]
+        found: dict[int, None] = {}
+        for objects in self._objects_of(component_ids):
+            found.update(
+                dict.fromkeys(o for o, obj in objects.items() if not obj.get("data_products"))
+            )
+        return list(found)
 
     def object_of(self, product_id: int) -> Record:
         return self.records.one("object", self.records.one("data_product", product_id)["object"])
@@ -403,15 +441,21 @@ class Lineage:
             if not frontier:
                 break
             seen.update(dict.fromkeys(frontier))
-            products = self.records.many("data_product", frontier)
-            self.records.many("object", [p["object"] for p in products.values()])
             following: list[int] = []
-            for product_id in frontier:
-                for run in self.runs_of_product(product_id):
-                    if run["id"] not in done_runs:
-                        done_runs.add(run["id"])
-                        following += self.products_of(run.get("inputs") or [])
-                        following += self.products_of(run.get("outputs") or [])
+            many = len(frontier) > WALK_PAGE
+            for start in range(0, len(frontier), WALK_PAGE):
+                page = frontier[start : start + WALK_PAGE]
+                products = self.records.many("data_product", page)
+                objects = self.records.many("object", [p["object"] for p in products.values()])
+                for product_id in page:
+                    for run in self.runs_of_product(product_id):
+                        if run["id"] not in done_runs:
+                            done_runs.add(run["id"])
+                            following += self.products_of(run.get("inputs") or [])
+                            following += self.products_of(run.get("outputs") or [])
+                if many:
+                    self._drop("data_product", products)
+                    self._drop("object", objects)
             frontier = following
         return list(seen)
 

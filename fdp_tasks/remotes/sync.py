@@ -9,6 +9,7 @@ lands in another.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -28,7 +29,7 @@ from fdp_tasks.stat_cache import StatCache
 from fdp_tasks.storage.base import BUNDLE_FILE_BYTES
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Record, Registry, UniqueViolation
-from fdp_tasks.store.cache import CachedRegistry, forget
+from fdp_tasks.store.cache import CachedRegistry, all_kept, forget, forget_ids
 from fdp_tasks.store.schema import RegistrySchema, load_schema
 
 log = logging.getLogger(__name__)
@@ -385,21 +386,26 @@ class Puller:
         files: dict[str, FileToFetch] = {}
         refused: dict[ProductRef, FdpError] = {}
         wanted = list(wanted)
-        # objects, locations and roots in batches, kept by the remote's cache; what is
-        # missing is said by each product's own look-up below
-        with contextlib.suppress(FdpError):
-            queries.locate_many(self.remote.registry, [p for _, p in wanted if p is not None])
-        # which of them the local registry holds already, a few queries for them all
-        self.local_products.update(queries.find_products(self.local, [ref for ref, _ in wanted]))
-        for ref, product in wanted:
-            try:
-                found, file, needs_download = self._where(ref, product)
-            except FdpError as exc:
-                refused[ref] = exc
-                continue
-            self.planned[ref] = (found, file)
-            if needs_download:
-                files.setdefault(file.rel, file)
+        for start in range(0, len(wanted), PULL_BATCH):  # the remote's records a page at a time
+            page = wanted[start : start + PULL_BATCH]
+            # objects, locations and roots in batches, kept by the remote's cache; what is
+            # missing is said by each product's own look-up below
+            with contextlib.suppress(FdpError):
+                queries.locate_many(self.remote.registry, [p for _, p in page if p is not None])
+            # which of them the local registry holds already, a few queries for the page
+            self.local_products.update(queries.find_products(self.local, [ref for ref, _ in page]))
+            for ref, product in page:
+                try:
+                    found, file, needs_download = self._where(ref, product)
+                except FdpError as exc:
+                    refused[ref] = exc
+                    continue
+                self.planned[ref] = (_kept(found), file)
+                if needs_download:
+                    files.setdefault(file.rel, file)
+            self.local_products.clear()
+            forget(self.remote.registry, PER_PRODUCT)
+            self.lineage.forget(PER_PRODUCT)
         return list(files.values()), refused
 
     def _local_product(self, namespace: str, name: str, version: str) -> Record | None:
@@ -584,9 +590,11 @@ class Puller:
         locations, objects and data products in batches, then the runs that made them.
         A failure undoes the page and forgets the ids it made."""
         try:
+            self._read_ahead(page)
             with self.local.transaction():
                 self._record_page(page)
             self.local_products.clear()  # these are here now
+            self._forget_page(page)
         except BaseException:
             self.local_products.clear()
             self.copier.ids.clear()
@@ -596,6 +604,34 @@ class Puller:
             self.settled.clear()
             forget_roots(self.local)
             raise
+
+    def _read_ahead(self, page: list[tuple[queries.Located, FileToFetch]]) -> None:
+        """The remote's data product and object records of a page, with those of the
+        products planned next up to a page in all, in one batch each: a config that reads
+        its products one item at a time records them a page of one at a time, and each
+        item then finds its records read already."""
+        products = [found.product["id"] for found, _ in page]
+        objects = [found.object["id"] for found, _ in page]
+        registry = self.remote.registry
+        if all_kept(registry, "data_product", products) and all_kept(registry, "object", objects):
+            return  # read ahead with a page before
+        for found, _ in itertools.islice(self.planned.values(), PULL_BATCH - len(page)):
+            products.append(found.product["id"])
+            objects.append(found.object["id"])
+        registry.get_many("data_product", products)
+        registry.get_many("object", objects)
+
+    def _forget_page(self, page: list[tuple[queries.Located, FileToFetch]]) -> None:
+        """Drop the remote's records of a recorded page: a pull holds a page's records,
+        not those of every product it pulls."""
+        registry = self.remote.registry
+        forget_ids(registry, "data_product", [found.product["id"] for found, _ in page])
+        forget_ids(registry, "object", [found.object["id"] for found, _ in page])
+        forget_ids(registry, "storage_location", [file.location_id for _, file in page])
+        components = [c for found, _ in page for c in found.object.get("components") or []]
+        forget_ids(registry, "object_component", components)
+        for type_name in PER_PRODUCT:
+            self.lineage.records.cache.get(type_name, {}).clear()
 
     def _record_page(self, page: list[tuple[queries.Located, FileToFetch]]) -> None:
         root = store_root_id(self.local, self.store)
@@ -638,6 +674,24 @@ class Puller:
         if key not in self.settled:
             self.settled[key] = self.local.get(type_name, record_id)
         return self.settled[key]
+
+
+def _kept(found: queries.Located) -> queries.Located:
+    """What a pull keeps of a remote product it plans, until the page holding it is
+    recorded: the fields the copy of its records reads, not the whole records, which it
+    reads again a page at a time (`Puller._read_ahead`)."""
+    location = found.location
+    return queries.Located(
+        queries.listed(found.product),
+        found.namespace,
+        {key: found.object.get(key) for key in KEPT_OBJECT},
+        None if location is None else {key: location.get(key) for key in KEPT_LOCATION},
+        found.root,
+    )
+
+
+KEPT_OBJECT = ("id", "components", "storage_location")
+KEPT_LOCATION = ("id", "path", "hash", "public", "storage_root")
 
 
 @dataclass(frozen=True)
@@ -693,7 +747,7 @@ class Pusher:
         self.local = CachedRegistry(local)  # nothing writes to it while pushing
         self.hashes = hashes
         # the provenance walk: which runs made what, each run read once
-        self.lineage = Lineage(self.local)
+        self.lineage = Lineage(self.local, forget=self.local.forget_ids)
         self.lookup = lookup or (
             lambda ref: queries.find_product(
                 remote.registry, ref.namespace, ref.name, ref.version_text
@@ -1033,14 +1087,18 @@ class Pusher:
         """Raise OutOfSync if the remote holds one of these products under its name and
         version with other content (what the push would put there)."""
         todo = [pid for pid in products if pid not in self.done_products]
-        records = self.local.get_many("data_product", todo)
-        for mine in queries.locate_many(self.local, [records[pid] for pid in todo]):
-            theirs = self.lookup(mine.ref)
-            if theirs is None:
-                continue
-            their_hash = queries.locate(self.remote.registry, theirs).hash
-            if their_hash != mine.hash:
-                raise OutOfSync.different_content(str(mine.ref), their_hash, mine.hash)
+        for start in range(0, len(todo), PUSH_BATCH):  # a page of records at a time
+            page = todo[start : start + PUSH_BATCH]
+            records = self.local.get_many("data_product", page)
+            for mine in queries.locate_many(self.local, [records[pid] for pid in page]):
+                theirs = self.lookup(mine.ref)
+                if theirs is None:
+                    continue
+                their_hash = queries.listed_hash(self.remote.registry, theirs)
+                if their_hash != mine.hash:
+                    raise OutOfSync.different_content(str(mine.ref), their_hash, mine.hash)
+            if len(todo) > PUSH_BATCH:
+                self._forget_records()
 
     def without_conflicts(self, product_ids: list[int]) -> list[int]:
         """The products whose closure the remote holds nothing different of: only their
@@ -1086,19 +1144,24 @@ class Pusher:
         repository and unnamed inputs and outputs (files no data product names) of the runs
         that made them, in the order a push meets them."""
         keys = ("model_config", "submission_script", "code_repo")
-        objects: list[int] = []
         runs: set[int] = set()
-        for pid in products:
-            objects.append(self.lineage.object_of(pid)["id"])
-            for run in self.lineage.runs_of_product(pid):
-                if run["id"] not in runs:
-                    runs.add(run["id"])
-                    objects += [run[key] for key in keys if run.get(key)]
-                    objects += self.lineage.unnamed_objects(run)
-        objects = list(dict.fromkeys(objects))
-        records = self.local.get_many("object", objects)  # in batches, then kept
-        wanted = [records[o]["storage_location"] for o in objects]
-        locations = self.local.get_many("storage_location", [w for w in wanted if w])
-        for location in wanted:
-            if location:
-                yield locations[location]
+        seen: set[int] = set()
+        for start in range(0, len(products), PUSH_BATCH):  # a page of records at a time
+            objects: list[int] = []
+            for pid in products[start : start + PUSH_BATCH]:
+                objects.append(self.lineage.object_of(pid)["id"])
+                for run in self.lineage.runs_of_product(pid):
+                    if run["id"] not in runs:
+                        runs.add(run["id"])
+                        objects += [run[key] for key in keys if run.get(key)]
+                        objects += self.lineage.unnamed_objects(run)
+            objects = [o for o in dict.fromkeys(objects) if o not in seen]
+            seen.update(objects)
+            records = self.local.get_many("object", objects)  # in batches
+            wanted = [records[o]["storage_location"] for o in objects]
+            locations = self.local.get_many("storage_location", [w for w in wanted if w])
+            for location in wanted:
+                if location:
+                    yield locations[location]
+            if len(products) > PUSH_BATCH:
+                self._forget_records()

@@ -9,6 +9,7 @@ every create is idempotent. Listings are kept only until the next write.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fdp_tasks.store.base import Record, Registry
@@ -52,12 +53,17 @@ class CachedRegistry:
         return {i: self.records[(type_name, i)] for i in wanted}
 
     def forget(self, type_names: tuple[str, ...]) -> None:
-        """Drop the records kept of these types, and every listing: a sync that goes a page
-        of products at a time holds one page's records, not those of every product."""
+        """Drop the records kept of these types, and their listings: a sync that goes a
+        page of products at a time holds one page's records, not those of every product."""
         for key in [key for key in self.records if key[0] in type_names]:
             del self.records[key]
         for key in [key for key in self.finds if key[0] in type_names]:
             del self.finds[key]
+
+    def forget_ids(self, type_name: str, ids: Iterable[int]) -> None:
+        """Drop the records kept of one type with these ids (the rest stay)."""
+        for record_id in ids:
+            self.records.pop((type_name, record_id), None)
 
     def find(
         self, type_name: str, filters: dict[str, Any] | None = None, limit: int | None = None
@@ -100,4 +106,28 @@ def forget(registry: Registry, type_names: tuple[str, ...]) -> None:
     """`CachedRegistry.forget` where `registry` keeps records; nothing for one that does not."""
     if isinstance(registry, CachedRegistry):
         registry.forget(type_names)
+
+
+def forget_ids(registry: Registry, type_name: str, ids: Iterable[int]) -> None:
+    """`CachedRegistry.forget_ids` where `registry` keeps records."""
+    if isinstance(registry, CachedRegistry):
+        registry.forget_ids(type_name, ids)
+
+
+def all_kept(registry: Registry, type_name: str, ids: Iterable[int]) -> bool:
+    """Whether `registry` keeps every one of these records (one that keeps none: True, as
+    there is nothing to read ahead into it)."""
+    if not isinstance(registry, CachedRegistry):
+        return True
+    return all((type_name, record_id) in registry.records for record_id in ids)
+
+
+def iter_listing(
+    registry: Registry, type_name: str, filters: dict[str, Any]
+) -> Iterable[Record]:
+    """The records matching `filters`, past a CachedRegistry (which would keep every one),
+    a page at a time where the registry answers in pages (over HTTP)."""
+    inner = registry.inner if isinstance(registry, CachedRegistry) else registry
+    pages = getattr(inner, "iter_find", None)
+    return pages(type_name, filters) if pages is not None else inner.find(type_name, filters)
 
