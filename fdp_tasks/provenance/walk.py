@@ -395,17 +395,26 @@ class Lineage:
         many = len(component_ids) > WALK_PAGE
         for start in range(0, len(component_ids), WALK_PAGE):
             page = component_ids[start : start + WALK_PAGE]
+            new_components = self._unknown("object_component", page) if many else []
             components = self.records.many("object_component", page)
-            objects = self.records.many("object", [c["object"] for c in components.values()])
-            yield objects
-            if many:
-                self._drop("object_component", components)
-                self._drop("object", objects)
+            object_ids = [c["object"] for c in components.values()]
+            new_objects = self._unknown("object", object_ids) if many else []
+            yield self.records.many("object", object_ids)
+            self._drop("object_component", new_components)
+            self._drop("object", new_objects)
+
+    def _unknown(self, type_name: str, ids: Iterable[int]) -> list[int]:
+        """Which of these records are not kept yet: those a page of a walk reads itself,
+        and may drop when done with them (what was kept before stays)."""
+        kept = self.records.cache.get(type_name, {})
+        return [i for i in dict.fromkeys(ids) if i not in kept]
 
     def _drop(self, type_name: str, ids: Iterable[int]) -> None:
         """Forget records a walk of many pages is done with, here and in the registry's
         cache, so that it holds a page's records, not those of every product it meets."""
         ids = list(ids)
+        if not ids:
+            return
         kept = self.records.cache.get(type_name, {})
         for record_id in ids:
             kept.pop(record_id, None)
@@ -445,17 +454,19 @@ class Lineage:
             many = len(frontier) > WALK_PAGE
             for start in range(0, len(frontier), WALK_PAGE):
                 page = frontier[start : start + WALK_PAGE]
+                new_products = self._unknown("data_product", page) if many else []
                 products = self.records.many("data_product", page)
-                objects = self.records.many("object", [p["object"] for p in products.values()])
+                object_ids = [p["object"] for p in products.values()]
+                new_objects = self._unknown("object", object_ids) if many else []
+                self.records.many("object", object_ids)
                 for product_id in page:
                     for run in self.runs_of_product(product_id):
                         if run["id"] not in done_runs:
                             done_runs.add(run["id"])
                             following += self.products_of(run.get("inputs") or [])
                             following += self.products_of(run.get("outputs") or [])
-                if many:
-                    self._drop("data_product", products)
-                    self._drop("object", objects)
+                self._drop("data_product", new_products)
+                self._drop("object", new_objects)
             frontier = following
         return list(seen)
 

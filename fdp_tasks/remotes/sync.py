@@ -1148,7 +1148,10 @@ class Pusher:
         seen: set[int] = set()
         for start in range(0, len(products), PUSH_BATCH):  # a page of records at a time
             objects: list[int] = []
-            for pid in products[start : start + PUSH_BATCH]:
+            page = products[start : start + PUSH_BATCH]
+            mine = self.lineage.records.many("data_product", page)  # in batches, for object_of
+            self.lineage.records.many("object", [p["object"] for p in mine.values()])
+            for pid in page:
                 objects.append(self.lineage.object_of(pid)["id"])
                 for run in self.lineage.runs_of_product(pid):
                     if run["id"] not in runs:
