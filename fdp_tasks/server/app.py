@@ -226,19 +226,24 @@ class RegistryApp:
 
     def wire(self, rtype: RecordType, rec: Record) -> dict[str, Any]:
         """A store record as the reference registry shows it: references as URLs."""
-        out: dict[str, Any] = {"url": self.record_url(rtype.name, rec["id"])}
+        api = f"{self.base()}/api/"  # once per record: a listing page holds a thousand
+
+        def url(type_name: str, record_id: int | None) -> str | None:
+            return None if record_id is None else f"{api}{type_name}/{record_id}/"
+
+        out: dict[str, Any] = {"url": url(rtype.name, rec["id"])}
         for f in rtype.fields.values():
             value = rec.get(f.name)
             if f.is_fk:
-                out[f.name] = self.record_url(f.target, value)
+                out[f.name] = url(f.target, value)
             elif f.is_m2m:
-                out[f.name] = [self.record_url(f.target, v) for v in value or []]
+                out[f.name] = [url(f.target, v) for v in value or []]
             else:
                 out[f.name] = value
         for rname, (other, _via) in rtype.reverse.items():
-            out[rname] = [self.record_url(other, v) for v in rec.get(rname) or []]
+            out[rname] = [url(other, v) for v in rec.get(rname) or []]
         out["last_updated"] = rec.get("last_updated")
-        out["updated_by"] = self.record_url("users", rec.get("updated_by"))
+        out["updated_by"] = url("users", rec.get("updated_by"))
         return out
 
     def incoming(self, rtype: RecordType, body: Any) -> dict[str, Any]:
