@@ -185,3 +185,18 @@ def test_an_input_of_a_pulled_run_keeps_its_external_object(
     assert info["external_object"] == theirs["external_object"]
     shown = reader.fdp("info", "lab:inputs/seed@1.0.0").stdout
     assert f"{doi}/seed" in shown
+
+
+def test_a_pulled_product_keeps_the_external_object_it_was_registered_from(
+    tmp_path: Path, counting_registry: CountingRegistry
+) -> None:
+    doi = "https://doi.org/10.5281/zenodo.4343"
+    made = producer(tmp_path, counting_registry, outputs=1, doi=doi)
+    theirs = json.loads(made.fdp("info", "lab:inputs/seed@1.0.0", "--json").stdout)
+    # read by name, as one item of a glob: its record comes from the remote's listing
+    reader = reading_project(tmp_path, counting_registry.api_url, ["inputs/*"], "lab", "reader")
+    reader.fdp("pull")
+    assert (reader.data_store / "lab/inputs/seed/1.0.0.txt").is_file()
+    info = json.loads(reader.fdp("info", "lab:inputs/seed@1.0.0", "--json").stdout)
+    assert info["external_object"]["identifier"] == f"{doi}/seed"
+    assert info["external_object"] == theirs["external_object"]
