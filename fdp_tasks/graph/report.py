@@ -59,6 +59,7 @@ class FdpReporter(ConsoleReporter):
         self._tasks: dict[str, Any] = {}  # doit's tasks, created-later ones included
         self._bars: dict[str, Bar] = {}  # group -> the bar over its items
         self._carried: set[str] = set()  # push items another item of this run sent
+        self._skipped: list[str] = []  # transfer items found up to date, counted at the end
 
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
         super().initialize(tasks, selected_tasks)
@@ -95,12 +96,16 @@ class FdpReporter(ConsoleReporter):
     def skip_uptodate(self, task: Any) -> None:
         super().skip_uptodate(task)
         if self._item_of(task) is not None:
-            # found on the remote because an earlier item of this run sent it along
-            self.tally.add(PUSHED if task.name in self._carried else "up to date")
+            # counted at the end: an item another item of this run sent along may be found
+            # on the remote (by a worker thread) before that item's success is reported
+            self._skipped.append(task.name)
 
     def complete_run(self) -> None:
         for bar in self._bars.values():
             bar.close()
+        for name in self._skipped:
+            self.tally.add(PUSHED if name in self._carried else "up to date")
+        self._skipped.clear()
         super().complete_run()
         if self.tally.total():
             self.write(self.tally.line() + "\n")
