@@ -130,4 +130,3 @@ def iter_listing(
     inner = registry.inner if isinstance(registry, CachedRegistry) else registry
     pages = getattr(inner, "iter_find", None)
     return pages(type_name, filters) if pages is not None else inner.find(type_name, filters)
-
