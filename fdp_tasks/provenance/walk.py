@@ -390,17 +390,25 @@ class Lineage:
         return list(found)
 
     def _objects_of(self, component_ids: Sequence[int]) -> Iterator[dict[int, Record]]:
-        """The objects holding these components, a page of components at a time, whose
-        records are dropped when the next page is read if there are many."""
-        many = len(component_ids) > WALK_PAGE
-        for start in range(0, len(component_ids), WALK_PAGE):
-            page = component_ids[start : start + WALK_PAGE]
-            new_components = self._unknown("object_component", page) if many else []
-            components = self.records.many("object_component", page)
-            object_ids = [c["object"] for c in components.values()]
+        """The objects holding these components, a page of components at a time."""
+        for _, objects in self._pages_with_objects("object_component", component_ids):
+            yield objects
+
+    def _pages_with_objects(
+        self, type_name: str, ids: Sequence[int]
+    ) -> Iterator[tuple[Sequence[int], dict[int, Record]]]:
+        """Pages of `ids`, records of a type that names an object (components, data
+        products), each with the objects they name, read in batches. In a walk of more than
+        a page, the records a page read itself are dropped when the next page is read."""
+        many = len(ids) > WALK_PAGE
+        for start in range(0, len(ids), WALK_PAGE):
+            page = ids[start : start + WALK_PAGE]
+            new_records = self._unknown(type_name, page) if many else []
+            records = self.records.many(type_name, page)
+            object_ids = [r["object"] for r in records.values()]
             new_objects = self._unknown("object", object_ids) if many else []
-            yield self.records.many("object", object_ids)
-            self._drop("object_component", new_components)
+            yield page, self.records.many("object", object_ids)
+            self._drop(type_name, new_records)
             self._drop("object", new_objects)
 
     def _unknown(self, type_name: str, ids: Iterable[int]) -> list[int]:
@@ -451,22 +459,13 @@ class Lineage:
                 break
             seen.update(dict.fromkeys(frontier))
             following: list[int] = []
-            many = len(frontier) > WALK_PAGE
-            for start in range(0, len(frontier), WALK_PAGE):
-                page = frontier[start : start + WALK_PAGE]
-                new_products = self._unknown("data_product", page) if many else []
-                products = self.records.many("data_product", page)
-                object_ids = [p["object"] for p in products.values()]
-                new_objects = self._unknown("object", object_ids) if many else []
-                self.records.many("object", object_ids)
+            for page, _ in self._pages_with_objects("data_product", frontier):
                 for product_id in page:
                     for run in self.runs_of_product(product_id):
                         if run["id"] not in done_runs:
                             done_runs.add(run["id"])
                             following += self.products_of(run.get("inputs") or [])
                             following += self.products_of(run.get("outputs") or [])
-                self._drop("data_product", new_products)
-                self._drop("object", new_objects)
             frontier = following
         return list(seen)
 

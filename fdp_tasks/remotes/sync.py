@@ -630,8 +630,7 @@ class Puller:
         forget_ids(registry, "storage_location", [file.location_id for _, file in page])
         components = [c for found, _ in page for c in found.object.get("components") or []]
         forget_ids(registry, "object_component", components)
-        for type_name in PER_PRODUCT:
-            self.lineage.records.cache.get(type_name, {}).clear()
+        self.lineage.forget(PER_PRODUCT)
 
     def _record_page(self, page: list[tuple[queries.Located, FileToFetch]]) -> None:
         root = store_root_id(self.local, self.store)
