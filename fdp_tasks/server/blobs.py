@@ -53,7 +53,15 @@ from fdp_tasks.errors import HashMismatch
 from fdp_tasks.server.common import ADMIN, ApiError, json_response
 from fdp_tasks.server.signing import KEY_FILE, signing_key
 from fdp_tasks.storage import Storage, storage_for
-from fdp_tasks.storage.base import BUNDLE_FILE_BYTES, BUNDLE_TYPE, is_sha1
+from fdp_tasks.storage.base import (
+    BUNDLE_END,
+    BUNDLE_FILE_BYTES,
+    BUNDLE_TYPE,
+    BadBundle,
+    bundle_entries,
+    bundle_entry,
+    is_sha1,
+)
 from fdp_tasks.storage.local import LocalStorage
 from fdp_tasks.store.base import NotFound
 
@@ -68,7 +76,7 @@ CONTENT_RANGE = re.compile(r"^bytes (?:(\d+)-(\d+)|\*)/(\d+)$")
 VERIFY_THREADS = 8
 # `POST /data/` (BlobViews.bundle): small files (BUNDLE_FILE_BYTES) are sent many to an
 # answer, up to this much in all
-BUNDLE_BYTES = 8 * 1024 * 1024
+BUNDLE_ANSWER_BYTES = 8 * 1024 * 1024
 
 
 def blob_path(blob_dir: Path, sha1: str) -> Path:
@@ -282,7 +290,7 @@ class BlobViews:
         answer, so a pull of thousands of small files costs a request per few hundred
         rather than one each. The body is, for each file sent, a line `<sha1> <size>` and
         then its bytes, and a last line `end` once all are sent. Files this reader may not
-        read, that are not here, or larger than BUNDLE_FILE_BYTES (or past BUNDLE_BYTES in
+        read, that are not here, or larger than BUNDLE_FILE_BYTES (or past BUNDLE_ANSWER_BYTES in
         all) are left out: the client asks for those one by one, and hears why there. A
         server whose files are in an object store answers 404: its files come from there."""
         if self.direct:
@@ -300,7 +308,7 @@ class BlobViews:
                 size = path.stat().st_size
             except OSError:
                 continue
-            if size > BUNDLE_FILE_BYTES or total + size > BUNDLE_BYTES:
+            if size > BUNDLE_FILE_BYTES or total + size > BUNDLE_ANSWER_BYTES:
                 continue
             total += size
             chosen.append((sha1, path, size))
@@ -314,8 +322,8 @@ class BlobViews:
                     return  # no `end`: the client asks for the rest one by one
                 if len(data) != size:
                     return
-                yield f"{sha1} {size}\n".encode("ascii") + data
-            yield b"end\n"
+                yield bundle_entry(sha1, data)
+            yield BUNDLE_END
 
         return flask.Response(sent(), mimetype=BUNDLE_TYPE)
 
@@ -330,27 +338,18 @@ class BlobViews:
         user = self.require_user()
         if not (flask.request.content_type or "").startswith(BUNDLE_TYPE):
             raise ApiError(400, {"detail": f"expected a body of type {BUNDLE_TYPE}"})
-        stream = flask.request.stream
         stored: list[str] = []
         refused: dict[str, str] = {}
-        while True:
-            words = stream.readline(100).split()
-            if len(words) != 2 or not is_sha1(words[0].decode("ascii", "replace")):
-                break  # `end`, or nothing more that makes sense
-            sha1 = words[0].decode("ascii").lower()
-            if not words[1].isdigit() or int(words[1]) > BUNDLE_FILE_BYTES:
-                raise ApiError(400, {"detail": f"{sha1}: expected a size of at most "
-                                     f"{BUNDLE_FILE_BYTES} bytes"})
-            size = int(words[1])
-            data = stream.read(size)
-            if len(data) != size:
-                break  # cut short: what came whole is kept
-            try:
-                self.storage.put(io.BytesIO(data), blob_key(sha1), sha1=sha1)
-            except HashMismatch as exc:
-                refused[sha1] = str(exc)
-                continue
-            stored.append(sha1)
+        try:
+            for sha1, data in bundle_entries(flask.request.stream, BUNDLE_FILE_BYTES):
+                try:
+                    self.storage.put(io.BytesIO(data), blob_key(sha1), sha1=sha1)
+                except HashMismatch as exc:
+                    refused[sha1] = str(exc)
+                    continue
+                stored.append(sha1)
+        except BadBundle as exc:
+            raise ApiError(400, {"detail": str(exc)}) from None
         if stored:
             self.store.claim_files(stored, user["id"], uploaded=True)
         body = {"storage_root": f"{self.base()}/data/", "stored": stored, "refused": refused}

@@ -94,6 +94,40 @@ def is_sha1(text: str) -> bool:
     return len(text) == 40 and set(text.lower()) <= SHA1_HEX
 
 
+# A bundle (`BUNDLE_TYPE`) is its files one after the other, each a line `<sha1> <size>` and
+# then its bytes, and last a line `end`.
+BUNDLE_END = b"end\n"
+
+
+class BadBundle(ValueError):
+    """A file of a bundle whose size line makes no sense, or is larger than allowed."""
+
+
+def bundle_entry(sha1: str, data: bytes) -> bytes:
+    """One file of a bundle: its `<sha1> <size>` line and its bytes."""
+    return f"{sha1} {len(data)}\n".encode("ascii") + data
+
+
+def bundle_entries(stream: IO[bytes], max_size: int | None = None) -> Iterator[tuple[str, bytes]]:
+    """The files of a bundle as (SHA-1, bytes), read from `stream` up to its `end` line, or
+    to where it stops making sense (a line that names no SHA-1, bytes cut short). A SHA-1
+    with a size that is not a number, or above `max_size`, raises BadBundle before any of
+    its bytes are read."""
+    while True:
+        words = stream.readline(100).split()
+        if len(words) != 2 or not is_sha1(words[0].decode("ascii", "replace")):
+            return  # `end`, or nothing more that makes sense
+        sha1 = words[0].decode("ascii").lower()
+        if not words[1].isdigit() or (max_size is not None and int(words[1]) > max_size):
+            limit = f"at most {max_size} bytes" if max_size is not None else "a number of bytes"
+            raise BadBundle(f"{sha1}: expected a size of {limit}")
+        size = int(words[1])
+        data = stream.read(size)
+        if len(data) != size:
+            return  # cut short: what came whole was yielded
+        yield sha1, data
+
+
 def check_sha1_key(key: str, storage: str) -> str:
     """A content address: the key must be a SHA-1 (40 hex digits), lower-cased here."""
     check_key(key, storage)

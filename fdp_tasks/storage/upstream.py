@@ -22,6 +22,7 @@ share, such as its registry client's keep-alive session).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -38,8 +39,10 @@ import requests
 from fdp_tasks import transfer
 from fdp_tasks.errors import HashMismatch
 from fdp_tasks.storage.base import (
+    BUNDLE_END,
     BUNDLE_TYPE,
     DEFAULT_EXPIRY,
+    BadBundle,
     NoFileStorage,
     ObjectMissing,
     Progress,
@@ -49,6 +52,8 @@ from fdp_tasks.storage.base import (
     StorageError,
     Stored,
     UnsupportedOperation,
+    bundle_entries,
+    bundle_entry,
     check_method,
     check_range,
     check_sha1_key,
@@ -304,7 +309,12 @@ class UpstreamDataStorage(Storage):
                 self.bundles = False
             return
         self.bundles = True
-        yield from _bundle_entries(resp.content, set(wanted))
+        asked = set(wanted)
+        with contextlib.suppress(BadBundle):  # what came before it is kept
+            for sha1, data in bundle_entries(io.BytesIO(resp.content)):
+                if sha1 not in asked:
+                    return  # not the answer to this question
+                yield sha1, data
 
     def upload_bundle(self, files: list[tuple[Path, str]]) -> dict[str, tuple[str, str]]:
         """Send many small files in one request (`PUT <data root>` with a bundle, as
@@ -329,11 +339,11 @@ class UpstreamDataStorage(Storage):
                 data = Path(source).read_bytes()
             except OSError:
                 continue  # said by its own upload
-            parts.append(f"{sha1} {len(data)}\n".encode("ascii") + data)
+            parts.append(bundle_entry(sha1, data))
             sent[sha1] = answer
         if not sent:
             return placed
-        payload = b"".join(parts) + b"end\n"
+        payload = b"".join(parts) + BUNDLE_END
         resp = self.send(
             "PUT",
             self.data_root,
@@ -503,25 +513,6 @@ class UpstreamDataStorage(Storage):
             made, self._made = self._made, []
         for session in made:
             session.close()
-
-
-def _bundle_entries(body: bytes, wanted: set[str]) -> Iterator[tuple[str, bytes]]:
-    """The files of a bundle's body (`<sha1> <size>` lines, each followed by its bytes),
-    up to where it stops making sense; a SHA-1 nobody asked for ends it too."""
-    at = 0
-    while True:
-        end = body.find(b"\n", at, at + 80)
-        if end < 0:
-            return
-        words = body[at:end].split()
-        if len(words) != 2 or not words[1].isdigit():
-            return  # `end`, or an answer cut short
-        sha1, size = words[0].decode("ascii", "replace"), int(words[1])
-        data = body[end + 1 : end + 1 + size]
-        if sha1 not in wanted or len(data) != size:
-            return
-        yield sha1, data
-        at = end + 1 + size
 
 
 def _refused_bytes(resp: requests.Response, url: str) -> None:
