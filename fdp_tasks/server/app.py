@@ -185,10 +185,13 @@ class RegistryApp:
         """The scheme://host[:port] prefix of every URL this server hands out."""
         return self.public_url or flask.request.host_url.rstrip("/")
 
-    def record_url(self, type_name: str, record_id: int | None) -> str | None:
+    def record_url(
+        self, type_name: str, record_id: int | None, base: str | None = None
+    ) -> str | None:
+        """A record's URL; `base`: `self.base()`, when the caller has it already."""
         if record_id is None:
             return None
-        return f"{self.base()}/api/{type_name}/{record_id}/"
+        return f"{base or self.base()}/api/{type_name}/{record_id}/"
 
     def rtype(self, type_name: str) -> RecordType:
         if type_name not in self.schema:
@@ -226,10 +229,10 @@ class RegistryApp:
 
     def wire(self, rtype: RecordType, rec: Record) -> dict[str, Any]:
         """A store record as the reference registry shows it: references as URLs."""
-        api = f"{self.base()}/api/"  # once per record: a listing page holds a thousand
+        base = self.base()  # once per record: a listing page holds a thousand
 
         def url(type_name: str, record_id: int | None) -> str | None:
-            return None if record_id is None else f"{api}{type_name}/{record_id}/"
+            return self.record_url(type_name, record_id, base)
 
         out: dict[str, Any] = {"url": url(rtype.name, rec["id"])}
         for f in rtype.fields.values():
