@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import WRITER_SCRIPT, CountingRegistry, Env
+from support import SEEDED_MODEL, WRITER_SCRIPT, CountingRegistry, Env
 from support import producer as seeded_producer
 from support import reader as reading_project
 
+from fdp_tasks.remotes.sync import PULL_BATCH
 from fdp_tasks.store.sql import Store
 
 
@@ -30,16 +31,18 @@ def producer(
     namespace: str = "lab",
     inputs: tuple[str, ...] = ("seed",),
     doi: str | None = None,
+    model: str = WRITER_SCRIPT,
 ) -> Env:
-    """A project whose one run reads registered inputs and writes results/partNN, pushed.
-    With `doi`, each input is registered with the identifier `<doi>/<name>`."""
+    """A project whose one run reads registered inputs and writes results/partNN, pushed
+    (by default the same bytes in each). With `doi`, each input is registered with the
+    identifier `<doi>/<name>`."""
     env = seeded_producer(
         tmp_path,
         outputs,
         name=f"producer-{namespace}",
         namespace=namespace,
         inputs={name: f"{name} value\n" for name in inputs},
-        model=WRITER_SCRIPT,
+        model=model,
         doi=doi,
     )
     env.doit()
@@ -68,9 +71,9 @@ def run_uuid(env: Env) -> str:
     return env.fdp("list", "runs").stdout.split()[0]
 
 
-def pull_counted(env: Env, registry: CountingRegistry) -> int:
+def pull_counted(env: Env, registry: CountingRegistry, *options: str) -> int:
     registry.requests.clear()
-    env.fdp("pull")
+    env.fdp("pull", *options)
     return registry.total()
 
 
@@ -200,3 +203,37 @@ def test_a_pulled_product_keeps_the_external_object_it_was_registered_from(
     info = json.loads(reader.fdp("info", "lab:inputs/seed@1.0.0", "--json").stdout)
     assert info["external_object"]["identifier"] == f"{doi}/seed"
     assert info["external_object"] == theirs["external_object"]
+
+
+@pytest.mark.parametrize("same_bytes", [False, True], ids=["distinct", "same-bytes"])
+def test_a_glob_over_several_pages_of_products_pulls_them_a_page_at_a_time(
+    tmp_path: Path, counting_registry: CountingRegistry, same_bytes: bool
+) -> None:
+    """More products than a pull plans and records at once: the files come a page at a time
+    and the records too, each page planned again, in a few requests a page. Products with
+    the same bytes share one file, however the pages fall."""
+    n = 2 * PULL_BATCH + 50
+    producer(tmp_path, counting_registry, n, model=WRITER_SCRIPT if same_bytes else SEEDED_MODEL)
+    everyone = reading_project(tmp_path, counting_registry.api_url, ["results/*"], "lab", "all")
+
+    requests = pull_counted(everyone, counting_registry, "--jobs", "1")
+
+    files = list(everyone.data_store.glob("lab/results/*/0.0.1.csv"))
+    assert len(files) == (1 if same_bytes else n)
+    # with the run's config, script, code repository and environment records
+    assert local_counts(everyone) == {"data_product": n + 1, "object": n + 5, "code_run": 1}
+    store = Store(everyone.home / "registry.db")
+    try:
+        (run,) = store.find("code_run")
+        components = store.get_many("object_component", run["outputs"])
+        objects = store.get_many("object", [c["object"] for c in components.values()])
+        located = [o["storage_location"] for o in objects.values()]
+        locations = store.get_many("storage_location", located)
+        names = {p["name"] for p in store.find("data_product") if p["object"] in objects}
+    finally:
+        store.close()
+    assert names == {f"results/part{i:02d}" for i in range(n)}
+    assert {everyone.data_store / loc["path"] for loc in locations.values()} == set(files)
+    pages = -(-n // PULL_BATCH)
+    assert requests <= 25 + 8 * pages, counting_registry.requests.most_common(8)
+    assert "nothing newer" in everyone.fdp("pull").stdout

@@ -10,7 +10,9 @@ strands the products that share its bytes: whatever writes those bytes again hea
 from __future__ import annotations
 
 import os
+import stat
 import weakref
+from collections.abc import Iterable, Mapping
 
 from fdp_tasks.datastore import DataStore
 from fdp_tasks.files import sha1_file
@@ -45,6 +47,23 @@ def recorded(registry: Registry, store: DataStore, sha1: str, public: bool = Tru
     return rows[0] if rows else None
 
 
+def recorded_many(
+    registry: Registry, store: DataStore, sha1s: Iterable[str]
+) -> dict[str, dict[bool, Record]]:
+    """`recorded` for many files at once: for each SHA-1 asked, its locations by `public`
+    (none: an empty mapping). A few queries for a page of files rather than one each."""
+    root = store_root_id(registry, store)
+    found: dict[str, dict[bool, Record]] = {}
+    wanted = sorted(set(sha1s))
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        for sha1 in chunk:
+            found[sha1] = {}
+        for row in registry.find("storage_location", {"storage_root": root, "hash": chunk}):
+            found[row["hash"]].setdefault(bool(row["public"]), row)  # newest first, as `recorded`
+    return found
+
+
 def referenced(registry: Registry, store: DataStore, rel: str) -> bool:
     """Whether a storage_location names this file of the local store (else nothing needs it).
 
@@ -77,11 +96,10 @@ def intact(
     """
     if not sha1 or (root is not None and not store.holds(root)):
         return False
-    if hashes is not None:
-        target, found = store.stat(rel)
-        return found is not None and hashes.sha1(target, found) == sha1
-    path = store.path(rel)
-    return path.is_file() and sha1_file(path) == sha1
+    target, found = store.stat(rel)
+    if found is None or not stat.S_ISREG(found.st_mode):
+        return False
+    return (sha1_file(target) if hashes is None else hashes.sha1(target, found)) == sha1
 
 
 def located_intact(
@@ -141,13 +159,19 @@ def local_location(
 
 
 def placement(
-    registry: Registry, store: DataStore, rel: str, sha1: str, public: bool = True
+    registry: Registry,
+    store: DataStore,
+    rel: str,
+    sha1: str,
+    public: bool = True,
+    known: Mapping[bool, Record] | None = None,
 ) -> tuple[str, bool]:
     """Where bytes about to be written to `rel` belong, and whether they still need writing.
 
-    For callers that must record first and move files after committing.
+    For callers that must record first and move files after committing. `known`: what
+    `recorded_many` found for this SHA-1, instead of asking again.
     """
-    existing = recorded(registry, store, sha1, public)
+    existing = recorded(registry, store, sha1, public) if known is None else known.get(public)
     if existing is None:
         return rel, True
     return existing["path"], not intact(store, existing["path"], sha1)

@@ -54,7 +54,7 @@ from fdp_tasks.progress import Bar
 from fdp_tasks.provenance.walk import Lineage
 from fdp_tasks.refs import ProductRef
 from fdp_tasks.remotes import Remote
-from fdp_tasks.remotes.sync import NonCanonicalName
+from fdp_tasks.remotes.sync import PULL_BATCH, NonCanonicalName
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Record
 from fdp_tasks.versions import Version, latest
@@ -196,9 +196,15 @@ def _read_fresh(plan: Plan, item: ReadItem, refresh: bool) -> bool:
 def _pull_files(session: SyncSession, refresh: bool, jobs: int) -> dict[str, Any]:
     """The bytes phase of a pull: every file the read items will fetch, downloaded on `jobs`
     threads into the data store (each checked against its SHA-1, renamed into place whole)
-    before any record is copied. What fails here is said by the item that needs it."""
+    before any record is copied. What fails here is said by the item that needs it.
+
+    Items of up to a page of products are planned together, and each keeps its plan and
+    its list of products for its own pull, which then asks the remote nothing more; a
+    larger item is planned and fetched a page at a time and keeps nothing, so that memory
+    holds a page of it, not all of its products."""
     plan = session.plan
-    wanted: list[tuple[ProductRef, Record]] = []
+    small: list[tuple[ProductRef, Record]] = []  # products of the items that keep plans
+    large: list[list[tuple[ProductRef, Record]]] = []
     try:
         for item in plan.reads:
             if _read_fresh(plan, item, refresh):
@@ -206,20 +212,27 @@ def _pull_files(session: SyncSession, refresh: bool, jobs: int) -> dict[str, Any
             remote = _pull_remote(plan, session, item)
             with contextlib.suppress(FdpError):  # the item's own task says why
                 found = list(_to_pull(plan, session, remote, item))
-                session.to_pull[(remote.url, item.index)] = found
-                wanted += found
-        if not wanted:
+                if len(found) > PULL_BATCH:
+                    large.append(found)
+                else:
+                    session.to_pull[(remote.url, item.index)] = found
+                    small += found
+        if not small and not large:
             return {}  # nothing new: the registry is not even opened for writing
         session.ensure_identity()
         puller = session.puller(remote)
-        files, _ = puller.download_plan(wanted)
     except (FdpError, OSError) as exc:
         log.debug("pull_files: %s", exc)  # every item fails with it, in its own words
         return {}
-    with Bar("downloading", total=len(files)) as bar:
-        failed = puller.download_files(files, jobs, bar.bytes_callback(), bar.step)
-    for file, why in failed.items():
-        log.debug("download of %s failed: %s", file.product, why)
+    total = len(small) + sum(len(found) for found in large)
+    with Bar("downloading", total=total) as bar:  # a product's file, or its being in place
+        for found, keep in [(small, True), *((found, False) for found in large)]:
+            before = bar.done
+            failed = puller.download(found, jobs, keep, bar.bytes_callback(), bar.step)
+            total -= len(found) - (bar.done - before)  # products that share or need no file
+            bar.set_total(total)
+            for file, why in failed.items():
+                log.debug("download of %s failed: %s", file.product, why)
     return {}
 
 

@@ -12,13 +12,20 @@ import contextlib
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fdp_tasks.catalog.locations import forget_roots, intact, placement, settle, store_root_id
+from fdp_tasks.catalog.locations import (
+    forget_roots,
+    intact,
+    placement,
+    recorded_many,
+    settle,
+    store_root_id,
+)
 from fdp_tasks.datastore import DataStore, product_path
 from fdp_tasks.errors import FdpError, HashMismatch, OutOfSync
 from fdp_tasks.names import namespace_problem, product_name_problem
@@ -280,6 +287,8 @@ class Puller:
         self.planned: dict[ProductRef, tuple[queries.Located, FileToFetch]] = {}
         # local data products by (namespace, name, version), looked up in batches
         self.local_products: dict[queries.ProductKey, Record | None] = {}
+        # the local storage locations of a page's files by (SHA-1, public), read in batches
+        self.local_locations: dict[str, dict[bool, Record]] = {}
 
     def _skip(self, what: str, problem: str) -> None:
         """Warn once per name, then go on with the rest."""
@@ -378,35 +387,60 @@ class Puller:
                 )
         return self.copier.copy("object_component", component_id)
 
-    def download_plan(
-        self, wanted: Iterable[tuple[ProductRef, Record | None]]
-    ) -> tuple[list[FileToFetch], dict[ProductRef, FdpError]]:
-        """The files a pull of these products still needs in the data store, each once,
-        and why products cannot be pulled (said again by their own pull)."""
-        files: dict[str, FileToFetch] = {}
-        refused: dict[ProductRef, FdpError] = {}
-        wanted = list(wanted)
-        for start in range(0, len(wanted), PULL_BATCH):  # the remote's records a page at a time
-            page = wanted[start : start + PULL_BATCH]
-            # objects, locations and roots in batches, kept by the remote's cache; what is
-            # missing is said by each product's own look-up below
-            with contextlib.suppress(FdpError):
-                queries.locate_many(self.remote.registry, [p for _, p in page if p is not None])
-            # which of them the local registry holds already, a few queries for the page
-            self.local_products.update(queries.find_products(self.local, [ref for ref, _ in page]))
-            for ref, product in page:
-                try:
-                    found, file, needs_download = self._where(ref, product)
-                except FdpError as exc:
-                    refused[ref] = exc
+    def download(
+        self,
+        wanted: Sequence[tuple[ProductRef, Record | None]],
+        jobs: int,
+        keep: bool = False,
+        on_bytes: Callable[[int], None] | None = None,
+        on_file: Callable[[], None] = lambda: None,
+    ) -> dict[FileToFetch, FdpError | OSError]:
+        """Download the files a pull of these products still needs, each once, a page of
+        products for each of `jobs` threads at a time (planned, then fetched); returns why
+        files failed. Why a product cannot be pulled is said by its own pull. `keep`:
+        remember each product's plan for its pull in this process, which then asks the
+        remote nothing more (for products read one item at a time); without it a pull
+        plans its pages again, and memory holds a few pages, however many products."""
+        failed: dict[FileToFetch, FdpError | OSError] = {}
+        size = PULL_BATCH * max(1, jobs)  # a bundle of files for each thread
+        for start in range(0, len(wanted), size):
+            files: dict[str, FileToFetch] = {}
+            for ref, where in self._planned_page(wanted[start : start + size]):
+                if isinstance(where, FdpError):
                     continue
-                self.planned[ref] = (_kept(found), file)
+                found, file, needs_download = where
+                if keep:
+                    self.planned[ref] = (_kept(found), file)
                 if needs_download:
                     files.setdefault(file.rel, file)
-            self.local_products.clear()
-            forget(self.remote.registry, PER_PRODUCT)
-            self.lineage.forget(PER_PRODUCT)
-        return list(files.values()), refused
+            self._forget_plan()
+            failed.update(self._download_files(list(files.values()), jobs, on_bytes, on_file))
+        return failed
+
+    def _planned_page(
+        self, page: Sequence[tuple[ProductRef, Record | None]]
+    ) -> Iterator[tuple[ProductRef, tuple[queries.Located, FileToFetch, bool] | FdpError]]:
+        """`_where` for a page of products, or why each cannot be pulled, after reading the
+        remote's objects, locations and roots and the local registry's products of the page
+        in a few batches (kept until `_forget_plan`)."""
+        registry = self.remote.registry
+        with contextlib.suppress(FdpError):  # what is missing, each product's look-up says
+            located = queries.locate_many(registry, [p for _, p in page if p is not None])
+            hashes = [found.hash for found in located if found is not None and found.hash]
+            self.local_locations = recorded_many(self.local, self.store, hashes)
+        self.local_products.update(queries.find_products(self.local, [ref for ref, _ in page]))
+        for ref, product in page:
+            try:
+                yield ref, self._where(ref, product)
+            except FdpError as exc:
+                yield ref, exc
+
+    def _forget_plan(self) -> None:
+        """Drop what `_planned_page` read: a pull holds the records of one page."""
+        self.local_products.clear()
+        self.local_locations.clear()
+        forget(self.remote.registry, PER_PRODUCT)
+        self.lineage.forget(PER_PRODUCT)
 
     def _local_product(self, namespace: str, name: str, version: str) -> Record | None:
         key = (namespace, name, version)
@@ -414,7 +448,7 @@ class Puller:
             return self.local_products[key]
         return queries.find_product(self.local, namespace, name, version)
 
-    def download_files(
+    def _download_files(
         self,
         files: list[FileToFetch],
         jobs: int,
@@ -423,7 +457,7 @@ class Puller:
     ) -> dict[FileToFetch, FdpError | OSError]:
         """Download files into the data store on `jobs` threads, each checked against its
         SHA-1 and renamed into place only when whole; returns why files failed. Records
-        are copied afterwards, by `pull`, which finds the files in place. Small files come
+        are copied afterwards, by `pull_many`, which finds the files in place. Small files come
         a bundle of BUNDLE_FILES at a time where the remote sends them so (our server),
         the rest one by one."""
         todo = [f for f in files if not intact(self.store, f.rel, f.sha1)]
@@ -504,17 +538,11 @@ class Puller:
                     "yours as a new version, or delete it to take the remote's"
                 )
         public = found.location.get("public", True)
+        own = product_path(
+            found.namespace["name"], ref.name, found.product["version"], _extension(registry, found)
+        )
         rel, needs_download = placement(
-            self.local,
-            self.store,
-            product_path(
-                found.namespace["name"],
-                ref.name,
-                found.product["version"],
-                _extension(registry, found),
-            ),
-            found.hash,
-            public,
+            self.local, self.store, own, found.hash, public, self.local_locations.get(found.hash)
         )
         file = FileToFetch(
             str(ref),
@@ -524,6 +552,7 @@ class Puller:
             found.hash,
             public,
             found.location["id"],
+            own,
         )
         return found, file, needs_download
 
@@ -557,26 +586,32 @@ class Puller:
         """`pull` for many listed products, their records written a page at a time (each
         kind of record in one batch, in one transaction): yields each product with the
         SHA-1 of its file, or the NonCanonicalName that skipped it. Another error stops
-        the pull there; the pages before it are recorded."""
-        page: list[tuple[queries.Located, FileToFetch]] = []
-        for ref, product in wanted:
-            if ref in self.planned:
-                found, file = self.planned.pop(ref)
-                needs_download = True  # unless it is in place by now (`_fetch` checks)
-            else:
-                try:
-                    found, file, needs_download = self._where(ref, product)
-                except NonCanonicalName as exc:
-                    yield ref, exc
-                    continue
-            if needs_download:
-                self._fetch(file)
-            page.append((found, file))
-            if len(page) >= PULL_BATCH:
+        the pull there; the pages before it are recorded. Products `download` kept the plan
+        of take it; the others are planned a page at a time here."""
+        rest = iter(wanted)
+        while batch := list(itertools.islice(rest, PULL_BATCH)):
+            page: list[tuple[queries.Located, FileToFetch]] = []
+            fresh = [(ref, product) for ref, product in batch if ref not in self.planned]
+            planned = dict(self._planned_page(fresh)) if fresh else {}
+            for ref, _ in batch:
+                if ref in self.planned:
+                    found, file = self.planned.pop(ref)
+                    needs_download = True  # unless it is in place by now (`_fetch` checks)
+                else:
+                    where = planned[ref]
+                    if isinstance(where, NonCanonicalName):
+                        yield ref, where
+                        continue
+                    if isinstance(where, FdpError):
+                        raise where
+                    found, file, needs_download = where
+                if needs_download:
+                    self._fetch(file)
+                page.append((found, file))
+            if page:
                 yield from self._recorded_page(page)
-                page = []
-        if page:
-            yield from self._recorded_page(page)
+            elif fresh:
+                self._forget_plan()
 
     def _recorded_page(
         self, page: list[tuple[queries.Located, FileToFetch]]
@@ -584,6 +619,17 @@ class Puller:
         self._record(page)
         for found, file in page:
             yield found.ref, file.sha1
+        # which local records the page's copies are: asked again (by natural key) in the
+        # rare case a later page names them, as a run's input
+        for found, file in page:
+            obj = found.object
+            for key in (("data_product", found.product["id"]), ("object", obj["id"])):
+                self.copier.ids.pop(key, None)
+            for component in obj.get("components") or []:
+                self.copier.ids.pop(("object_component", component), None)
+            self.copier.ids.pop(("storage_location", file.location_id), None)
+            self.copier.whole_objects.pop(obj["id"], None)
+            self.moved.pop(file.location_id, None)
 
     def _record(self, page: list[tuple[queries.Located, FileToFetch]]) -> None:
         """The records of products whose files are in place, in one transaction: their
@@ -642,6 +688,10 @@ class Puller:
         for (_, file), (location, _) in zip(page, made, strict=True):
             if location["path"] != file.rel:  # another process recorded the bytes just now
                 settle(self.store, file.rel, location["path"], file.sha1, False)
+            if file.own not in (file.rel, location["path"]) and self.store.stat(file.own)[1]:
+                # fetched to the product's own path by a page planned before an earlier page
+                # recorded the same bytes under another path: one copy is kept
+                settle(self.store, file.own, location["path"], file.sha1, False)
             self.moved[file.location_id] = location["id"]
             self.copier.ids[("storage_location", file.location_id)] = location["id"]
         self.copier.copy_many("data_product", [found.product["id"] for found, _ in page])
@@ -705,6 +755,8 @@ class FileToFetch:
     sha1: str
     public: bool = True
     location_id: int = 0  # the remote's storage location record
+    # the product's own path, where `rel` is another product's file with the same bytes
+    own: str = ""
 
 
 class NonCanonicalName(FdpError):
