@@ -113,6 +113,27 @@ def test_find_pages_without_n_plus_one(client):
     assert len(seen) == 1 and "page_size=5" in seen[0]
 
 
+def test_a_listing_asks_for_its_next_page_while_the_caller_reads_this_one(client):
+    for i in range(120):
+        client.create("namespace", {"name": f"ns{i:03d}"})
+    seen = count_requests(client)
+    listing = client.iter_find("namespace")
+    assert next(listing)["name"] == "ns119"  # the first record of the first page
+    for _ in range(500):  # the second page is on its way, asked for by another thread
+        if len(seen) == 2:
+            break
+        threading.Event().wait(0.01)
+    assert len(seen) == 2 and "cursor=" in seen[1]
+    rest = [n["name"] for n in listing]
+    assert rest == [f"ns{i:03d}" for i in reversed(range(119))] and len(seen) == 3
+
+    seen.clear()
+    listing = client.iter_find("namespace")
+    next(listing)
+    listing.close()  # a listing given up: the page asked for ahead is not waited for
+    assert len(client.find("namespace", limit=60)) == 60  # pages asked one after another
+
+
 def test_find_follows_cursor_when_server_names_another_host(registry_server):
     reg = registry_server(public_url="http://public.invalid:1")
     with HttpRegistry(reg.url, token=reg.token, page_size=3) as http:

@@ -3,7 +3,8 @@
 Records come back exactly like the store's (int ids, references as ids), so sync code moves
 records between registries by translating ids; URLs exist only on the wire. The client uses
 one keep-alive session, follows cursor pagination with a large `page_size` (one request per
-page, never one per record), and retries what is safe to retry. It relies on nothing the
+page, never one per record, the next asked for while the caller reads one), and retries what
+is safe to retry. It relies on nothing the
 reference registry lacks: trailing slashes always, FK filters as numeric ids, only the
 `cursor` and `page_size` extras, and never reverse-relation filters (the reference ignores
 them silently).
@@ -15,6 +16,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -50,6 +52,12 @@ CREATES_PER_REQUEST = 200
 
 # `http://h:8000`, `http://h:8000/api` and `http://h:8000/api/` all become the last.
 normalise_api_url = api_root
+
+
+def _cursor(next_url: str) -> dict[str, str]:
+    """The query of a listing's `next` link, to follow on the address we use, whatever host
+    the server names."""
+    return dict(parse_qsl(urlsplit(next_url).query, keep_blank_values=True))
 
 
 def id_from_url(url: str) -> int:
@@ -307,21 +315,31 @@ class HttpRegistry:
         params["page_size"] = str(size)
         url = self.url_for(type_name)
         seen = 0
-        while True:
-            body = self._get_json(url, params)
-            for item in body.get("results", []):
-                rec = self.from_wire(rtype, item)
-                if any(rec.get(k) not in (None, []) for k in nulls):
-                    continue
-                yield rec
-                seen += 1
-                if limit is not None and seen >= limit:
+        ahead: ThreadPoolExecutor | None = None
+        body = self._get_json(url, params)
+        try:
+            while True:
+                nxt = body.get("next")
+                coming: Future[Any] | None = None
+                if nxt and limit is None:
+                    # the next page is asked for now, and the server makes it while this one
+                    # is read: a listing of many pages waits on the server once, not per page
+                    ahead = ahead or ThreadPoolExecutor(1, thread_name_prefix="listing")
+                    coming = ahead.submit(self._get_json, url, _cursor(nxt))
+                for item in body.get("results", []):
+                    rec = self.from_wire(rtype, item)
+                    if any(rec.get(k) not in (None, []) for k in nulls):
+                        continue
+                    yield rec
+                    seen += 1
+                    if limit is not None and seen >= limit:
+                        return
+                if not nxt:
                     return
-            nxt = body.get("next")
-            if not nxt:
-                return
-            # Follow the cursor on the address we use, whatever host the server names.
-            params = dict(parse_qsl(urlsplit(nxt).query, keep_blank_values=True))
+                body = coming.result() if coming is not None else self._get_json(url, _cursor(nxt))
+        finally:
+            if ahead is not None:
+                ahead.shutdown(wait=False, cancel_futures=True)
 
     def find(
         self, type_name: str, filters: dict[str, Any] | None = None, limit: int | None = None
