@@ -260,6 +260,15 @@ class RemoteSpec:
         return read_secret(self.token_file)
 
 
+def ignore_state(state_dir: Path) -> None:
+    """Keep `.fdp/` out of git with a .gitignore of its own, so that no tracked file of the
+    user's repository changes (which would make the next run refuse a dirty tree)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    ignore = state_dir / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# fdp-tasks state: settings, doit's database, runs log\n*\n")
+
+
 class Project:
     """A project directory and the local registry and data store it uses."""
 

@@ -182,13 +182,14 @@ def test_init_in_a_model_repository_writes_no_starter_files(tmp_path: Path) -> N
     assert {"config.yaml", "model.py", "dodo.py", ".gitignore"} <= {p.name for p in fresh.iterdir()}
 
 
-def test_a_dirty_tree_is_refused_unless_asked_and_recorded_as_dirty(tmp_path: Path) -> None:
+def committed_writer(tmp_path: Path) -> Env:
+    """A committed project whose script writes test:out."""
     env = Env(tmp_path)
     env.file("model.py", WRITER_SCRIPT)
     env.config(
         {
             "run_metadata": {
-                "description": "dirty",
+                "description": "writes test:out",
                 "default_output_namespace": "test",
                 "script": "python3 model.py",
             },
@@ -196,6 +197,11 @@ def test_a_dirty_tree_is_refused_unless_asked_and_recorded_as_dirty(tmp_path: Pa
         }
     )
     git_commit_all(env.project)
+    return env
+
+
+def test_a_dirty_tree_is_refused_unless_asked_and_recorded_as_dirty(tmp_path: Path) -> None:
+    env = committed_writer(tmp_path)
     head = git(env.project, "rev-parse", "HEAD")
     env.file("model.py", WRITER_SCRIPT + "# an uncommitted change\n")
     refused = env.fdp("run", check=False)
@@ -213,6 +219,26 @@ def test_a_dirty_tree_is_refused_unless_asked_and_recorded_as_dirty(tmp_path: Pa
     push = env.fdp("push", check=False)
     assert push.returncode != 0 and "uncommitted changes" in push.output
     assert push.output.count("uncommitted changes") == 1
+
+
+def test_fdp_state_never_makes_the_tree_dirty_even_when_committed(tmp_path: Path) -> None:
+    """A project begun without `fdp init` keeps `.fdp/` out of git; one whose author
+    committed `.fdp/` anyway (doit's database changes with every run) still runs clean."""
+    env = committed_writer(tmp_path)
+    assert env.fdp("run").executed == ["job"]
+    assert (env.project / ".fdp" / ".gitignore").is_file()
+    assert status_porcelain(env.project) == ""
+
+    git(env.project, "add", "-f", ".fdp")  # committed all the same
+    env.file("model.py", WRITER_SCRIPT + "# the next version\n")
+    git_commit_all(env.project, "next")
+    head = git(env.project, "rev-parse", "HEAD")
+    assert env.fdp("run").executed == ["job"]
+    assert ".fdp/" in status_porcelain(env.project)  # its state changed, as it does
+    assert env.fdp("push", check=False).output.count("uncommitted changes") == 0
+    newest = max((env.data_store / "jobs").iterdir())
+    working = yaml.safe_load((newest / "config.yaml").read_text())
+    assert working["run_metadata"]["latest_commit"] == head
 
 
 def status_porcelain(repo: Path) -> str:

@@ -83,17 +83,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=handler)
 
 
-def ignore_state(state_dir: Path) -> None:
-    """Keep `.fdp/` out of git with a .gitignore of its own, so that no tracked file of the
-    user's repository changes (which would make the next run refuse a dirty tree)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    ignore = state_dir / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("# fdp-tasks state: settings, doit's database, runs log\n*\n")
-
-
 def handler(args: argparse.Namespace) -> int:
-    from fdp_tasks.project import Project, fdp_configs, project_root, remote_url, write_yaml
+    from fdp_tasks.project import (
+        Project,
+        fdp_configs,
+        ignore_state,
+        project_root,
+        remote_url,
+        write_yaml,
+    )
 
     start = Path(args.directory).resolve()
     start.mkdir(parents=True, exist_ok=True)

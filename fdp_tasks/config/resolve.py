@@ -765,11 +765,16 @@ def script_paths(run_metadata: dict[str, Any]) -> dict[str, Path]:
     return out
 
 
+# fdp-tasks' own state (`.fdp/`, at any depth: doit's database changes with every run) is no
+# part of what a run recorded, even where a user committed it
+NOT_STATE = (":(exclude,top,glob)**/.fdp/**",)
+
+
 def dirty_files(repo: Path, also: list[Path] | None = None) -> list[str]:
     """What makes the git repository at `repo` differ from its commit: tracked files with
     uncommitted changes, and those of `also` (the script's own files) that git does not
     track, since the commit does not hold them. Empty when clean, or not a repository."""
-    out = git(repo, "status", "--porcelain", "--untracked-files=no")
+    out = git(repo, "status", "--porcelain", "--untracked-files=no", "--", ":/", *NOT_STATE)
     # "XY path" lines; the output comes stripped, so split on the first whitespace run
     changed = [line.split(None, 1)[-1] for line in out.splitlines() if line.strip()] if out else []
     inside = [str(p) for p in also or () if p.resolve().is_relative_to(repo.resolve())]
@@ -782,7 +787,7 @@ def dirty_files(repo: Path, also: list[Path] | None = None) -> list[str]:
 def uncommitted_digest(repo: Path) -> str | None:
     """A digest of the uncommitted changes to tracked files (None when there are none), so
     that a run recorded as dirty is redone when those changes change."""
-    diff = git(repo, "diff", "HEAD", "--no-ext-diff", "--binary")
+    diff = git(repo, "diff", "HEAD", "--no-ext-diff", "--binary", "--", ":/", *NOT_STATE)
     return hashlib.sha1(
         diff.encode("utf-8", "surrogateescape"), usedforsecurity=False
     ).hexdigest() if diff else None

@@ -51,6 +51,7 @@ from fdp_tasks.graph.report import (
 from fdp_tasks.graph.session import SessionFor, SyncSession
 from fdp_tasks.job import ServeRegistry, past_runs, refuse_dirty, run_job
 from fdp_tasks.progress import Bar
+from fdp_tasks.project import ignore_state
 from fdp_tasks.provenance.walk import Lineage
 from fdp_tasks.refs import ProductRef
 from fdp_tasks.remotes import Remote
@@ -878,6 +879,7 @@ def dodo_namespace(
 
         yield from reproduce_tasks(plan, serve, remote)
 
+    ignore_state(plan.project.state_dir)  # however the project began: no `fdp init` needed
     plan.state_dir.mkdir(parents=True, exist_ok=True)
     return {
         "DOIT_CONFIG": {
