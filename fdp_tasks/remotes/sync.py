@@ -424,6 +424,7 @@ class Puller:
         remote's objects, locations and roots and the local registry's products of the page
         in a few batches (kept until `_forget_plan`)."""
         registry = self.remote.registry
+        self.local_locations = {}  # a page's own: a location it does not know is asked for
         with contextlib.suppress(FdpError):  # what is missing, each product's look-up says
             located = queries.locate_many(registry, [p for _, p in page if p is not None])
             hashes = [found.hash for found in located if found is not None and found.hash]
