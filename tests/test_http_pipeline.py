@@ -30,7 +30,7 @@ from support import producer as seeded_producer
 
 from fdp_tasks.datastore import DataStore
 from fdp_tasks.remotes.http import HttpRemote
-from fdp_tasks.remotes.sync import Pusher
+from fdp_tasks.remotes.sync import PUSH_BATCH, Pusher
 from fdp_tasks.server import serve
 from fdp_tasks.store.base import RegistryError
 from fdp_tasks.store.sql import Store
@@ -187,7 +187,10 @@ def test_push_without_a_token_stops_early_and_a_wrong_token_gets_403(
 
 
 def test_server_restart_in_the_middle_of_a_push(tmp_path: Path, remote: RemoteServer) -> None:
-    env = producer(tmp_path, outputs=40)
+    # records go a batch at a time: with three batches of data products, the server is
+    # killed once the first has landed, while the others are still to come
+    n = 3 * PUSH_BATCH
+    env = producer(tmp_path, outputs=n)
     env.doit()
     env.add_remote(remote.api_url, remote.token_file)
     push = env.start_fdp("push", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -203,7 +206,7 @@ def test_server_restart_in_the_middle_of_a_push(tmp_path: Path, remote: RemoteSe
     env.fdp("push")  # a rerun finishes whatever the first push could not
     store = remote.store()
     local = Store(env.home / "registry.db")
-    for i in range(40):
+    for i in range(n):
         name = f"results/part{i:02d}"
         ns = store.find_one("namespace", {"name": "lab"})
         product = store.find_one("data_product", {"namespace": ns["id"], "name": name})
@@ -213,7 +216,7 @@ def test_server_restart_in_the_middle_of_a_push(tmp_path: Path, remote: RemoteSe
         assert theirs == sha1(env.data_store / f"lab/{name}/0.0.1.csv")
     counts = remote.counts()
     assert counts["code_run"] == 1
-    assert counts["data_product"] == 41
+    assert counts["data_product"] == n + 1
     objects = store.find("object")
     assert len({o["uuid"] for o in objects}) == len(objects)
     assert counts["object"] == local.count("object")
