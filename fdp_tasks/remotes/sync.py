@@ -287,7 +287,7 @@ class Puller:
         self.planned: dict[ProductRef, tuple[queries.Located, FileToFetch]] = {}
         # local data products by (namespace, name, version), looked up in batches
         self.local_products: dict[queries.ProductKey, Record | None] = {}
-        # the local storage locations of a page's files by (SHA-1, public), read in batches
+        # the local storage locations of a page's files by SHA-1, then public, read in batches
         self.local_locations: dict[str, dict[bool, Record]] = {}
 
     def _skip(self, what: str, problem: str) -> None:
@@ -562,7 +562,7 @@ class Puller:
 
         `product` is the remote's record when the caller already listed it. A name that is
         not canonical raises NonCanonicalName before anything is copied: a caller pulling
-        what a glob listed warns and goes on with the rest. A file that `download_files`
+        what a glob listed warns and goes on with the rest. A file that `download`
         put in place already is not fetched again.
         """
         found, file, needs_download = self._where(ref, product)
