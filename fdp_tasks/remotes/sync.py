@@ -438,10 +438,15 @@ class Puller:
 
     def _forget_plan(self) -> None:
         """Drop what `_planned_page` read: a pull holds the records of one page."""
-        self.local_products.clear()
-        self.local_locations.clear()
+        self._forget_local_lookups()
         forget(self.remote.registry, PER_PRODUCT)
         self.lineage.forget(PER_PRODUCT)
+
+    def _forget_local_lookups(self) -> None:
+        """Drop the local products and locations a plan read in batches: recording a page
+        changes them, and a later page reads its own."""
+        self.local_products.clear()
+        self.local_locations.clear()
 
     def _local_product(self, namespace: str, name: str, version: str) -> Record | None:
         key = (namespace, name, version)
@@ -618,10 +623,9 @@ class Puller:
         self, page: list[tuple[queries.Located, FileToFetch]]
     ) -> Iterator[tuple[ProductRef, str]]:
         self._record(page)
-        for found, file in page:
-            yield found.ref, file.sha1
         # which local records the page's copies are: asked again (by natural key) in the
-        # rare case a later page names them, as a run's input
+        # rare case a later page names them, as a run's input. Dropped before the page is
+        # yielded, so a caller that stops reading leaves none behind.
         for found, file in page:
             obj = found.object
             for key in (("data_product", found.product["id"]), ("object", obj["id"])):
@@ -631,6 +635,8 @@ class Puller:
             self.copier.ids.pop(("storage_location", file.location_id), None)
             self.copier.whole_objects.pop(obj["id"], None)
             self.moved.pop(file.location_id, None)
+        for found, file in page:
+            yield found.ref, file.sha1
 
     def _record(self, page: list[tuple[queries.Located, FileToFetch]]) -> None:
         """The records of products whose files are in place, in one transaction: their
@@ -640,10 +646,10 @@ class Puller:
             self._read_ahead(page)
             with self.local.transaction():
                 self._record_page(page)
-            self.local_products.clear()  # these are here now
+            self._forget_local_lookups()  # these are here now
             self._forget_page(page)
         except BaseException:
-            self.local_products.clear()
+            self._forget_local_lookups()
             self.copier.ids.clear()
             self.copier.whole_objects.clear()
             self.moved.clear()
