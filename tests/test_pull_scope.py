@@ -67,6 +67,11 @@ def local_counts(env: Env) -> dict[str, int]:
         store.close()
 
 
+def seed_info(env: Env) -> dict:
+    """What `fdp info --json` says of the producer's input, in the project `env`."""
+    return json.loads(env.fdp("info", "lab:inputs/seed@1.0.0", "--json").stdout)
+
+
 def run_uuid(env: Env) -> str:
     return env.fdp("list", "runs").stdout.split()[0]
 
@@ -175,13 +180,13 @@ def test_an_input_of_a_pulled_run_keeps_its_external_object(
 ) -> None:
     doi = "https://doi.org/10.5281/zenodo.4242"
     made = producer(tmp_path, counting_registry, outputs=2, doi=doi)
-    theirs = json.loads(made.fdp("info", "lab:inputs/seed@1.0.0", "--json").stdout)
+    theirs = seed_info(made)
     reader = consumer(tmp_path, counting_registry.api_url, "lab", range(1), "reader")
     reader.fdp("pull")
 
     # only the output was asked for: the input came as the run's provenance, as records
     assert not (reader.data_store / "lab/inputs/seed/1.0.0.txt").exists()
-    info = json.loads(reader.fdp("info", "lab:inputs/seed@1.0.0", "--json").stdout)
+    info = seed_info(reader)
     assert info["read_by"] == [run_uuid(made)]
     assert info["external_object"]["identifier"] == f"{doi}/seed"
     assert info["external_object"]["title"] == "seed"
@@ -195,12 +200,12 @@ def test_a_pulled_product_keeps_the_external_object_it_was_registered_from(
 ) -> None:
     doi = "https://doi.org/10.5281/zenodo.4343"
     made = producer(tmp_path, counting_registry, outputs=1, doi=doi)
-    theirs = json.loads(made.fdp("info", "lab:inputs/seed@1.0.0", "--json").stdout)
+    theirs = seed_info(made)
     # read by name, as one item of a glob: its record comes from the remote's listing
     reader = reading_project(tmp_path, counting_registry.api_url, ["inputs/*"], "lab", "reader")
     reader.fdp("pull")
     assert (reader.data_store / "lab/inputs/seed/1.0.0.txt").is_file()
-    info = json.loads(reader.fdp("info", "lab:inputs/seed@1.0.0", "--json").stdout)
+    info = seed_info(reader)
     assert info["external_object"]["identifier"] == f"{doi}/seed"
     assert info["external_object"] == theirs["external_object"]
 
