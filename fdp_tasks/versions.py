@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import total_ordering
+from functools import lru_cache, total_ordering
 
 _NUM = r"0|[1-9]\d*"
 _PRE_ID = r"0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*"
@@ -48,19 +48,11 @@ class Version:
 
     @classmethod
     def parse(cls, text: str) -> Version:
-        """Parse 'X.Y.Z[-pre][+build]'; raise VersionError otherwise."""
-        match = SEMVER_RE.fullmatch(text.strip()) if isinstance(text, str) else None
-        if not match:
+        """Parse 'X.Y.Z[-pre][+build]'; raise VersionError otherwise. A listing of
+        thousands of products holds a few distinct versions: each is parsed once."""
+        if not isinstance(text, str):
             raise VersionError(f"{text!r} is not a semantic version (like 1.0.0)")
-        pre = match.group("pre")
-        build = match.group("build")
-        return cls(
-            int(match.group("major")),
-            int(match.group("minor")),
-            int(match.group("patch")),
-            tuple(pre.split(".")) if pre else (),
-            tuple(build.split(".")) if build else (),
-        )
+        return _parse(text)
 
     def _key(self) -> tuple:
         # A release sorts above its prereleases: (1, ()) > (0, ids).
@@ -95,6 +87,22 @@ def incrementer(text: object) -> str | None:
         return None
     match = INCREMENTER_RE.match(text.strip())
     return match.group(1) if match else None
+
+
+@lru_cache(maxsize=4096)
+def _parse(text: str) -> Version:
+    match = SEMVER_RE.fullmatch(text.strip())
+    if not match:
+        raise VersionError(f"{text!r} is not a semantic version (like 1.0.0)")
+    pre = match.group("pre")
+    build = match.group("build")
+    return Version(
+        int(match.group("major")),
+        int(match.group("minor")),
+        int(match.group("patch")),
+        tuple(pre.split(".")) if pre else (),
+        tuple(build.split(".")) if build else (),
+    )
 
 
 def sort_versions(versions: list[str]) -> list[str]:

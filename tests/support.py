@@ -376,6 +376,7 @@ class CountingRegistry:
         self.token = working_token(self.store, file=self.token_file)
         self.requests: Counter[str] = Counter()
         self.log: list[str] = []
+        self.queries: list[str] = []  # "GET /api/x/?page_size=1", every request in order
         self.connections: set[tuple[str, str]] = set()
         lock = threading.Lock()
         app = create_app(self.store, base / "blobs")
@@ -385,6 +386,7 @@ class CountingRegistry:
             request = f"{environ['REQUEST_METHOD']} {environ.get('PATH_INFO', '')}"
             with lock:
                 self.requests[request] += 1
+                self.queries.append(f"{request}?{environ.get('QUERY_STRING', '')}")
                 self.connections.add(
                     (environ.get("REMOTE_ADDR", ""), environ.get("REMOTE_PORT", ""))
                 )

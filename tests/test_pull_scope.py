@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from urllib.parse import parse_qs
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from support import SEEDED_MODEL, WRITER_SCRIPT, CountingRegistry, Env
 from support import producer as seeded_producer
 from support import reader as reading_project
 
+from fdp_tasks.remotes.kept_listing import FIRST_PAGE
 from fdp_tasks.remotes.sync import PULL_BATCH
 from fdp_tasks.store.sql import Store
 
@@ -242,3 +244,56 @@ def test_a_glob_over_several_pages_of_products_pulls_them_a_page_at_a_time(
     pages = -(-n // PULL_BATCH)
     assert requests <= 25 + 8 * pages, counting_registry.requests.most_common(8)
     assert "nothing newer" in everyone.fdp("pull").stdout
+
+
+def product_listings(registry: CountingRegistry) -> list[dict[str, list[str]]]:
+    """The query of every listing of a namespace's data products the registry answered, in
+    order (not those by id, which fetch records the pull copies)."""
+    prefix = "GET /api/data_product/?"
+    asked = [parse_qs(q[len(prefix) :]) for q in registry.queries if q.startswith(prefix)]
+    return [query for query in asked if "namespace" in query]
+
+
+def test_a_pull_keeps_the_remote_listing_and_asks_only_for_what_is_newer(
+    tmp_path: Path, counting_registry: CountingRegistry
+) -> None:
+    """A pull keeps the remote's listing of a namespace: the next pull asks for one short
+    page of the newest records when nothing changed, and for the new records alone when
+    some arrived, however many the namespace holds. A record gone from the remote, or a
+    damaged kept file, has it listed whole again."""
+    n = FIRST_PAGE + 10
+    made = producer(tmp_path, counting_registry, n)
+    everyone = reading_project(tmp_path, counting_registry.api_url, ["results/*"], "lab", "all")
+    everyone.fdp("pull")
+    (kept,) = (everyone.home / "listings").glob("*.json")
+    assert kept.stat().st_mode & 0o777 == 0o600
+
+    counting_registry.queries.clear()
+    assert "nothing newer" in everyone.fdp("pull").stdout
+    (listed,) = product_listings(counting_registry)
+    assert listed["page_size"] == [str(FIRST_PAGE)] and "cursor" not in listed
+
+    made.doit("force=1")  # a new version of every output: more than a first page holds
+    made.fdp("push")
+    counting_registry.queries.clear()
+    pulled = everyone.fdp("pull").stdout
+    assert pulled.count("pulled lab:results/") == n, pulled
+    first, rest = product_listings(counting_registry)  # the new records; no old one again
+    assert first["page_size"] == [str(FIRST_PAGE)] and "cursor" in rest
+    assert len(json.loads(kept.read_text())["rows"]) == 2 * n + 1  # with the input
+
+    store = counting_registry.store
+    (old,) = store.find("data_product", {"name": "results/part00", "version": "0.0.1"})
+    store.delete("data_product", old["id"])
+    counting_registry.queries.clear()
+    assert "nothing newer" in everyone.fdp("pull").stdout
+    short, whole = product_listings(counting_registry)
+    assert short["page_size"] == [str(FIRST_PAGE)] and "cursor" not in whole
+    assert int(whole["page_size"][0]) > n
+    assert len(json.loads(kept.read_text())["rows"]) == 2 * n
+
+    kept.write_text("{", encoding="utf-8")
+    counting_registry.queries.clear()
+    assert "nothing newer" in everyone.fdp("pull").stdout
+    (whole,) = product_listings(counting_registry)
+    assert int(whole["page_size"][0]) > n

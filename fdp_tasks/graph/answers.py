@@ -198,6 +198,14 @@ class Answers:
         found = self._answer(["run_outputs", run_uuids], lambda: self.store.run_outputs(run_uuids))
         return None if found is None else [tuple(row) for row in found]
 
+    def product_files(self, namespace: str, names: list[str]) -> Any:
+        wanted = sorted(set(names))
+        found = self._answer(
+            ["product_files", namespace, wanted],
+            lambda: self.store.product_files(namespace, wanted),
+        )
+        return [tuple(row) for row in found]
+
     def _answer(self, key: list[Any], ask: Callable[[], Any]) -> Any:
         """The answer kept for `key` while the registry is unchanged, else the store's (kept
         for next time when the registry did not change while it was read)."""

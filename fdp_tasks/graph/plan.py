@@ -313,25 +313,30 @@ class Plan:
         return intact
 
     def intact_products(self, refs: list[ProductRef]) -> set[ProductRef]:
-        """Which of these products `product_intact` would find intact, asked a page of
-        names at a time (a pull of a glob over thousands of products asks a few queries,
-        not a few per product), with what was hashed and asked kept once at the end."""
-        recorded = queries.find_products(self.store, refs)
-        here = [
-            (ref, product)
-            for ref in refs
-            if (product := recorded[(ref.namespace, ref.name, ref.version_text)]) is not None
-        ]
-        intact: set[ProductRef] = set()
+        """Which of these products `product_intact` would find intact, their files asked
+        for a page of names at a time in one query (a pull of a glob over thousands of
+        products asks a few, not a few per product), with what was hashed and asked kept
+        once at the end."""
+        by_namespace: dict[str, list[ProductRef]] = {}
+        for ref in refs:
+            by_namespace.setdefault(ref.namespace, []).append(ref)
+        here: set[ProductRef] = set()
         step = queries.NAMES_PER_QUERY
-        for start in range(0, len(here), step):  # their records a page at a time
-            page = here[start : start + step]
-            located = queries.locate_many(self.store, [product for _, product in page])
-            for (ref, _), found in zip(page, located, strict=True):
-                if located_intact(self.data, found, self.hashes):
-                    intact.add(ref)
+        for namespace, group in by_namespace.items():
+            names = sorted({ref.name for ref in group})
+            wanted = {(ref.name, ref.version_text): ref for ref in group}
+            for start in range(0, len(names), step):
+                rows = self.store.product_files(namespace, names[start : start + step])
+                for name, version, path, sha1, root in rows:
+                    asked = wanted.get((name, version))
+                    if (
+                        asked is not None
+                        and path
+                        and intact(self.data, path, sha1, root=root, hashes=self.hashes)
+                    ):
+                        here.add(asked)
         self.remember_answers()
-        return intact
+        return here
 
     def read_present(self, item: ReadItem) -> bool:
         if item.pinned:

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 try:
     import fcntl
@@ -40,10 +40,11 @@ from fdp_tasks.names import glob_matches
 from fdp_tasks.project import ENV_REMOTE_TOKEN, Project, RemoteSpec, remote_env_name
 from fdp_tasks.refs import ProductRef
 from fdp_tasks.remotes import Remote, open_remote
+from fdp_tasks.remotes.kept_listing import kept_file, product_listing
 from fdp_tasks.remotes.sync import Puller, Pusher
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Record
-from fdp_tasks.store.cache import CachedRegistry, iter_listing
+from fdp_tasks.store.cache import CachedRegistry
 from fdp_tasks.versions import latest
 
 if TYPE_CHECKING:  # the SQL engine is imported by whoever opens the store
@@ -80,6 +81,9 @@ class SyncSession:
         self.remote_name = remote_name
         self.readonly = readonly
         self.push_checked = False  # preflight_push has run for this command
+        # what this command pushes (`graph.tasks.session_pushable`): listed once, shared by
+        # the task graph, the preflight and the bytes phase
+        self.pushable: list[Any] | None = None
         self.push_broken: str | None = None  # why the remote cannot take this push, if so
         self._lock = threading.RLock()  # doit's worker threads share the session
         self._remotes: dict[str | None, Remote] = {}
@@ -257,11 +261,15 @@ class SyncSession:
         with self._lock:
             if key not in self._listings:
                 ns = queries.namespace_id(remote.registry, namespace)
-                # past the remote's cache, which would keep every whole record
-                rows = iter_listing(remote.registry, "data_product", {"namespace": ns})
-                self._listings[key] = {
-                    (r["name"], r["version"]): queries.listed(r) for r in (rows if ns else ())
-                }
+                # past the remote's cache, which would keep every whole record; kept between
+                # commands where the remote gives a listing's count (`kept_listing`)
+                kept = None if ns is None else kept_file(self.project.home, remote.url, ns)
+                rows = (
+                    product_listing(remote.registry, ns, kept, save=not self.readonly)
+                    if ns is not None
+                    else []
+                )
+                self._listings[key] = {(r["name"], r["version"]): r for r in rows}
             return self._listings[key]
 
     def remote_product(self, remote: Remote, ref: ProductRef) -> Record | None:

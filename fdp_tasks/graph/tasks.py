@@ -388,6 +388,14 @@ def pushable_outputs(plan: Plan) -> list[Output | queries.Located]:
     return list(seen.values())
 
 
+def session_pushable(session: SyncSession) -> list[Output | queries.Located]:
+    """`pushable_outputs` of the session's plan, listed once per command: the graph, the
+    preflight and the bytes phase of a push of 10,000 products share one list."""
+    if session.pushable is None:
+        session.pushable = pushable_outputs(session.plan)
+    return session.pushable
+
+
 PAGE = 500  # data products whose records a push reads at a time
 
 
@@ -639,7 +647,7 @@ def preflight_push(
     plan = session.plan
     refuse_dirty(plan.local_repo, dirty)
     ledger = push_ledger(plan)
-    items = pushable_outputs(plan) if items is None else items
+    items = session_pushable(session) if items is None else items
     first = next((found for found in items if not on_remote(session, found, ledger)), None)
     if first is not None:
         session.ensure_identity()
@@ -671,7 +679,7 @@ def push_files(config: str, remote_name: str | None, dirty: bool, jobs: int) -> 
     that fails here fails the items that need it, each in its own task."""
     doing = SyncSession.for_process(config, remote_name)
     try:
-        items = pushable_outputs(doing.plan)  # once, for preflight and the bytes phase
+        items = session_pushable(doing)  # as the graph listed them
         remote = _push_checked(doing, dirty, items)
         ledger = push_ledger(doing.plan)
         waiting = [f for f in items if not on_remote(doing, f, ledger)]
@@ -756,7 +764,7 @@ def push_tasks(
             unstage_pushed(plan, doing.remote().url, ledger, [found.ref])
         return there
 
-    items = pushable_outputs(plan)
+    items = session_pushable(doing)
     yield {
         "basename": PUSH_FILES,
         "doc": "upload the files of what is to be pushed, in parallel, before any record",

@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -52,6 +53,14 @@ CREATES_PER_REQUEST = 200
 
 # `http://h:8000`, `http://h:8000/api` and `http://h:8000/api/` all become the last.
 normalise_api_url = api_root
+
+
+@dataclass
+class Listing:
+    """A listing's records (an iterator that asks for pages as it is read) and its `count`."""
+
+    count: int | None
+    records: Generator[Record, None, None]
 
 
 def _cursor(next_url: str) -> dict[str, str]:
@@ -306,26 +315,57 @@ class HttpRegistry:
     def iter_find(
         self, type_name: str, filters: dict[str, Any] | None = None, limit: int | None = None
     ) -> Iterator[Record]:
-        """Matching records newest first, fetched a page at a time."""
+        """Matching records newest first, fetched a page at a time (the first once read)."""
+        yield from self.listing(type_name, filters, limit).records
+
+    def listing(
+        self,
+        type_name: str,
+        filters: dict[str, Any] | None = None,
+        limit: int | None = None,
+        first_page: int | None = None,
+    ) -> Listing:
+        """Matching records newest first, a page at a time, with the listing's `count`
+        (None where the registry gives none). `first_page`: the size of the first page
+        only, for a caller that may need no more than a few of the newest; later pages
+        are the usual size."""
         rtype = self._type(type_name)
         filters = dict(filters or {})
         nulls = [k for k, v in filters.items() if v is None]
         params: dict[str, str] = self._query(rtype, filters)
         size = self.page_size if limit is None or nulls else min(self.page_size, max(limit, 1))
+        if first_page is not None and not nulls:
+            size = min(size, max(first_page, 1))
         params["page_size"] = str(size)
         url = self.url_for(type_name)
-        seen = 0
-        ahead: ThreadPoolExecutor | None = None
         body = self._get_json(url, params)
+        count = body.get("count")
+        # a caller that asked for a small first page may need no more: the next page is
+        # asked for once the first has been read, not while it is
+        records = self._pages(rtype, url, body, nulls, limit, ahead=first_page is None)
+        return Listing(count if isinstance(count, int) else None, records)
+
+    def _pages(
+        self,
+        rtype: RecordType,
+        url: str,
+        body: Any,
+        nulls: list[str],
+        limit: int | None,
+        ahead: bool = True,
+    ) -> Generator[Record, None, None]:
+        seen = 0
+        helper: ThreadPoolExecutor | None = None
         try:
             while True:
                 nxt = body.get("next")
                 coming: Future[Any] | None = None
-                if nxt and limit is None:
+                following = {**_cursor(nxt), "page_size": str(self.page_size)} if nxt else {}
+                if nxt and limit is None and ahead:
                     # the next page is asked for now, and the server makes it while this one
                     # is read: a listing of many pages waits on the server once, not per page
-                    ahead = ahead or ThreadPoolExecutor(1, thread_name_prefix="listing")
-                    coming = ahead.submit(self._get_json, url, _cursor(nxt))
+                    helper = helper or ThreadPoolExecutor(1, thread_name_prefix="listing")
+                    coming = helper.submit(self._get_json, url, following)
                 for item in body.get("results", []):
                     rec = self.from_wire(rtype, item)
                     if any(rec.get(k) not in (None, []) for k in nulls):
@@ -336,10 +376,11 @@ class HttpRegistry:
                         return
                 if not nxt:
                     return
-                body = coming.result() if coming is not None else self._get_json(url, _cursor(nxt))
+                body = coming.result() if coming is not None else self._get_json(url, following)
+                ahead = True
         finally:
-            if ahead is not None:
-                ahead.shutdown(wait=False, cancel_futures=True)
+            if helper is not None:
+                helper.shutdown(wait=False, cancel_futures=True)
 
     def find(
         self, type_name: str, filters: dict[str, Any] | None = None, limit: int | None = None

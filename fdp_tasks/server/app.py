@@ -227,12 +227,16 @@ class RegistryApp:
             raise ApiError(403, {"detail": "Invalid token."})
         raise ApiError(403, {"detail": "Authentication credentials were not provided."})
 
-    def wire(self, rtype: RecordType, rec: Record) -> dict[str, Any]:
-        """A store record as the reference registry shows it: references as URLs."""
-        base = self.base()  # once per record: a listing page holds a thousand
+    def wire(
+        self, rtype: RecordType, rec: Record, prefixes: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """A store record as the reference registry shows it: references as URLs.
+        `prefixes`: `url_prefixes()`, made once for all the records of a response (a
+        listing page holds a thousand)."""
+        prefix = prefixes if prefixes is not None else self.url_prefixes()
 
         def url(type_name: str, record_id: int | None) -> str | None:
-            return self.record_url(type_name, record_id, base)
+            return None if record_id is None else f"{prefix[type_name]}{record_id}/"
 
         out: dict[str, Any] = {"url": url(rtype.name, rec["id"])}
         for f in rtype.fields.values():
@@ -248,6 +252,11 @@ class RegistryApp:
         out["last_updated"] = rec.get("last_updated")
         out["updated_by"] = url("users", rec.get("updated_by"))
         return out
+
+    def url_prefixes(self) -> dict[str, str]:
+        """The URL of each record type's collection, to which a record's id is added."""
+        base = self.base()
+        return {name: f"{base}/api/{name}/" for name in self.schema.types}
 
     def incoming(self, rtype: RecordType, body: Any) -> dict[str, Any]:
         """Request body fields as store data: references become ids, unknown keys drop."""
@@ -388,6 +397,7 @@ class RegistryApp:
                     older, newer = True, len(ahead) > size
         except InvalidRecord as exc:
             raise ApiError(400, field_errors(exc, rtype.name)) from None
+        prefixes = self.url_prefixes()
         nxt = _Cursor.encode("b", page[-1]["id"]) if older and page else None
         prev = _Cursor.encode("a", page[0]["id"]) if newer and page else None
         if newer and not page and mark is not None:
@@ -397,7 +407,7 @@ class RegistryApp:
                 "count": count,
                 "next": self.page_link(rtype.name, nxt),
                 "previous": self.page_link(rtype.name, prev),
-                "results": [self.wire(rtype, r) for r in page],
+                "results": [self.wire(rtype, r, prefixes) for r in page],
             }
         )
 
@@ -461,7 +471,8 @@ class RegistryApp:
                         self.store.claim_files(hashes, user["id"], published=public)
         except (UniqueViolation, InvalidRecord):
             return None  # rolled back: record by record, each with its own answer
-        return [self.wire(rtype, rec) for rec in recs]
+        prefixes = self.url_prefixes()
+        return [self.wire(rtype, rec, prefixes) for rec in recs]
 
     def create_one(self, rtype: RecordType, body: Any, user: Record) -> dict[str, Any]:
         """One record from a POST's body, on the wire; ApiError says why not."""

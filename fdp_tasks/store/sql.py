@@ -541,6 +541,45 @@ class Store:
                     files.append((ident, space, name, version, path or "", sha1 or "", where or ""))
         return files if len(found) == len(wanted) else None
 
+    def product_files(
+        self, namespace: str, names: list[str]
+    ) -> list[tuple[str, str, str, str, str]]:
+        """(name, version, path, SHA-1, storage root) of every data product of these names
+        in a namespace, a few hundred names per query: what a pull asks to know which of
+        the remote's products are here intact. A product with no file has empty path,
+        SHA-1 and root; provisional data products are left out where finds leave them."""
+        obj, product = self.tables["object"], self.tables["data_product"]
+        location, root = self.tables["storage_location"], self.tables["storage_root"]
+        namespace_table = self.tables["namespace"]
+        settled: list[Any] = []
+        if self.settled_only:
+            pending = self.provisional_records
+            settled.append(
+                ~sa.exists().where(
+                    pending.c.type_name == "data_product", pending.c.record_id == product.c.id
+                )
+            )
+        query = (
+            sa.select(
+                product.c.name, product.c.version, location.c.path, location.c.hash, root.c.root
+            )
+            .select_from(product)
+            .join(namespace_table, namespace_table.c.id == product.c.namespace_id)
+            .join(obj, obj.c.id == product.c.object_id)
+            .outerjoin(location, location.c.id == obj.c.storage_location_id)
+            .outerjoin(root, root.c.id == location.c.storage_root_id)
+            .where(namespace_table.c.name == namespace, *settled)
+            .order_by(product.c.id)
+        )
+        files: list[tuple[str, str, str, str, str]] = []
+        with self._reading() as conn:
+            for chunk in _chunks(sorted(set(names))):
+                for name, version, path, sha1, where in conn.execute(
+                    query.where(product.c.name.in_(chunk))
+                ):
+                    files.append((name, version, path or "", sha1 or "", where or ""))
+        return files
+
     def count(self, type_name: str, filters: dict[str, Any] | None = None) -> int:
         rtype = self._type(type_name)
         conds, post = self._where(rtype, filters or {})
