@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from urllib.parse import parse_qs
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 from support import SEEDED_MODEL, WRITER_SCRIPT, CountingRegistry, Env

@@ -6,6 +6,7 @@ neither, is still served one at a time."""
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from conftest import LiveRegistry
 from emulation.upstream import Upstream
 from support import CountingRegistry, Env, producer, reader
 
+from fdp_tasks.graph.tasks import PAGE
 from fdp_tasks.remotes.client import HttpRegistry
 from fdp_tasks.stat_cache import RACY_MARGIN_NS
 from fdp_tasks.store.base import InvalidRecord
@@ -289,3 +291,32 @@ def test_files_a_bundle_does_not_carry_go_one_by_one(tmp_path: Path) -> None:
             assert theirs.read_bytes() == mine.read_bytes()
     finally:
         registry.stop()
+
+
+def test_a_push_of_more_than_a_page_of_products_has_an_item_per_page(
+    tmp_path: Path, counting_registry: CountingRegistry
+) -> None:
+    """doit keeps every task it is given, so a push of more data products than a page has
+    an item per page of them, named by its first product and how many follow. The summary
+    still counts products, every one reaches the remote, `fdp status` still has a row for
+    each, and the next push finds every page up to date."""
+    n = 2 * PAGE + 1
+    env = made(tmp_path, n)
+    env.add_remote(counting_registry.api_url, counting_registry.token_file)
+
+    first = env.fdp("push")
+
+    items = [task for task in first.executed if task.startswith("push:")]
+    assert items == [
+        f"push:lab:results/part{start:02d}@0.0.1+{min(PAGE, n - start) - 1}"
+        for start in range(0, n, PAGE)
+    ]
+    assert first.stdout.strip().splitlines()[-1] == f"{n} pushed"
+    assert counting_registry.store.count("data_product") == n + 1  # with the input
+    rows = json.loads(env.fdp("status", "--json").stdout)
+    pushes = [row for row in rows if row["task"].startswith("push:")]
+    assert len(pushes) == n and {row["state"] for row in pushes} == {"pushed"}
+
+    again = env.fdp("push")
+    assert again.stdout.strip().splitlines()[-1] == f"{n} up to date"
+    assert not [task for task in again.executed if task.startswith("push:")]

@@ -28,6 +28,8 @@ REPORT = "report"  # lines to show
 PUSHED = "pushed"  # data products pushed
 PULLED = "pulled"  # data products pulled
 CARRIED = "carried"  # other data products a push item sent (the same runs' outputs)
+# A task's `meta` key: the data products one item stands for (a page of push items), if not 1
+PRODUCTS = "products"
 
 # Items of these task groups are counted in the summary line, and stepped through on a bar
 TRANSFER_GROUPS = {"push": "pushing", "pull": "pulling"}
@@ -38,6 +40,8 @@ class TaskFailure(TaskFailed):
     read-only file system) said in one line; it keeps the exit code `fdp` ends with."""
 
     def __init__(self, exc: FdpError | OSError):
+        # what a page of items did before some of them failed (outcome -> data products)
+        self.counts: dict[str, int] | None = getattr(exc, "counts", None)
         if isinstance(exc, OSError):
             super().__init__(os_error_text(exc))
             self.exit_code = 1
@@ -59,7 +63,8 @@ class FdpReporter(ConsoleReporter):
         self._tasks: dict[str, Any] = {}  # doit's tasks, created-later ones included
         self._bars: dict[str, Bar] = {}  # group -> the bar over its items
         self._carried: set[str] = set()  # push items another item of this run sent
-        self._skipped: list[str] = []  # transfer items found up to date, counted at the end
+        # transfer items found up to date, counted at the end, with the products each is
+        self._skipped: list[tuple[str, int]] = []
 
     def initialize(self, tasks: dict[str, Any], selected_tasks: list[str]) -> None:
         super().initialize(tasks, selected_tasks)
@@ -98,13 +103,13 @@ class FdpReporter(ConsoleReporter):
         if self._item_of(task) is not None:
             # counted at the end: an item another item of this run sent along may be found
             # on the remote (by a worker thread) before that item's success is reported
-            self._skipped.append(task.name)
+            self._skipped.append((task.name, _products(task)))
 
     def complete_run(self) -> None:
         for bar in self._bars.values():
             bar.close()
-        for name in self._skipped:
-            self.tally.add(PUSHED if name in self._carried else "up to date")
+        for name, products in self._skipped:
+            self.tally.add(PUSHED if name in self._carried else "up to date", products)
         self._skipped.clear()
         super().complete_run()
         if self.tally.total():
@@ -113,7 +118,10 @@ class FdpReporter(ConsoleReporter):
     def add_failure(self, task: Any, fail: Any) -> None:
         self.exit_code = max(self.exit_code, getattr(fail, "exit_code", 1))
         if self._item_of(task) is not None:
-            self.tally.add("failed")
+            counts = getattr(fail, "counts", None) or {"failed": _products(task)}
+            for outcome, products in counts.items():
+                if products:
+                    self.tally.add(outcome, products)
         if isinstance(fail, UnmetDependency):
             return
         if not isinstance(fail, TaskFailed) or not fail.report:
@@ -124,3 +132,8 @@ class FdpReporter(ConsoleReporter):
         first = self._first_with.setdefault(message, task.name)
         lines = (message.splitlines() or ["failed"]) if first == task.name else [f"as {first}"]
         sys.stderr.write(error_text("\n".join(f"{task.name}: {line}" for line in lines)) + "\n")
+
+
+def _products(task: Any) -> int:
+    """The data products a transfer item stands for: 1, or a page's (its `meta`)."""
+    return int((getattr(task, "meta", None) or {}).get(PRODUCTS, 1))

@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from fdp_tasks.executors import Executor, executor_for
 from fdp_tasks.graph.plan import Output, Plan, ReadItem
 from fdp_tasks.graph.report import (
     CARRIED,
+    PRODUCTS,
     PULLED,
     PUSHED,
     REPORT,
@@ -739,6 +740,57 @@ def _push_one(
     return {REPORT: [line], PUSHED: 1, CARRIED: others}
 
 
+class PageFailed(FdpError):
+    """Some products of a page of push items failed; the rest were pushed. Says each one's
+    reason, and ends the command with the gravest of their exit codes."""
+
+    def __init__(self, pushed: int, failures: list[tuple[str, FdpError]]):
+        super().__init__("\n".join(f"{ref}: {exc}" for ref, exc in failures))
+        self.exit_code = max(exc.exit_code for _, exc in failures)
+        self.counts = {PUSHED: pushed, "failed": len(failures)}
+
+
+def push_page(
+    config: str, remote_name: str | None, dirty: bool, products: list[tuple[int, str | None]]
+) -> Any:
+    """The action of a page of push items (a push of more than `PAGE` data products): each
+    product's closure as `push_item` sends it, one after another, a failure failing that
+    product alone. `products`: (data product id, SHA-1) of each."""
+    return _guard(_push_page, SyncSession.for_process(config, remote_name), dirty, products)
+
+
+def _push_page(
+    doing: SyncSession, dirty: bool, products: list[tuple[int, str | None]]
+) -> dict[str, Any]:
+    remote = _push_checked(doing, dirty)
+    plan, records = doing.plan, doing.records
+    ledger = push_ledger(plan)
+    pusher = doing.pusher(remote)
+    found = records.get_many("data_product", [pid for pid, _ in products])
+    refs = {f.product["id"]: f.ref for f in queries.locate_many(records, list(found.values()))}
+    done: list[ProductRef] = []
+    failures: list[tuple[str, FdpError]] = []
+    for product_id, sha1 in products:
+        ref = refs[product_id]
+        try:
+            with doing.records_lock(remote.url):
+                pushed = pusher.push_product(product_id)
+        except FdpError as exc:
+            failures.append((str(ref), exc))
+            continue
+        doing.note_pushed(remote, pushed)
+        if sha1 is not None:
+            ledger.record(remote.url, str(ref), sha1)
+        done.append(ref)
+    unstage_pushed(plan, remote.url, ledger, done)
+    if failures:
+        raise PageFailed(len(done), failures)
+    return {
+        REPORT: [f"pushed {len(done)} data products ({done[0]} .. {done[-1]}) to {remote.name}"],
+        PUSHED: len(done),
+    }
+
+
 def push_tasks(
     plan: Plan, session: SessionFor, dirty: bool = False, jobs: int = 1
 ) -> Iterator[Task]:
@@ -775,6 +827,9 @@ def push_tasks(
         "verbosity": 2,
     }
     yield from staged_run_tasks(plan, remote_name, dirty)
+    if len(items) > PAGE:
+        yield from _page_tasks(items, pushed_already, [config, remote_name, dirty])
+        return
     for found in items:
         yield {
             "basename": "push",
@@ -785,6 +840,40 @@ def push_tasks(
             ],
             "task_dep": [PUSH_FILES],
             "uptodate": [lambda found=found: _unless_unknown(pushed_already, found)],
+            "verbosity": 2,
+        }
+
+
+def _page_tasks(
+    items: list[Output | queries.Located],
+    pushed_already: Callable[[Output | queries.Located], bool],
+    args: list[Any],
+) -> Iterator[Task]:
+    """A push of more than `PAGE` data products: a task per page of them, named by its
+    first product and how many follow (`push:lab:results/part0000@0.0.1+499`), since doit
+    keeps every task it is given, some kilobytes each. A page is up to date if every one of
+    its products was on the remote when the push began: a page whose products an earlier
+    page's runs carried still runs, finds them there, and counts them as pushed."""
+    pages = [items[start : start + PAGE] for start in range(0, len(items), PAGE)]
+    lock = threading.Lock()
+    before: list[bool] = []
+
+    def page_pushed(index: int) -> bool:
+        with lock:
+            if not before:
+                before.extend(all(pushed_already(found) for found in page) for page in pages)
+            return before[index]
+
+    for index, page in enumerate(pages):
+        first, last = page[0].ref, page[-1].ref
+        yield {
+            "basename": "push",
+            "name": f"{first}+{len(page) - 1}",
+            "doc": f"copy {len(page)} data products ({first} .. {last}) and their provenance",
+            "actions": [(push_page, [*args, [(f.product_id, f.hash) for f in page]])],
+            "task_dep": [PUSH_FILES],
+            "uptodate": [lambda index=index: _unless_unknown(page_pushed, index)],
+            "meta": {PRODUCTS: len(page)},
             "verbosity": 2,
         }
 
