@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -188,10 +188,9 @@ class FinaliseProgress:
 def _ran_meanwhile(runs_log: Path, seen: int, note: dict[str, Any] | None) -> dict | None:
     """The run another process finished while this one waited for the lock, if it ran
     what this one would (the same signature): running it again would change nothing."""
-    runs = past_runs(runs_log)
-    if len(runs) <= seen or not note or not note.get("signature"):
+    count, last = runs_summary(runs_log)
+    if count <= seen or last is None or not note or not note.get("signature"):
         return None
-    last = runs[-1]
     return last if last.get("signature") == note["signature"] else None
 
 
@@ -230,7 +229,7 @@ def run_job(
     state = runs_log.parent
     configs = project.state_dir / "configs"
     name = state.relative_to(configs).as_posix() if state.is_relative_to(configs) else state.name
-    seen = len(past_runs(runs_log)) if runs_seen is None else runs_seen
+    seen = runs_summary(runs_log)[0] if runs_seen is None else runs_seen
     def say(line: str) -> None:
         print(line, flush=True)
 
@@ -402,12 +401,22 @@ def _start(
     return job, working, executor.run(spec, progress)
 
 
-def past_runs(path: Path) -> list[dict[str, Any]]:
-    """Every run recorded in a runs log, oldest first."""
+def iter_runs(path: Path) -> Iterator[dict[str, Any]]:
+    """The runs recorded in a runs log, oldest first, read one at a time: each holds what
+    its job depended on, the whole write list of its config included (megabytes for a
+    config of 10,000 outputs), so a log of many runs is never held at once. A line a crash
+    cut short is left out."""
     if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            out.append(json.loads(line))
-    return out
+        return
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            with contextlib.suppress(json.JSONDecodeError):
+                yield json.loads(line)
+
+
+def runs_summary(path: Path) -> tuple[int, dict[str, Any] | None]:
+    """How many runs a runs log records, and the newest (None if none)."""
+    count, last = 0, None
+    for run in iter_runs(path):
+        count, last = count + 1, run
+    return count, last

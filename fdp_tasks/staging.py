@@ -20,7 +20,7 @@ from typing import Any
 
 from fdp_tasks.errors import BadInput, FdpError
 from fdp_tasks.files import replace_text
-from fdp_tasks.job import past_runs
+from fdp_tasks.job import runs_summary
 from fdp_tasks.project import Project
 from fdp_tasks.refs import PartialRef, ProductRef, RefError
 from fdp_tasks.store import queries
@@ -242,10 +242,10 @@ def drop(project: Project, done: Callable[[Staged], bool]) -> list[Staged]:
 
 def last_run(runs_log: Path, config: str) -> dict[str, Any]:
     """The newest entry of a config's runs log."""
-    runs = past_runs(runs_log)
-    if not runs:
+    _, last = runs_summary(runs_log)
+    if last is None:
         raise FdpError(f"{config}: no run of this config is recorded: `fdp run {config}` first")
-    return runs[-1]
+    return last
 
 
 def stage_last_run(

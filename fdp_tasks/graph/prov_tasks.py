@@ -22,7 +22,7 @@ from fdp_tasks.errors import FdpError
 from fdp_tasks.files import write_atomically
 from fdp_tasks.graph.plan import Plan
 from fdp_tasks.graph.report import TaskFailure
-from fdp_tasks.job import past_runs
+from fdp_tasks.job import iter_runs
 from fdp_tasks.provenance import ProvGraph, walk_product
 
 Task = dict[str, Any]
@@ -36,7 +36,7 @@ def prov_folder(plan: Plan) -> Path:
 def config_outputs(plan: Plan) -> dict[str, int]:
     """The data products the config's runs made, by ns:name@version: their local ids."""
     made: dict[str, int] = {}
-    for record in past_runs(plan.runs_log):
+    for record in iter_runs(plan.runs_log):
         for found in plan.outputs_of(record.get("code_runs") or []) or []:
             made[str(found.ref)] = found.product["id"]
     return made

@@ -16,7 +16,7 @@ from fdp_tasks.errors import ConfigError, FdpError
 from fdp_tasks.graph.plan import Output, Plan, ReadItem, explain_change
 from fdp_tasks.graph.session import SyncSession
 from fdp_tasks.graph.tasks import PushLedger, on_remote, pushable_outputs, staged_for_push
-from fdp_tasks.job import past_runs, refuse_dirty
+from fdp_tasks.job import refuse_dirty, runs_summary
 from fdp_tasks.store import queries
 from fdp_tasks.versions import Version
 
@@ -34,11 +34,10 @@ def job_row(plan: Plan, reads_ok: bool, dirty: bool = False) -> dict[str, Any]:
     if not reads_ok:
         return _row("job", False, "inputs missing locally")
     try:
-        runs = past_runs(plan.runs_log)
-        reason = "never run" if not runs else None
-        if runs:
+        _, last = runs_summary(plan.runs_log)
+        reason = "never run" if last is None else None
+        if last is not None:
             parts = plan.run_inputs()
-            last = runs[-1]
             if last.get("signature") != plan.run_signature(parts):
                 reason = explain_change(last.get("depends_on") or {}, parts)
             elif not plan.outputs_intact(last.get("code_runs") or []):

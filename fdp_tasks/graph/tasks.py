@@ -50,7 +50,7 @@ from fdp_tasks.graph.report import (
     TaskFailure,
 )
 from fdp_tasks.graph.session import SessionFor, SyncSession
-from fdp_tasks.job import ServeRegistry, past_runs, refuse_dirty, run_job
+from fdp_tasks.job import ServeRegistry, iter_runs, refuse_dirty, run_job, runs_summary
 from fdp_tasks.progress import Bar
 from fdp_tasks.project import ignore_state
 from fdp_tasks.provenance.walk import Lineage
@@ -343,7 +343,7 @@ def run_task(
         }
     parts = plan.run_inputs()
     signature = plan.run_signature(parts)
-    runs_seen = len(past_runs(plan.runs_log))  # as the up-to-date check finds them
+    runs_seen = runs_summary(plan.runs_log)[0]  # as the up-to-date check finds them
     config, remote = str(plan.cfg.path), session().remote_name
     note = {"signature": signature, "depends_on": parts}
     return {
@@ -381,7 +381,7 @@ def pushable_outputs(plan: Plan) -> list[Output | queries.Located]:
     staged code runs. A run's outputs come by name and SHA-1 (one query per run, which is
     all `fdp status` needs), what is staged with its records."""
     seen: dict[str, Output | queries.Located] = {}
-    for record in past_runs(plan.runs_log):
+    for record in iter_runs(plan.runs_log):
         for output in plan.output_refs(record.get("code_runs") or []) or []:
             seen[str(output.ref)] = output
     for ref, found in staged_for_push(plan).products.items():
@@ -532,7 +532,7 @@ def newer_than_read(session: SyncSession, todo: list[Output | queries.Located]) 
             if str(found.ref) in staged_products:  # made by a run of another config, maybe
                 staged_components += components
     runs: dict[int, Any] = {}
-    uuids = [u for record in past_runs(plan.runs_log) for u in record.get("code_runs") or []]
+    uuids = [u for record in iter_runs(plan.runs_log) for u in record.get("code_runs") or []]
     uuids += [e.key for e in staging.staged(plan.project) if e.kind == staging.RUN]
     for run_uuid in dict.fromkeys(uuids):
         for run in store.find("code_run", {"uuid": run_uuid}, limit=1):
