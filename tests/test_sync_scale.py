@@ -320,3 +320,31 @@ def test_a_push_of_more_than_a_page_of_products_has_an_item_per_page(
     again = env.fdp("push")
     assert again.stdout.strip().splitlines()[-1] == f"{n} up to date"
     assert not [task for task in again.executed if task.startswith("push:")]
+
+
+def test_a_conflict_fails_the_products_of_a_page_in_one_line(
+    tmp_path: Path, counting_registry: CountingRegistry
+) -> None:
+    """In a push of more than a page, a product whose name and version the remote holds
+    with other content fails its run's products (a run is pushed whole), with the
+    conflict's exit code: each page says so in one line naming the conflict, not a line
+    per product, and the summary counts the products."""
+    theirs = producer(tmp_path, [7], name="theirs", args="2")  # part07, other bytes
+    theirs.doit()
+    theirs.add_remote(counting_registry.api_url, counting_registry.token_file)
+    theirs.fdp("push")
+    env = made(tmp_path, PAGE + 1)
+    env.add_remote(counting_registry.api_url, counting_registry.token_file)
+
+    pushed = env.fdp("push", check=False)
+
+    assert pushed.returncode == 3
+    assert pushed.stdout.strip().splitlines()[-1] == f"{PAGE + 1} failed"
+    errors = [line for line in pushed.stderr.splitlines() if line.startswith("fdp: error:")]
+    assert len(errors) == 2, errors
+    assert errors[0].startswith(
+        f"fdp: error: push:lab:results/part00@0.0.1+{PAGE - 1}: lab:results/part00@0.0.1 "
+        f"and {PAGE - 1} more: lab:results/part07@0.0.1 already exists there"
+    )
+    assert "lab:results/part07@0.0.1 already exists there" in errors[1]
+    assert counting_registry.store.count("data_product") == 2  # theirs: the seed and part07

@@ -37,7 +37,7 @@ from fdp_tasks import staging
 from fdp_tasks.catalog.register import item_label, register_item, registered_product
 from fdp_tasks.config.resolve import warn_once
 from fdp_tasks.datastore import local_root
-from fdp_tasks.errors import FdpError, OutOfSync
+from fdp_tasks.errors import FdpError, OutOfSync, os_error_text
 from fdp_tasks.executors import Executor, executor_for
 from fdp_tasks.graph.plan import Output, Plan, ReadItem
 from fdp_tasks.graph.report import (
@@ -397,7 +397,9 @@ def session_pushable(session: SyncSession) -> list[Output | queries.Located]:
     return session.pushable
 
 
-PAGE = 500  # data products whose records a push reads at a time
+# Data products whose records a push reads at a time; a push of more than this has a task
+# per page of them rather than one per product (`_page_tasks`)
+PAGE = 500
 
 
 def located_pages(
@@ -744,9 +746,19 @@ class PageFailed(FdpError):
     """Some products of a page of push items failed; the rest were pushed. Says each one's
     reason, and ends the command with the gravest of their exit codes."""
 
-    def __init__(self, pushed: int, failures: list[tuple[str, FdpError]]):
-        super().__init__("\n".join(f"{ref}: {exc}" for ref, exc in failures))
-        self.exit_code = max(exc.exit_code for _, exc in failures)
+    def __init__(self, pushed: int, failures: list[tuple[str, FdpError | OSError]]):
+        # one line per reason: the products of one run fail together, on the same one
+        refs: dict[str, list[str]] = {}
+        for ref, exc in failures:
+            why = os_error_text(exc) if isinstance(exc, OSError) else str(exc)
+            refs.setdefault(why, []).append(ref)
+        super().__init__(
+            "\n".join(
+                f"{names[0]}{f' and {len(names) - 1} more' if len(names) > 1 else ''}: {why}"
+                for why, names in refs.items()
+            )
+        )
+        self.exit_code = max(getattr(exc, "exit_code", 1) for _, exc in failures)
         self.counts = {PUSHED: pushed, "failed": len(failures)}
 
 
@@ -769,13 +781,13 @@ def _push_page(
     found = records.get_many("data_product", [pid for pid, _ in products])
     refs = {f.product["id"]: f.ref for f in queries.locate_many(records, list(found.values()))}
     done: list[ProductRef] = []
-    failures: list[tuple[str, FdpError]] = []
+    failures: list[tuple[str, FdpError | OSError]] = []
     for product_id, sha1 in products:
         ref = refs[product_id]
         try:
             with doing.records_lock(remote.url):
                 pushed = pusher.push_product(product_id)
-        except FdpError as exc:
+        except (FdpError, OSError) as exc:
             failures.append((str(ref), exc))
             continue
         doing.note_pushed(remote, pushed)
@@ -860,8 +872,9 @@ def _page_tasks(
 
     def page_pushed(index: int) -> bool:
         with lock:
-            if not before:
-                before.extend(all(pushed_already(found) for found in page) for page in pages)
+            if not before:  # asked once, of every page, before any page's action runs
+                states = [all(pushed_already(found) for found in page) for page in pages]
+                before.extend(states)
             return before[index]
 
     for index, page in enumerate(pages):
