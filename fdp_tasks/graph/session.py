@@ -263,12 +263,10 @@ class SyncSession:
                 ns = queries.namespace_id(remote.registry, namespace)
                 # past the remote's cache, which would keep every whole record; kept between
                 # commands where the remote gives a listing's count (`kept_listing`)
-                kept = None if ns is None else kept_file(self.project.home, remote.url, ns)
-                rows = (
-                    product_listing(remote.registry, ns, kept, save=not self.readonly)
-                    if ns is not None
-                    else []
-                )
+                rows = []
+                if ns is not None:
+                    kept = kept_file(self.project.home, remote.url, ns)
+                    rows = product_listing(remote.registry, ns, kept, save=not self.readonly)
                 self._listings[key] = {(r["name"], r["version"]): r for r in rows}
             return self._listings[key]
 

@@ -44,17 +44,17 @@ def kept_file(home: Path, api_url: str, namespace_id: int) -> Path:
 
 
 def product_listing(
-    registry: Any, namespace_id: int, kept: Path | None, save: bool = True
+    registry: Any, namespace_id: int, kept: Path, save: bool = True
 ) -> list[Record]:
     """The remote's data products in a namespace as `queries.listed` records, newest first:
     from the kept listing and the records newer than it where that is the remote's listing,
     else listed whole (and kept for next time, unless `save` is false: a command that only
-    looks). `kept`: where it is kept (None: nowhere); only registries that give a listing's
+    looks). `kept`: where it is kept (`kept_file`); only registries that give a listing's
     count (over HTTP) keep one."""
     inner = registry.inner if isinstance(registry, CachedRegistry) else registry
     filters = {"namespace": namespace_id}
     listing = getattr(inner, "listing", None)
-    if listing is None or kept is None:
+    if listing is None:
         return [queries.listed(r) for r in iter_listing(registry, "data_product", filters)]
     url = str(getattr(inner, "api_url", ""))
     before = _load(kept, url, namespace_id)

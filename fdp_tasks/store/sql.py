@@ -370,18 +370,19 @@ class Store:
             raise NotFound(type_name, f"id {record_id}")
         return rows[0]
 
+    def _provisional(self, type_name: str, record_id: Any) -> Any:
+        """The SQL condition that a record of `type_name` (its id column) is provisional:
+        written by a job still running, or killed. What `settled_only` reads leave out."""
+        pending = self.provisional_records
+        return sa.exists().where(pending.c.type_name == type_name, pending.c.record_id == record_id)
+
     def _where(self, rtype: RecordType, filters: dict[str, Any]) -> tuple[list[Any], list]:
         """SQL conditions, plus exact glob checks to apply after LIKE (which ignores case)."""
         table = self.tables[rtype.name]
         conds: list[Any] = []
         post: list = []
         if self.settled_only:
-            pending = self.provisional_records
-            conds.append(
-                ~sa.exists().where(
-                    pending.c.type_name == rtype.name, pending.c.record_id == table.c.id
-                )
-            )
+            conds.append(~self._provisional(rtype.name, table.c.id))
         for key, value in filters.items():
             if key == "id":
                 if isinstance(value, (list, tuple, set, frozenset)):
@@ -497,15 +498,8 @@ class Store:
         settled: list[Any] = []
         unsettled: Any = sa.false()
         if self.settled_only:
-            pending = self.provisional_records
-            settled.append(
-                ~sa.exists().where(
-                    pending.c.type_name == "code_run", pending.c.record_id == run.c.id
-                )
-            )
-            unsettled = sa.exists().where(
-                pending.c.type_name == "data_product", pending.c.record_id == product.c.id
-            )
+            settled.append(~self._provisional("code_run", run.c.id))
+            unsettled = self._provisional("data_product", product.c.id)
         query = (
             sa.select(
                 product.c.id,
@@ -551,14 +545,7 @@ class Store:
         obj, product = self.tables["object"], self.tables["data_product"]
         location, root = self.tables["storage_location"], self.tables["storage_root"]
         namespace_table = self.tables["namespace"]
-        settled: list[Any] = []
-        if self.settled_only:
-            pending = self.provisional_records
-            settled.append(
-                ~sa.exists().where(
-                    pending.c.type_name == "data_product", pending.c.record_id == product.c.id
-                )
-            )
+        settled = [~self._provisional("data_product", product.c.id)] if self.settled_only else []
         query = (
             sa.select(
                 product.c.name, product.c.version, location.c.path, location.c.hash, root.c.root
