@@ -721,21 +721,29 @@ def push_item(
     return _guard(_push_one, SyncSession.for_process(config, remote_name), dirty, product_id, sha1)
 
 
+def _send(
+    doing: SyncSession, remote: Remote, product_id: int, ref: ProductRef, sha1: str | None
+) -> list[tuple[ProductRef, Record]]:
+    """One data product's closure to the remote, while holding its records lock, then
+    listed and in the push ledger: what a push item and each product of a page do."""
+    with doing.records_lock(remote.url):
+        pushed = doing.pusher(remote).push_product(product_id)
+    doing.note_pushed(remote, pushed)
+    if sha1 is not None:
+        push_ledger(doing.plan).record(remote.url, str(ref), sha1)
+    return pushed
+
+
 def _push_one(
     doing: SyncSession, dirty: bool, product_id: int, sha1: str | None
 ) -> dict[str, Any]:
     remote = _push_checked(doing, dirty)
-    with doing.records_lock(remote.url):
-        pushed = doing.pusher(remote).push_product(product_id)
-    doing.note_pushed(remote, pushed)
     plan = doing.plan
     ref = queries.locate(doing.records, doing.records.get("data_product", product_id)).ref
+    pushed = _send(doing, remote, product_id, ref, sha1)
     others = [str(other) for other, _ in pushed if other != ref]
     more = len(others)
-    ledger = push_ledger(plan)
-    if sha1 is not None:
-        ledger.record(remote.url, str(ref), sha1)
-    unstage_pushed(plan, remote.url, ledger, [ref, *(other for other, _ in pushed)])
+    unstage_pushed(plan, remote.url, push_ledger(plan), [ref, *(other for other, _ in pushed)])
     line = f"pushed {ref} to {remote.name}" + (
         f", with {more} other product(s) of the same runs" if more > 0 else ""
     )
@@ -776,8 +784,6 @@ def _push_page(
 ) -> dict[str, Any]:
     remote = _push_checked(doing, dirty)
     plan, records = doing.plan, doing.records
-    ledger = push_ledger(plan)
-    pusher = doing.pusher(remote)
     found = records.get_many("data_product", [pid for pid, _ in products])
     refs = {f.product["id"]: f.ref for f in queries.locate_many(records, list(found.values()))}
     done: list[ProductRef] = []
@@ -785,16 +791,12 @@ def _push_page(
     for product_id, sha1 in products:
         ref = refs[product_id]
         try:
-            with doing.records_lock(remote.url):
-                pushed = pusher.push_product(product_id)
+            _send(doing, remote, product_id, ref, sha1)
         except (FdpError, OSError) as exc:
             failures.append((str(ref), exc))
             continue
-        doing.note_pushed(remote, pushed)
-        if sha1 is not None:
-            ledger.record(remote.url, str(ref), sha1)
         done.append(ref)
-    unstage_pushed(plan, remote.url, ledger, done)
+    unstage_pushed(plan, remote.url, push_ledger(plan), done)
     if failures:
         raise PageFailed(len(done), failures)
     return {
