@@ -48,8 +48,8 @@ def script_config(env: Env, script: str) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["remote"], ["registry"], ["nosuch"], ["status", "--nosuch"]],
-    ids=["fdp", "remote", "registry", "unknown-command", "unknown-option"],
+    [[], ["remote"], ["registry"], ["nosuch"], ["status", "--nosuch"], ["-v", "pull", "--nosuch"]],
+    ids=["fdp", "remote", "registry", "unknown-command", "unknown-option", "verbose-option"],
 )
 def test_no_action_or_an_unknown_one_prints_usage_and_exits_2(
     tmp_path: Path, argv: list[str]
@@ -58,6 +58,12 @@ def test_no_action_or_an_unknown_one_prints_usage_and_exits_2(
     one_error(result, 2)
     assert result.stdout == ""
     assert result.stderr.startswith("usage: fdp")
+
+
+def test_a_mistyped_command_is_answered_with_every_command(tmp_path: Path) -> None:
+    line = one_error(Env(tmp_path).fdp("pul", check=False), 2)
+    assert "invalid choice: 'pul'" in line
+    assert all(f"'{name}'" in line for name in ("init", "pull", "push", "status", "sweep"))
 
 
 def test_help_says_what_each_exit_code_means(tmp_path: Path) -> None:

@@ -63,7 +63,10 @@ COMMANDS = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of the one named `only`: a command imports what
+    it needs and no other command's modules, which costs a short command like `fdp pull`
+    with nothing new a fifth of its time."""
     parser = Parser(
         prog="fdp",
         description="Reproducible FAIR Data Pipeline runs: register, pull, run and push what a "
@@ -74,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fdp-tasks {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else [only]:
         try:
             module = importlib.import_module(f"fdp_tasks.cli.cmd_{name}")
         except ModuleNotFoundError as exc:
@@ -85,10 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def named_command(argv: list[str]) -> str | None:
+    """The command an argument list names, when it is one of COMMANDS and comes after
+    nothing but `-v`/`--verbose`; None otherwise (help, a typo: the whole parser says it)."""
+    for arg in argv:
+        if arg in ("-v", "--verbose"):
+            continue
+        return arg if arg in COMMANDS else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit status (see EXIT_CODES)."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(named_command(argv)).parse_args(argv)
         configure_logging(args.verbose)
         return int(args.func(args) or 0)
     except FdpError as exc:
