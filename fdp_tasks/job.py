@@ -414,6 +414,31 @@ def iter_runs(path: Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
+_DECODER = json.JSONDecoder()
+
+
+def iter_run_uuids(path: Path) -> Iterator[list[str]]:
+    """The code runs each run of a runs log recorded (its `code_runs`), oldest first, read
+    without decoding the rest of its line: a push and a no-op need no more, and the rest
+    (what the job depended on) decodes to megabytes for a config of 10,000 outputs. The
+    key is found as the last `"code_runs": ` of the line (it comes after what the job
+    depended on, and a string holding those characters would show them escaped); a line
+    where that finds no list of text is decoded whole."""
+    if not path.is_file():
+        return
+    marker = '"code_runs": '
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            at = line.rfind(marker)
+            try:
+                found, _ = _DECODER.raw_decode(line, at + len(marker)) if at > 0 else (None, 0)
+                if not isinstance(found, list) or not all(isinstance(u, str) for u in found):
+                    found = json.loads(line).get("code_runs") or []
+            except (ValueError, AttributeError):
+                continue  # a line a crash cut short, or no record
+            yield found
+
+
 def runs_summary(path: Path) -> tuple[int, dict[str, Any] | None]:
     """How many runs a runs log records, and the newest (None if none)."""
     count, last = 0, None

@@ -348,3 +348,28 @@ def test_a_conflict_fails_the_products_of_a_page_in_one_line(
     )
     assert "lab:results/part07@0.0.1 already exists there" in errors[1]
     assert counting_registry.store.count("data_product") == 2  # theirs: the seed and part07
+
+
+def test_a_push_again_asks_nothing_per_product_after_pushes_elsewhere(
+    tmp_path: Path, counting_registry: CountingRegistry
+) -> None:
+    """What was pushed where is remembered for each remote: pushes to another remote, and a
+    line a crash cut short, leave a push with nothing new to the first one asking for no
+    product's file."""
+    env = made(tmp_path, N)
+    env.add_remote(counting_registry.api_url, counting_registry.token_file)
+    other = CountingRegistry(tmp_path / "other")
+    try:
+        env.add_remote(other.api_url, other.token_file, name="other")
+        env.fdp("push")
+        env.fdp("push", "--remote", "other")
+        ledger = next(env.project.glob(".fdp/configs/*/pushed.jsonl"))
+        with open(ledger, "a", encoding="utf-8") as fh:
+            fh.write('{"remote": "' + counting_registry.api_url + '", "ref": "lab:res')
+        counting_registry.requests.clear()
+        result = env.fdp("push")
+    finally:
+        other.stop()
+    assert "nothing to push" in result.stdout or "up to date" in result.stdout, result.stdout
+    asked = [k for k in counting_registry.requests if "/data_product/" in k or "/object/" in k]
+    assert sum(counting_registry.requests[k] for k in asked) <= 2, shapes(counting_registry)

@@ -50,7 +50,7 @@ from fdp_tasks.graph.report import (
     TaskFailure,
 )
 from fdp_tasks.graph.session import SessionFor, SyncSession
-from fdp_tasks.job import ServeRegistry, iter_runs, refuse_dirty, run_job, runs_summary
+from fdp_tasks.job import ServeRegistry, iter_run_uuids, refuse_dirty, run_job, runs_summary
 from fdp_tasks.progress import Bar
 from fdp_tasks.project import ignore_state
 from fdp_tasks.provenance.walk import Lineage
@@ -381,8 +381,8 @@ def pushable_outputs(plan: Plan) -> list[Output | queries.Located]:
     staged code runs. A run's outputs come by name and SHA-1 (one query per run, which is
     all `fdp status` needs), what is staged with its records."""
     seen: dict[str, Output | queries.Located] = {}
-    for record in iter_runs(plan.runs_log):
-        for output in plan.output_refs(record.get("code_runs") or []) or []:
+    for run_uuids in iter_run_uuids(plan.runs_log):
+        for output in plan.output_refs(run_uuids) or []:
             seen[str(output.ref)] = output
     for ref, found in staged_for_push(plan).products.items():
         seen.setdefault(ref, found)
@@ -534,7 +534,7 @@ def newer_than_read(session: SyncSession, todo: list[Output | queries.Located]) 
             if str(found.ref) in staged_products:  # made by a run of another config, maybe
                 staged_components += components
     runs: dict[int, Any] = {}
-    uuids = [u for record in iter_runs(plan.runs_log) for u in record.get("code_runs") or []]
+    uuids = [u for run_uuids in iter_run_uuids(plan.runs_log) for u in run_uuids]
     uuids += [e.key for e in staging.staged(plan.project) if e.kind == staging.RUN]
     for run_uuid in dict.fromkeys(uuids):
         for run in store.find("code_run", {"uuid": run_uuid}, limit=1):
@@ -583,26 +583,48 @@ class PushLedger:
         """`readonly`: remember nothing new (for commands that only look)."""
         self.path = path
         self.readonly = readonly
-        self.entries: dict[tuple[str, str], str] = {}
+        # by remote, then by product, each remote's entries read when it is first asked
+        # about (a project that pushed to many remotes holds those of the one in use), and
+        # each SHA-1 as its 20 bytes: a third of what a (remote, ref) -> text entry holds
+        self._entries: dict[str, dict[str, bytes | str]] = {}
         self._lock = threading.Lock()  # push items record from doit's worker threads
-        if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
+
+    def _of(self, remote: str) -> dict[str, bytes | str]:
+        if remote in self._entries:
+            return self._entries[remote]
+        self._entries[remote] = {}
+        named = f'"remote": {json.dumps(remote)},'  # as `record` writes it, else decoded
+        with contextlib.suppress(FileNotFoundError), open(self.path, encoding="utf-8") as fh:
+            for line in fh:
+                if named not in line and line.startswith('{"remote": '):
+                    continue  # another remote's
                 try:
                     row = json.loads(line)
-                    self.entries[(row["remote"], row["ref"])] = row["sha1"]
-                except (ValueError, KeyError):
+                    if row["remote"] == remote:
+                        self._remember(remote, row["ref"], row["sha1"])
+                except (ValueError, KeyError, TypeError):
                     continue  # a line cut short by a crash
+        return self._entries[remote]
+
+    def _remember(self, remote: str, ref: str, sha1: str) -> None:
+        packed: bytes | str = sha1
+        with contextlib.suppress(ValueError):
+            raw = bytes.fromhex(sha1)
+            packed = raw if raw.hex() == sha1 else sha1  # kept as written, whatever it is
+        self._entries[remote][ref] = packed
 
     def pushed(self, remote: str, ref: str) -> str | None:
-        return self.entries.get((remote, ref))
+        with self._lock:
+            found = self._of(remote).get(ref)
+        return found.hex() if isinstance(found, bytes) else found
 
     def record(self, remote: str, ref: str, sha1: str) -> None:
         """One whole line per entry, appended (O_APPEND), so the lines of doit's worker
         processes never mix."""
+        if self.pushed(remote, ref) == sha1 or self.readonly:
+            return
         with self._lock:
-            if self.entries.get((remote, ref)) == sha1 or self.readonly:
-                return
-            self.entries[(remote, ref)] = sha1
+            self._remember(remote, ref, sha1)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"remote": remote, "ref": ref, "sha1": sha1}) + "\n")

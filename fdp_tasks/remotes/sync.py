@@ -895,36 +895,37 @@ class Pusher:
         """Small public files of ours, intact, sent BUNDLE_FILES (at most BUNDLE_BYTES) to a
         request where the remote takes bundles (`upload_small`); returns the location ids
         placed. Anything else, and whatever a bundle did not place, goes one by one."""
-        small: list[tuple[Record, Path, int]] = []
+        # (location, size): a file's path is made when its bundle is sent, not held for all
+        small: list[tuple[Record, int]] = []
         for location in locations:
             root = self.local.get("storage_root", location["storage_root"])
             if not self.store.holds(root["root"]) or not location.get("public", True):
                 continue
             rel, sha1 = location["path"], location["hash"]
             try:
-                path = self.store.path(rel)
-                size = path.stat().st_size
+                size = self.store.path(rel).stat().st_size
                 if size > BUNDLE_FILE_BYTES:
                     continue  # hashed by its own upload only
                 if not intact(self.store, rel, sha1, hashes=self.hashes):
                     continue  # its own upload says what is wrong
             except (FdpError, OSError):
                 continue
-            small.append((location, path, size))
-        groups: list[list[tuple[Record, Path, int]]] = []
+            small.append((location, size))
+        groups: list[list[tuple[Record, int]]] = []
         for item in small:
             if (
                 not groups
                 or len(groups[-1]) >= BUNDLE_FILES
-                or sum(s for _, _, s in groups[-1]) + item[2] > BUNDLE_BYTES
+                or sum(s for _, s in groups[-1]) + item[1] > BUNDLE_BYTES
             ):
                 groups.append([])
             groups[-1].append(item)
         placed: set[int] = set()
 
-        def one(group: list[tuple[Record, Path, int]]) -> None:
-            there = self.remote.upload_small([(path, loc["hash"]) for loc, path, _ in group])
-            for location, _, size in group:
+        def one(group: list[tuple[Record, int]]) -> None:
+            files = [(self.store.path(loc["path"]), loc["hash"]) for loc, _ in group]
+            there = self.remote.upload_small(files)
+            for location, size in group:
                 if location["hash"] not in there:
                     continue
                 remote_root, remote_path = there[location["hash"]]
