@@ -54,6 +54,10 @@ class StatCache:
         self._lock = threading.Lock()
         self._known: dict[str, tuple[Signature, str]] = {}
         self._used: dict[str, tuple[Signature, str]] = {}
+        # files this process wrote, with the SHA-1 of the bytes it wrote: trusted by this
+        # process while their stat is unchanged, never kept (a write in the same clock
+        # tick could follow, as for any file hashed too soon after it changed)
+        self._written: dict[str, tuple[Signature, str]] = {}
         self._changed = False
         if path is not None:
             self._known = _read(path)
@@ -75,6 +79,9 @@ class StatCache:
             if known is not None and known[0] == sig:
                 self._used[key] = known
                 return known[1]
+            written = self._written.get(key)
+            if written is not None and written[0] == sig:
+                return written[1]
         hashed_at = time.time_ns()
         try:
             digest = sha1_file(key)
@@ -87,6 +94,19 @@ class StatCache:
                 self._known[key] = (sig, digest)
                 self._changed = True
         return digest
+
+    def wrote(self, path: str | Path, digest: str) -> None:
+        """This process has just written the file (renamed it into place) with bytes of this
+        SHA-1, hashed as they were written: a check later in the process need not read it
+        again. Nothing is remembered when the file cannot be looked at."""
+        key = os.fspath(path)
+        try:
+            found = os.stat(key)
+        except OSError:
+            return
+        if _is_regular(found):
+            with self._lock:
+                self._written[key] = (signature(found), digest)
 
     def save(self) -> None:
         """Keep what this process looked up (and nothing else) for the next one; a cache

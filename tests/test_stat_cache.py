@@ -4,6 +4,7 @@ validating a config, which an edit to the config makes stale."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from support import WRITER_SCRIPT, Env
 
-from fdp_tasks.stat_cache import RACY_MARGIN_NS
+from fdp_tasks.stat_cache import RACY_MARGIN_NS, StatCache
 
 
 def _config() -> dict:
@@ -167,3 +168,23 @@ def test_a_registry_changed_after_its_answers_were_kept_is_read_again(ran: Env) 
     result = ran.run(sys.executable, "-c", REPORT_IMPORTS)
     assert "job" in result.executed
     assert "sqlalchemy" in _imported(result.stderr)
+
+
+def test_a_file_the_process_wrote_is_trusted_by_it_until_it_changes_and_never_kept(
+    tmp_path: Path,
+) -> None:
+    """What a download hashed as it wrote is not read again by the checks after it (a
+    made-up SHA-1 shows the file was not read), is read once its stat changes, and is
+    not kept for the next process: a write in the same clock tick could follow it."""
+    kept = tmp_path / "hashes.json"
+    data = tmp_path / "data.csv"
+    data.write_bytes(b"a,b\n1,2\n")
+    cache = StatCache(kept)
+    cache.wrote(data, "f" * 40)
+    assert cache.sha1(data) == "f" * 40
+    cache.save()
+    assert StatCache(kept).sha1(data) != "f" * 40  # not kept: hashed by the next process
+
+    data.write_bytes(b"a,b\n3,4\n")
+    os.utime(data, ns=(1, 1))
+    assert cache.sha1(data) == hashlib.sha1(data.read_bytes()).hexdigest()

@@ -303,7 +303,9 @@ class SyncSession:
         self._writing("pull")
         with self._lock:
             if remote.url not in self._pullers:
-                self._pullers[remote.url] = Puller(remote, self.records, self.plan.data)
+                self._pullers[remote.url] = Puller(
+                    remote, self.records, self.plan.data, hashes=self.plan.hashes
+                )
             return self._pullers[remote.url]
 
     def pusher(self, remote: Remote) -> Pusher:

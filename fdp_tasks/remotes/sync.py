@@ -271,10 +271,19 @@ class Puller:
     and its config, script and inputs) are looked up and copied once, not once per product.
     """
 
-    def __init__(self, remote: Remote, local: Registry, store: DataStore):
+    def __init__(
+        self,
+        remote: Remote,
+        local: Registry,
+        store: DataStore,
+        hashes: StatCache | None = None,
+    ):
+        """`hashes`: the SHA-1s of data-store files by their stat; a file this pull wrote is
+        told to it, so that the checks after its download do not read it again."""
         self.remote = remote
         self.local = local
         self.store = store
+        self.hashes = hashes
         self.moved: dict[int, int] = {}  # remote storage_location id -> the local one
         self.copier = Copier(remote.registry, local, lambda loc: self.moved.get(loc["id"]))
         # the remote's code runs, each asked for once (by the first of its outputs met)
@@ -466,7 +475,7 @@ class Puller:
         are copied afterwards, by `pull_many`, which finds the files in place. Small files come
         a bundle of BUNDLE_FILES at a time where the remote sends them so (our server),
         the rest one by one."""
-        todo = [f for f in files if not intact(self.store, f.rel, f.sha1)]
+        todo = [f for f in files if not intact(self.store, f.rel, f.sha1, hashes=self.hashes)]
         for _ in range(len(files) - len(todo)):
             on_file()  # in place already: read once, here
         placed = self._fetch_bundles(todo, jobs, on_bytes, on_file)
@@ -497,6 +506,7 @@ class Puller:
                     except (FdpError, OSError) as exc:
                         log.debug("%s from a bundle: %s", file.rel, exc)
                         continue
+                    self._wrote(file)
                     with lock:
                         placed.add(file.rel)
                     if on_bytes is not None:
@@ -510,7 +520,7 @@ class Puller:
         return placed
 
     def _fetch(self, file: FileToFetch, progress: Callable[[int], None] | None = None) -> None:
-        if intact(self.store, file.rel, file.sha1):
+        if intact(self.store, file.rel, file.sha1, hashes=self.hashes):
             return
         # a download killed before the end continues from its part file, not from zero
         self.store.put_resumable(
@@ -519,6 +529,12 @@ class Puller:
             expected_sha1=file.sha1,
             progress=progress,
         )
+        self._wrote(file)
+
+    def _wrote(self, file: FileToFetch) -> None:
+        """A file in place with the bytes of its SHA-1 (checked as they were written)."""
+        if self.hashes is not None:
+            self.hashes.wrote(self.store.path(file.rel), file.sha1)
 
     def _where(
         self, ref: ProductRef, product: Record | None
