@@ -136,7 +136,8 @@ class UpstreamDataStorage(Storage):
         self._owner = threading.get_ident()
         self._shared = session
         self._local = threading.local()
-        self._made: list[requests.Session] = []
+        # the sessions made for other threads, with the thread each serves now
+        self._made: list[tuple[threading.Thread, requests.Session]] = []
         self._lock = threading.Lock()
         # answers of `ask_uploads`, by SHA-1, with when they came: `upload` takes them
         self._answers: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -152,11 +153,25 @@ class UpstreamDataStorage(Storage):
             return self._shared
         session = getattr(self._local, "session", None)
         if session is None:
-            session = transfer.new_session()
+            session = self._free_session()
             self._local.session = session
-            with self._lock:
-                self._made.append(session)
         return session
+
+    def _free_session(self) -> requests.Session:
+        """A session for this thread: that of a thread which has ended, with its open
+        connection, else a new one. A push or pull starts upload and download threads
+        anew for each page of files; were each thread's session kept apart, every page
+        would leave connections open, and a registry server that takes a hundred at a time
+        (waitress's limit) would stop answering some tens of pages into a push."""
+        me = threading.current_thread()
+        with self._lock:
+            for index, (thread, session) in enumerate(self._made):
+                if not thread.is_alive():
+                    self._made[index] = (me, session)
+                    return session
+            session = transfer.new_session()
+            self._made.append((me, session))
+            return session
 
     def auth(self, url: str) -> dict[str, str]:
         """The token header, for the registry's own origin only."""
@@ -511,7 +526,7 @@ class UpstreamDataStorage(Storage):
     def close(self) -> None:
         with self._lock:
             made, self._made = self._made, []
-        for session in made:
+        for _, session in made:
             session.close()
 
 
