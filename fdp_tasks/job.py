@@ -401,42 +401,44 @@ def _start(
     return job, working, executor.run(spec, progress)
 
 
+def _log_lines(path: Path) -> Iterator[str]:
+    """The lines of a runs log, read one at a time (none if there is no log yet)."""
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as lines:
+        yield from lines
+
+
 def iter_runs(path: Path) -> Iterator[dict[str, Any]]:
     """The runs recorded in a runs log, oldest first, read one at a time: each holds what
     its job depended on, the whole write list of its config included (megabytes for a
     config of 10,000 outputs), so a log of many runs is never held at once. A line a crash
     cut short is left out."""
-    if not path.is_file():
-        return
-    with open(path, encoding="utf-8") as lines:
-        for line in lines:
-            with contextlib.suppress(json.JSONDecodeError):
-                yield json.loads(line)
+    for line in _log_lines(path):
+        with contextlib.suppress(json.JSONDecodeError):
+            yield json.loads(line)
 
 
 _DECODER = json.JSONDecoder()
+_CODE_RUNS = '"code_runs": '
 
 
 def iter_run_uuids(path: Path) -> Iterator[list[str]]:
-    """The code runs each run of a runs log recorded (its `code_runs`), oldest first, read
-    without decoding the rest of its line: a push and a no-op need no more, and the rest
-    (what the job depended on) decodes to megabytes for a config of 10,000 outputs. The
-    key is found as the last `"code_runs": ` of the line (it comes after what the job
-    depended on, and a string holding those characters would show them escaped); a line
-    where that finds no list of text is decoded whole."""
-    if not path.is_file():
-        return
-    marker = '"code_runs": '
-    with open(path, encoding="utf-8") as lines:
-        for line in lines:
-            at = line.rfind(marker)
-            try:
-                found, _ = _DECODER.raw_decode(line, at + len(marker)) if at > 0 else (None, 0)
-                if not isinstance(found, list) or not all(isinstance(u, str) for u in found):
-                    found = json.loads(line).get("code_runs") or []
-            except (ValueError, AttributeError):
-                continue  # a line a crash cut short, or no record
-            yield found
+    """The code runs each run of a runs log recorded (its `code_runs`), oldest first, as
+    `iter_runs` finds them, but without decoding the rest of a line: a push needs no more,
+    and the rest (what the job depended on) decodes to megabytes for a config of 10,000
+    outputs. In a whole line (one that ends its record) the key is the last `"code_runs": `
+    (it comes after what the job depended on, and a string holding those characters shows
+    them escaped); any other line is decoded whole, so one a crash cut short is left out."""
+    for line in _log_lines(path):
+        at = line.rfind(_CODE_RUNS) if line.rstrip().endswith("}") else -1
+        try:
+            found = _DECODER.raw_decode(line, at + len(_CODE_RUNS))[0] if at > 0 else None
+            if not isinstance(found, list) or not all(isinstance(u, str) for u in found):
+                found = json.loads(line).get("code_runs") or []
+        except (ValueError, AttributeError):
+            continue  # a line a crash cut short, or no record
+        yield found
 
 
 def runs_summary(path: Path) -> tuple[int, dict[str, Any] | None]:
