@@ -49,6 +49,11 @@ def local_root(root: str) -> Path | None:
     return Path(root).expanduser()
 
 
+# Folders whose being inside the store is remembered at once: FDP gives every data product a
+# folder of its own, so a check of 100,000 files would otherwise hold 100,000 of them
+FOLDERS_KEPT = 4096
+
+
 class DataStore:
     """A directory of data files addressed by relative POSIX paths."""
 
@@ -80,10 +85,15 @@ class DataStore:
         Folders already found to lie inside are remembered, so checking a thousand files of
         one folder costs one look at each file rather than a walk up every path.
         """
+        return Path(self.where(rel))
+
+    def where(self, rel: str) -> str:
+        """`path` as plain text: what a pull of thousands of files names each by, without
+        a pathlib object (and its interned parts) for each."""
         target = self._target(rel)
         if os.path.islink(target) and not self._contains(Path(os.path.realpath(target))):
             raise UnsafePathError(f"path {rel!r} would leave the data store {self.root}")
-        return Path(target)
+        return target
 
     def stat(self, rel: str) -> tuple[str, os.stat_result | None]:
         """The absolute path of `rel`, checked as `path` checks it, with what `os.stat` says
@@ -109,6 +119,8 @@ class DataStore:
         target = os.path.join(self._root_text, safe_relative(rel))
         parent = os.path.dirname(target)
         if parent not in self._inside:
+            if len(self._inside) >= FOLDERS_KEPT:
+                self._inside.clear()  # a product's folder each: kept for a batch of them
             self._inside[parent] = self._folder_inside(parent)
         if not self._inside[parent]:
             raise UnsafePathError(f"path {rel!r} would leave the data store {self.root}")

@@ -12,26 +12,32 @@ hash that remembered the file would leave every timestamp as it was. An entry is
 remembered only for a file whose mtime and ctime are a safe margin older than the moment it
 was hashed; a file younger than that is hashed again next time, until it is old enough.
 
-The cache is a JSON file, written whole by an atomic rename, holding only the files looked up
-by the process that wrote it: it never grows past what one check needs. A cache that is
-missing or unreadable is an empty one.
+The cache is a SQLite file (as DVC keeps its state), looked up a file at a time, so that a
+check of 100,000 outputs holds none of their entries: new ones are written in batches, and
+entries of files gone or changed are dropped once the cache holds far more than one check
+looks up. A cache that is missing, unreadable or locked by another writer is an empty one,
+or one not written this time: only a slower next check.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import sqlite3
 import stat
 import threading
 import time
 from pathlib import Path
 
-from fdp_tasks.files import sha1_file, write_atomically
+from fdp_tasks.files import sha1_file
 
 # How much older than the moment it was hashed a file's timestamps must be to be remembered:
 # far more than any file system's timestamp granularity (at most 2 s, FAT's).
 RACY_MARGIN_NS = 3_000_000_000
-FORMAT = 1
+FORMAT = 2  # the SQLite file's user_version
+# Entries written at a time, and checked at a time when the cache is pruned
+BATCH = 1000
+# Entries beyond twice what a process looked up before it prunes the cache
+PRUNE_SLACK = 1000
 
 Signature = tuple[int, int, int, int, int]  # size, mtime_ns, ctime_ns, inode, device
 
@@ -44,7 +50,7 @@ class StatCache:
     """File -> SHA-1, trusted while the file's stat is unchanged (see the module docstring).
 
     Thread-safe. `path`: where the cache is kept (None: in memory only); `writable`: whether
-    `save` may write it (commands that only look leave it as it is).
+    `save` (and a full batch) may write it (commands that only look leave it as it is).
     """
 
     def __init__(self, path: Path | None, writable: bool = True, margin_ns: int = RACY_MARGIN_NS):
@@ -52,15 +58,14 @@ class StatCache:
         self.margin_ns = margin_ns
         self.writable = writable and path is not None
         self._lock = threading.Lock()
-        self._known: dict[str, tuple[Signature, str]] = {}
-        self._used: dict[str, tuple[Signature, str]] = {}
+        self._db: sqlite3.Connection | None = None
+        self._opened = path is None  # opened on first need; nothing to open in memory
+        self._new: dict[str, tuple[Signature, str]] = {}  # hashed, not yet written
+        self._looked = 0  # files looked up by this process: how big the cache need be
         # files this process wrote, with the SHA-1 of the bytes it wrote: trusted by this
         # process while their stat is unchanged, never kept (a write in the same clock
         # tick could follow, as for any file hashed too soon after it changed)
         self._written: dict[str, tuple[Signature, str]] = {}
-        self._changed = False
-        if path is not None:
-            self._known = _read(path)
 
     def sha1(self, path: str | Path, found: os.stat_result | None = None) -> str | None:
         """The file's SHA-1, from the cache when its stat is unchanged; None when it is not
@@ -75,9 +80,9 @@ class StatCache:
             return None
         sig = signature(before)
         with self._lock:
-            known = self._known.get(key)
+            self._looked += 1
+            known = self._new.get(key) or self._kept(key)
             if known is not None and known[0] == sig:
-                self._used[key] = known
                 return known[1]
             written = self._written.get(key)
             if written is not None and written[0] == sig:
@@ -90,9 +95,10 @@ class StatCache:
             return None
         if signature(after) == sig and _settled(after, hashed_at - self.margin_ns):
             with self._lock:
-                self._used[key] = (sig, digest)
-                self._known[key] = (sig, digest)
-                self._changed = True
+                if self.path is None or len(self._new) < BATCH or self.writable:
+                    self._new[key] = (sig, digest)
+                if len(self._new) >= BATCH and self.writable:
+                    self._write()  # a batch at a time: memory holds a batch, not every file
         return digest
 
     def wrote(self, path: str | Path, digest: str) -> None:
@@ -108,21 +114,130 @@ class StatCache:
             with self._lock:
                 self._written[key] = (signature(found), digest)
 
-    def save(self) -> None:
-        """Keep what this process looked up (and nothing else) for the next one; a cache
-        that cannot be written is only a slower next check."""
+    def settled(self, path: str | Path) -> None:
+        """A file `wrote` told of is recorded: no check of this process reads it again, so
+        it is no longer held (a pull of many pages holds a page of them)."""
         with self._lock:
-            if not self.writable or self.path is None:
+            self._written.pop(os.fspath(path), None)
+
+    def save(self) -> None:
+        """Keep what this process hashed for the next one, and drop the entries of files
+        gone or changed once the cache holds far more than this process looked up; a
+        cache that cannot be written is only a slower next check."""
+        with self._lock:
+            if not self.writable:
                 return
-            if not self._changed and set(self._used) == set(self._known):
+            self._write()
+            db = self._connection()
+            if db is None:
                 return
-            entries = {key: [*sig, digest] for key, (sig, digest) in self._used.items()}
-            self._changed = False
-        body = json.dumps({"format": FORMAT, "files": entries}, separators=(",", ":"))
+            try:
+                (rows,) = db.execute("SELECT count(*) FROM files").fetchone()
+                if rows > 2 * self._looked + PRUNE_SLACK:
+                    self._prune(db)
+            except sqlite3.Error:
+                return
+
+    # ------------------------------------------------------------------ the file
+    def _connection(self) -> sqlite3.Connection | None:
+        """The cache's database, opened (and made, when writable) on first need; None when
+        there is none to read or it cannot be opened."""
+        if self._opened:
+            return self._db
+        self._opened = True
+        if self.path is None:
+            return None
         try:
-            write_atomically(self.path, [body.encode("utf-8")])
-        except OSError:
+            if self.writable:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
+            elif self.path.is_file():
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                db = sqlite3.connect(uri, uri=True, timeout=5, check_same_thread=False)
+            else:
+                return None
+            if self.writable:
+                db.execute(_TABLE)
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if version != FORMAT:
+                if not self.writable:
+                    db.close()
+                    return None
+                db.execute("DELETE FROM files")
+                db.execute(f"PRAGMA user_version = {FORMAT}")
+                db.commit()
+        except sqlite3.Error:
+            # damaged, or not a cache: made anew where this process may write it
+            if not self.writable:
+                return None
+            try:
+                self.path.unlink(missing_ok=True)
+                db = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
+                db.execute(_TABLE)
+                db.execute(f"PRAGMA user_version = {FORMAT}")
+                db.commit()
+            except (OSError, sqlite3.Error):
+                return None
+        self._db = db
+        return db
+
+    def _kept(self, key: str) -> tuple[Signature, str] | None:
+        db = self._connection()
+        if db is None:
+            return None
+        try:
+            row = db.execute(
+                "SELECT size, mtime, ctime, inode, device, sha1 FROM files WHERE path = ?",
+                (key,),
+            ).fetchone()
+        except sqlite3.Error:
+            return None
+        return None if row is None else ((row[0], row[1], row[2], row[3], row[4]), row[5])
+
+    def _write(self) -> None:
+        """The entries hashed since the last write, in one transaction; dropped either way:
+        the next process hashes again what could not be written."""
+        new, self._new = self._new, {}
+        db = self._connection() if new else None
+        if db is None:
             return
+        try:
+            with db:
+                db.executemany(
+                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(key, *sig, digest) for key, (sig, digest) in new.items()],
+                )
+        except sqlite3.Error:
+            return
+
+    def _prune(self, db: sqlite3.Connection) -> None:
+        """Drop the entries of files that are gone or changed, a batch at a time."""
+        after = ""
+        while True:
+            rows = db.execute(
+                "SELECT path, size, mtime, ctime, inode, device FROM files WHERE path > ? "
+                "ORDER BY path LIMIT ?",
+                (after, BATCH),
+            ).fetchall()
+            stale = []
+            for key, *sig in rows:
+                try:
+                    if list(signature(os.stat(key))) == sig:
+                        continue
+                except OSError:
+                    pass
+                stale.append((key,))
+            with db:
+                db.executemany("DELETE FROM files WHERE path = ?", stale)
+            if len(rows) < BATCH:
+                return
+            after = rows[-1][0]
+
+
+_TABLE = (
+    "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, "
+    "ctime INTEGER, inode INTEGER, device INTEGER, sha1 TEXT) WITHOUT ROWID"
+)
 
 
 def _is_regular(found: os.stat_result) -> bool:
@@ -133,23 +248,3 @@ def _settled(found: os.stat_result, before: int) -> bool:
     """Whether no later write could leave the file's timestamps as they are: both are
     older than `before`."""
     return max(found.st_mtime_ns, found.st_ctime_ns) < before
-
-
-def _read(path: Path) -> dict[str, tuple[Signature, str]]:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        return {}
-    out: dict[str, tuple[Signature, str]] = {}
-    files = document.get("files")
-    for key, entry in files.items() if isinstance(files, dict) else []:
-        if (
-            isinstance(entry, list)
-            and len(entry) == 6
-            and all(isinstance(v, int) for v in entry[:5])
-            and isinstance(entry[5], str)
-        ):
-            out[key] = ((entry[0], entry[1], entry[2], entry[3], entry[4]), entry[5])
-    return out

@@ -4,6 +4,7 @@ validating a config, which an edit to the config makes stale."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from support import WRITER_SCRIPT, Env
 
-from fdp_tasks.stat_cache import RACY_MARGIN_NS, StatCache
+from fdp_tasks.stat_cache import BATCH, RACY_MARGIN_NS, StatCache
 
 
 def _config() -> dict:
@@ -49,8 +50,13 @@ def _output(env: Env) -> Path:
 
 
 def _cached_paths(env: Env) -> set[str]:
-    [cache] = (env.project / ".fdp" / "configs").rglob("hashes.json")
-    return set(json.loads(cache.read_text(encoding="utf-8"))["files"])
+    [cache] = (env.project / ".fdp" / "configs").rglob("hashes.db")
+    return _kept_paths(cache)
+
+
+def _kept_paths(cache: Path) -> set[str]:
+    with contextlib.closing(sqlite3.connect(cache)) as db:
+        return {path for (path,) in db.execute("SELECT path FROM files")}
 
 
 def test_a_no_op_keeps_the_outputs_hashes_by_their_stat(ran: Env) -> None:
@@ -92,7 +98,7 @@ def test_an_output_replaced_by_another_file_of_the_same_size_and_mtime_is_seen(
 
 
 def test_status_reads_the_cache_but_never_writes_it(ran: Env) -> None:
-    [cache] = (ran.project / ".fdp" / "configs").rglob("hashes.json")
+    [cache] = (ran.project / ".fdp" / "configs").rglob("hashes.db")
     before = cache.stat().st_mtime_ns, cache.read_bytes()
     _output(ran).unlink()
     ran.fdp("status", "--json")
@@ -176,7 +182,7 @@ def test_a_file_the_process_wrote_is_trusted_by_it_until_it_changes_and_never_ke
     """What a download hashed as it wrote is not read again by the checks after it (a
     made-up SHA-1 shows the file was not read), is read once its stat changes, and is
     not kept for the next process: a write in the same clock tick could follow it."""
-    kept = tmp_path / "hashes.json"
+    kept = tmp_path / "hashes.db"
     data = tmp_path / "data.csv"
     data.write_bytes(b"a,b\n1,2\n")
     cache = StatCache(kept)
@@ -188,3 +194,46 @@ def test_a_file_the_process_wrote_is_trusted_by_it_until_it_changes_and_never_ke
     data.write_bytes(b"a,b\n3,4\n")
     os.utime(data, ns=(1, 1))
     assert cache.sha1(data) == hashlib.sha1(data.read_bytes()).hexdigest()
+
+
+def test_the_cache_keeps_what_was_hashed_drops_what_is_gone_and_outlives_damage(
+    tmp_path: Path,
+) -> None:
+    """Entries are kept a batch at a time (a check of many files holds a batch of them),
+    read back by the next process, dropped once the cache holds far more than a process
+    looks up and their files are gone; a damaged cache is an empty one, made anew."""
+    kept = tmp_path / "state" / "hashes.db"
+    files = []
+    for i in range(BATCH + 5):
+        path = tmp_path / "data" / f"{i}.csv"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f"{i}\n", encoding="utf-8")
+        os.utime(path, ns=(1, 1))
+        files.append(path)
+    cache = StatCache(kept, margin_ns=0)
+    for path in files[:BATCH]:
+        cache.sha1(path)
+    assert len(_kept_paths(kept)) == BATCH  # written when the batch filled, before `save`
+    for path in files[BATCH:]:
+        cache.sha1(path)
+    cache.save()
+    assert _kept_paths(kept) == {str(path) for path in files}
+
+    files[0].write_text("changed\n", encoding="utf-8")
+    os.utime(files[0], ns=(1, 1))
+    looking = StatCache(kept, writable=False)
+    assert looking.sha1(files[0]) == hashlib.sha1(b"changed\n").hexdigest()
+    assert looking.sha1(files[1]) == hashlib.sha1(b"1\n").hexdigest()
+
+    for path in files[2:]:
+        path.unlink()
+    small = StatCache(kept, margin_ns=0)
+    small.sha1(files[1])
+    small.save()  # the cache holds far more than this process looked up: pruned
+    assert _kept_paths(kept) == {str(files[1])}  # files[0] changed, the rest are gone
+
+    kept.write_bytes(b"not a database")
+    damaged = StatCache(kept, margin_ns=0)
+    assert damaged.sha1(files[1]) == hashlib.sha1(b"1\n").hexdigest()
+    damaged.save()
+    assert _kept_paths(kept) == {str(files[1])}

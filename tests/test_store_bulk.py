@@ -3,6 +3,8 @@ clashes and provisional notes as `create` one record at a time, on SQLite and Po
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from fdp_tasks.store import provisional
@@ -95,3 +97,42 @@ def test_records_made_under_a_job_are_noted_as_provisional(registry_database: st
     assert not components & {r["id"] for r in reader.find("object_component")}
     assert provisional.keep(store, job) == 6  # the objects and their whole_object components
     assert ids <= {r["id"] for r in reader.find("object")}
+
+
+def test_newest_files_gives_each_names_newest_version_a_page_at_a_time(
+    registry_database: str,
+) -> None:
+    """What an unpinned read checks: one row per matching name, its highest version (not
+    its newest record), read in pages that may cut a name's versions in two; a glob
+    matches names case-sensitively."""
+    store = Store(registry_database)
+    namespace, author, file_type, root = _base(store)
+    versions = {"p1": ["0.0.2", "0.0.10", "0.0.3"], "p2": ["1.0.0"], "P3": ["2.0.0"]}
+    versions["p4"] = ["0.1.0", "0.0.9"]
+    versions["q5"] = ["1.0.0"]
+    for name, listed in versions.items():
+        for version in listed:
+            path = f"bulk/{name}/{version}"
+            sha1 = hashlib.sha1(path.encode()).hexdigest()
+            location = store.create(
+                "storage_location", {"path": path, "hash": sha1, "storage_root": root}
+            )
+            obj = store.create(
+                "object",
+                {"storage_location": location["id"], "file_type": file_type, "authors": [author]},
+            )
+            store.create(
+                "data_product",
+                {"object": obj["id"], "namespace": namespace, "name": name, "version": version},
+            )
+    for page in (1, 2, 3, 100):
+        rows = list(store.newest_files("bulk", "p*", page=page))
+        assert [(name, version, path) for name, version, path, _, _ in rows] == [
+            ("p1", "0.0.10", "bulk/p1/0.0.10"),
+            ("p2", "1.0.0", "bulk/p2/1.0.0"),
+            ("p4", "0.1.0", "bulk/p4/0.1.0"),
+        ], page
+        assert all(where == "file:///data/" for *_, where in rows)
+    assert [row[:2] for row in store.newest_files("bulk", "q5")] == [("q5", "1.0.0")]
+    assert list(store.newest_files("bulk", "nothing*")) == []
+    assert list(store.newest_files("elsewhere", "p*")) == []

@@ -25,7 +25,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from fdp_tasks.store.sql import Store
 
 FORMAT = 2  # each answer kept as its JSON text
+# Rows of one streamed answer (`newest_files`) kept at most: a longer one is read again
+KEPT_ROWS = 2000
 _DATETIME = "$datetime"
 # doit's worker threads may all need the store at once: it is opened by one at a time, as
 # it was when every command opened it before running any task
@@ -205,6 +207,30 @@ class Answers:
             lambda: self.store.product_files(namespace, wanted),
         )
         return [tuple(row) for row in found]
+
+    def newest_files(self, namespace: str, pattern: str) -> Iterator[tuple[Any, ...]]:
+        """The store's `newest_files`, kept as an answer only while it is short: a read
+        of thousands of products is streamed from the store, a page at a time, rather
+        than held (and kept, and read back whole) as one answer."""
+        key = ["newest_files", namespace, pattern]
+        text = _encode(key, sort_keys=True)
+        with self._lock:
+            known = self._known.get(text) if not self._passing and self._unchanged() else None
+        if known is not None:
+            with contextlib.suppress(ValueError):  # a damaged file: ask the store
+                yield from (tuple(row) for row in _decode(known))
+                return
+        kept: list[tuple[Any, ...]] | None = [] if self.writable else None
+        for row in self.store.newest_files(namespace, pattern):
+            if kept is not None:
+                kept.append(row)
+                if len(kept) > KEPT_ROWS:
+                    kept = None
+            yield row
+        if kept is not None:
+            with self._lock:
+                if not self._passing and self._unchanged():
+                    self._new[text] = self._known[text] = _encode(kept)
 
     def _answer(self, key: list[Any], ask: Callable[[], Any]) -> Any:
         """The answer kept for `key` while the registry is unchanged, else the store's (kept

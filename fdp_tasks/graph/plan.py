@@ -190,7 +190,7 @@ class Plan:
     def hashes(self) -> StatCache:
         """The SHA-1s of data-store files the up-to-date checks hashed, by their stat, kept
         in the config's state so that a no-op reads no unchanged file again."""
-        return StatCache(self.state_dir / "hashes.json", writable=self.remember)
+        return StatCache(self.state_dir / "hashes.db", writable=self.remember)
 
     def remember_answers(self) -> None:
         """Keep what the checks hashed and what they asked the registry, for the next
@@ -317,16 +317,21 @@ class Plan:
         for a page of names at a time in one query (a pull of a glob over thousands of
         products asks a few, not a few per product), with what was hashed and asked kept
         once at the end."""
+        from fdp_tasks.graph.answers import store_behind
+
         by_namespace: dict[str, list[ProductRef]] = {}
         for ref in refs:
             by_namespace.setdefault(ref.namespace, []).append(ref)
         here: set[ProductRef] = set()
         step = queries.NAMES_PER_QUERY
+        # more than a query's worth is a pull's look-up, not a no-op's: asked of the store,
+        # not kept as answers that every later command would read back whole
+        store = self.store if len(refs) <= step else store_behind(self.store)
         for namespace, group in by_namespace.items():
             names = sorted({ref.name for ref in group})
             wanted = {(ref.name, ref.version_text): ref for ref in group}
             for start in range(0, len(names), step):
-                rows = self.store.product_files(namespace, names[start : start + step])
+                rows = store.product_files(namespace, names[start : start + step])
                 for name, version, path, sha1, root in rows:
                     asked = wanted.get((name, version))
                     if (
@@ -341,11 +346,13 @@ class Plan:
     def read_present(self, item: ReadItem) -> bool:
         if item.pinned:
             return self.product_intact(item.product(item.name, item.version))
-        newest = queries.latest_products(self.store, item.namespace, item.name)
-        present = bool(newest) and all(
-            located_intact(self.data, found, self.hashes)
-            for found in queries.locate_many(self.store, newest)
-        )
+        # the newest of each name a page at a time: a glob over 100,000 products holds a
+        # page of them, and stops at the first that is not here
+        present = False
+        for _, _, path, sha1, root in self.store.newest_files(item.namespace, item.name):
+            present = bool(path) and intact(self.data, path, sha1, root=root, hashes=self.hashes)
+            if not present:
+                break
         self.remember_answers()
         return present
 

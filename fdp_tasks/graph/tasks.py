@@ -176,6 +176,7 @@ def _pull_one(session: SyncSession, item: ReadItem) -> dict[str, Any]:
     if not wanted:
         return {REPORT: [f"{item.label}: nothing newer on {remote.name}"], PULLED: 0}
     session.ensure_identity()
+    pulled, first, last = 0, "", ""
     with session.records_lock("local"):
         for ref, sha1 in session.puller(remote).pull_many(wanted):
             if isinstance(sha1, NonCanonicalName):
@@ -183,8 +184,14 @@ def _pull_one(session: SyncSession, item: ReadItem) -> dict[str, Any]:
                     raise sha1
                 log.warning("%s", sha1)  # a glob matched it: go on with the rest
                 continue
-            report.append(f"pulled {ref} (SHA-1 {sha1[:12]})")
-    pulled = len(report)
+            pulled += 1
+            first, last = first or str(ref), str(ref)
+            if pulled <= PULL_BATCH:
+                report.append(f"pulled {ref} (SHA-1 {sha1[:12]})")
+            else:
+                report.clear()  # doit keeps a task's values: a line each is too many
+    if pulled > PULL_BATCH:
+        report.append(f"pulled {pulled} data products ({first} .. {last}) from {remote.name}")
     if not pulled:
         report.append(f"{item.label}: nothing newer on {remote.name}")
     return {REPORT: report, PULLED: pulled}

@@ -534,7 +534,7 @@ class Puller:
     def _wrote(self, file: FileToFetch) -> None:
         """A file in place with the bytes of its SHA-1 (checked as they were written)."""
         if self.hashes is not None:
-            self.hashes.wrote(self.store.path(file.rel), file.sha1)
+            self.hashes.wrote(self.store.where(file.rel), file.sha1)
 
     def _where(
         self, ref: ProductRef, product: Record | None
@@ -651,6 +651,8 @@ class Puller:
             self.copier.ids.pop(("storage_location", file.location_id), None)
             self.copier.whole_objects.pop(obj["id"], None)
             self.moved.pop(file.location_id, None)
+            if self.hashes is not None:
+                self.hashes.settled(self.store.where(file.rel))
         for found, file in page:
             yield found.ref, file.sha1
 

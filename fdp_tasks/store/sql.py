@@ -43,6 +43,7 @@ from fdp_tasks.store.base import (
 )
 from fdp_tasks.store.schema import RecordType, RegistrySchema, load_schema
 from fdp_tasks.store.values import BadValue, coerce, parse_moment
+from fdp_tasks.versions import Version
 
 
 class UtcDateTime(sa.types.TypeDecorator):
@@ -535,6 +536,22 @@ class Store:
                     files.append((ident, space, name, version, path or "", sha1 or "", where or ""))
         return files if len(found) == len(wanted) else None
 
+    def _files_of_products(self, namespace: str, columns: list[Any], conds: list[Any]) -> Any:
+        """Data products of a namespace with their files: name, then `columns`, then path,
+        SHA-1 and storage root (None where a product has no file)."""
+        obj, product = self.tables["object"], self.tables["data_product"]
+        location, root = self.tables["storage_location"], self.tables["storage_root"]
+        namespace_table = self.tables["namespace"]
+        return (
+            sa.select(product.c.name, *columns, location.c.path, location.c.hash, root.c.root)
+            .select_from(product)
+            .join(namespace_table, namespace_table.c.id == product.c.namespace_id)
+            .join(obj, obj.c.id == product.c.object_id)
+            .outerjoin(location, location.c.id == obj.c.storage_location_id)
+            .outerjoin(root, root.c.id == location.c.storage_root_id)
+            .where(namespace_table.c.name == namespace, *conds)
+        )
+
     def product_files(
         self, namespace: str, names: list[str]
     ) -> list[tuple[str, str, str, str, str]]:
@@ -542,21 +559,10 @@ class Store:
         in a namespace, a few hundred names per query: what a pull asks to know which of
         the remote's products are here intact. A product with no file has empty path,
         SHA-1 and root; provisional data products are left out where finds leave them."""
-        obj, product = self.tables["object"], self.tables["data_product"]
-        location, root = self.tables["storage_location"], self.tables["storage_root"]
-        namespace_table = self.tables["namespace"]
+        product = self.tables["data_product"]
         settled = [~self._provisional("data_product", product.c.id)] if self.settled_only else []
-        query = (
-            sa.select(
-                product.c.name, product.c.version, location.c.path, location.c.hash, root.c.root
-            )
-            .select_from(product)
-            .join(namespace_table, namespace_table.c.id == product.c.namespace_id)
-            .join(obj, obj.c.id == product.c.object_id)
-            .outerjoin(location, location.c.id == obj.c.storage_location_id)
-            .outerjoin(root, root.c.id == location.c.storage_root_id)
-            .where(namespace_table.c.name == namespace, *settled)
-            .order_by(product.c.id)
+        query = self._files_of_products(namespace, [product.c.version], settled).order_by(
+            product.c.id
         )
         files: list[tuple[str, str, str, str, str]] = []
         with self._reading() as conn:
@@ -566,6 +572,52 @@ class Store:
                 ):
                     files.append((name, version, path or "", sha1 or "", where or ""))
         return files
+
+    def newest_files(
+        self, namespace: str, pattern: str, page: int = 2000
+    ) -> Iterator[tuple[str, str, str, str, str]]:
+        """(name, version, path, SHA-1, storage root) of the newest version of every data
+        product whose name matches `pattern` (a glob, or a name) in a namespace, by name:
+        what an unpinned read asks to know whether all it reads is here. Read `page` rows
+        at a time in name order, so that memory holds a page, not the namespace. Versions
+        that do not parse are passed over, as `queries.latest_products` passes them."""
+        product = self.tables["data_product"]
+        conds, post = self._where(self._type("data_product"), {"name": pattern})
+        query = (
+            self._files_of_products(namespace, [product.c.id, product.c.version], conds)
+            .order_by(product.c.name, product.c.id)
+            .limit(page)
+        )
+        best: tuple[Any, tuple[str, str, str, str, str]] | None = None
+        after: tuple[str, int] | None = None
+        while True:
+            paged = query
+            if after is not None:
+                paged = query.where(
+                    sa.or_(
+                        product.c.name > after[0],
+                        sa.and_(product.c.name == after[0], product.c.id > after[1]),
+                    )
+                )
+            with self._reading() as conn:
+                rows = conn.execute(paged).all()
+            for name, record_id, version, path, sha1, where in rows:
+                after = (name, record_id)
+                if post and not fnmatch.fnmatchcase(name, pattern):
+                    continue
+                try:
+                    parsed = Version.parse(version)
+                except ValueError:
+                    continue
+                if best is not None and best[1][0] != name:
+                    yield best[1]
+                    best = None
+                if best is None or parsed > best[0]:
+                    best = (parsed, (name, version, path or "", sha1 or "", where or ""))
+            if len(rows) < page:
+                break
+        if best is not None:
+            yield best[1]
 
     def count(self, type_name: str, filters: dict[str, Any] | None = None) -> int:
         rtype = self._type(type_name)
