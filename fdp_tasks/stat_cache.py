@@ -64,8 +64,10 @@ class StatCache:
         self._looked = 0  # files looked up by this process: how big the cache need be
         # files this process wrote, with the SHA-1 of the bytes it wrote: trusted by this
         # process while their stat is unchanged, never kept (a write in the same clock
-        # tick could follow, as for any file hashed too soon after it changed)
-        self._written: dict[str, tuple[Signature, str]] = {}
+        # tick could follow, as for any file hashed too soon after it changed). In SQLite's
+        # temporary database, which goes with the process: a pull of 100,000 files holds
+        # none of them
+        self._written: sqlite3.Connection | None = None
 
     def sha1(self, path: str | Path, found: os.stat_result | None = None) -> str | None:
         """The file's SHA-1, from the cache when its stat is unchanged; None when it is not
@@ -84,7 +86,7 @@ class StatCache:
             known = self._new.get(key) or self._kept(key)
             if known is not None and known[0] == sig:
                 return known[1]
-            written = self._written.get(key)
+            written = self._written_entry(key)
             if written is not None and written[0] == sig:
                 return written[1]
         hashed_at = time.time_ns()
@@ -112,13 +114,20 @@ class StatCache:
             return
         if _is_regular(found):
             with self._lock:
-                self._written[key] = (signature(found), digest)
+                if self._written is None:
+                    self._written = sqlite3.connect("", check_same_thread=False)
+                    self._written.execute(_TABLE.replace("files", "written"))
+                self._written.execute(
+                    "INSERT OR REPLACE INTO written VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (key, *signature(found), digest),
+                )
 
     def settled(self, path: str | Path) -> None:
         """A file `wrote` told of is recorded: no check of this process reads it again, so
         it is no longer held (a pull of many pages holds a page of them)."""
         with self._lock:
-            self._written.pop(os.fspath(path), None)
+            if self._written is not None:
+                self._written.execute("DELETE FROM written WHERE path = ?", (os.fspath(path),))
 
     def save(self) -> None:
         """Keep what this process hashed for the next one, and drop the entries of files
@@ -182,17 +191,10 @@ class StatCache:
         return db
 
     def _kept(self, key: str) -> tuple[Signature, str] | None:
-        db = self._connection()
-        if db is None:
-            return None
-        try:
-            row = db.execute(
-                "SELECT size, mtime, ctime, inode, device, sha1 FROM files WHERE path = ?",
-                (key,),
-            ).fetchone()
-        except sqlite3.Error:
-            return None
-        return None if row is None else ((row[0], row[1], row[2], row[3], row[4]), row[5])
+        return _entry(self._connection(), _KEPT, key)
+
+    def _written_entry(self, key: str) -> tuple[Signature, str] | None:
+        return _entry(self._written, _WRITTEN, key)
 
     def _write(self) -> None:
         """The entries hashed since the last write, in one transaction; dropped either way:
@@ -232,6 +234,20 @@ class StatCache:
             if len(rows) < BATCH:
                 return
             after = rows[-1][0]
+
+
+_KEPT = "SELECT size, mtime, ctime, inode, device, sha1 FROM files WHERE path = ?"
+_WRITTEN = "SELECT size, mtime, ctime, inode, device, sha1 FROM written WHERE path = ?"
+
+
+def _entry(db: sqlite3.Connection | None, query: str, key: str) -> tuple[Signature, str] | None:
+    if db is None:
+        return None
+    try:
+        row = db.execute(query, (key,)).fetchone()
+    except sqlite3.Error:
+        return None
+    return None if row is None else ((row[0], row[1], row[2], row[3], row[4]), row[5])
 
 
 _TABLE = (

@@ -3,6 +3,7 @@ other outputs; counted in HTTP requests against a real registry server on loopba
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -246,6 +247,11 @@ def test_a_glob_over_several_pages_of_products_pulls_them_a_page_at_a_time(
     assert "nothing newer" in everyone.fdp("pull").stdout
 
 
+def kept_rows(kept: Path) -> int:
+    with contextlib.closing(sqlite3.connect(kept)) as db:
+        return int(db.execute("SELECT count(*) FROM rows").fetchone()[0])
+
+
 def product_listings(registry: CountingRegistry) -> list[dict[str, list[str]]]:
     """The query of every listing of a namespace's data products the registry answered, in
     order (not those by id, which fetch records the pull copies)."""
@@ -265,7 +271,7 @@ def test_a_pull_keeps_the_remote_listing_and_asks_only_for_what_is_newer(
     made = producer(tmp_path, counting_registry, n)
     everyone = reading_project(tmp_path, counting_registry.api_url, ["results/*"], "lab", "all")
     everyone.fdp("pull")
-    (kept,) = (everyone.home / "listings").glob("*.json")
+    (kept,) = (everyone.home / "listings").glob("*.db")
     assert kept.stat().st_mode & 0o777 == 0o600
 
     counting_registry.queries.clear()
@@ -280,7 +286,7 @@ def test_a_pull_keeps_the_remote_listing_and_asks_only_for_what_is_newer(
     assert pulled.count("pulled lab:results/") == n, pulled
     first, rest = product_listings(counting_registry)  # the new records; no old one again
     assert first["page_size"] == [str(FIRST_PAGE)] and "cursor" in rest
-    assert len(json.loads(kept.read_text())["rows"]) == 2 * n + 1  # with the input
+    assert kept_rows(kept) == 2 * n + 1  # with the input
 
     store = counting_registry.store
     (old,) = store.find("data_product", {"name": "results/part00", "version": "0.0.1"})
@@ -290,9 +296,9 @@ def test_a_pull_keeps_the_remote_listing_and_asks_only_for_what_is_newer(
     short, whole = product_listings(counting_registry)
     assert short["page_size"] == [str(FIRST_PAGE)] and "cursor" not in whole
     assert int(whole["page_size"][0]) > n
-    assert len(json.loads(kept.read_text())["rows"]) == 2 * n
+    assert kept_rows(kept) == 2 * n
 
-    kept.write_text("{", encoding="utf-8")
+    kept.write_bytes(b"not a database")
     counting_registry.queries.clear()
     assert "nothing newer" in everyone.fdp("pull").stdout
     (whole,) = product_listings(counting_registry)

@@ -592,7 +592,8 @@ def stream_post(api_url: str, path: str, spool: Path, chunked: bool) -> tuple[by
         sock.sendall(f"{head}{framing}\r\n\r\n".encode("ascii"))
         sock.setblocking(False)
         while sent < STREAMED and b"\r\n\r\n" not in answer:
-            readable, writable, _ = select.select([sock], [sock], [], 10)
+            # a loaded machine may answer late: silence for 30 s is a server that stopped
+            readable, writable, _ = select.select([sock], [sock], [], 30)
             peak = max(peak, used_bytes(spool))
             if readable:
                 try:

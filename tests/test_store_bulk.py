@@ -4,9 +4,11 @@ clashes and provisional notes as `create` one record at a time, on SQLite and Po
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
+from fdp_tasks.remotes import kept_listing
 from fdp_tasks.store import provisional
 from fdp_tasks.store.base import InvalidRecord, UniqueViolation
 from fdp_tasks.store.sql import Store
@@ -136,3 +138,46 @@ def test_newest_files_gives_each_names_newest_version_a_page_at_a_time(
     assert [row[:2] for row in store.newest_files("bulk", "q5")] == [("q5", "1.0.0")]
     assert list(store.newest_files("bulk", "nothing*")) == []
     assert list(store.newest_files("elsewhere", "p*")) == []
+
+
+def test_a_remote_listing_is_read_a_page_of_names_at_a_time(
+    registry_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A remote's listing (here of a registry that gives no count, so listed into a file
+    of its own): each matching name's highest version, by name, whatever the page size,
+    as the reference CLI matches a config's glob ('*' never crosses '/'); what a push
+    noted joins it without entering the kept rows."""
+    store = Store(registry_database)
+    namespace, author, file_type, _ = _base(store)
+    obj = store.create("object", {"file_type": file_type, "authors": [author]})["id"]
+    names = {"a/p1": ["0.0.2", "0.0.10"], "a/p2": ["1.0.0"], "a/P3": ["1.1.0"], "a/p/4": ["1.0.0"]}
+    names["b/p5"] = ["2.0.0"]
+    for name, versions in names.items():
+        for version in versions:
+            product = {"object": obj, "namespace": namespace, "name": name, "version": version}
+            store.create("data_product", product)
+    for page in (1, 2, 100):
+        monkeypatch.setattr(kept_listing, "PAGE", page)
+        listing = kept_listing.product_listing(store, namespace, tmp_path / "kept.db")
+        assert list(listing.newest("a/*")) == [
+            ("a/P3", "1.1.0"),
+            ("a/p1", "0.0.10"),
+            ("a/p2", "1.0.0"),
+        ]
+        assert list(listing.newest("a/p*")) == [("a/p1", "0.0.10"), ("a/p2", "1.0.0")]
+        assert list(listing.newest("b/p5")) == [("b/p5", "2.0.0")]
+        assert ("a/p1", "0.0.2") in listing and ("a/p1", "9.9.9") not in listing
+        assert listing["a/P3", "1.1.0"]["name"] == "a/P3"
+        listing.note(
+            {"id": 99, "name": "a/p1", "version": "0.1.0", "object": obj, "sha1": "f" * 40}
+        )
+        listing.note({"id": 98, "name": "a/p0", "version": "1.0.0", "object": obj})
+        assert list(listing.newest("a/p*")) == [
+            ("a/p0", "1.0.0"),
+            ("a/p1", "0.1.0"),
+            ("a/p2", "1.0.0"),
+        ]
+        assert listing.get(("a/p1", "0.1.0"))["sha1"] == "f" * 40
+        assert sorted(listing.versions("a/p1")) == ["0.0.10", "0.0.2", "0.1.0"]
+        listing.close()
+    assert not (tmp_path / "kept.db").exists()  # a registry that gives no count keeps none

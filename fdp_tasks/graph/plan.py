@@ -312,11 +312,14 @@ class Plan:
         self.remember_answers()
         return intact
 
-    def intact_products(self, refs: list[ProductRef]) -> set[ProductRef]:
+    def intact_products(
+        self, refs: list[ProductRef], many: bool | None = None
+    ) -> set[ProductRef]:
         """Which of these products `product_intact` would find intact, their files asked
         for a page of names at a time in one query (a pull of a glob over thousands of
         products asks a few, not a few per product), with what was hashed and asked kept
-        once at the end."""
+        once at the end. `many`: a page of a look-up of many (default: more than a query's
+        worth), asked of the store rather than kept as answers."""
         from fdp_tasks.graph.answers import store_behind
 
         by_namespace: dict[str, list[ProductRef]] = {}
@@ -326,7 +329,8 @@ class Plan:
         step = queries.NAMES_PER_QUERY
         # more than a query's worth is a pull's look-up, not a no-op's: asked of the store,
         # not kept as answers that every later command would read back whole
-        store = self.store if len(refs) <= step else store_behind(self.store)
+        many = len(refs) > step if many is None else many
+        store = store_behind(self.store) if many else self.store
         for namespace, group in by_namespace.items():
             names = sorted({ref.name for ref in group})
             wanted = {(ref.name, ref.version_text): ref for ref in group}

@@ -36,16 +36,19 @@ from fdp_tasks.config import load_config
 from fdp_tasks.config.resolve import warn_once
 from fdp_tasks.errors import FdpError
 from fdp_tasks.graph.plan import Plan, ReadItem, local_registry
-from fdp_tasks.names import glob_matches
 from fdp_tasks.project import ENV_REMOTE_TOKEN, Project, RemoteSpec, remote_env_name
 from fdp_tasks.refs import ProductRef
 from fdp_tasks.remotes import Remote, open_remote
-from fdp_tasks.remotes.kept_listing import kept_file, product_listing
+from fdp_tasks.remotes.kept_listing import (
+    ProductListing,
+    empty_listing,
+    kept_file,
+    product_listing,
+)
 from fdp_tasks.remotes.sync import Puller, Pusher
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Record
 from fdp_tasks.store.cache import CachedRegistry
-from fdp_tasks.versions import latest
 
 if TYPE_CHECKING:  # the SQL engine is imported by whoever opens the store
     from fdp_tasks.store.sql import Store
@@ -54,7 +57,6 @@ if TYPE_CHECKING:  # the SQL engine is imported by whoever opens the store
 SessionFor = Callable[[], "SyncSession"]
 
 # A remote's data products in one namespace, by (name, version)
-Listing = dict[tuple[str, str], Record]
 
 # The session of each (config, remote) in this process; one made before a fork is not used
 # after it (SyncSession.pid says whose it is).
@@ -90,7 +92,7 @@ class SyncSession:
         self._tokenless: set[str | None] = set()  # remotes opened without their token file
         self._pullers: dict[str, Puller] = {}
         self._pushers: dict[str, Pusher] = {}
-        self._listings: dict[tuple[str, str], Listing] = {}
+        self._listings: dict[tuple[str, str], ProductListing] = {}
         # what the bytes phase of a pull found to fetch for each read item (by remote URL
         # and item index), handed on to the item's own task in this process
         self.to_pull: dict[tuple[str, int], list[tuple[ProductRef, Record]]] = {}
@@ -169,11 +171,14 @@ class SyncSession:
             self._remotes.clear()
             self._pullers.clear()
             self._pushers.clear()
+            listings = list(self._listings.values())
             self._listings.clear()
             handles = [handle for _, handle in self._records_locks.values() if handle]
             self._records_locks.clear()
         for remote in remotes:
             remote.close()
+        for listing in listings:
+            listing.close()
         for handle in handles:
             handle.close()
 
@@ -254,41 +259,38 @@ class SyncSession:
             f"a token file (`fdp remote add {name} URL --token-file FILE`)"
         )
 
-    def remote_products(self, remote: Remote, namespace: str) -> Listing:
+    def remote_products(self, remote: Remote, namespace: str) -> ProductListing:
         """The remote's data products in a namespace, by (name, version): one listing, of
-        records cut down to a few fields (`queries.listed`)."""
+        records cut down to a few fields (`queries.listed`), read from a file as asked."""
         key = (remote.url, namespace)
         with self._lock:
             if key not in self._listings:
                 ns = queries.namespace_id(remote.registry, namespace)
                 # past the remote's cache, which would keep every whole record; kept between
                 # commands where the remote gives a listing's count (`kept_listing`)
-                rows = []
-                if ns is not None:
+                if ns is None:
+                    self._listings[key] = empty_listing()
+                else:
                     kept = kept_file(self.project.home, remote.url, ns)
-                    rows = product_listing(remote.registry, ns, kept, save=not self.readonly)
-                self._listings[key] = {(r["name"], r["version"]): r for r in rows}
+                    self._listings[key] = product_listing(
+                        remote.registry, ns, kept, save=not self.readonly
+                    )
             return self._listings[key]
 
     def remote_product(self, remote: Remote, ref: ProductRef) -> Record | None:
         """The remote's record of one data product, from its namespace's listing."""
         return self.remote_products(remote, ref.namespace).get((ref.name, ref.version_text))
 
-    def remote_newest(self, remote: Remote, item: ReadItem) -> dict[str, str]:
-        """The newest version on the remote of every product name an unpinned read matches."""
-        versions: dict[str, list[str]] = {}
-        for name, version in self.remote_products(remote, item.namespace):
-            if name == item.name or glob_matches(item.name, name):
-                versions.setdefault(name, []).append(version)
-        return {name: str(latest(found)) for name, found in sorted(versions.items())}
+    def remote_newest(self, remote: Remote, item: ReadItem) -> Iterator[tuple[str, str]]:
+        """(name, newest version on the remote) of every product name an unpinned read
+        matches, by name, read from the listing a page of names at a time."""
+        return self.remote_products(remote, item.namespace).newest(item.name)
 
     def note_pushed(self, remote: Remote, pushed: list[tuple[ProductRef, Record]]) -> None:
         """Products a push created or found on the remote (listed records, with the SHA-1
         pushed): listed from now on."""
         for ref, record in pushed:
-            listing = self.remote_products(remote, ref.namespace)
-            with self._lock:
-                listing[(ref.name, ref.version_text)] = record
+            self.remote_products(remote, ref.namespace).note(record)
 
     @property
     def records(self) -> Store:

@@ -61,7 +61,7 @@ def newer_on_remote(session: SyncSession, read: ReadItem) -> str | None:
     }
     newer = [
         f"{read.namespace}:{name}@{version}"
-        for name, version in session.remote_newest(session.remote(), read).items()
+        for name, version in session.remote_newest(session.remote(), read)
         if name not in local or local[name] < Version.parse(version)
     ]
     return f"the remote has {', '.join(newer)}" if newer else None

@@ -21,11 +21,12 @@ the `session` callable `dodo_namespace` makes, so every task of a command shares
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,27 +142,33 @@ def _pull_remote(plan: Plan, session: SyncSession, item: ReadItem) -> Remote:
 def _to_pull(
     plan: Plan, session: SyncSession, remote: Remote, item: ReadItem
 ) -> Iterator[tuple[ProductRef, Record]]:
-    """The remote's products a read item fetches: those not here intact."""
+    """The remote's products a read item fetches: those not here intact, found a page of
+    names at a time (a glob over 100,000 products holds a page of them)."""
     listing = session.remote_products(remote, item.namespace)
     if item.pinned:
-        wanted = {item.name: item.version}
+        wanted: Iterator[tuple[str, str]] = iter([(item.name, item.version)])
     else:
         wanted = session.remote_newest(remote, item)
-        if not wanted:
-            raise FdpError(
-                f"{plan.cfg.file}: {item.key}: {item.label} matches nothing on remote {remote.name}"
-            )
-    refs = [item.product(name, version) for name, version in wanted.items()]
-    here = plan.intact_products(refs)
-    for ref in refs:
-        if ref in here:
-            continue  # already here: asking the remote was only about newer versions
-        product = listing.get((ref.name, ref.version_text))
-        if product is None:
-            raise FdpError(
-                f"{plan.cfg.file}: {item.key}: {ref} is not on remote {remote.name} ({remote.url})"
-            )
-        yield ref, product
+    matched = many = False
+    while page := list(itertools.islice(wanted, PULL_BATCH)):
+        # a glob of more than a page is a look-up of many: asked of the store, not kept
+        matched, many = True, many or len(page) == PULL_BATCH
+        refs = [item.product(name, version) for name, version in page]
+        here = plan.intact_products(refs, many=many)
+        for ref in refs:
+            if ref in here:
+                continue  # already here: asking the remote was only about newer versions
+            product = listing.get((ref.name, ref.version_text))
+            if product is None:
+                raise FdpError(
+                    f"{plan.cfg.file}: {item.key}: {ref} is not on remote {remote.name} "
+                    f"({remote.url})"
+                )
+            yield ref, product
+    if not matched:
+        raise FdpError(
+            f"{plan.cfg.file}: {item.key}: {item.label} matches nothing on remote {remote.name}"
+        )
 
 
 def _pull_one(session: SyncSession, item: ReadItem) -> dict[str, Any]:
@@ -170,15 +177,16 @@ def _pull_one(session: SyncSession, item: ReadItem) -> dict[str, Any]:
     plan = session.plan
     remote = _pull_remote(plan, session, item)
     report: list[str] = []
-    wanted = session.to_pull.pop((remote.url, item.index), None)
-    if wanted is None:  # no bytes phase before it in this process
-        wanted = list(_to_pull(plan, session, remote, item))
-    if not wanted:
+    kept = session.to_pull.pop((remote.url, item.index), None)
+    # with no bytes phase before it in this process, or more than it kept: found again
+    wanted = iter(kept) if kept is not None else _to_pull(plan, session, remote, item)
+    head = next(wanted, None)
+    if head is None:
         return {REPORT: [f"{item.label}: nothing newer on {remote.name}"], PULLED: 0}
     session.ensure_identity()
     pulled, first, last = 0, "", ""
     with session.records_lock("local"):
-        for ref, sha1 in session.puller(remote).pull_many(wanted):
+        for ref, sha1 in session.puller(remote).pull_many(itertools.chain([head], wanted)):
             if isinstance(sha1, NonCanonicalName):
                 if item.pinned:
                     raise sha1
@@ -213,19 +221,20 @@ def _pull_files(session: SyncSession, refresh: bool, jobs: int) -> dict[str, Any
     holds a page of it, not all of its products."""
     plan = session.plan
     small: list[tuple[ProductRef, Record]] = []  # products of the items that keep plans
-    large: list[list[tuple[ProductRef, Record]]] = []
+    large: list[Iterator[tuple[ProductRef, Record]]] = []  # found as they are fetched
     try:
         for item in plan.reads:
             if _read_fresh(plan, item, refresh):
                 continue
             remote = _pull_remote(plan, session, item)
             with contextlib.suppress(FdpError):  # the item's own task says why
-                found = list(_to_pull(plan, session, remote, item))
-                if len(found) > PULL_BATCH:
-                    large.append(found)
+                found = _to_pull(plan, session, remote, item)
+                head = list(itertools.islice(found, PULL_BATCH + 1))
+                if len(head) > PULL_BATCH:
+                    large.append(itertools.chain(head, found))
                 else:
-                    session.to_pull[(remote.url, item.index)] = found
-                    small += found
+                    session.to_pull[(remote.url, item.index)] = head
+                    small += head
         if not small and not large:
             return {}  # nothing new: the registry is not even opened for writing
         session.ensure_identity()
@@ -233,16 +242,33 @@ def _pull_files(session: SyncSession, refresh: bool, jobs: int) -> dict[str, Any
     except (FdpError, OSError) as exc:
         log.debug("pull_files: %s", exc)  # every item fails with it, in its own words
         return {}
-    total = len(small) + sum(len(found) for found in large)
-    with Bar("downloading", total=total) as bar:  # a product's file, or its being in place
-        for found, keep in [(small, True), *((found, False) for found in large)]:
-            before = bar.done
-            failed = puller.download(found, jobs, keep, bar.bytes_callback(), bar.step)
-            total -= len(found) - (bar.done - before)  # products that share or need no file
-            bar.set_total(total)
+    with Bar("downloading", total=len(small)) as bar:  # a product's file, or its being in place
+        items: list[tuple[Iterable[tuple[ProductRef, Record]], bool]] = [(small, True)]
+        items += [(products, False) for products in large]
+        for products, keep in items:  # `keep`: the items that keep their plans
+            shown = bar.done + (len(small) if keep else 0)
+            counted = _counted(products, bar, bar.done, shown)
+            try:
+                failed = puller.download(counted, jobs, keep, bar.bytes_callback(), bar.step)
+            except (FdpError, OSError) as exc:
+                log.debug("pull_files: %s", exc)  # the item's own task says why
+                continue
+            finally:  # products that share a file, or need none, step no bar
+                bar.set_total(bar.done)
             for file, why in failed.items():
                 log.debug("download of %s failed: %s", file.product, why)
     return {}
+
+
+def _counted(found: Iterable[Any], bar: Bar, base: int, shown: int) -> Iterator[Any]:
+    """Products counted into the bar's total as they are found: a large read item's are
+    not known before its last page is. `base`: the bar's count before the first of them;
+    `shown`: its total then."""
+    for met, product in enumerate(found, 1):
+        if base + met > shown:
+            shown = base + met
+            bar.set_total(shown)
+        yield product
 
 
 def pull_tasks(
@@ -562,7 +588,7 @@ def newer_than_read(session: SyncSession, todo: list[Output | queries.Located]) 
     pinned = {(r.namespace, r.name): r for r in plan.reads if r.pinned}
     lines = []
     for (namespace, name), version in sorted(read.items()):
-        there = [v for (n, v) in session.remote_products(remote, namespace) if n == name]
+        there = session.remote_products(remote, namespace).versions(name)
         top = latest(there)
         newest = Version.parse(top) if top else None
         if newest is None or newest <= version:

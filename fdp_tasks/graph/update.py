@@ -48,7 +48,7 @@ def update_reads(path: Path, remote_name: str | None = None, dry_run: bool = Fal
                 )
                 done.tally.add("pinned")
                 continue
-            newest = session.remote_newest(remote, read)
+            newest = dict(session.remote_newest(remote, read))
             if not newest:
                 done.lines.append(f"{read.label}: nothing on remote {remote.name} matches it")
                 done.tally.add("not on the remote")

@@ -398,7 +398,7 @@ class Puller:
 
     def download(
         self,
-        wanted: Sequence[tuple[ProductRef, Record | None]],
+        wanted: Iterable[tuple[ProductRef, Record | None]],
         jobs: int,
         keep: bool = False,
         on_bytes: Callable[[int], None] | None = None,
@@ -412,9 +412,10 @@ class Puller:
         plans its pages again, and memory holds a few pages, however many products."""
         failed: dict[FileToFetch, FdpError | OSError] = {}
         size = PULL_BATCH * max(1, jobs)  # a bundle of files for each thread
-        for start in range(0, len(wanted), size):
+        rest = iter(wanted)
+        while page := list(itertools.islice(rest, size)):
             files: dict[str, FileToFetch] = {}
-            for ref, where in self._planned_page(wanted[start : start + size]):
+            for ref, where in self._planned_page(page):
                 if isinstance(where, FdpError):
                     continue
                 found, file, needs_download = where
