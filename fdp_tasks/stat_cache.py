@@ -36,7 +36,9 @@ RACY_MARGIN_NS = 3_000_000_000
 FORMAT = 2  # the SQLite file's user_version
 # Entries written at a time, and checked at a time when the cache is pruned
 BATCH = 1000
-# Entries beyond twice what a process looked up before it prunes the cache
+# Entries added since the cache was last pruned, beyond as many as it then held, before
+# the entries of files gone or changed are dropped: an output's new version is another
+# file, so a cache grows by what is replaced, and is pruned as it doubles
 PRUNE_SLACK = 1000
 
 Signature = tuple[int, int, int, int, int]  # size, mtime_ns, ctime_ns, inode, device
@@ -61,7 +63,7 @@ class StatCache:
         self._db: sqlite3.Connection | None = None
         self._opened = path is None  # opened on first need; nothing to open in memory
         self._new: dict[str, tuple[Signature, str]] = {}  # hashed, not yet written
-        self._looked = 0  # files looked up by this process: how big the cache need be
+        self._grew = False  # entries written since the cache was last checked for pruning
         # files this process wrote, with the SHA-1 of the bytes it wrote: trusted by this
         # process while their stat is unchanged, never kept (a write in the same clock
         # tick could follow, as for any file hashed too soon after it changed). In SQLite's
@@ -82,7 +84,6 @@ class StatCache:
             return None
         sig = signature(before)
         with self._lock:
-            self._looked += 1
             known = self._new.get(key) or self._kept(key)
             if known is not None and known[0] == sig:
                 return known[1]
@@ -137,13 +138,18 @@ class StatCache:
             if not self.writable:
                 return
             self._write()
-            db = self._connection()
+            db = self._connection() if self._grew else None
+            self._grew = False
             if db is None:
-                return
+                return  # nothing new: no larger than when last checked
             try:
                 (rows,) = db.execute("SELECT count(*) FROM files").fetchone()
-                if rows > 2 * self._looked + PRUNE_SLACK:
+                (pruned,) = db.execute("SELECT max(rows) FROM pruned").fetchone()
+                if rows > 2 * (pruned or 0) + PRUNE_SLACK:
                     self._prune(db)
+                    with db:
+                        db.execute("DELETE FROM pruned")
+                        db.execute("INSERT INTO pruned SELECT count(*) FROM files")
             except sqlite3.Error:
                 return
 
@@ -166,13 +172,14 @@ class StatCache:
             else:
                 return None
             if self.writable:
-                db.execute(_TABLE)
+                db.executescript(_TABLES)
             (version,) = db.execute("PRAGMA user_version").fetchone()
             if version != FORMAT:
                 if not self.writable:
                     db.close()
                     return None
                 db.execute("DELETE FROM files")
+                db.execute("DELETE FROM pruned")
                 db.execute(f"PRAGMA user_version = {FORMAT}")
                 db.commit()
         except sqlite3.Error:
@@ -182,7 +189,7 @@ class StatCache:
             try:
                 self.path.unlink(missing_ok=True)
                 db = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
-                db.execute(_TABLE)
+                db.executescript(_TABLES)
                 db.execute(f"PRAGMA user_version = {FORMAT}")
                 db.commit()
             except (OSError, sqlite3.Error):
@@ -209,6 +216,7 @@ class StatCache:
                     "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [(key, *sig, digest) for key, (sig, digest) in new.items()],
                 )
+            self._grew = True
         except sqlite3.Error:
             return
 
@@ -254,6 +262,7 @@ _TABLE = (
     "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, "
     "ctime INTEGER, inode INTEGER, device INTEGER, sha1 TEXT) WITHOUT ROWID"
 )
+_TABLES = f"{_TABLE}; CREATE TABLE IF NOT EXISTS pruned (rows INTEGER);"
 
 
 def _is_regular(found: os.stat_result) -> bool:

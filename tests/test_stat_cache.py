@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from support import WRITER_SCRIPT, Env
 
+from fdp_tasks import stat_cache
 from fdp_tasks.stat_cache import BATCH, RACY_MARGIN_NS, StatCache
 
 
@@ -197,43 +198,52 @@ def test_a_file_the_process_wrote_is_trusted_by_it_until_it_changes_and_never_ke
 
 
 def test_the_cache_keeps_what_was_hashed_drops_what_is_gone_and_outlives_damage(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Entries are kept a batch at a time (a check of many files holds a batch of them),
-    read back by the next process, dropped once the cache holds far more than a process
-    looks up and their files are gone; a damaged cache is an empty one, made anew."""
+    """Entries are kept a batch at a time (a check of many files holds a batch of them)
+    and read back by the next process; once the cache has doubled since it was last
+    pruned, the entries of files gone or changed are dropped; a damaged cache is an empty
+    one, made anew."""
     kept = tmp_path / "state" / "hashes.db"
-    files = []
-    for i in range(BATCH + 5):
-        path = tmp_path / "data" / f"{i}.csv"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(f"{i}\n", encoding="utf-8")
-        os.utime(path, ns=(1, 1))
-        files.append(path)
+
+    def files(prefix: str, count: int) -> list[Path]:
+        made = []
+        for i in range(count):
+            path = tmp_path / "data" / f"{prefix}{i}.csv"
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(f"{prefix}{i}\n", encoding="utf-8")
+            os.utime(path, ns=(1, 1))
+            made.append(path)
+        return made
+
+    many = files("a", BATCH + 5)
     cache = StatCache(kept, margin_ns=0)
-    for path in files[:BATCH]:
+    for path in many[:BATCH]:
         cache.sha1(path)
     assert len(_kept_paths(kept)) == BATCH  # written when the batch filled, before `save`
-    for path in files[BATCH:]:
+    for path in many[BATCH:]:
         cache.sha1(path)
     cache.save()
-    assert _kept_paths(kept) == {str(path) for path in files}
+    assert _kept_paths(kept) == {str(path) for path in many}
 
-    files[0].write_text("changed\n", encoding="utf-8")
-    os.utime(files[0], ns=(1, 1))
+    many[0].write_text("changed\n", encoding="utf-8")
+    os.utime(many[0], ns=(1, 1))
     looking = StatCache(kept, writable=False)
-    assert looking.sha1(files[0]) == hashlib.sha1(b"changed\n").hexdigest()
-    assert looking.sha1(files[1]) == hashlib.sha1(b"1\n").hexdigest()
+    assert looking.sha1(many[0]) == hashlib.sha1(b"changed\n").hexdigest()
+    assert looking.sha1(many[1]) == hashlib.sha1(b"a1\n").hexdigest()
 
-    for path in files[2:]:
+    monkeypatch.setattr(stat_cache, "PRUNE_SLACK", 0)
+    for path in many[2:]:
         path.unlink()
-    small = StatCache(kept, margin_ns=0)
-    small.sha1(files[1])
-    small.save()  # the cache holds far more than this process looked up: pruned
-    assert _kept_paths(kept) == {str(files[1])}  # files[0] changed, the rest are gone
+    newer = files("b", BATCH + 10)  # the cache more than doubles since it was pruned
+    growing = StatCache(kept, margin_ns=0)
+    for path in newer:
+        growing.sha1(path)
+    growing.save()
+    assert _kept_paths(kept) == {str(many[1])} | {str(path) for path in newer}
 
     kept.write_bytes(b"not a database")
     damaged = StatCache(kept, margin_ns=0)
-    assert damaged.sha1(files[1]) == hashlib.sha1(b"1\n").hexdigest()
+    assert damaged.sha1(many[1]) == hashlib.sha1(b"a1\n").hexdigest()
     damaged.save()
-    assert _kept_paths(kept) == {str(files[1])}
+    assert _kept_paths(kept) == {str(many[1])}

@@ -38,8 +38,9 @@ if TYPE_CHECKING:
     from fdp_tasks.store.sql import Store
 
 FORMAT = 2  # each answer kept as its JSON text
-# Rows of one streamed answer (`newest_files`) kept at most: a longer one is read again
-KEPT_ROWS = 2000
+# Rows of one streamed answer (`newest_files`) kept at most: the kept answers are read whole
+# by every command, so a longer one is read again from the store, a page at a time
+KEPT_ROWS = 10_000
 _DATETIME = "$datetime"
 # doit's worker threads may all need the store at once: it is opened by one at a time, as
 # it was when every command opened it before running any task

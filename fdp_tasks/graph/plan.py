@@ -312,30 +312,22 @@ class Plan:
         self.remember_answers()
         return intact
 
-    def intact_products(
-        self, refs: list[ProductRef], many: bool | None = None
-    ) -> set[ProductRef]:
+    def intact_products(self, refs: list[ProductRef], remember: bool = True) -> set[ProductRef]:
         """Which of these products `product_intact` would find intact, their files asked
         for a page of names at a time in one query (a pull of a glob over thousands of
         products asks a few, not a few per product), with what was hashed and asked kept
-        once at the end. `many`: a page of a look-up of many (default: more than a query's
-        worth), asked of the store rather than kept as answers."""
-        from fdp_tasks.graph.answers import store_behind
-
+        once at the end (`remember`; a caller asking page after page keeps them once, when
+        it is done)."""
         by_namespace: dict[str, list[ProductRef]] = {}
         for ref in refs:
             by_namespace.setdefault(ref.namespace, []).append(ref)
         here: set[ProductRef] = set()
         step = queries.NAMES_PER_QUERY
-        # more than a query's worth is a pull's look-up, not a no-op's: asked of the store,
-        # not kept as answers that every later command would read back whole
-        many = len(refs) > step if many is None else many
-        store = store_behind(self.store) if many else self.store
         for namespace, group in by_namespace.items():
             names = sorted({ref.name for ref in group})
             wanted = {(ref.name, ref.version_text): ref for ref in group}
             for start in range(0, len(names), step):
-                rows = store.product_files(namespace, names[start : start + step])
+                rows = self.store.product_files(namespace, names[start : start + step])
                 for name, version, path, sha1, root in rows:
                     asked = wanted.get((name, version))
                     if (
@@ -344,7 +336,8 @@ class Plan:
                         and intact(self.data, path, sha1, root=root, hashes=self.hashes)
                     ):
                         here.add(asked)
-        self.remember_answers()
+        if remember:
+            self.remember_answers()
         return here
 
     def read_present(self, item: ReadItem) -> bool:

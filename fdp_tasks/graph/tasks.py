@@ -149,12 +149,11 @@ def _to_pull(
         wanted: Iterator[tuple[str, str]] = iter([(item.name, item.version)])
     else:
         wanted = session.remote_newest(remote, item)
-    matched = many = False
+    matched = False
     while page := list(itertools.islice(wanted, PULL_BATCH)):
-        # a glob of more than a page is a look-up of many: asked of the store, not kept
-        matched, many = True, many or len(page) == PULL_BATCH
+        matched = True
         refs = [item.product(name, version) for name, version in page]
-        here = plan.intact_products(refs, many=many)
+        here = plan.intact_products(refs, remember=False)
         for ref in refs:
             if ref in here:
                 continue  # already here: asking the remote was only about newer versions
@@ -165,6 +164,7 @@ def _to_pull(
                     f"({remote.url})"
                 )
             yield ref, product
+    plan.remember_answers()  # what was hashed and asked, kept once
     if not matched:
         raise FdpError(
             f"{plan.cfg.file}: {item.key}: {item.label} matches nothing on remote {remote.name}"
