@@ -88,6 +88,14 @@ def glob_matches(pattern: str, name: str) -> bool:
     return _glob_regex(pattern).fullmatch(name) is not None
 
 
+def like_pattern(pattern: str) -> str:
+    """A name pattern as SQL's LIKE (with ESCAPE '\\'): '*' as '%', and LIKE's own '%',
+    '_' and escape taken literally. LIKE ignores case and lets '*' cross '/', so it only
+    narrows what is read: the names it finds are matched exactly after."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace(GLOB, "%")
+
+
 @functools.lru_cache(maxsize=256)
 def _glob_regex(pattern: str) -> re.Pattern[str]:
     """A pattern's regex, made once: a pull matches one pattern against every name listed."""

@@ -98,7 +98,9 @@ class StatCache:
             return None
         if signature(after) == sig and _settled(after, hashed_at - self.margin_ns):
             with self._lock:
-                if self.path is None or len(self._new) < BATCH or self.writable:
+                # kept for this process: all of them in memory only, or to be written a
+                # batch at a time; a cache that is only read keeps a batch
+                if self.writable or self.path is None or len(self._new) < BATCH:
                     self._new[key] = (sig, digest)
                 if len(self._new) >= BATCH and self.writable:
                     self._write()  # a batch at a time: memory holds a batch, not every file
@@ -132,8 +134,8 @@ class StatCache:
 
     def save(self) -> None:
         """Keep what this process hashed for the next one, and drop the entries of files
-        gone or changed once the cache holds far more than this process looked up; a
-        cache that cannot be written is only a slower next check."""
+        gone or changed once the cache has doubled since it was last pruned; a cache that
+        cannot be written is only a slower next check."""
         with self._lock:
             if not self.writable:
                 return
@@ -166,22 +168,18 @@ class StatCache:
             if self.writable:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
+                db.executescript(_TABLES)
             elif self.path.is_file():
                 uri = f"{self.path.resolve().as_uri()}?mode=ro"
                 db = sqlite3.connect(uri, uri=True, timeout=5, check_same_thread=False)
             else:
                 return None
-            if self.writable:
-                db.executescript(_TABLES)
             (version,) = db.execute("PRAGMA user_version").fetchone()
             if version != FORMAT:
                 if not self.writable:
                     db.close()
                     return None
-                db.execute("DELETE FROM files")
-                db.execute("DELETE FROM pruned")
-                db.execute(f"PRAGMA user_version = {FORMAT}")
-                db.commit()
+                _emptied(db)  # another format's (or a new file): begun anew
         except sqlite3.Error:
             # damaged, or not a cache: made anew where this process may write it
             if not self.writable:
@@ -189,9 +187,7 @@ class StatCache:
             try:
                 self.path.unlink(missing_ok=True)
                 db = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
-                db.executescript(_TABLES)
-                db.execute(f"PRAGMA user_version = {FORMAT}")
-                db.commit()
+                _emptied(db)
             except (OSError, sqlite3.Error):
                 return None
         self._db = db
@@ -263,6 +259,15 @@ _TABLE = (
     "ctime INTEGER, inode INTEGER, device INTEGER, sha1 TEXT) WITHOUT ROWID"
 )
 _TABLES = f"{_TABLE}; CREATE TABLE IF NOT EXISTS pruned (rows INTEGER);"
+
+
+def _emptied(db: sqlite3.Connection) -> None:
+    """The cache's tables made, or emptied, in this format."""
+    db.executescript(_TABLES)
+    db.execute("DELETE FROM files")
+    db.execute("DELETE FROM pruned")
+    db.execute(f"PRAGMA user_version = {FORMAT}")
+    db.commit()
 
 
 def _is_regular(found: os.stat_result) -> bool:

@@ -42,6 +42,7 @@ FORMAT = 2  # each answer kept as its JSON text
 # by every command, so a longer one is read again from the store, a page at a time
 KEPT_ROWS = 10_000
 _DATETIME = "$datetime"
+_UNKNOWN = object()  # no answer kept for a look-up (None is an answer)
 # doit's worker threads may all need the store at once: it is opened by one at a time, as
 # it was when every command opened it before running any task
 _OPENING = threading.Lock()
@@ -213,14 +214,11 @@ class Answers:
         """The store's `newest_files`, kept as an answer only while it is short: a read
         of thousands of products is streamed from the store, a page at a time, rather
         than held (and kept, and read back whole) as one answer."""
-        key = ["newest_files", namespace, pattern]
-        text = _encode(key, sort_keys=True)
-        with self._lock:
-            known = self._known.get(text) if not self._passing and self._unchanged() else None
-        if known is not None:
-            with contextlib.suppress(ValueError):  # a damaged file: ask the store
-                yield from (tuple(row) for row in _decode(known))
-                return
+        text = _encode(["newest_files", namespace, pattern], sort_keys=True)
+        known = self._known_answer(text)
+        if known is not _UNKNOWN:
+            yield from (tuple(row) for row in known)
+            return
         kept: list[tuple[Any, ...]] | None = [] if self.writable else None
         for row in self.store.newest_files(namespace, pattern):
             if kept is not None:
@@ -229,9 +227,7 @@ class Answers:
                     kept = None
             yield row
         if kept is not None:
-            with self._lock:
-                if not self._passing and self._unchanged():
-                    self._new[text] = self._known[text] = _encode(kept)
+            self._keep(text, kept)
 
     def _answer(self, key: list[Any], ask: Callable[[], Any]) -> Any:
         """The answer kept for `key` while the registry is unchanged, else the store's (kept
@@ -240,23 +236,33 @@ class Answers:
             text = _encode(key, sort_keys=True)
         except (TypeError, ValueError):
             return ask()
+        known = self._known_answer(text)
+        if known is not _UNKNOWN:
+            return known
+        answer = ask()  # may raise, as the store does (NotFound, say): nothing is kept
+        if self.writable:  # else kept by no one: not worth encoding
+            self._keep(text, answer)
+        return answer
+
+    def _known_answer(self, text: str) -> Any:
+        """The answer kept for a key's text while the registry is unchanged (which may be
+        None), else `_UNKNOWN`: none is kept, or it is damaged, and the store is asked."""
         with self._lock:
             if not self._passing and self._unchanged():
                 if text in self._known:
-                    with contextlib.suppress(ValueError):  # a damaged file: ask the store
+                    with contextlib.suppress(ValueError):
                         return _decode(self._known[text])
             else:
                 self._pass_through()
-        answer = ask()  # may raise, as the store does (NotFound, say): nothing is kept
-        if not self.writable:
-            return answer  # kept by no one: not worth encoding
+        return _UNKNOWN
+
+    def _keep(self, text: str, answer: Any) -> None:
+        """Keep an answer the store just gave, if the registry did not change meanwhile."""
         with self._lock:
             if not self._passing and self._unchanged():
-                kept = _encode(answer)
-                self._new[text] = self._known[text] = kept
+                self._new[text] = self._known[text] = _encode(answer)
             else:
                 self._pass_through()
-        return answer
 
     def _unchanged(self) -> bool:
         return self._files is not None and fingerprint(self._files) == self._print

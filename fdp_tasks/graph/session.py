@@ -56,8 +56,6 @@ if TYPE_CHECKING:  # the SQL engine is imported by whoever opens the store
 # What the doit tasks are given: the command's one session, however often it is asked for.
 SessionFor = Callable[[], "SyncSession"]
 
-# A remote's data products in one namespace, by (name, version)
-
 # The session of each (config, remote) in this process; one made before a fork is not used
 # after it (SyncSession.pid says whose it is).
 _BY_PROCESS: dict[tuple[str, str | None], SyncSession] = {}

@@ -32,7 +32,7 @@ from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from fdp_tasks.names import glob_matches
+from fdp_tasks.names import glob_matches, like_pattern
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Record
 from fdp_tasks.store.cache import CachedRegistry, iter_listing
@@ -131,8 +131,7 @@ class ProductListing:
     def newest(self, pattern: str) -> Iterator[tuple[str, str]]:
         """(name, newest version) of every product name matching `pattern` (a glob, or a
         name), by name, a page of names at a time."""
-        like = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        like = like.replace("*", "%")
+        like = like_pattern(pattern)
         after = ""  # names are never empty
         while True:
             with self._lock:

@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql as sa_postgresql
 from sqlalchemy.dialects import sqlite as sa_sqlite
 from sqlalchemy.engine import Connection
 
-from fdp_tasks.names import namespace_problem, product_name_problem
+from fdp_tasks.names import like_pattern, namespace_problem, product_name_problem
 from fdp_tasks.store import migrations
 from fdp_tasks.store.base import (
     InvalidRecord,
@@ -411,13 +411,7 @@ class Store:
             elif key in rtype.glob and isinstance(value, str) and "*" in value:
                 if "\x00" in value:
                     raise InvalidRecord("expected text without NUL characters", rtype.name, key)
-                pattern = (
-                    value.replace("\\", "\\\\")
-                    .replace("%", "\\%")
-                    .replace("_", "\\_")
-                    .replace("*", "%")
-                )
-                conds.append(table.c[key].like(pattern, escape="\\"))
+                conds.append(table.c[key].like(like_pattern(value), escape="\\"))
                 post.append((key, value))
             elif isinstance(value, (list, tuple, set, frozenset)):
                 # any of several values (the SQL store only: a look-up of many at once)
