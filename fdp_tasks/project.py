@@ -32,6 +32,7 @@ from fdp_tasks.config.templates import git_root
 from fdp_tasks.datastore import DataStore
 from fdp_tasks.errors import BadInput, FdpError
 from fdp_tasks.files import read_secret, replace_text
+from fdp_tasks.processes import pid_alive
 from fdp_tasks.scalars import positive_int
 from fdp_tasks.store.base import database_url
 from fdp_tasks.store.tokens import (
@@ -493,7 +494,7 @@ class Project:
         pending = self.server_dir / "job-tokens"
         pending.mkdir(parents=True, exist_ok=True)
         for note in pending.glob("*.pid"):
-            if not _alive(note.read_text(encoding="utf-8").strip()):
+            if not _noted_pid_alive(note):
                 provisional.drop(store, note.stem)
                 store.revoke_digest(note.stem)
                 note.unlink(missing_ok=True)
@@ -653,15 +654,12 @@ def config_not_found(name: str, here: Path, example: str) -> BadInput:
     return BadInput(f"{name}: no such config file (create one with `fdp init`)")
 
 
-def _alive(pid_text: str) -> bool:
-    """Whether the process with this id still runs (a token of a running job stays valid)."""
+def _noted_pid_alive(note: Path) -> bool:
+    """Whether the process a job token's note names still runs (its token stays valid)."""
     try:
-        os.kill(int(pid_text), 0)
-    except (ValueError, ProcessLookupError):
+        return pid_alive(int(note.read_text(encoding="utf-8").strip()))
+    except (OSError, ValueError):
         return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    return True
 
 
 def project_root(start: Path) -> Path:

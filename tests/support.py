@@ -167,7 +167,7 @@ def running(pid: int) -> bool:
     """Whether a process runs (a zombie, ended but not yet reaped, does not)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or going between open and read
         return False
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 

@@ -36,6 +36,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from fdp_tasks.errors import BadInput, FdpError
 from fdp_tasks.files import replace_text
+from fdp_tasks.processes import pid_alive
 from fdp_tasks.server.access_log import AccessLog, open_access_log
 from fdp_tasks.server.app import create_app
 from fdp_tasks.server.blobs import blobs_location
@@ -458,22 +459,7 @@ def _pid_alive(pid: int) -> bool:
             return True
         _children.pop(pid, None)
         return False
-    if os.name == "nt":
-        out = subprocess.run(
-            ["tasklist", "/FI", f"PID eq {pid}", "/NH"], capture_output=True, text=True
-        ).stdout
-        return str(pid) in out
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return True
-    return "\nState:\tZ" not in status
+    return pid_alive(pid)
 
 
 def _cmdline(pid: int) -> str | None:

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
+from fdp_tasks.processes import pid_alive
 from fdp_tasks.store.sql import Store
 
 
@@ -82,20 +83,6 @@ def drop(store: Store, job: str) -> int:
     return deleted
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # someone else's process, or a platform that cannot tell: alive
-    try:
-        with open(f"/proc/{pid}/status", encoding="utf-8") as fh:
-            return "\nState:\tZ" not in fh.read()
-    except OSError:
-        return True
-
-
 def drop_dead(store: Store) -> int:
     """Delete the records of jobs of this host whose process is gone; how many."""
     jobs = store.provisional_jobs
@@ -103,7 +90,7 @@ def drop_dead(store: Store) -> int:
         rows = conn.execute(
             sa.select(jobs.c.digest, jobs.c.pid).where(jobs.c.host == this_host())
         ).all()
-    return sum(drop(store, digest) for digest, pid in rows if not _alive(pid))
+    return sum(drop(store, digest) for digest, pid in rows if not pid_alive(pid))
 
 
 def pending(store: Store) -> int:
