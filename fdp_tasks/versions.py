@@ -7,8 +7,10 @@ and do not depend on which third-party semver release happens to be installed.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache, total_ordering
+from typing import TypeVar
 
 _NUM = r"0|[1-9]\d*"
 _PRE_ID = r"0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*"
@@ -120,6 +122,31 @@ def latest(versions: list[str]) -> str | None:
     """The highest valid version among versions, or None if there is none."""
     ordered = sort_versions(list(versions))
     return ordered[-1] if ordered else None
+
+
+Row = TypeVar("Row")
+
+
+def newest_of_each_name(rows: Iterable[tuple[str, str, Row]]) -> Iterator[Row]:
+    """The row of the highest version of each name, from (name, version, row) triples in
+    which the rows of a name come together (ordered by name, say): one name's rows are held
+    at a time, so a stream of any length can be read. Versions that do not parse are passed
+    over, as `latest` passes them."""
+    name: str | None = None
+    best: tuple[Version, Row] | None = None
+    for row_name, text, row in rows:
+        try:
+            version = Version.parse(text)
+        except VersionError:
+            continue
+        if row_name != name:
+            if best is not None:
+                yield best[1]
+            name, best = row_name, None
+        if best is None or version > best[0]:
+            best = (version, row)
+    if best is not None:
+        yield best[1]
 
 
 def _bump_ids(ids: tuple[str, ...], default: str) -> tuple[str, ...]:

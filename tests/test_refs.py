@@ -15,7 +15,7 @@ from support import REPO, Env, register_only
 
 from fdp_tasks.errors import BadInput
 from fdp_tasks.refs import PartialRef, ProductRef, RefError
-from fdp_tasks.versions import Version
+from fdp_tasks.versions import Version, newest_of_each_name
 
 # -- parsing and formatting -------------------------------------------------------------------
 
@@ -144,6 +144,22 @@ def test_partial_refs_resolve_against_defaults_and_versions(text: str, expected:
     resolved = PartialRef.parse(text).resolve("dflt", EXISTING)
     assert resolved == ProductRef.parse(expected)
     assert str(resolved) == expected
+
+
+def test_the_newest_of_each_name_in_semver_order_passing_over_what_does_not_parse() -> None:
+    rows = [
+        ("a", "0.9.0", 1),
+        ("a", "0.10.0", 2),  # semver, not text order
+        ("a", "1.0.0", 3),
+        ("a", "1.0.0-rc.1", 4),  # a prerelease is below its release...
+        ("b", "garbage", 5),  # a name with no version that parses has no newest
+        ("c", "1.0.0-rc.1", 6),  # ...but above what came before it
+        ("c", "0.1.0", 7),
+        ("c", "v2", 8),
+    ]
+    assert list(newest_of_each_name(rows)) == [3, 6]
+    assert list(newest_of_each_name(iter(rows))) == [3, 6]  # a stream, read once
+    assert list(newest_of_each_name([])) == []
 
 
 def test_an_incrementer_starts_from_nothing() -> None:

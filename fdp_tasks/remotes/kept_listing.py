@@ -36,7 +36,7 @@ from fdp_tasks.names import glob_matches, like_pattern
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Record
 from fdp_tasks.store.cache import CachedRegistry, iter_listing
-from fdp_tasks.versions import Version
+from fdp_tasks.versions import newest_of_each_name
 
 log = logging.getLogger(__name__)
 
@@ -147,17 +147,12 @@ class ProductListing:
                     "ESCAPE '\\' AND (? IS NULL OR name <= ?)",
                     (after, like, last, last),
                 ).fetchall()
-            best: dict[str, tuple[Version, str]] = {}
-            for name, version in rows:
-                if not _matches(pattern, name):
-                    continue
-                try:
-                    parsed = Version.parse(version)
-                except ValueError:
-                    continue
-                if name not in best or parsed > best[name][0]:
-                    best[name] = (parsed, version)
-            yield from ((name, best[name][1]) for name in sorted(best))
+            rows.sort(key=lambda row: row[0])
+            yield from newest_of_each_name(
+                (name, version, (name, version))
+                for name, version in rows
+                if _matches(pattern, name)
+            )
             if last is None:
                 return
             after = last

@@ -116,20 +116,14 @@ def product_names(registry: Registry, namespace: str, pattern: str) -> list[str]
 
 def latest_products(registry: Registry, namespace: str, pattern: str) -> list[Record]:
     """The highest version of every product name matching `pattern`, in one query."""
-    from fdp_tasks.versions import Version
+    from fdp_tasks.versions import newest_of_each_name
 
     ns = namespace_id(registry, namespace)
     if ns is None:
         return []
-    best: dict[str, tuple[Version, Record]] = {}
-    for row in registry.find("data_product", {"namespace": ns, "name": pattern}):
-        try:
-            version = Version.parse(row["version"])
-        except ValueError:
-            continue
-        if row["name"] not in best or version > best[row["name"]][0]:
-            best[row["name"]] = (version, row)
-    return [best[name][1] for name in sorted(best)]
+    rows = registry.find("data_product", {"namespace": ns, "name": pattern})
+    rows.sort(key=lambda row: row["name"])  # stable: a name's rows stay in their order
+    return list(newest_of_each_name((row["name"], row["version"], row) for row in rows))
 
 
 def locate(registry: Registry, product: Record) -> Located:

@@ -43,7 +43,7 @@ from fdp_tasks.store.base import (
 )
 from fdp_tasks.store.schema import RecordType, RegistrySchema, load_schema
 from fdp_tasks.store.values import BadValue, coerce, parse_moment
-from fdp_tasks.versions import Version
+from fdp_tasks.versions import newest_of_each_name
 
 
 class UtcDateTime(sa.types.TypeDecorator):
@@ -582,7 +582,13 @@ class Store:
             .order_by(product.c.name, product.c.id)
             .limit(page)
         )
-        best: tuple[Any, tuple[str, str, str, str, str]] | None = None
+        return newest_of_each_name(self._paged_files(query, pattern, bool(post), page))
+
+    def _paged_files(
+        self, query: sa.Select, pattern: str, post: bool, page: int
+    ) -> Iterator[tuple[str, str, tuple[str, str, str, str, str]]]:
+        """newest_files' rows, a page at a time after the last (name, id) read."""
+        product = self.tables["data_product"]
         after: tuple[str, int] | None = None
         while True:
             paged = query
@@ -597,21 +603,10 @@ class Store:
                 rows = conn.execute(paged).all()
             for name, record_id, version, path, sha1, where in rows:
                 after = (name, record_id)
-                if post and not fnmatch.fnmatchcase(name, pattern):
-                    continue
-                try:
-                    parsed = Version.parse(version)
-                except ValueError:
-                    continue
-                if best is not None and best[1][0] != name:
-                    yield best[1]
-                    best = None
-                if best is None or parsed > best[0]:
-                    best = (parsed, (name, version, path or "", sha1 or "", where or ""))
+                if not post or fnmatch.fnmatchcase(name, pattern):
+                    yield name, version, (name, version, path or "", sha1 or "", where or "")
             if len(rows) < page:
-                break
-        if best is not None:
-            yield best[1]
+                return
 
     def count(self, type_name: str, filters: dict[str, Any] | None = None) -> int:
         rtype = self._type(type_name)
