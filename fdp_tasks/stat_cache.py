@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from fdp_tasks.files import sha1_file
+from fdp_tasks.kept_db import open_kept
 
 # How much older than the moment it was hashed a file's timestamps must be to be remembered:
 # far more than any file system's timestamp granularity (at most 2 s, FAT's).
@@ -164,34 +165,10 @@ class StatCache:
         self._opened = True
         if self.path is None:
             return None
-        try:
-            if self.writable:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
-                db.executescript(_TABLES)
-            elif self.path.is_file():
-                uri = f"{self.path.resolve().as_uri()}?mode=ro"
-                db = sqlite3.connect(uri, uri=True, timeout=5, check_same_thread=False)
-            else:
-                return None
-            (version,) = db.execute("PRAGMA user_version").fetchone()
-            if version != FORMAT:
-                if not self.writable:
-                    db.close()
-                    return None
-                _emptied(db)  # another format's (or a new file): begun anew
-        except sqlite3.Error:
-            # damaged, or not a cache: made anew where this process may write it
-            if not self.writable:
-                return None
-            try:
-                self.path.unlink(missing_ok=True)
-                db = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
-                _emptied(db)
-            except (OSError, sqlite3.Error):
-                return None
-        self._db = db
-        return db
+        # the JSON file of earlier releases, which this one replaces
+        earlier = self.path.with_suffix(".json")
+        self._db = open_kept(self.path, _TABLES, FORMAT, self.writable, earlier)
+        return self._db
 
     def _kept(self, key: str) -> tuple[Signature, str] | None:
         return _entry(self._connection(), _KEPT, key)
@@ -258,16 +235,7 @@ _TABLE = (
     "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, "
     "ctime INTEGER, inode INTEGER, device INTEGER, sha1 TEXT) WITHOUT ROWID"
 )
-_TABLES = f"{_TABLE}; CREATE TABLE IF NOT EXISTS pruned (rows INTEGER);"
-
-
-def _emptied(db: sqlite3.Connection) -> None:
-    """The cache's tables made, or emptied, in this format."""
-    db.executescript(_TABLES)
-    db.execute("DELETE FROM files")
-    db.execute("DELETE FROM pruned")
-    db.execute(f"PRAGMA user_version = {FORMAT}")
-    db.commit()
+_TABLES = f"{_TABLE}; CREATE TABLE IF NOT EXISTS pruned (rows INTEGER)"
 
 
 def _is_regular(found: os.stat_result) -> bool:

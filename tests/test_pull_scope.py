@@ -299,7 +299,10 @@ def test_a_pull_keeps_the_remote_listing_and_asks_only_for_what_is_newer(
     assert kept_rows(kept) == 2 * n
 
     kept.write_bytes(b"not a database")
+    earlier = kept.with_suffix(".json")  # as an earlier release kept the listing
+    earlier.write_text("{}", encoding="utf-8")
     counting_registry.queries.clear()
     assert "nothing newer" in everyone.fdp("pull").stdout
     (whole,) = product_listings(counting_registry)
     assert int(whole["page_size"][0]) > n
+    assert kept_rows(kept) == 2 * n and not earlier.exists()

@@ -98,6 +98,17 @@ def test_an_output_replaced_by_another_file_of_the_same_size_and_mtime_is_seen(
     assert "job" in ran.doit().executed
 
 
+def test_the_json_cache_of_earlier_releases_goes_once_the_new_one_is_made(ran: Env) -> None:
+    [cache] = (ran.project / ".fdp" / "configs").rglob("hashes.db")
+    old = cache.with_name("hashes.json")
+    old.write_text(json.dumps({str(_output(ran)): [1, 2, 3, "0" * 40]}), encoding="utf-8")
+    cache.unlink()  # as after an upgrade: the JSON file there, no SQLite one yet
+    ran.fdp("status", "--json")  # reads, never writes: leaves both as they are
+    assert old.exists() and not cache.exists()
+    assert ran.doit().executed == []
+    assert cache.exists() and not old.exists()
+
+
 def test_status_reads_the_cache_but_never_writes_it(ran: Env) -> None:
     [cache] = (ran.project / ".fdp" / "configs").rglob("hashes.db")
     before = cache.stat().st_mtime_ns, cache.read_bytes()
@@ -150,14 +161,29 @@ def test_a_no_op_on_an_unchanged_registry_loads_no_sql_engine(ran: Env) -> None:
     result = ran.run(sys.executable, "-c", REPORT_IMPORTS)
     assert result.executed == [] and "job" in result.up_to_date
     assert _imported(result.stderr) == []
-    [kept] = (ran.project / ".fdp" / "configs").rglob("registry-answers.json")
-    assert json.loads(kept.read_text(encoding="utf-8"))["answers"]
+    [kept] = (ran.project / ".fdp" / "configs").rglob("registry-answers.db")
+    with contextlib.closing(sqlite3.connect(kept)) as db:
+        assert db.execute("SELECT count(*) FROM answers").fetchone()[0] > 0
     # `fdp status` only reads: the config's validation is kept by `fdp run`, as it names it
     assert ran.fdp("run").executed == []
     status = ran.run(sys.executable, "-c", REPORT_IMPORTS, "fdp_tasks.cli.main", "status")
     rows = [line.split()[:2] for line in status.stdout.splitlines()]
     assert ["up-to-date", "job"] in rows and ["unknown", "push:test:out/summary@0.0.1"] in rows
     assert _imported(status.stderr) == []
+
+
+def test_damaged_or_earlier_kept_answers_are_only_a_slower_check(ran: Env) -> None:
+    [kept] = (ran.project / ".fdp" / "configs").rglob("registry-answers.db")
+    earlier = kept.with_name("registry-answers.json")  # an earlier release's
+    earlier.write_text('{"format": 2, "answers": {}}', encoding="utf-8")
+    kept.write_bytes(b"not a database")
+    status = ran.run(sys.executable, "-c", REPORT_IMPORTS, "fdp_tasks.cli.main", "status")
+    assert ["up-to-date", "job"] in [line.split()[:2] for line in status.stdout.splitlines()]
+    assert kept.read_bytes() == b"not a database"  # status only reads
+    assert ran.doit().executed == []  # asks the store, and keeps its answers anew
+    assert not earlier.exists()
+    result = ran.run(sys.executable, "-c", REPORT_IMPORTS)
+    assert result.executed == [] and _imported(result.stderr) == []
 
 
 def test_a_registry_changed_after_its_answers_were_kept_is_read_again(ran: Env) -> None:

@@ -4,9 +4,11 @@ A no-op asks the local registry the same few questions every time (is this regis
 recorded, where is each read, which files did the last run write), and opening a SQL
 engine to ask them costs more than the answers. `Answers` stands in front of the store:
 it answers the read-only look-ups the checks make (`find`, `get`, `get_many`,
-`run_outputs`) from a JSON file in the config's state while the registry's database
+`run_outputs`) from a SQLite file in the config's state while the registry's database
 files are exactly as they were when those answers were read, and opens the store (and
-the SQL engine) only for anything else, or once anything changed.
+the SQL engine) only for anything else, or once anything changed. Answers are looked up
+one at a time, so a command holds those it asks for, not every one kept (a pull of
+100,000 products keeps as many).
 
 "Unchanged" is the stat of the SQLite database and of its write-ahead log (size, mtime,
 ctime, inode), as the stat cache trusts a data file: any write to the registry changes
@@ -23,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,17 +33,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fdp_tasks.files import write_atomically
+from fdp_tasks.kept_db import open_kept
 from fdp_tasks.scalars import parse_datetime
 from fdp_tasks.stat_cache import RACY_MARGIN_NS, signature
 
 if TYPE_CHECKING:
     from fdp_tasks.store.sql import Store
 
-FORMAT = 2  # each answer kept as its JSON text
-# Rows of one streamed answer (`newest_files`) kept at most: the kept answers are read whole
-# by every command, so a longer one is read again from the store, a page at a time
+FORMAT = 3  # the SQLite file's user_version; each answer kept as its JSON text
+# Rows of one streamed answer (`newest_files`) kept at most: an answer is read whole, so a
+# longer one is read again from the store, a page at a time
 KEPT_ROWS = 10_000
+# the registry and its files' stat the answers were read from, and the answers by question
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS read_from (registry TEXT NOT NULL, fingerprint TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS answers (question TEXT PRIMARY KEY, answer TEXT NOT NULL) "
+    "WITHOUT ROWID"
+)
 _DATETIME = "$datetime"
 _UNKNOWN = object()  # no answer kept for a look-up (None is an answer)
 # doit's worker threads may all need the store at once: it is opened by one at a time, as
@@ -134,8 +143,10 @@ class Answers:
         self._files = database_files(url)
         self._print = fingerprint(self._files) if self._files else None
         self._read_at = time.time_ns()
-        self._known: dict[str, str] = self._load() if self._print is not None else {}
-        self._new: dict[str, str] = {}
+        self._db: sqlite3.Connection | None = None
+        self._opened = self._print is None  # the file is opened on the first look-up
+        self._current: bool | None = None  # whether it holds answers from the registry now
+        self._new: dict[str, str] = {}  # answers the store gave this command, not yet kept
         self._passing = self._print is None  # every look-up goes to the store
 
     # --------------------------------------------------------------- the store
@@ -159,7 +170,6 @@ class Answers:
     def _pass_through(self) -> None:
         with self._lock:
             self._passing = True
-            self._known.clear()
             self._new.clear()
 
     # ---------------------------------------------------------------- look-ups
@@ -248,19 +258,22 @@ class Answers:
         """The answer kept for a key's text while the registry is unchanged (which may be
         None), else `_UNKNOWN`: none is kept, or it is damaged, and the store is asked."""
         with self._lock:
-            if not self._passing and self._unchanged():
-                if text in self._known:
-                    with contextlib.suppress(ValueError):
-                        return _decode(self._known[text])
-            else:
+            if self._passing or not self._unchanged():
                 self._pass_through()
+                return _UNKNOWN
+            kept = self._new.get(text)
+            if kept is None:
+                kept = self._kept(text)
+            if kept is not None:
+                with contextlib.suppress(ValueError):
+                    return _decode(kept)
         return _UNKNOWN
 
     def _keep(self, text: str, answer: Any) -> None:
         """Keep an answer the store just gave, if the registry did not change meanwhile."""
         with self._lock:
             if not self._passing and self._unchanged():
-                self._new[text] = self._known[text] = _encode(answer)
+                self._new[text] = _encode(answer)
             else:
                 self._pass_through()
 
@@ -268,26 +281,39 @@ class Answers:
         return self._files is not None and fingerprint(self._files) == self._print
 
     # ------------------------------------------------------------------ the file
-    def _load(self) -> dict[str, Any]:
+    def _connection(self) -> sqlite3.Connection | None:
+        if not self._opened:
+            self._opened = True
+            earlier = self.path.with_suffix(".json")  # earlier releases' answers
+            self._db = open_kept(self.path, _SCHEMA, FORMAT, self.writable, earlier)
+        return self._db
+
+    def _read_from(self, db: sqlite3.Connection) -> bool:
+        """Whether the kept answers were read from this registry as it is now (asked once:
+        another command keeps answers only from the registry as it is, which this one
+        checks before each look-up)."""
+        if self._current is None:
+            row = db.execute("SELECT registry, fingerprint FROM read_from").fetchone()
+            self._current = row == (self.url, json.dumps(self._print))
+        return self._current
+
+    def _kept(self, text: str) -> str | None:
+        db = self._connection()
+        if db is None:
+            return None
         try:
-            document = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        if (
-            not isinstance(document, dict)
-            or document.get("format") != FORMAT
-            or document.get("registry") != self.url
-            or document.get("fingerprint") != self._print
-            or not isinstance(document.get("answers"), dict)
-        ):
-            return {}
-        answers = document["answers"]
-        return answers if all(isinstance(v, str) for v in answers.values()) else {}
+            if not self._read_from(db):
+                return None
+            row = db.execute("SELECT answer FROM answers WHERE question = ?", (text,)).fetchone()
+        except sqlite3.Error:
+            return None
+        return None if row is None else row[0]
 
     def save(self) -> None:
-        """Keep the answers for the next command, if any are new and the registry was
-        settled and held no provisional records when they were read; a file that cannot
-        be written is only a slower next check."""
+        """Keep the new answers for the next command, if the registry was settled and held
+        no provisional records when they were read (answers kept from another state of
+        the registry are dropped first); a file that cannot be written is only a slower
+        next check."""
         with self._lock:
             if not self.writable or self._passing or not self._new or self._print is None:
                 return
@@ -298,14 +324,21 @@ class Answers:
 
                 if provisional.pending(self._store):
                     return
-            document = {
-                "format": FORMAT,
-                "registry": self.url,
-                "fingerprint": self._print,
-                "answers": self._known,
-            }
-            self._new = {}
-        try:
-            write_atomically(self.path, [json.dumps(document, separators=(",", ":")).encode()])
-        except OSError:
-            return
+            new, self._new = self._new, {}
+            db = self._connection()
+            if db is None:
+                return
+            try:
+                with db:
+                    self._current = None  # asked again, in the transaction
+                    if not self._read_from(db):
+                        db.execute("DELETE FROM answers")
+                        db.execute("DELETE FROM read_from")
+                        db.execute(
+                            "INSERT INTO read_from VALUES (?, ?)",
+                            (self.url, json.dumps(self._print)),
+                        )
+                    db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?)", new.items())
+            except sqlite3.Error:
+                return
+            self._current = True

@@ -52,7 +52,7 @@ def local_registry(project: Project, config_path: Path, readonly: bool = False) 
     answers = Answers(
         project.registry_db,
         project.read_store if readonly else project.store,
-        project.state_dir_for(config_path) / "registry-answers.json",
+        project.state_dir_for(config_path) / "registry-answers.db",
         writable=not readonly,
     )
     return cast("Store", answers)

@@ -308,6 +308,7 @@ def _keep(scratch: sqlite3.Connection, path: Path, url: str, namespace_id: int) 
             finally:
                 copy.close()
             os.replace(name, path)
+            path.with_suffix(".json").unlink(missing_ok=True)  # earlier releases' listing
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name)
