@@ -14,6 +14,7 @@ import io
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -196,6 +197,37 @@ def test_access_log_names_the_client_a_trusted_proxy_forwards(serve):
     served = serve(access_log=log, trusted_proxies=1)
     requests.get(f"{served.url}/api/", headers={**FORWARDED, "X-Forwarded-For": "203.0.113.7"})
     assert log.getvalue().startswith("203.0.113.7 - - [")
+
+
+# --- open connections ----------------------------------------------------------------------
+
+
+def test_a_server_holds_as_many_connections_as_it_is_told_and_queues_the_rest(tmp_path):
+    """`fdp registry start --connections 2`: two idle clients hold the server's two
+    connections, a third client waits unanswered until one of them leaves."""
+    env = Env(tmp_path)
+    db = str(tmp_path / "registry.db")
+    refused = env.fdp(
+        "registry", "start", "--db", db, "--port", "0", "--connections", "0", check=False
+    )
+    assert refused.returncode != 0
+    assert (
+        refused.stderr.strip().splitlines()[-1].endswith("--connections: expected 1 or more, got 0")
+    )
+    start = env.fdp("registry", "start", "--db", db, "--port", "0", "--connections", "2")
+    url = start.stdout.strip().split()[0]
+    host, port = re.match(r"http://([^:/]+):(\d+)/", url).groups()
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(2)]
+    try:
+        time.sleep(0.5)  # both accepted
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            requests.get(url, timeout=(5, 1.5))
+        idle.pop().close()
+        assert requests.get(url, timeout=30).status_code == 200
+    finally:
+        for sock in idle:
+            sock.close()
+        env.fdp("registry", "stop", "--db", db)
 
 
 # --- several worker processes ---------------------------------------------------------------

@@ -69,6 +69,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "--threads", type=int, default=8, metavar="N", help="threads per process (default 8)"
         )
         p.add_argument(
+            "--connections",
+            type=int,
+            default=None,
+            metavar="N",
+            help="open connections per process at most; more wait to be accepted (default "
+            "100, as waitress; a cluster's jobs each hold a few)",
+        )
+        p.add_argument(
             "--max-body-size",
             default="4M",
             metavar="SIZE",
@@ -237,12 +245,15 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         raise BadInput(f"--trusted-proxies: expected 0 or more, got {args.trusted_proxies}")
     if args.threads < 1:
         raise BadInput(f"--threads: expected 1 or more, got {args.threads}")
+    if args.connections is not None and args.connections < 1:
+        raise BadInput(f"--connections: expected 1 or more, got {args.connections}")
 
     return {
         "trusted_proxies": args.trusted_proxies,
         "max_body": parse_size(args.max_body_size),
         "access_log": args.access_log,
         "workers": args.workers,
+        **({} if args.connections is None else {"connections": args.connections}),
     }
 
 

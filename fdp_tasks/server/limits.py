@@ -29,6 +29,9 @@ from fdp_tasks.errors import BadInput
 
 MAX_BODY_BYTES = 4 << 20  # API requests carry JSON records of a few KiB each
 MAX_UPLOAD_BYTES = 1 << 40  # a data file through a signed upload URL: 1 TiB
+# Open connections a server process holds at once (waitress's default); more wait in the
+# listening socket's backlog until one closes. A cluster's jobs each hold a few
+CONNECTION_LIMIT = 100
 
 # (method, path, query string) of a request whose head was read -> may it send a large body?
 LargeBodyCheck = Callable[[str, str, str], bool]

@@ -41,6 +41,7 @@ from fdp_tasks.server.access_log import AccessLog, open_access_log
 from fdp_tasks.server.app import create_app
 from fdp_tasks.server.blobs import blobs_location
 from fdp_tasks.server.limits import (
+    CONNECTION_LIMIT,
     MAX_BODY_BYTES,
     MAX_UPLOAD_BYTES,
     LargeBodyCheck,
@@ -113,12 +114,14 @@ def _make_server(
     large_body: LargeBodyCheck | None = None,
     trusted_proxies: int = 0,
     sock: socket.socket | None = None,
+    connections: int = CONNECTION_LIMIT,
 ) -> Any:
     """A waitress server for `app` on host:port (or on the listening socket `sock`).
 
     Request bodies are limited to `max_body` bytes, except those of requests `large_body`
     admits by their head (see limits.py). Forwarded-by-proxy headers reach the app only
-    when `trusted_proxies` says a proxy sets them (the app then applies ProxyFix).
+    when `trusted_proxies` says a proxy sets them (the app then applies ProxyFix). At most
+    `connections` are open at once; more wait to be accepted.
     """
     # "Task queue depth" warnings only mean a burst of parallel requests; not for users.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
@@ -139,6 +142,8 @@ def _make_server(
         raise BadInput(f"cannot listen on {host}:{port}: {exc}") from None
     except OSError as exc:  # the port is taken, or the address is not this machine's
         raise RegistryError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    # waitress counts its own listening socket and wake-up pipe among the connections
+    server.adj.connection_limit = connections + len(server._map)
     listener: Any = server  # one socket: a TcpWSGIServer, whose connections are made so
     listener.channel_class = bounded_channel(large_body, max(max_body, MAX_UPLOAD_BYTES))
     return server
@@ -328,6 +333,7 @@ def serve_forever(
     access_log: str | None = None,
     workers: int = 1,
     listen_fd: int | None = None,
+    connections: int = CONNECTION_LIMIT,
 ) -> None:
     """Serve in the foreground until SIGTERM or Ctrl-C, then shut down gracefully.
 
@@ -360,6 +366,7 @@ def serve_forever(
                 large_body=large_body,
                 trusted_proxies=trusted_proxies,
                 sock=sock,
+                connections=connections,
             )
         bound = sock.getsockname()[1] if sock is not None else server.effective_port
         url = f"http://{_url_host(host)}:{bound}"
@@ -380,7 +387,14 @@ def serve_forever(
         try:
             if sock is not None and workers > 1:
                 command = _worker_command(
-                    db_url, blob_dir, public_url, threads, trusted_proxies, max_body, access_log
+                    db_url,
+                    blob_dir,
+                    public_url,
+                    threads,
+                    trusted_proxies,
+                    max_body,
+                    access_log,
+                    connections,
                 )
                 store.close()
                 Supervisor(sock, workers, command).run(stop)
@@ -407,6 +421,7 @@ def _worker_command(
     trusted_proxies: int,
     max_body: int,
     access_log: str | None,
+    connections: int,
 ) -> Callable[[int], list[str]]:
     """How a supervisor starts a worker on its listening socket (a file descriptor)."""
 
@@ -427,6 +442,8 @@ def _worker_command(
             str(trusted_proxies),
             "--max-body-size",
             str(max_body),
+            "--connections",
+            str(connections),
         ]
         if public_url:
             cmd += ["--public-url", public_url]
@@ -531,6 +548,7 @@ def start_background(
     max_body: int = MAX_BODY_BYTES,
     access_log: str | None = None,
     workers: int = 1,
+    connections: int = CONNECTION_LIMIT,
 ) -> str:
     """Start a detached server process and return its URL once `GET /api/` answers.
 
@@ -565,6 +583,7 @@ def start_background(
     ]
     cmd += ["--threads", str(threads), "--workers", str(workers)]
     cmd += ["--trusted-proxies", str(trusted_proxies), "--max-body-size", str(max_body)]
+    cmd += ["--connections", str(connections)]
     if public_url:
         cmd += ["--public-url", public_url]
     if access_log:
@@ -660,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--trusted-proxies", type=int, default=0)
     parser.add_argument("--max-body-size", default=str(MAX_BODY_BYTES))
+    parser.add_argument("--connections", type=int, default=CONNECTION_LIMIT)
     parser.add_argument("--access-log", default=None, help='a file, or "-" for stderr')
     parser.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -680,6 +700,7 @@ def main(argv: list[str] | None = None) -> int:
             access_log=args.access_log,
             workers=args.workers,
             listen_fd=args.listen_fd,
+            connections=args.connections,
         )
     except FdpError as exc:  # one line in the log, which `start_background` reports
         log.error("%s", exc)
