@@ -46,6 +46,7 @@ Relocate = Callable[[Record], int | None]
 # and whose records a pull writes in one transaction.
 PUSH_BATCH = 200
 PULL_BATCH = 200
+CLOSURES_KEPT = 16  # closures a push keeps, with their conflicts (see Pusher._closures)
 BUNDLE_FILES = 200  # small files sent or asked for in one request, where the remote can
 # A bundle sent holds this much at most: under the API's body limit of our server (4 MiB by
 # default; one set lower answers 413, and files then go one by one)
@@ -849,6 +850,9 @@ class Pusher:
         # listed, by the bytes phase: a push in pages walks each closure once, not per page
         self.clear: set[int] = set()
         self.listed: set[int] = set()
+        # the closures of the latest few sets of maker runs, and the conflict found in each:
+        # the N outputs of one run share a closure, walked and checked once, not N times
+        self._closures: dict[frozenset[int], tuple[list[int], OutOfSync | None]] = {}
 
     # ------------------------------------------------------------ bytes phase
     def files(self, product_ids: Iterable[int]) -> list[Record]:
@@ -1145,8 +1149,36 @@ class Pusher:
 
     def closure(self, product_id: int) -> list[int]:
         """Every data product a push of this one carries: its runs' inputs and outputs, and
-        theirs, back to the registered sources (the provenance walk's `Lineage.closure`)."""
-        return self.lineage.closure([product_id])
+        theirs, back to the registered sources (the provenance walk's `Lineage.closure`),
+        this product first."""
+        return self._closure(product_id)[0]
+
+    def _closure(self, product_id: int) -> tuple[list[int], frozenset[int]]:
+        """The closure, and the runs that made the product (the closure's key: products
+        made by the same runs have the same closure)."""
+        makers = frozenset(run["id"] for run in self.lineage.runs_of_product(product_id))
+        kept = self._closures.get(makers) if makers else None
+        if kept is None:
+            return self.lineage.closure([product_id]), makers
+        return [product_id, *(pid for pid in kept[0] if pid != product_id)], makers
+
+    def conflict(self, product_id: int) -> OutOfSync | None:
+        """Why the remote cannot take this product's closure (it holds one of its products
+        with other content), or None; found once for all the products of the same runs."""
+        products, makers = self._closure(product_id)
+        kept = self._closures.get(makers) if makers else None
+        if kept is not None and kept[1] is not None:
+            return kept[1]
+        found: OutOfSync | None = None
+        try:
+            self.check_conflicts(products)
+        except OutOfSync as exc:
+            found = exc
+        if makers:
+            while len(self._closures) >= CLOSURES_KEPT:
+                del self._closures[next(iter(self._closures))]  # the oldest
+            self._closures[makers] = (products, found)
+        return found
 
     def preflight(self, product_id: int) -> None:
         """Refuse before anything is sent if the remote holds any product of the closure
@@ -1156,8 +1188,10 @@ class Pusher:
             raise self.no_storage  # said once by the remote; not asked again for every item
         if product_id in self.cleared:
             return  # in a closure found clear, so its own closure is clear (a part of it)
+        found = self.conflict(product_id)
+        if found is not None:
+            raise OutOfSync(str(found))  # a new one each time: a raise adds to its traceback
         products = self.closure(product_id)
-        self.check_conflicts(products)
         self._probe_storage([pid for pid in products if pid not in self.done_products])
         self.cleared.update(products)
 
@@ -1187,12 +1221,9 @@ class Pusher:
         kept: list[int] = []
         for pid in product_ids:
             if pid not in self.clear and pid not in self.cleared:  # (cleared: by preflight)
-                closure = self.closure(pid)
-                try:
-                    self.check_conflicts(closure)
-                except OutOfSync:
+                if self.conflict(pid) is not None:
                     continue
-                self.clear.update(closure)
+                self.clear.update(self.closure(pid))
             kept.append(pid)
         return kept
 

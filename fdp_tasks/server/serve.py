@@ -142,10 +142,10 @@ def _make_server(
         raise BadInput(f"cannot listen on {host}:{port}: {exc}") from None
     except OSError as exc:  # the port is taken, or the address is not this machine's
         raise RegistryError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    # waitress counts its own listening socket and wake-up pipe among the connections
-    server.adj.connection_limit = connections + len(server._map)
     listener: Any = server  # one socket: a TcpWSGIServer, whose connections are made so
     listener.channel_class = bounded_channel(large_body, max(max_body, MAX_UPLOAD_BYTES))
+    # waitress counts its own listening socket and wake-up pipe among the connections
+    listener.adj.connection_limit = connections + len(listener._map)
     return server
 
 
