@@ -1149,32 +1149,31 @@ class Pusher:
 
     def closure(self, product_id: int) -> list[int]:
         """Every data product a push of this one carries: its runs' inputs and outputs, and
-        theirs, back to the registered sources (the provenance walk's `Lineage.closure`),
-        this product first."""
-        return self._closure(product_id)[0]
-
-    def _closure(self, product_id: int) -> tuple[list[int], frozenset[int]]:
-        """The closure, and the runs that made the product (the closure's key: products
-        made by the same runs have the same closure)."""
-        makers = frozenset(run["id"] for run in self.lineage.runs_of_product(product_id))
+        theirs, back to the registered sources (the provenance walk's `Lineage.closure`).
+        Products made by the same runs have the same closure: the latest are kept."""
+        makers = self._makers(product_id)
         kept = self._closures.get(makers) if makers else None
-        if kept is None:
-            return self.lineage.closure([product_id]), makers
-        return [product_id, *(pid for pid in kept[0] if pid != product_id)], makers
+        return kept[0] if kept is not None else self.lineage.closure([product_id])
+
+    def _makers(self, product_id: int) -> frozenset[int]:
+        """The runs that made a product (none for a registered source): its closure's key."""
+        return frozenset(run["id"] for run in self.lineage.runs_of_product(product_id))
 
     def conflict(self, product_id: int) -> OutOfSync | None:
         """Why the remote cannot take this product's closure (it holds one of its products
         with other content), or None; found once for all the products of the same runs."""
-        products, makers = self._closure(product_id)
+        makers = self._makers(product_id)
         kept = self._closures.get(makers) if makers else None
         if kept is not None and kept[1] is not None:
             return kept[1]
+        products = kept[0] if kept is not None else self.lineage.closure([product_id])
         found: OutOfSync | None = None
         try:
             self.check_conflicts(products)
         except OutOfSync as exc:
             found = exc
         if makers:
+            self._closures.pop(makers, None)
             while len(self._closures) >= CLOSURES_KEPT:
                 del self._closures[next(iter(self._closures))]  # the oldest
             self._closures[makers] = (products, found)
