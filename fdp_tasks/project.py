@@ -248,17 +248,24 @@ class RemoteSpec:
         from_env = env_token(self.name, self.token_file)
         if from_env is not None or self.token_file is None:
             return from_env
-        if not self.token_file.is_file():
-            raise BadInput(
-                f"the token file of remote {self.name}, {self.token_file}, does not exist"
-            )
-        mode = self.token_file.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise BadInput(
-                f"the token file {self.token_file} is readable by other users (mode "
-                f"{oct(mode)[2:]}); run `chmod 600 {self.token_file}`"
-            )
-        return read_secret(self.token_file)
+        return read_secret(checked_token_file(self.token_file, f"remote {self.name}'s token file"))
+
+
+def checked_token_file(path: Path, what: str) -> Path:
+    """A file fit to hold a token: it exists and no other user can read it (checked when a
+    remote is added, and again whenever its token is read)."""
+    if not path.is_file():
+        raise BadInput(
+            f"{what}: {path} does not exist (put the registry's token in it, then "
+            f"`chmod 600 {path}`)"
+        )
+    mode = path.stat().st_mode & 0o777
+    if os.name != "nt" and mode & 0o077:
+        raise BadInput(
+            f"{what}: {path} is readable by other users (mode {oct(mode)[2:]}); run "
+            f"`chmod 600 {path}`"
+        )
+    return path
 
 
 def ignore_state(state_dir: Path) -> None:

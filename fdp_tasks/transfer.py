@@ -127,12 +127,15 @@ def retry_after(resp: requests.Response) -> float | None:
 
 
 class RemoteUnavailable(FdpError):
-    """A remote's circuit breaker is open: it stopped answering, so nothing more is sent."""
+    """A remote's circuit breaker is open: it stopped answering (or never answered this
+    command), so nothing more is sent."""
 
-    def __init__(self, label: str, why: str):
-        super().__init__(f"{label} stopped answering: {why}")
+    def __init__(self, label: str, why: str, answered: bool = True):
+        state = "stopped answering" if answered else "does not answer"
+        super().__init__(f"{label} {state}: {why}")
         self.label = label
         self.why = why
+        self.answered = answered
 
 
 class NoAnswer(FdpError):
@@ -161,6 +164,7 @@ class CircuitBreaker:
         self.cooldown = cooldown
         self.failures = 0
         self.refused = 0  # requests failed at once while open
+        self.answered = False  # the remote has answered this command once at least
         self._why = ""
         self._opened_at: float | None = None
         self._last_try = 0.0  # when it opened, or the last probe went
@@ -181,7 +185,7 @@ class CircuitBreaker:
                 return
             self.refused += 1
             why = self._why
-        raise RemoteUnavailable(self.label, why)
+        raise RemoteUnavailable(self.label, why, self.answered)
 
     def failed(self, why: str) -> None:
         with self._lock:
@@ -193,6 +197,7 @@ class CircuitBreaker:
 
     def succeeded(self) -> None:
         with self._lock:
+            self.answered = True
             self.failures = 0
             self._opened_at = None
             self._why = ""
@@ -330,7 +335,9 @@ def send_to(
             f"{exc.attempts} attempt(s))"
         ) from None
     except RemoteUnavailable as exc:
-        raise RemoteUnavailable(exc.label, f"no answer from {who} ({exc.why})") from None
+        raise RemoteUnavailable(
+            exc.label, f"no answer from {who} ({exc.why})", exc.answered
+        ) from None
 
 
 def new_session(headers: Mapping[str, str] | None = None) -> requests.Session:

@@ -394,7 +394,17 @@ def test_token_files_must_exist_and_be_private(tmp_path: Path, remote: RemoteSer
     loose = tmp_path / "loose.token"
     loose.write_text(remote.token + "\n")
     loose.chmod(0o644)
+    refused = env.fdp(
+        "remote", "add", "origin", remote.api_url, "--token-file", str(loose), check=False
+    )
+    assert refused.returncode == 2, refused.output
+    assert refused.stderr.strip() == (
+        f"fdp: error: --token-file: {loose} is readable by other users (mode 644); run "
+        f"`chmod 600 {loose}`"
+    )
+    loose.chmod(0o600)
     env.fdp("remote", "add", "origin", remote.api_url, "--token-file", str(loose))
+    loose.chmod(0o640)  # loosened after it was added: refused when read
     result = env.fdp("push", check=False)
     assert result.returncode != 0
     assert "readable by other users" in result.output and "chmod 600" in result.output

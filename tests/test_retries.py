@@ -210,9 +210,9 @@ def test_the_breaker_fails_every_request_at_once_after_a_run_of_failures(
     assert len(server.seen) == 4  # one attempt opened it; the other 19 sent nothing
     where = server.url.removesuffix("/api/")
     assert set(failures) == {
-        f"remote origin (test) stopped answering: no answer from the registry at {where} "
+        f"remote origin (test) does not answer: no answer from the registry at {where} "
         "(GET /api/namespace/: connection reset)"
-    }
+    }  # it never answered: it did not "stop"
     assert breaker.refused == 20
 
     # a success closes it: after the cool-down one probe goes through
@@ -220,6 +220,14 @@ def test_the_breaker_fails_every_request_at_once_after_a_run_of_failures(
     server.script[:] = []
     assert client.whoami() == "admin"
     assert not breaker.is_open
+
+    # once it has answered, a remote whose breaker opens again "stopped answering"
+    breaker.cooldown = 3600
+    server.script[:] = [("reset",)] * 100
+    with pytest.raises(RegistryError, match="no answer"):
+        client.whoami()
+    with pytest.raises(RemoteUnavailable, match=r"^remote origin \(test\) stopped answering: "):
+        client.find("namespace")
 
 
 # ------------------------------------------------------------------ a remote that dies

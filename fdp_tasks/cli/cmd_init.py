@@ -12,8 +12,6 @@ import argparse
 import os
 from pathlib import Path
 
-from fdp_tasks.errors import BadInput
-
 CONFIG_TEMPLATE = """\
 run_metadata:
   description: {description}
@@ -86,6 +84,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def handler(args: argparse.Namespace) -> int:
     from fdp_tasks.project import (
         Project,
+        checked_token_file,
         fdp_configs,
         ignore_state,
         project_root,
@@ -112,12 +111,7 @@ def handler(args: argparse.Namespace) -> int:
         remote = {"url": remote_url(args.remote)}
         if args.remote_token_file:
             token_file = Path(args.remote_token_file).expanduser().resolve()
-            if not token_file.is_file():
-                raise BadInput(
-                    f"--remote-token-file: {token_file} does not exist (put the registry's "
-                    "token in it, then `chmod 600` it)"
-                )
-            remote["token_file"] = str(token_file)
+            remote["token_file"] = str(checked_token_file(token_file, "--remote-token-file"))
         settings.setdefault("remotes", {})["origin"] = remote
     project.save_settings()
     home_user = project.home / "user.yaml"

@@ -31,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handle_add(args: argparse.Namespace) -> int:
-    from fdp_tasks.project import Project, remote_url
+    from fdp_tasks.project import Project, checked_token_file, remote_url
 
     project = Project.load()
     remotes = project.settings.setdefault("remotes", {})
@@ -41,9 +41,7 @@ def handle_add(args: argparse.Namespace) -> int:
     spec = {"url": url}
     if args.token_file:
         token_file = Path(args.token_file).expanduser().resolve()
-        if not token_file.is_file():
-            raise BadInput(f"--token-file: {token_file} does not exist")
-        spec["token_file"] = str(token_file)
+        spec["token_file"] = str(checked_token_file(token_file, "--token-file"))
     remotes[args.name] = spec
     project.save_settings()
     print(f"remote {args.name} -> {url}")

@@ -800,7 +800,7 @@ def _push_one(
     more = len(others)
     unstage_pushed(plan, remote.url, push_ledger(plan), [ref, *(other for other, _ in pushed)])
     line = f"pushed {ref} to {remote.name}" + (
-        f", with {more} other product(s) of the same runs" if more > 0 else ""
+        f", with {more} other product(s) of its provenance" if more > 0 else ""
     )
     return {REPORT: [line], PUSHED: 1, CARRIED: others}
 
