@@ -31,6 +31,7 @@ def pid_alive(pid: int) -> bool:
         with open(f"/proc/{pid}/status", encoding="utf-8") as fh:
             return "\nState:\tZ" not in fh.read()
     except (FileNotFoundError, ProcessLookupError):
-        return False  # it ended while we looked
+        # it ended while we looked; or there is no /proc (macOS, BSD), and os.kill said so
+        return not os.path.isdir("/proc/self")
     except OSError:
-        return True  # no /proc (macOS, BSD): os.kill said it runs
+        return True  # /proc that this user may not read: os.kill said it runs
