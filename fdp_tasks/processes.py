@@ -13,7 +13,7 @@ import subprocess
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process `pid` runs; someone else's process (no right to signal it) does."""
+    """Whether process `pid` runs (someone else's process does)."""
     if pid <= 0:
         return False  # 0 and negative ids name process groups to os.kill, never one process
     if os.name == "nt":
@@ -23,10 +23,10 @@ def pid_alive(pid: int) -> bool:
         return str(pid) in out.split()
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or an id no process can have
         return False
-    except PermissionError:
-        return True
+    except OSError:
+        return True  # someone else's (no right to signal it), or a system that cannot tell
     try:
         with open(f"/proc/{pid}/status", encoding="utf-8") as fh:
             return "\nState:\tZ" not in fh.read()

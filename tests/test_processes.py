@@ -30,6 +30,7 @@ def test_a_zombie_has_ended() -> None:
     assert child.poll() == 0  # reaped only now: it was a zombie while asked about
 
 
-def test_ids_that_name_process_groups_are_no_process() -> None:
+def test_ids_that_name_process_groups_or_that_no_process_can_have_are_no_process() -> None:
     assert not pid_alive(0)
     assert not pid_alive(-1)
+    assert not pid_alive(2**80)  # from a damaged state file, say
