@@ -24,11 +24,10 @@ def open_kept(
             path.parent.mkdir(parents=True, exist_ok=True)
             if earlier is not None:
                 earlier.unlink(missing_ok=True)
-            db = sqlite3.connect(path, timeout=TIMEOUT, check_same_thread=False)
+            db = connect(path, writable=True)
             db.executescript(schema)
         elif path.is_file():
-            uri = f"{path.resolve().as_uri()}?mode=ro"
-            db = sqlite3.connect(uri, uri=True, timeout=TIMEOUT, check_same_thread=False)
+            db = connect(path, writable=False)
         else:
             return None
         (version,) = db.execute("PRAGMA user_version").fetchone()
@@ -43,11 +42,20 @@ def open_kept(
             return None
     try:  # damaged, or not SQLite: made anew where this process may write it
         path.unlink(missing_ok=True)
-        db = sqlite3.connect(path, timeout=TIMEOUT, check_same_thread=False)
+        db = connect(path, writable=True)
         _begun_anew(db, schema, fmt)
         return db
     except (OSError, sqlite3.Error):
         return None
+
+
+def connect(path: Path, writable: bool, timeout: float = TIMEOUT) -> sqlite3.Connection:
+    """A connection to a kept file, usable from any thread; read-only unless `writable`
+    (so a command that only looks can never change it, nor make it)."""
+    if writable:
+        return sqlite3.connect(path, timeout=timeout, check_same_thread=False)
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    return sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
 
 
 def _begun_anew(db: sqlite3.Connection, schema: str, fmt: int) -> None:

@@ -32,6 +32,7 @@ from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from fdp_tasks.kept_db import connect
 from fdp_tasks.names import glob_matches, like_pattern
 from fdp_tasks.store import queries
 from fdp_tasks.store.base import Record
@@ -231,11 +232,7 @@ def _open_kept(path: Path, url: str, namespace_id: int, save: bool) -> sqlite3.C
     if not path.is_file():
         return None
     try:
-        if save:
-            db = sqlite3.connect(path, timeout=10, check_same_thread=False)
-        else:
-            uri = f"{path.resolve().as_uri()}?mode=ro"
-            db = sqlite3.connect(uri, uri=True, timeout=10, check_same_thread=False)
+        db = connect(path, writable=save, timeout=10)
         (version,) = db.execute("PRAGMA user_version").fetchone()
         meta = db.execute("SELECT url, namespace FROM meta").fetchall()
         if version != FORMAT or meta != [(url, namespace_id)]:

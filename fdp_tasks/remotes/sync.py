@@ -1159,13 +1159,14 @@ class Pusher:
         """The runs that made a product (none for a registered source): its closure's key."""
         return frozenset(run["id"] for run in self.lineage.runs_of_product(product_id))
 
-    def conflict(self, product_id: int) -> OutOfSync | None:
-        """Why the remote cannot take this product's closure (it holds one of its products
-        with other content), or None; found once for all the products of the same runs."""
+    def checked_closure(self, product_id: int) -> tuple[list[int], OutOfSync | None]:
+        """The product's closure, and why the remote cannot take it (it holds one of its
+        products with other content) or None; found once for all the products of the same
+        runs."""
         makers = self._makers(product_id)
         kept = self._closures.get(makers) if makers else None
         if kept is not None and kept[1] is not None:
-            return kept[1]
+            return kept
         products = kept[0] if kept is not None else self.lineage.closure([product_id])
         found: OutOfSync | None = None
         try:
@@ -1177,7 +1178,7 @@ class Pusher:
             while len(self._closures) >= CLOSURES_KEPT:
                 del self._closures[next(iter(self._closures))]  # the oldest
             self._closures[makers] = (products, found)
-        return found
+        return products, found
 
     def preflight(self, product_id: int) -> None:
         """Refuse before anything is sent if the remote holds any product of the closure
@@ -1187,10 +1188,9 @@ class Pusher:
             raise self.no_storage  # said once by the remote; not asked again for every item
         if product_id in self.cleared:
             return  # in a closure found clear, so its own closure is clear (a part of it)
-        found = self.conflict(product_id)
+        products, found = self.checked_closure(product_id)
         if found is not None:
             raise OutOfSync(str(found))  # a new one each time: a raise adds to its traceback
-        products = self.closure(product_id)
         self._probe_storage([pid for pid in products if pid not in self.done_products])
         self.cleared.update(products)
 
@@ -1220,9 +1220,10 @@ class Pusher:
         kept: list[int] = []
         for pid in product_ids:
             if pid not in self.clear and pid not in self.cleared:  # (cleared: by preflight)
-                if self.conflict(pid) is not None:
+                closure, found = self.checked_closure(pid)
+                if found is not None:
                     continue
-                self.clear.update(self.closure(pid))
+                self.clear.update(closure)
             kept.append(pid)
         return kept
 
